@@ -1,0 +1,106 @@
+//! Command-line definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// Progressive delivery as one pipeline step: canary, A/B and blue/green releases driven by
+/// Flagger-compatible Canary specs, without an in-cluster operator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "aviary",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Log format: `human` for people, `json` for machines (one object per line, on stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "AVIARY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// Minimum log level (error, warn, info, debug, trace). `AVIARY_LOG` overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check Canary and MetricTemplate files and report every problem with its line and fix.
+    Validate(ValidateArgs),
+    /// Show the schedule a Canary implies: strategy, weights or iterations, and the fastest times
+    /// to promotion and to rollback.
+    Plan(PlanArgs),
+    /// Run the canary engine on a simulated clock against a scripted timeline of metric values and
+    /// webhook results, and show what it decides at every tick.
+    Simulate(SimulateArgs),
+}
+
+/// Which Canary to use.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// File with the Canary (multi-document YAML; MetricTemplates and other kinds may sit beside it).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The Canary to use when the file holds more than one.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Namespace for a Canary whose metadata has none (default: `default`).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Provider to assume when the Canary sets no `spec.provider` (Flagger's `-mesh-provider`).
+    #[arg(long, value_name = "PROVIDER", default_value = "istio")]
+    pub provider: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Files to check.
+    #[arg(short = 'f', long = "file", value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+
+    /// Print the decoded objects and diagnostics as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub canary: CanaryArgs,
+
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    pub canary: CanaryArgs,
+
+    /// Timeline of metric values and webhook results (YAML; see the README).
+    #[arg(short = 'm', long = "metrics", value_name = "TIMELINE")]
+    pub metrics: PathBuf,
+
+    /// Print the run as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop without a verdict after this many ticks (a gate that never opens, say).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_ticks: usize,
+}

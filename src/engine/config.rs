@@ -1,0 +1,216 @@
+//! The slice of a Canary the engine needs, with Flagger's derived values computed once.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{BuiltinMetric, Canary, HookType, MetricSource, Provider, ThresholdRange};
+
+/// How a metric's value is judged and named in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricKind {
+    /// `request-success-rate`: a percentage.
+    SuccessRate,
+    /// `request-duration`: milliseconds.
+    Duration,
+    /// Deprecated inline `query`.
+    Query,
+    /// A `MetricTemplate`.
+    Template,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricCheck {
+    pub name: String,
+    pub kind: MetricKind,
+    pub range: ThresholdRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRef {
+    pub name: String,
+    pub hook: HookType,
+}
+
+/// The rollout strategy a spec implies, decided as Flagger decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Progressive traffic shifting by weight.
+    Canary,
+    /// `match` + `iterations`: matching requests go to the canary.
+    AbTesting,
+    /// `iterations` without `match`.
+    BlueGreen,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Canary => "canary",
+            Strategy::AbTesting => "ab-testing",
+            Strategy::BlueGreen => "blue-green",
+        }
+    }
+}
+
+/// Everything the engine reads from a Canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Canary name and namespace, as used in Flagger's event messages.
+    pub name: String,
+    pub namespace: String,
+    /// `targetRef.name`.
+    pub target: String,
+    /// The provider's name, for "no values found for <provider> metric" messages.
+    pub provider: String,
+    /// `false` for the `kubernetes` provider, which cannot shift traffic (Flagger runs blue/green).
+    pub traffic_shifting: bool,
+    pub skip_analysis: bool,
+    pub suspend: bool,
+    pub interval_ms: u64,
+    pub threshold: u32,
+    pub max_weight: u32,
+    pub step_weight: u32,
+    pub step_weights: Vec<u32>,
+    pub step_weight_promotion: u32,
+    /// After Flagger's adjustment (the kubernetes provider turns 0 into 10).
+    pub iterations: u32,
+    pub strategy: Strategy,
+    pub mirror: bool,
+    pub mirror_weight: Option<u32>,
+    pub progress_deadline_ms: u64,
+    /// Webhooks in spec order.
+    pub webhooks: Vec<HookRef>,
+    /// Metrics in the order Flagger checks them: built-ins and inline queries first, then templates,
+    /// each group in spec order.
+    pub metrics: Vec<MetricCheck>,
+}
+
+impl Config {
+    /// `default_provider` stands in for Flagger's `-mesh-provider` flag when the spec names none
+    /// (Flagger's own default is `istio`).
+    pub fn from_canary(canary: &Canary, default_provider: &Provider) -> Config {
+        let provider = canary
+            .provider
+            .clone()
+            .unwrap_or_else(|| default_provider.clone());
+        let traffic_shifting = provider != Provider::Kubernetes;
+        let analysis = canary.analysis.clone().unwrap_or_default();
+        // Flagger: SkipAnalysis() is true when there is no analysis at all.
+        let skip_analysis = canary.skip_analysis || canary.analysis.is_none();
+
+        let ab_requested = !analysis.r#match.is_empty() && traffic_shifting;
+        let mut iterations = analysis.iterations;
+        if !traffic_shifting && iterations < 1 {
+            // Flagger: "Progressive traffic is not supported when using the kubernetes provider".
+            iterations = 10;
+        }
+        let strategy = if ab_requested && iterations > 0 {
+            Strategy::AbTesting
+        } else if iterations > 0 {
+            Strategy::BlueGreen
+        } else {
+            Strategy::Canary
+        };
+
+        let mut metrics = Vec::new();
+        let mut templated = Vec::new();
+        for m in &analysis.metrics {
+            let kind = match &m.source {
+                MetricSource::Builtin(BuiltinMetric::RequestSuccessRate) => MetricKind::SuccessRate,
+                MetricSource::Builtin(BuiltinMetric::RequestDuration) => MetricKind::Duration,
+                MetricSource::Query(_) => MetricKind::Query,
+                MetricSource::Template { .. } => MetricKind::Template,
+            };
+            let check = MetricCheck {
+                name: m.name.clone(),
+                kind,
+                range: m.threshold_range,
+            };
+            if kind == MetricKind::Template {
+                templated.push(check);
+            } else {
+                metrics.push(check);
+            }
+        }
+        metrics.extend(templated);
+
+        Config {
+            name: canary.name.clone(),
+            namespace: canary.namespace.clone(),
+            target: canary.target_ref.name.clone(),
+            provider: provider.name().to_string(),
+            traffic_shifting,
+            skip_analysis,
+            suspend: canary.suspend,
+            interval_ms: u64::try_from(analysis.interval.as_millis()).unwrap_or(u64::MAX),
+            threshold: analysis.threshold.max(1),
+            max_weight: analysis.max_weight,
+            step_weight: analysis.step_weight,
+            step_weights: analysis.step_weights.clone(),
+            step_weight_promotion: analysis.step_weight_promotion,
+            iterations,
+            strategy,
+            mirror: analysis.mirror,
+            mirror_weight: analysis.mirror_weight,
+            progress_deadline_ms: u64::from(canary.progress_deadline_seconds).saturating_mul(1000),
+            webhooks: analysis
+                .webhooks
+                .iter()
+                .map(|w| HookRef {
+                    name: w.name.clone(),
+                    hook: w.hook_type,
+                })
+                .collect(),
+            metrics,
+        }
+    }
+
+    /// Flagger's `maxWeight()`: the last `stepWeights` entry, else `maxWeight`, else 100.
+    pub fn effective_max_weight(&self) -> u32 {
+        if let Some(last) = self.step_weights.last() {
+            return (*last).min(100);
+        }
+        if self.max_weight > 0 {
+            return self.max_weight.min(100);
+        }
+        100
+    }
+
+    /// Flagger's `nextStepWeight()`: how much to add to `canary_weight` at the next step.
+    pub fn next_step_weight(&self, canary_weight: u32) -> u32 {
+        if self.step_weight > 0 || self.step_weights.is_empty() {
+            return self.step_weight;
+        }
+        let max_step = 100u32.saturating_sub(canary_weight);
+        if max_step == 0 {
+            return 1;
+        }
+        if canary_weight == 0 {
+            return self.step_weights[0].min(max_step);
+        }
+        for pair in self.step_weights.windows(2) {
+            if pair[0] == canary_weight {
+                return pair[1].saturating_sub(canary_weight).min(max_step);
+            }
+        }
+        max_step
+    }
+
+    /// `name.namespace`.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// `target.namespace`.
+    pub fn target_qualified(&self) -> String {
+        format!("{}.{}", self.target, self.namespace)
+    }
+
+    pub fn hooks_of(&self, hook: HookType) -> impl Iterator<Item = (usize, &HookRef)> + '_ {
+        self.webhooks
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.hook == hook)
+    }
+}

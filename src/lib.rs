@@ -1,0 +1,15 @@
+//! aviary: progressive delivery as one pipeline step.
+//!
+//! The crate is laid out as the design describes: a pure [`engine`] that decides, and the modules
+//! around it that read specs ([`spec`]) and talk to the world. `plan` and `simulate` drive the
+//! engine on a simulated clock.
+
+pub mod app;
+pub mod cli;
+pub mod engine;
+pub mod exit;
+pub mod logging;
+pub mod plan;
+pub mod simulate;
+pub mod spec;
+pub mod validate;

@@ -1,0 +1,70 @@
+//! Logs are `tracing` events: human-readable on a terminal, one JSON object per line with
+//! `--log-format json`. Diagnostics about input files go through here too, so that a JSON consumer
+//! gets them as structured events with their file, line and field path.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use clap::ValueEnum;
+use tracing_subscriber::EnvFilter;
+
+use crate::spec::{Diagnostic, Severity};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Installs the global subscriber. Logs go to stderr; stdout is for the command's own output.
+/// `AVIARY_LOG` (e.g. `debug`, `aviary=trace`) overrides `level`.
+pub fn init(format: LogFormat, level: &str) {
+    let _ = FORMAT.set(format);
+    let filter = EnvFilter::try_from_env("AVIARY_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .without_time()
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    // A subscriber is already installed only in tests that call init twice; keep the first.
+    let _ = result;
+}
+
+/// Reports a diagnostic: as plain `file:line: path: message` text on stderr for people, or as a
+/// structured event for JSON consumers.
+pub fn diagnostic(d: &Diagnostic) {
+    match FORMAT.get().copied().unwrap_or(LogFormat::Human) {
+        LogFormat::Human => eprintln!("{}{d}", prefix(d.severity)),
+        LogFormat::Json => {
+            let help = d.help.as_deref().unwrap_or("");
+            match d.severity {
+                Severity::Error => tracing::error!(
+                    file = %d.file, line = d.line, path = %d.path, help, "{}", d.message
+                ),
+                Severity::Warning => tracing::warn!(
+                    file = %d.file, line = d.line, path = %d.path, help, "{}", d.message
+                ),
+            }
+        }
+    }
+}
+
+fn prefix(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error: ",
+        // The warning prefix is part of the diagnostic's own rendering.
+        Severity::Warning => "",
+    }
+}

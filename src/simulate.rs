@@ -1,0 +1,474 @@
+//! `aviary simulate`: the engine on a simulated clock, answering its questions from a timeline.
+//!
+//! ```yaml
+//! metrics:            # the i-th value answers the i-th query of that metric; the last repeats
+//!   request-success-rate: [99.9, 99.5, 70]   # null means "no values found"; .nan is NaN
+//! webhooks:           # per webhook name: pass/fail per call, the last repeats; default pass
+//!   confirm-promotion: [fail, fail, pass]
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::app::{self, AppError};
+use crate::cli::SimulateArgs;
+use crate::engine::sim::{self, Run};
+use crate::engine::{
+    Answer, Command, Config, Engine, HookOutcome, MetricOutcome, Readiness, Request, Severity,
+    State,
+};
+use crate::exit::Exit;
+use crate::spec::duration::format_human;
+use crate::spec::yaml::{self, Node, Value};
+use crate::spec::{Diagnostic, SpecError};
+
+/// A scripted sequence of answers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// `None` is "no values found".
+    pub metrics: BTreeMap<String, Vec<Option<f64>>>,
+    /// `true` is a pass (2xx).
+    pub webhooks: BTreeMap<String, Vec<bool>>,
+}
+
+impl Timeline {
+    /// Reads a timeline and checks it against the Canary it will drive.
+    pub fn load(path: &Path, config: &Config) -> Result<Timeline, AppError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Timeline::parse(&file, &text, config)
+    }
+
+    pub fn parse(file: &str, text: &str, config: &Config) -> Result<Timeline, AppError> {
+        let invalid = |errors: Vec<Diagnostic>| {
+            AppError::Spec(SpecError::Invalid {
+                errors,
+                warnings: Vec::new(),
+            })
+        };
+        let docs = yaml::parse_documents(file, text).map_err(invalid)?;
+        let mut errors = Vec::new();
+        let mut timeline = Timeline::default();
+        let root = match docs.as_slice() {
+            [root] => root,
+            [] => {
+                return Err(invalid(vec![Diagnostic::error(
+                    file,
+                    0,
+                    "",
+                    "the timeline is empty",
+                )
+                .with_help(
+                    "add `metrics:` with one list of values per metric of the Canary",
+                )]))
+            }
+            [_, second, ..] => {
+                return Err(invalid(vec![Diagnostic::error(
+                    file,
+                    second.line,
+                    "",
+                    "a timeline is one YAML document, this file has several",
+                )]))
+            }
+        };
+        let Value::Map(entries) = &root.value else {
+            return Err(invalid(vec![Diagnostic::error(
+                file,
+                root.line,
+                "",
+                format!(
+                    "expected a mapping with `metrics` and `webhooks`, got {}",
+                    root.describe()
+                ),
+            )]));
+        };
+        for (key, value) in entries {
+            match key.as_str() {
+                Some("metrics") => {
+                    timeline.metrics =
+                        read_series(file, "metrics", value, &mut errors, |n| match &n.value {
+                            Value::Null => Ok(None),
+                            Value::Int(i) => Ok(Some(*i as f64)),
+                            Value::Float(f) => Ok(Some(*f)),
+                            _ => Err("expected a number, null (no values) or .nan"),
+                        });
+                }
+                Some("webhooks") => {
+                    timeline.webhooks =
+                        read_series(file, "webhooks", value, &mut errors, |n| match &n.value {
+                            Value::Bool(b) => Ok(*b),
+                            Value::Str(s) if s == "pass" => Ok(true),
+                            Value::Str(s) if s == "fail" => Ok(false),
+                            _ => Err("expected pass or fail"),
+                        });
+                }
+                _ => errors.push(
+                    Diagnostic::error(file, key.line, &key.describe(), "unknown timeline section")
+                        .with_help("a timeline has `metrics:` and `webhooks:`"),
+                ),
+            }
+        }
+        // Every value must belong to the Canary, and every metric of the Canary needs values.
+        let metric_names: Vec<&str> = config.metrics.iter().map(|m| m.name.as_str()).collect();
+        let hook_names: Vec<&str> = config.webhooks.iter().map(|h| h.name.as_str()).collect();
+        let line_of = |section: &str, name: &str| -> usize {
+            root.get(section)
+                .and_then(|s| match &s.value {
+                    Value::Map(es) => es
+                        .iter()
+                        .find(|(k, _)| k.as_str() == Some(name))
+                        .map(|(k, _)| k.line),
+                    _ => None,
+                })
+                .unwrap_or(root.line)
+        };
+        for name in timeline.metrics.keys() {
+            if !metric_names.contains(&name.as_str()) {
+                errors.push(
+                    Diagnostic::error(
+                        file,
+                        line_of("metrics", name),
+                        &format!("metrics.{name}"),
+                        format!("the Canary {} has no metric {name:?}", config.qualified()),
+                    )
+                    .with_help(format!("its metrics are: {}", list(&metric_names))),
+                );
+            }
+        }
+        for name in &metric_names {
+            if !timeline.metrics.contains_key(*name) {
+                errors.push(
+                    Diagnostic::error(
+                        file,
+                        root.get("metrics").map_or(root.line, |n| n.line),
+                        "metrics",
+                        format!("no values for the Canary's metric {name:?}"),
+                    )
+                    .with_help(format!(
+                        "add `{name}: [value, ...]` (null for \"no values found\")"
+                    )),
+                );
+            }
+        }
+        for name in timeline.webhooks.keys() {
+            if !hook_names.contains(&name.as_str()) {
+                errors.push(
+                    Diagnostic::error(
+                        file,
+                        line_of("webhooks", name),
+                        &format!("webhooks.{name}"),
+                        format!("the Canary {} has no webhook {name:?}", config.qualified()),
+                    )
+                    .with_help(format!("its webhooks are: {}", list(&hook_names))),
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(timeline)
+        } else {
+            Err(invalid(errors))
+        }
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "(none)".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Reads `name: [v, v, ...]` pairs of one section.
+fn read_series<T>(
+    file: &str,
+    section: &str,
+    node: &Node,
+    errors: &mut Vec<Diagnostic>,
+    item: impl Fn(&Node) -> Result<T, &'static str>,
+) -> BTreeMap<String, Vec<T>> {
+    let mut out = BTreeMap::new();
+    let entries = match &node.value {
+        Value::Map(entries) => entries,
+        Value::Null => return out,
+        _ => {
+            errors.push(Diagnostic::error(
+                file,
+                node.line,
+                section,
+                format!(
+                    "expected a mapping of name to list, got {}",
+                    node.describe()
+                ),
+            ));
+            return out;
+        }
+    };
+    for (key, value) in entries {
+        let Some(name) = key.as_str() else {
+            errors.push(Diagnostic::error(
+                file,
+                key.line,
+                section,
+                format!("expected a name, got {}", key.describe()),
+            ));
+            continue;
+        };
+        let path = format!("{section}.{name}");
+        // A single value is a list of one.
+        let items: Vec<&Node> = match &value.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![value],
+        };
+        if items.is_empty() {
+            errors.push(
+                Diagnostic::error(file, value.line, &path, "the list is empty")
+                    .with_help("give at least one value; the last one repeats"),
+            );
+            continue;
+        }
+        let mut values = Vec::with_capacity(items.len());
+        for (i, n) in items.iter().enumerate() {
+            match item(n) {
+                Ok(v) => values.push(v),
+                Err(expected) => errors.push(Diagnostic::error(
+                    file,
+                    n.line,
+                    &format!("{path}[{i}]"),
+                    format!("{expected}, got {}", n.describe()),
+                )),
+            }
+        }
+        out.insert(name.to_string(), values);
+    }
+    out
+}
+
+/// Answers requests from a timeline, counting calls per name.
+struct Scripted<'a> {
+    timeline: &'a Timeline,
+    calls: BTreeMap<String, usize>,
+}
+
+impl Scripted<'_> {
+    fn next<T: Clone>(&mut self, key: String, series: Option<&Vec<T>>) -> Option<T> {
+        let n = self.calls.entry(key).or_insert(0);
+        let value = series.and_then(|s| s.get(*n).or(s.last())).cloned();
+        *n += 1;
+        value
+    }
+}
+
+impl sim::Oracle for Scripted<'_> {
+    fn answer(&mut self, request: &Request, _now: u64) -> Answer {
+        match request {
+            Request::Readiness { .. } => Answer::Readiness(Readiness::Ready),
+            Request::Webhook { name, .. } => {
+                let pass = self
+                    .next(format!("webhook/{name}"), self.timeline.webhooks.get(name))
+                    .unwrap_or(true);
+                Answer::Webhook(if pass {
+                    HookOutcome::Pass
+                } else {
+                    HookOutcome::Fail("the timeline says fail".into())
+                })
+            }
+            Request::Metric { name, .. } => {
+                match self.next(format!("metric/{name}"), self.timeline.metrics.get(name)) {
+                    Some(Some(v)) => Answer::Metric(MetricOutcome::Value(v)),
+                    _ => Answer::Metric(MetricOutcome::NoValues("no values found".into())),
+                }
+            }
+        }
+    }
+}
+
+/// One row of the report: a tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TickReport {
+    pub at_s: crate::plan::Secs,
+    pub phase: String,
+    pub canary_weight: u32,
+    pub iteration: u32,
+    pub failed_checks: u32,
+    /// Each metric queried in this tick: its value (`null` for no values).
+    pub metrics: BTreeMap<String, Option<f64>>,
+    /// Each metric's verdict in this tick.
+    pub verdicts: BTreeMap<String, bool>,
+    /// Each webhook called in this tick: pass or fail.
+    pub webhooks: BTreeMap<String, bool>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// `promoted`, `rolled_back`, or `no_verdict` when the tick budget ran out first.
+    pub verdict: &'static str,
+    pub failed_checks: u32,
+    /// Canary weights in the order the engine set them, consecutive repeats removed.
+    pub weights: Vec<u32>,
+    pub duration_s: crate::plan::Secs,
+    pub checks: Vec<TickReport>,
+}
+
+pub fn report(run: &Run) -> Report {
+    let mut checks = Vec::new();
+    for tick in &run.ticks {
+        let mut metrics = BTreeMap::new();
+        let mut verdicts = BTreeMap::new();
+        let mut webhooks = BTreeMap::new();
+        let mut messages = Vec::new();
+        for command in &tick.commands {
+            match command {
+                Command::Check { check } if check.kind == "metric" => {
+                    metrics.insert(check.name.clone(), check.value);
+                    verdicts.insert(check.name.clone(), check.passed);
+                }
+                Command::Check { check } => {
+                    webhooks.insert(check.name.clone(), check.passed);
+                }
+                Command::Event { message, .. } => messages.push(message.clone()),
+                _ => {}
+            }
+        }
+        checks.push(TickReport {
+            at_s: crate::plan::Secs(tick.at as f64 / 1000.0),
+            phase: tick.phase.to_string(),
+            canary_weight: tick.routes.canary,
+            iteration: tick.iterations,
+            failed_checks: tick.failed_checks,
+            metrics,
+            verdicts,
+            webhooks,
+            message: messages.join("; "),
+        });
+    }
+    Report {
+        verdict: match run.verdict {
+            Some(crate::engine::Phase::Succeeded) => "promoted",
+            Some(_) => "rolled_back",
+            None => "no_verdict",
+        },
+        failed_checks: run.state.failed_checks,
+        weights: run.weight_path(),
+        duration_s: crate::plan::Secs(run.ticks.last().map_or(0, |t| t.at) as f64 / 1000.0),
+        checks,
+    }
+}
+
+/// Runs `config` against `timeline` from a freshly seen revision.
+pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Result<Run, AppError> {
+    let mut engine = Engine::new(
+        config.clone(),
+        State::initialized_with_new_revision("current", "next"),
+    );
+    let mut oracle = Scripted {
+        timeline,
+        calls: BTreeMap::new(),
+    };
+    Ok(sim::run(&mut engine, &mut oracle, max_ticks)?)
+}
+
+pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
+    let (_canary, config) = app::load_config(&args.canary)?;
+    let timeline = Timeline::load(&args.metrics, &config)?;
+    if args.max_ticks == 0 {
+        return Err(AppError::input("--max-ticks must be at least 1"));
+    }
+    let run = simulate(&config, &timeline, args.max_ticks)?;
+    let report = report(&run);
+    for tick in &run.ticks {
+        for command in &tick.commands {
+            if let Command::Event { severity, message } = command {
+                match severity {
+                    Severity::Info => tracing::debug!(at_ms = tick.at, "{message}"),
+                    Severity::Warning => {
+                        tracing::debug!(at_ms = tick.at, warning = true, "{message}")
+                    }
+                }
+            }
+        }
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_human(&config, &report, out)?;
+    }
+    Ok(match report.verdict {
+        "promoted" => Exit::Success,
+        "rolled_back" => Exit::RolledBack,
+        _ => {
+            tracing::warn!(
+                "no verdict after {} ticks; the last phase was {}",
+                run.ticks.len(),
+                run.state.phase
+            );
+            Exit::NoVerdict
+        }
+    })
+}
+
+fn secs(s: crate::plan::Secs) -> String {
+    format_human(std::time::Duration::from_secs_f64(s.0.max(0.0)))
+}
+
+fn write_human(config: &Config, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{}: {} strategy, interval {}, threshold {}",
+        config.qualified(),
+        config.strategy.as_str(),
+        secs(crate::plan::Secs(config.interval_ms as f64 / 1000.0)),
+        config.threshold
+    )?;
+    let names: Vec<&str> = config.metrics.iter().map(|m| m.name.as_str()).collect();
+    let width = |n: &str| n.len().max(9);
+    write!(
+        out,
+        "{:>7}  {:<16} {:>6} {:>4} {:>6}",
+        "t", "phase", "weight", "iter", "failed"
+    )?;
+    for n in &names {
+        write!(out, "  {:<w$}", n, w = width(n))?;
+    }
+    writeln!(out, "  events")?;
+    for t in &report.checks {
+        write!(
+            out,
+            "{:>7}  {:<16} {:>5}% {:>4} {:>6}",
+            secs(t.at_s),
+            t.phase,
+            t.canary_weight,
+            t.iteration,
+            t.failed_checks
+        )?;
+        for n in &names {
+            let cell = match (t.metrics.get(*n), t.verdicts.get(*n)) {
+                (Some(Some(v)), Some(ok)) => format!("{v:.2} {}", if *ok { "ok" } else { "FAIL" }),
+                (Some(None), _) => "no values FAIL".to_string(),
+                _ => String::new(),
+            };
+            write!(out, "  {:<w$}", cell, w = width(n))?;
+        }
+        writeln!(out, "  {}", t.message)?;
+    }
+    let verdict = match report.verdict {
+        "promoted" => "promoted",
+        "rolled_back" => "rolled back",
+        _ => "no verdict (stopped at the tick limit)",
+    };
+    writeln!(
+        out,
+        "verdict: {verdict} after {} (failed checks {}/{})",
+        secs(report.duration_s),
+        report.failed_checks,
+        config.threshold
+    )
+}

@@ -1,0 +1,147 @@
+//! The Canary spec: Flagger's `flagger.app/v1beta1` `Canary` and `MetricTemplate`, and aviary's
+//! `aviary.dev/v1alpha1` superset, read from multi-document YAML.
+//!
+//! Reading happens in two passes. [`yaml`] turns the text into a tree in which every node knows its
+//! line, so that [`decode`] can report *every* problem at once, each with the file, line, field path
+//! and a fix, instead of stopping at the first one the way a serde derive would.
+
+pub mod decode;
+pub mod duration;
+pub mod types;
+pub mod yaml;
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use types::*;
+
+/// How bad a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found in an input file, with its place and, where we know it, the fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    /// 1-based; 0 when the problem has no single line (an empty file, say).
+    pub line: usize,
+    /// 1-based; 0 when unknown.
+    pub column: usize,
+    /// Dotted field path such as `spec.analysis.metrics[1].thresholdRange.min`; empty for the document.
+    pub path: String,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(file: &str, line: usize, path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.to_string(),
+            line,
+            column: 0,
+            path: path.to_string(),
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn warning(file: &str, line: usize, path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(file, line, path, message)
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_column(mut self, column: usize) -> Self {
+        self.column = column;
+        self
+    }
+}
+
+/// `file:line: path: message`, then `  help: ...` on its own line when there is a fix to offer.
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.file, self.line)?;
+        } else {
+            write!(f, "{}: ", self.file)?;
+        }
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every Canary and MetricTemplate found in one or more files, and what was said about them.
+#[derive(Debug, Clone, Default)]
+pub struct Documents {
+    pub canaries: Vec<Canary>,
+    pub templates: Vec<MetricTemplate>,
+    /// Documents of other kinds (a Deployment next to its Canary, say), as `(apiVersion, kind, origin)`.
+    pub skipped: Vec<(String, String, Origin)>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Why a spec could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// One or more errors (never empty); warnings found on the way are kept too.
+    #[error("{}", render_errors(.errors))]
+    Invalid {
+        errors: Vec<Diagnostic>,
+        warnings: Vec<Diagnostic>,
+    },
+}
+
+fn render_errors(errors: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for (i, e) in errors.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&e.to_string());
+    }
+    out
+}
+
+/// Reads every document of `path`. The file is named in messages as it was given.
+pub fn load_file(path: &Path) -> Result<Documents, SpecError> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: label.clone(),
+        source,
+    })?;
+    load_str(&label, &text)
+}
+
+/// Reads every document of `text`, naming it `file` in messages.
+pub fn load_str(file: &str, text: &str) -> Result<Documents, SpecError> {
+    decode::decode_documents(file, text)
+}

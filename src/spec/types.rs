@@ -1,0 +1,454 @@
+//! The typed model of a Canary and a MetricTemplate, after decoding and defaulting.
+//!
+//! Field names follow Flagger's `flagger.app/v1beta1` API. Where Flagger applies a default at use time
+//! (`GetAnalysisInterval`, `GetAnalysisThreshold`, ...), the decoder applies it once, here, so that the
+//! engine and every later seam read a value and never re-derive a default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which API group/version a document was written against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApiVersion {
+    /// `flagger.app/v1beta1`: parsed and interpreted exactly as Flagger does.
+    FlaggerV1beta1,
+    /// `aviary.dev/v1alpha1`: a strict superset of the Flagger API with aviary's additions.
+    AviaryV1alpha1,
+}
+
+impl ApiVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::FlaggerV1beta1 => "flagger.app/v1beta1",
+            ApiVersion::AviaryV1alpha1 => "aviary.dev/v1alpha1",
+        }
+    }
+}
+
+/// Where a document came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub file: String,
+    /// 1-based line of the document's first key.
+    pub line: usize,
+}
+
+/// A reference to another object (`targetRef`, `ingressRef`, `templateRef`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ScalerReplicas {
+    pub min_replicas: Option<i32>,
+    pub max_replicas: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AutoscalerRef {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub primary_scaler_queries: BTreeMap<String, String>,
+    pub primary_scaler_replicas: Option<ScalerReplicas>,
+}
+
+/// A Kubernetes `IntOrString` (service `targetPort`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntOrString {
+    Int(i64),
+    String(String),
+}
+
+/// A Gateway API `ParentReference` (`service.gatewayRefs[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GatewayRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub section_name: Option<String>,
+    pub port: Option<i64>,
+}
+
+/// An Istio-style string match (`exact`, `prefix`, `suffix` or `regex`; exactly one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(String),
+}
+
+/// One Istio `HTTPMatchRequest` (used by `service.match` and, for A/B testing, `analysis.match`).
+/// The fields aviary routes on are typed; the rest are kept as JSON for the routers that support them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HttpMatch {
+    pub name: Option<String>,
+    pub uri: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    pub scheme: Option<StringMatch>,
+    pub authority: Option<StringMatch>,
+    pub headers: BTreeMap<String, StringMatch>,
+    pub query_params: BTreeMap<String, StringMatch>,
+    pub without_headers: BTreeMap<String, StringMatch>,
+    pub ignore_uri_case: bool,
+    pub port: Option<i64>,
+    pub source_labels: BTreeMap<String, String>,
+    pub source_namespace: Option<String>,
+    pub gateways: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpRetry {
+    pub attempts: Option<i64>,
+    pub per_try_timeout: Option<String>,
+    pub retry_on: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HeaderOperations {
+    pub set: BTreeMap<String, String>,
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Headers {
+    pub request: Option<HeaderOperations>,
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HttpRewrite {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CustomMetadata {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `spec.service`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Service {
+    /// Apex service name; defaults to `targetRef.name`.
+    pub name: String,
+    pub port: u16,
+    /// Defaults to `http`.
+    pub port_name: String,
+    /// Defaults to `port`.
+    pub target_port: Option<IntOrString>,
+    pub app_protocol: Option<String>,
+    pub port_discovery: bool,
+    pub timeout: Option<String>,
+    pub gateways: Vec<String>,
+    pub gateway_refs: Vec<GatewayRef>,
+    pub hosts: Vec<String>,
+    pub delegation: bool,
+    /// Istio DestinationRule traffic policy, kept as JSON.
+    pub traffic_policy: Option<serde_json::Value>,
+    pub r#match: Vec<HttpMatch>,
+    pub rewrite: Option<HttpRewrite>,
+    pub retries: Option<HttpRetry>,
+    pub headers: Option<Headers>,
+    /// Istio CORS policy, kept as JSON.
+    pub cors_policy: Option<serde_json::Value>,
+    pub mesh_name: Option<String>,
+    pub backends: Vec<String>,
+    pub apex: Option<CustomMetadata>,
+    pub primary: Option<CustomMetadata>,
+    pub canary: Option<CustomMetadata>,
+}
+
+/// `analysis.metrics[].thresholdRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ThresholdRange {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// The two metrics Flagger computes itself when a metric has neither `templateRef` nor `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BuiltinMetric {
+    /// `request-success-rate`: percentage of non-5xx responses.
+    RequestSuccessRate,
+    /// `request-duration`: P99 latency in milliseconds.
+    RequestDuration,
+}
+
+impl BuiltinMetric {
+    pub const NAMES: [&'static str; 2] = ["request-success-rate", "request-duration"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "request-success-rate" => Some(BuiltinMetric::RequestSuccessRate),
+            "request-duration" => Some(BuiltinMetric::RequestDuration),
+            _ => None,
+        }
+    }
+}
+
+/// What a metric check queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetricSource {
+    Builtin(BuiltinMetric),
+    /// Deprecated inline PromQL (`query`).
+    Query(String),
+    /// A `MetricTemplate` reference, with its `templateVariables`.
+    Template {
+        template: ObjectRef,
+        variables: BTreeMap<String, String>,
+    },
+}
+
+/// `analysis.metrics[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    /// Query window; defaults to 1m as in Flagger.
+    pub interval: Duration,
+    /// The original interval text (`1m`), as templates receive it in `{{ interval }}`.
+    pub interval_text: String,
+    /// The accepted range. The deprecated `threshold` is folded in here: a minimum for
+    /// `request-success-rate`, a maximum for every other metric, exactly as Flagger reads it.
+    pub threshold_range: ThresholdRange,
+    pub source: MetricSource,
+}
+
+/// The eight webhook types, with Flagger's spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum HookType {
+    ConfirmRollout,
+    PreRollout,
+    Rollout,
+    ConfirmTrafficIncrease,
+    ConfirmPromotion,
+    PostRollout,
+    Rollback,
+    Event,
+}
+
+impl HookType {
+    pub const ALL: [HookType; 8] = [
+        HookType::ConfirmRollout,
+        HookType::PreRollout,
+        HookType::Rollout,
+        HookType::ConfirmTrafficIncrease,
+        HookType::ConfirmPromotion,
+        HookType::PostRollout,
+        HookType::Rollback,
+        HookType::Event,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookType::ConfirmRollout => "confirm-rollout",
+            HookType::PreRollout => "pre-rollout",
+            HookType::Rollout => "rollout",
+            HookType::ConfirmTrafficIncrease => "confirm-traffic-increase",
+            HookType::ConfirmPromotion => "confirm-promotion",
+            HookType::PostRollout => "post-rollout",
+            HookType::Rollback => "rollback",
+            HookType::Event => "event",
+        }
+    }
+
+    /// Parses Flagger's spelling; an empty type means `rollout`, as in Flagger.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.is_empty() {
+            return Some(HookType::Rollout);
+        }
+        HookType::ALL.into_iter().find(|h| h.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for HookType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `analysis.webhooks[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub name: String,
+    pub hook_type: HookType,
+    pub url: String,
+    /// Defaults to 10s, as in Flagger.
+    pub timeout: Duration,
+    pub retries: u32,
+    pub mute_alert: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub name: String,
+    /// `info` (default), `warn` or `error`.
+    pub severity: String,
+    pub provider_ref: ObjectRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAffinity {
+    pub cookie_name: String,
+    /// Seconds; defaults to 86400.
+    pub max_age: u32,
+    pub primary_cookie_name: Option<String>,
+}
+
+/// `spec.analysis` (or the deprecated `spec.canaryAnalysis`), defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// Defaults to 60s. Flagger raises anything below 10s to 10s; `aviary.dev/v1alpha1` allows down to 1s.
+    pub interval: Duration,
+    /// Failed checks that trigger a rollback; defaults to 1 (Flagger's `GetAnalysisThreshold`).
+    pub threshold: u32,
+    /// 0 means "not set" (Flagger's zero value); the engine uses `max_weight()`.
+    pub max_weight: u32,
+    pub step_weight: u32,
+    pub step_weights: Vec<u32>,
+    pub step_weight_promotion: u32,
+    pub iterations: u32,
+    pub mirror: bool,
+    pub mirror_weight: Option<u32>,
+    /// Percent of primary pods that must be available; defaults to 100.
+    pub primary_ready_threshold: u32,
+    /// Percent of canary pods that must be available; defaults to 100.
+    pub canary_ready_threshold: u32,
+    pub alerts: Vec<Alert>,
+    pub metrics: Vec<Metric>,
+    pub webhooks: Vec<Webhook>,
+    pub r#match: Vec<HttpMatch>,
+    pub session_affinity: Option<SessionAffinity>,
+}
+
+impl Analysis {
+    /// The highest canary weight, as Flagger computes it: the last `stepWeights` entry when there are
+    /// step weights (capped at 100), else `maxWeight`, else 100.
+    pub fn max_weight(&self) -> u32 {
+        match self.step_weights.last() {
+            Some(last) => (*last).min(100),
+            None if self.max_weight > 0 => self.max_weight,
+            None => 100,
+        }
+    }
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            interval: Duration::from_secs(60),
+            threshold: 1,
+            max_weight: 0,
+            step_weight: 0,
+            step_weights: Vec::new(),
+            step_weight_promotion: 0,
+            iterations: 0,
+            mirror: false,
+            mirror_weight: None,
+            primary_ready_threshold: 100,
+            canary_ready_threshold: 100,
+            alerts: Vec::new(),
+            metrics: Vec::new(),
+            webhooks: Vec::new(),
+            r#match: Vec::new(),
+            session_affinity: None,
+        }
+    }
+}
+
+/// The traffic provider (`spec.provider`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Provider {
+    /// `kubernetes`: no traffic shifting; Flagger runs blue/green (and so does aviary).
+    Kubernetes,
+    Istio,
+    Gloo,
+    Nginx,
+    /// `gatewayapi` or `gatewayapi:v1` / `gatewayapi:v1beta1`.
+    GatewayApi,
+    /// Any other provider Flagger knows (linkerd, appmesh, contour, traefik, ...): parsed and kept,
+    /// but aviary has no router for it yet.
+    Other(String),
+}
+
+impl Provider {
+    pub fn name(&self) -> &str {
+        match self {
+            Provider::Kubernetes => "kubernetes",
+            Provider::Istio => "istio",
+            Provider::Gloo => "gloo",
+            Provider::Nginx => "nginx",
+            Provider::GatewayApi => "gatewayapi",
+            Provider::Other(s) => s,
+        }
+    }
+}
+
+/// A `Canary` (`flagger.app/v1beta1` or `aviary.dev/v1alpha1`), decoded, defaulted and validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Canary {
+    pub api_version: ApiVersion,
+    pub name: String,
+    /// `metadata.namespace`, or `default` when absent (the CLI's `-n` overrides an absent one).
+    pub namespace: String,
+    pub namespace_explicit: bool,
+    pub origin: Origin,
+    /// `None` when `spec.provider` is absent: the host's default applies (Flagger's `-mesh-provider`).
+    pub provider: Option<Provider>,
+    pub metrics_server: Option<String>,
+    pub target_ref: ObjectRef,
+    pub autoscaler_ref: Option<AutoscalerRef>,
+    pub ingress_ref: Option<ObjectRef>,
+    pub route_ref: Option<ObjectRef>,
+    pub upstream_ref: Option<ObjectRef>,
+    pub service: Service,
+    /// `None` when neither `analysis` nor `canaryAnalysis` is present.
+    pub analysis: Option<Analysis>,
+    /// Defaults to 600.
+    pub progress_deadline_seconds: u32,
+    pub skip_analysis: bool,
+    pub revert_on_deletion: bool,
+    pub suspend: bool,
+}
+
+impl Canary {
+    /// `name.namespace`, the way Flagger names a canary in its events.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
+/// `MetricTemplate.spec.provider`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MetricProvider {
+    /// `prometheus`, `datadog`, `cloudwatch`, ... (Flagger's spelling).
+    pub provider_type: String,
+    pub address: Option<String>,
+    pub secret_ref: Option<ObjectRef>,
+    pub insecure_skip_verify: bool,
+    /// Provider-specific `region` (CloudWatch) and the like.
+    pub region: Option<String>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A `MetricTemplate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricTemplate {
+    pub api_version: ApiVersion,
+    pub name: String,
+    pub namespace: String,
+    pub origin: Origin,
+    pub provider: MetricProvider,
+    pub query: String,
+}
