@@ -101,6 +101,7 @@ pub struct SimulateArgs {
     pub json: bool,
 
     /// Stop without a verdict after this many ticks (a gate that never opens, say).
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    pub max_ticks: usize,
+    /// Default: the schedule's length plus 250 ticks.
+    #[arg(long, value_name = "N")]
+    pub max_ticks: Option<usize>,
 }

@@ -17,8 +17,12 @@ use crate::exit::Exit;
 use crate::spec::duration::format_human;
 use crate::spec::HookType;
 
-/// Generous: the longest sensible schedule (100 steps of 1%, 100 iterations) needs ~110 ticks.
-const PLAN_TICKS: usize = 2000;
+/// Enough ticks for any schedule the spec can describe: at most 100 weight steps (or the
+/// iterations), the promotion steps back, and the bookkeeping ticks around them.
+pub fn tick_budget(config: &Config) -> usize {
+    let iterations = usize::try_from(config.iterations).unwrap_or(usize::MAX);
+    iterations.saturating_add(250).min(5_000_000)
+}
 
 /// Seconds, printed as an integer when whole.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,7 +106,7 @@ fn simulate(config: &Config, oracle: &mut dyn sim::Oracle) -> Result<Run, AppErr
         config.clone(),
         State::initialized_with_new_revision("current", "next"),
     );
-    Ok(sim::run(&mut engine, oracle, PLAN_TICKS)?)
+    Ok(sim::run(&mut engine, oracle, tick_budget(config))?)
 }
 
 pub fn compute(config: &Config) -> Result<Plan, AppError> {

@@ -378,10 +378,13 @@ pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Resul
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
     let (_canary, config) = app::load_config(&args.canary)?;
     let timeline = Timeline::load(&args.metrics, &config)?;
-    if args.max_ticks == 0 {
+    let max_ticks = args
+        .max_ticks
+        .unwrap_or_else(|| crate::plan::tick_budget(&config));
+    if max_ticks == 0 {
         return Err(AppError::input("--max-ticks must be at least 1"));
     }
-    let run = simulate(&config, &timeline, args.max_ticks)?;
+    let run = simulate(&config, &timeline, max_ticks)?;
     let report = report(&run);
     for tick in &run.ticks {
         for command in &tick.commands {

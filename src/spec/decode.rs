@@ -86,6 +86,9 @@ pub fn decode_documents(file: &str, text: &str) -> Result<Documents, SpecError> 
     }
     // Unknown fields are found when a mapping is finished; present everything in file order.
     cx.errors.sort_by_key(|d| d.line);
+    for d in cx.errors.iter_mut().filter(|d| d.help.is_none()) {
+        d.help = field_help(&d.path).map(str::to_string);
+    }
     cx.warnings.sort_by_key(|d| d.line);
     if cx.errors.is_empty() {
         out.warnings = cx.warnings;
@@ -229,6 +232,28 @@ fn is_dns_subdomain(s: &str) -> bool {
 
 fn to_u32(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
+}
+
+/// What a field means, for errors that have no more specific fix: the user sees what the value is
+/// for and an example of a good one.
+fn field_help(path: &str) -> Option<&'static str> {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let field = field.split('[').next().unwrap_or(field);
+    Some(match field {
+        "stepWeight" => "stepWeight is the percentage of traffic added to the canary at each step, e.g. stepWeight: 10",
+        "maxWeight" => "maxWeight is the largest percentage of traffic the canary gets before promotion, e.g. maxWeight: 50",
+        "stepWeights" => "stepWeights lists the canary's traffic percentages in increasing order, e.g. stepWeights: [1, 10, 50]",
+        "stepWeightPromotion" => "stepWeightPromotion is the percentage moved back to the primary at each promotion step, e.g. stepWeightPromotion: 25",
+        "threshold" => "threshold is how many failed checks roll the canary back, e.g. threshold: 5",
+        "iterations" => "iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10",
+        "interval" => "a Go duration such as 30s, 1m or 1m30s",
+        "timeout" => "a Go duration such as 10s or 1m",
+        "port" => "a port number 1-65535, e.g. port: 9898",
+        "progressDeadlineSeconds" => "seconds a workload may take to become ready before the canary is rolled back, e.g. progressDeadlineSeconds: 600",
+        "mirrorWeight" => "mirrorWeight is the percentage of traffic copied to the canary, e.g. mirrorWeight: 100",
+        "primaryReadyThreshold" | "canaryReadyThreshold" => "the percentage of pods that must be available, e.g. 100",
+        _ => return None,
+    })
 }
 
 /// `an integer 1-100`, `an integer >= 0`, `an integer`.
@@ -2225,7 +2250,7 @@ spec:
         assert_eq!(
             errors(&text),
             vec![
-                "canary.yaml:13: spec.analysis.stepWeight: expected an integer 1-100, got \"ten\""
+                "canary.yaml:13: spec.analysis.stepWeight: expected an integer 1-100, got \"ten\"\n  help: stepWeight is the percentage of traffic added to the canary at each step, e.g. stepWeight: 10"
             ]
         );
         let text = canary(FLAGGER_API, "    stepWeight: \"10\"\n");
@@ -2240,7 +2265,7 @@ spec:
         let text = canary(FLAGGER_API, "    stepWeight: 10\n    maxWeight: -5\n");
         assert_eq!(
             errors(&text),
-            vec!["canary.yaml:13: spec.analysis.maxWeight: expected an integer 1-100, got -5"]
+            vec!["canary.yaml:13: spec.analysis.maxWeight: expected an integer 1-100, got -5\n  help: maxWeight is the largest percentage of traffic the canary gets before promotion, e.g. maxWeight: 50"]
         );
     }
 
@@ -2371,8 +2396,8 @@ spec:
         assert_eq!(
             errors(&text),
             vec![
-                "canary.yaml:10: spec.service.port: expected an integer 1-65535, got 70000",
-                "canary.yaml:12: spec.analysis.stepWeight: expected an integer 1-100, got \"ten\"",
+                "canary.yaml:10: spec.service.port: expected an integer 1-65535, got 70000\n  help: a port number 1-65535, e.g. port: 9898",
+                "canary.yaml:12: spec.analysis.stepWeight: expected an integer 1-100, got \"ten\"\n  help: stepWeight is the percentage of traffic added to the canary at each step, e.g. stepWeight: 10",
                 "canary.yaml:13: spec.analysis.mirror: expected true or false, got \"yes\"\n  help: write true or false: like Kubernetes, aviary reads YAML 1.2, where yes, no, on and off are strings",
                 "canary.yaml:16: spec.analysis.webhooks[0].url: expected an http:// or https:// URL, got \"ftp://x\"\n  help: write the full address, such as http://flagger-loadtester.test/",
             ]
@@ -2389,8 +2414,8 @@ spec:
         assert_eq!(
             errors(&text),
             vec![
-                "canary.yaml:12: spec.analysis.stepWeight: expected an integer 1-100, got 0",
-                "canary.yaml:26: spec.analysis.iterations: expected an integer >= 0, got -1",
+                "canary.yaml:12: spec.analysis.stepWeight: expected an integer 1-100, got 0\n  help: stepWeight is the percentage of traffic added to the canary at each step, e.g. stepWeight: 10",
+                "canary.yaml:26: spec.analysis.iterations: expected an integer >= 0, got -1\n  help: iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10",
             ]
         );
     }
