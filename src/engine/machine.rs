@@ -244,25 +244,23 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
         cx.st.phase,
         Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
     ) {
-        let was_waiting = cx.st.phase == Phase::Waiting;
-        for (index, name) in cx.hooks(HookType::ConfirmRollout) {
-            match cx.call_hook(index, Phase::Progressing)? {
-                HookOutcome::Pass => {
-                    if was_waiting {
-                        cx.info(format!("Confirm-rollout check {name} passed"));
-                    }
-                }
-                HookOutcome::Fail(_) => {
-                    if cx.st.phase != Phase::Waiting {
-                        cx.set_phase(Phase::Waiting);
-                        cx.warn(format!(
-                            "Halt {} advancement waiting for approval {name}",
-                            cfg.qualified()
-                        ));
-                    }
-                    return Ok(());
-                }
+        // Flagger announces an opened confirm-rollout gate only when the canary was waiting on it.
+        let passed = if cx.st.phase == Phase::Waiting {
+            "Confirm-rollout check"
+        } else {
+            ""
+        };
+        if let Some((name, _)) =
+            until_failure(cx, HookType::ConfirmRollout, Phase::Progressing, passed)?
+        {
+            if cx.st.phase != Phase::Waiting {
+                cx.set_phase(Phase::Waiting);
+                cx.warn(format!(
+                    "Halt {} advancement waiting for approval {name}",
+                    cfg.qualified()
+                ));
             }
+            return Ok(());
         }
         cx.info(format!(
             "New revision detected! Scaling up {}",
@@ -502,47 +500,64 @@ fn promotion_traffic_shift(cx: &mut Cx<'_>) {
     }
 }
 
-fn pre_rollout_hooks(cx: &mut Cx<'_>) -> Flow<bool> {
-    let q = cx.cfg.qualified();
-    for (index, name) in cx.hooks(HookType::PreRollout) {
-        match cx.call_hook(index, Phase::Progressing)? {
-            HookOutcome::Pass => cx.info(format!("Pre-rollout check {name} passed")),
-            HookOutcome::Fail(err) => {
-                cx.warn(format!(
-                    "Halt {q} advancement pre-rollout check {name} failed {err}"
-                ));
-                return Ok(false);
-            }
+/// Calls the webhooks of one type in spec order and stops at the first that fails, returning its
+/// name and error. Each one that passes is announced as "`passed` NAME passed" (unless `passed` is
+/// empty), in Flagger's words.
+fn until_failure(
+    cx: &mut Cx<'_>,
+    hook: HookType,
+    phase: Phase,
+    passed: &str,
+) -> Flow<Option<(String, String)>> {
+    for (index, name) in cx.hooks(hook) {
+        match cx.call_hook(index, phase)? {
+            HookOutcome::Pass if passed.is_empty() => {}
+            HookOutcome::Pass => cx.info(format!("{passed} {name} passed")),
+            HookOutcome::Fail(err) => return Ok(Some((name, err))),
         }
+    }
+    Ok(None)
+}
+
+fn pre_rollout_hooks(cx: &mut Cx<'_>) -> Flow<bool> {
+    let failure = until_failure(
+        cx,
+        HookType::PreRollout,
+        Phase::Progressing,
+        "Pre-rollout check",
+    )?;
+    if let Some((name, err)) = failure {
+        let q = cx.cfg.qualified();
+        cx.warn(format!(
+            "Halt {q} advancement pre-rollout check {name} failed {err}"
+        ));
+        return Ok(false);
     }
     Ok(true)
 }
 
 fn post_rollout_hooks(cx: &mut Cx<'_>, phase: Phase) -> Flow<bool> {
-    for (index, name) in cx.hooks(HookType::PostRollout) {
-        match cx.call_hook(index, phase)? {
-            HookOutcome::Pass => cx.info(format!("Post-rollout check {name} passed")),
-            HookOutcome::Fail(err) => {
-                cx.warn(format!("Post-rollout hook {name} failed {err}"));
-                return Ok(false);
-            }
-        }
+    let failure = until_failure(cx, HookType::PostRollout, phase, "Post-rollout check")?;
+    if let Some((name, err)) = failure {
+        cx.warn(format!("Post-rollout hook {name} failed {err}"));
+        return Ok(false);
     }
     Ok(true)
 }
 
 fn confirm_traffic_increase(cx: &mut Cx<'_>) -> Flow<bool> {
-    let q = cx.cfg.qualified();
-    for (index, name) in cx.hooks(HookType::ConfirmTrafficIncrease) {
-        match cx.call_hook(index, Phase::Progressing)? {
-            HookOutcome::Pass => cx.info(format!("Confirm-traffic-increase check {name} passed")),
-            HookOutcome::Fail(_) => {
-                cx.warn(format!(
-                    "Halt {q} advancement waiting for traffic increase approval {name}"
-                ));
-                return Ok(false);
-            }
-        }
+    let failure = until_failure(
+        cx,
+        HookType::ConfirmTrafficIncrease,
+        Phase::Progressing,
+        "Confirm-traffic-increase check",
+    )?;
+    if let Some((name, _)) = failure {
+        let q = cx.cfg.qualified();
+        cx.warn(format!(
+            "Halt {q} advancement waiting for traffic increase approval {name}"
+        ));
+        return Ok(false);
     }
     Ok(true)
 }
@@ -550,20 +565,19 @@ fn confirm_traffic_increase(cx: &mut Cx<'_>) -> Flow<bool> {
 /// The promotion gate. A closed gate parks the canary in WaitingPromotion (analysis keeps running
 /// there, so failed checks can still roll it back); an open one lets the caller promote.
 fn confirm_promotion(cx: &mut Cx<'_>) -> Flow<bool> {
-    let q = cx.cfg.qualified();
-    for (index, name) in cx.hooks(HookType::ConfirmPromotion) {
-        match cx.call_hook(index, Phase::Progressing)? {
-            HookOutcome::Pass => cx.info(format!("Confirm-promotion check {name} passed")),
-            HookOutcome::Fail(_) => {
-                if cx.st.phase != Phase::WaitingPromotion {
-                    cx.set_phase(Phase::WaitingPromotion);
-                }
-                cx.warn(format!(
-                    "Halt {q} advancement waiting for promotion approval {name}"
-                ));
-                return Ok(false);
-            }
-        }
+    let failure = until_failure(
+        cx,
+        HookType::ConfirmPromotion,
+        Phase::Progressing,
+        "Confirm-promotion check",
+    )?;
+    if let Some((name, _)) = failure {
+        cx.set_phase(Phase::WaitingPromotion);
+        let q = cx.cfg.qualified();
+        cx.warn(format!(
+            "Halt {q} advancement waiting for promotion approval {name}"
+        ));
+        return Ok(false);
     }
     Ok(true)
 }
@@ -583,13 +597,11 @@ fn promote(cx: &mut Cx<'_>) {
 fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
     let cfg = cx.cfg;
     let q = cfg.qualified();
-    for (index, name) in cx.hooks(HookType::Rollout) {
-        if let HookOutcome::Fail(err) = cx.call_hook(index, Phase::Progressing)? {
-            cx.warn(format!(
-                "Halt {q} advancement external check {name} failed {err}"
-            ));
-            return Ok(false);
-        }
+    if let Some((name, err)) = until_failure(cx, HookType::Rollout, Phase::Progressing, "")? {
+        cx.warn(format!(
+            "Halt {q} advancement external check {name} failed {err}"
+        ));
+        return Ok(false);
     }
     for (index, metric) in cfg.metrics.iter().enumerate() {
         let answer = cx.ask(Request::Metric {
