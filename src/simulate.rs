@@ -431,6 +431,12 @@ fn write_human(config: &Config, report: &Report, out: &mut dyn Write) -> std::io
         secs(crate::plan::Secs(config.interval_ms as f64 / 1000.0)),
         config.threshold
     )?;
+    if config.strategy == crate::engine::Strategy::AbTesting {
+        writeln!(
+            out,
+            "(A/B testing: the weight is the share of requests matching analysis.match; all others stay on the primary)"
+        )?;
+    }
     let names: Vec<&str> = config.metrics.iter().map(|m| m.name.as_str()).collect();
     let width = |n: &str| n.len().max(9);
     write!(
