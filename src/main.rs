@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     aviary::logging::init(cli.log_format, &cli.log_level);
     match aviary::app::run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
+        // `aviary plan | head`: the reader went away; that is not a failure of ours.
+        Err(aviary::app::AppError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             err.report();
             ExitCode::from(err.exit().code())

@@ -584,3 +584,39 @@ fn json_logs_carry_the_diagnostic_fields() {
     assert_eq!(v["line"], 17, "{first}");
     assert_eq!(v["path"], "spec.analysis.stepWeight", "{first}");
 }
+
+#[test]
+fn short_intervals_are_an_aviary_addition() {
+    let dir = tempdir();
+    let flagger = write(
+        &dir,
+        "flagger.yaml",
+        &GOOD.replace("interval: 1m", "interval: 2s"),
+    );
+    let out = aviary(&["plan", "-f", flagger.to_str().unwrap_or_default(), "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["interval_s"], 10);
+    assert!(
+        stderr(&out).contains("Flagger raises intervals below 10s to 10s"),
+        "{}",
+        stderr(&out)
+    );
+
+    let aviary_spec = write(
+        &dir,
+        "aviary.yaml",
+        &GOOD
+            .replace("interval: 1m", "interval: 2s")
+            .replace("flagger.app/v1beta1", "aviary.dev/v1alpha1"),
+    );
+    let out = aviary(&[
+        "plan",
+        "-f",
+        aviary_spec.to_str().unwrap_or_default(),
+        "--json",
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let p = json(&out);
+    assert_eq!(p["interval_s"], 2);
+    assert_eq!(p["min_promotion_s"], 12);
+}
