@@ -24,6 +24,8 @@ pub enum AppError {
     Engine(#[from] EngineError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Run(Box<crate::runner::RunError>),
 }
 
 impl AppError {
@@ -49,6 +51,11 @@ impl AppError {
             // A file the user named but we cannot read is bad input, not a broken environment.
             AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
             AppError::Engine(_) | AppError::Output(_) => Exit::Runtime,
+            AppError::Run(e) => match e.as_ref() {
+                crate::runner::RunError::Locked(_) => Exit::Locked,
+                crate::runner::RunError::Unsupported(_) => Exit::InvalidInput,
+                _ => Exit::Runtime,
+            },
         }
     }
 
@@ -80,6 +87,10 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
         Command::Validate(args) => crate::validate::run(&args, &mut out)?,
         Command::Plan(args) => crate::plan::run(&args, &mut out)?,
         Command::Simulate(args) => crate::simulate::run(&args, &mut out)?,
+        Command::Rollout(args) => crate::rollout::rollout(&args)?,
+        Command::Status(args) => crate::rollout::status(&args, &mut out)?,
+        Command::Promote(args) => crate::rollout::promote(&args)?,
+        Command::Abort(args) => crate::rollout::abort(&args)?,
     };
     out.flush()?;
     Ok(exit)
@@ -170,4 +181,10 @@ pub fn load_config(args: &CanaryArgs) -> Result<(Canary, Config), AppError> {
 /// Renders diagnostics as a JSON array (for `--json` outputs).
 pub fn diagnostics_json(ds: &[Diagnostic]) -> serde_json::Value {
     serde_json::to_value(ds).unwrap_or(serde_json::Value::Null)
+}
+
+impl From<crate::runner::RunError> for AppError {
+    fn from(e: crate::runner::RunError) -> Self {
+        AppError::Run(Box::new(e))
+    }
 }

@@ -44,6 +44,72 @@ pub enum Command {
     /// Run the canary engine on a simulated clock against a scripted timeline of metric values and
     /// webhook results, and show what it decides at every tick.
     Simulate(SimulateArgs),
+    /// Run a canary release on the cluster until it is promoted or rolled back.
+    Rollout(RolloutArgs),
+    /// Show the state of a canary's rollout, as stored in the cluster.
+    Status(ControlArgs),
+    /// Open the confirm gates (confirm-rollout, confirm-traffic-increase, confirm-promotion) of the
+    /// revision a running rollout is analysing.
+    Promote(ControlArgs),
+    /// Roll a running rollout back now.
+    Abort(AbortArgs),
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Give up on one API request after this long and try it again (a Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "15s")]
+    pub request_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub canary: CanaryArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Give up after this long (a Go duration such as 30m), returning traffic to the primary.
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The Canary's name.
+    #[arg(value_name = "CANARY")]
+    pub name: String,
+
+    /// The Canary's namespace (default: the context's namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    #[command(flatten)]
+    pub control: ControlArgs,
+
+    /// Why, for the events and the report.
+    #[arg(long, default_value = "aborted with `aviary abort`")]
+    pub reason: String,
 }
 
 /// Which Canary to use.

@@ -6,10 +6,17 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod exit;
 pub mod logging;
 pub mod plan;
+pub mod rollout;
+pub mod routing;
+pub mod runner;
 pub mod simulate;
 pub mod spec;
+pub mod state;
 pub mod validate;
+pub mod webhooks;
+pub mod workload;

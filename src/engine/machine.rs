@@ -26,6 +26,8 @@ pub(crate) enum TickKind {
     Advance,
     /// Roll back now, because the runner was told to.
     Abort { reason: String },
+    /// Put traffic back on the primary and forget the analysis, without a verdict.
+    Cancel { reason: String },
 }
 
 /// The context of one (re)play of a tick.
@@ -170,6 +172,7 @@ pub(crate) fn run(cx: &mut Cx<'_>, kind: &TickKind) -> Flow {
     match kind {
         TickKind::Advance => advance(cx),
         TickKind::Abort { reason } => abort(cx, reason),
+        TickKind::Cancel { reason } => cancel(cx, reason),
     }
 }
 
@@ -431,6 +434,34 @@ fn abort(cx: &mut Cx<'_>, reason: &str) -> Flow {
             Ok(())
         }
     }
+}
+
+/// Shutdown without a verdict: traffic back to the primary, canary to zero, and the state wound back
+/// to "initialized, new revision pending", so the next run starts this revision's analysis afresh.
+fn cancel(cx: &mut Cx<'_>, reason: &str) -> Flow {
+    let cfg = cx.cfg;
+    match cx.st.phase {
+        Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion => {
+            cx.set_routes(Routes::PRIMARY);
+            cx.emit(Command::ScaleCanaryToZero);
+            cx.st.failed_checks = 0;
+            cx.st.iterations = 0;
+            cx.st.canary_not_ready_since = None;
+            cx.st.last_applied_revision = cx.st.last_promoted_revision.clone();
+            cx.set_phase(Phase::Initialized);
+            cx.warn(format!(
+                "Cancelled {}: {reason}; all traffic is back on {}, and the next run restarts the analysis",
+                cfg.qualified(),
+                primary_name(cfg)
+            ));
+        }
+        Phase::Promoting | Phase::Finalising => cx.warn(format!(
+            "Cancelled {} during promotion: {reason}; the next run finishes the promotion",
+            cfg.qualified()
+        )),
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Flagger's `rollback`: all traffic back to the primary, canary to zero, phase Failed.

@@ -35,8 +35,11 @@ pub enum Input {
     Answer { id: u64, answer: Answer },
     /// The runner saw this revision (a hash of the target's pod template and tracked config).
     Revision { revision: String },
-    /// Roll back now (the user ran `aviary abort`, or the runner is shutting down).
+    /// Roll back now: the user ran `aviary abort`. The revision is marked Failed.
     Abort { now: Millis, reason: String },
+    /// Stop the analysis and return traffic to the primary, without a verdict: the runner is being
+    /// shut down (SIGTERM/SIGINT). A later run analyses the same revision again from the start.
+    Cancel { now: Millis, reason: String },
 }
 
 /// What the engine wants done after an input.
@@ -127,6 +130,10 @@ impl Engine {
                 // and the rollback below decides from the last settled state.
                 self.pending = None;
                 Ok(self.start(TickKind::Abort { reason }, now))
+            }
+            Input::Cancel { now, reason } => {
+                self.pending = None;
+                Ok(self.start(TickKind::Cancel { reason }, now))
             }
             Input::Revision { revision } => {
                 if self.pending.is_some() {

@@ -715,6 +715,36 @@ fn abort_rolls_back_even_mid_tick() {
 }
 
 #[test]
+fn cancel_returns_traffic_and_a_rerun_restarts_the_analysis() {
+    let mut engine = fresh(base());
+    let mut o = good();
+    for k in 0..4 {
+        sim::tick(&mut engine, k * 60_000, &mut o).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(engine.state().routes.canary, 30);
+    let step = engine
+        .handle(Input::Cancel {
+            now: 250_000,
+            reason: "SIGTERM".into(),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(step.commands.contains(&Command::SetRoutes {
+        routes: Routes::PRIMARY
+    }));
+    assert!(step.commands.contains(&Command::ScaleCanaryToZero));
+    assert_eq!(engine.state().phase, Phase::Initialized);
+    assert!(engine.state().has_new_revision());
+    // The next run picks the same revision up from the start.
+    let state = engine.state().clone();
+    let mut rerun = Engine::new(base(), state);
+    let log = sim::tick(&mut rerun, 300_000, &mut o).unwrap_or_else(|e| panic!("{e}"));
+    assert!(log.commands.contains(&Command::ScaleCanaryUp));
+    assert_eq!(log.phase, Phase::Progressing);
+    let log = sim::tick(&mut rerun, 360_000, &mut o).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(log.routes.canary, 10);
+}
+
+#[test]
 fn abort_during_promotion_is_refused() {
     let mut engine = fresh(base());
     let mut o = good();

@@ -1,0 +1,1344 @@
+//! The object store and the API semantics of each verb.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use crate::errors::{qualified, ApiError, ApiResult, Cause};
+use crate::kinds;
+use crate::managed::{self, Entry, Schema, Scope};
+use crate::patch::strategic_merge;
+use crate::resources::{Registry, Rt};
+use crate::util::{now_rfc3339, Rng};
+use crate::{Fault, RequestRecord};
+
+/// Storage key of a resource: (group, plural), shared by all its versions.
+pub(crate) type StorageKey = (String, String);
+
+/// One change, kept for watches.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub rv: u64,
+    pub key: StorageKey,
+    pub namespace: String,
+    pub etype: &'static str,
+    pub object: Value,
+    /// The object before a modification (for selector transitions).
+    pub prev: Option<Value>,
+}
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sub {
+    Main,
+    Status,
+}
+
+impl Sub {
+    fn name(self) -> Option<&'static str> {
+        match self {
+            Sub::Main => None,
+            Sub::Status => Some("status"),
+        }
+    }
+}
+
+/// Who writes and how.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteCtx {
+    pub manager: String,
+    pub dry_run: bool,
+}
+
+impl WriteCtx {
+    pub(crate) fn new(manager: &str) -> Self {
+        WriteCtx {
+            manager: manager.to_string(),
+            dry_run: false,
+        }
+    }
+}
+
+/// Options of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeleteOpts {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+}
+
+pub(crate) struct FaultState {
+    pub fault: Fault,
+    pub regex: Option<regex::Regex>,
+    pub rng: Rng,
+}
+
+pub(crate) struct State {
+    pub registry: Registry,
+    objects: HashMap<StorageKey, BTreeMap<(String, String), Value>>,
+    pub rv: u64,
+    pub events: VecDeque<Event>,
+    pub history_limit: usize,
+    /// Events at or below this resourceVersion may have been dropped.
+    pub compacted_rv: u64,
+    history: HashMap<(String, String, String, String), Vec<Value>>,
+    pub requests: Vec<RequestRecord>,
+    pub faults: Vec<FaultState>,
+    pub never_ready: HashSet<(String, String)>,
+    pub ready_delay: Duration,
+    /// When each Deployment's generation last changed (for the deployment controller).
+    pub deploy_changed: HashMap<(String, String), (i64, Instant)>,
+    pub rng: Rng,
+    next_ip: u32,
+}
+
+const MAX_REQUESTS: usize = 100_000;
+
+fn meta(obj: &Value) -> Option<&Map<String, Value>> {
+    obj.get("metadata").and_then(Value::as_object)
+}
+
+fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    meta(obj).and_then(|m| m.get(key)).and_then(Value::as_str)
+}
+
+fn meta_mut(obj: &mut Value) -> ApiResult<&mut Map<String, Value>> {
+    let m = obj
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("the body of the request must be a JSON object"))?;
+    let entry = m.entry("metadata").or_insert_with(|| json!({}));
+    if entry.is_null() {
+        *entry = json!({});
+    }
+    entry
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+/// The object without `metadata` and `status`, to decide whether the generation moves.
+fn spec_part(obj: &Value) -> Value {
+    match obj.as_object() {
+        Some(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        None => Value::Null,
+    }
+}
+
+/// The object for no-op detection: no resourceVersion, no managedFields times.
+fn comparable(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
+            for e in mf.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
+    }
+    o
+}
+
+pub(crate) fn schema(rt: &Rt) -> Schema<'_> {
+    Schema {
+        builtin: rt.builtin,
+        kind: rt.kind(),
+    }
+}
+
+fn scope(rt: &Rt, sub: Sub) -> Scope {
+    match sub {
+        Sub::Main => Scope::Main {
+            skip_status: rt.t.status_subresource,
+        },
+        Sub::Status => Scope::Status,
+    }
+}
+
+impl State {
+    pub(crate) fn new(registry: Registry, ready_delay: Duration) -> Self {
+        State {
+            registry,
+            objects: HashMap::new(),
+            rv: 1,
+            events: VecDeque::new(),
+            history_limit: 10_000,
+            compacted_rv: 0,
+            history: HashMap::new(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            never_ready: HashSet::new(),
+            ready_delay,
+            deploy_changed: HashMap::new(),
+            rng: Rng::from_entropy(),
+            next_ip: 10,
+        }
+    }
+
+    pub(crate) fn log_request(&mut self, r: RequestRecord) {
+        if self.requests.len() >= MAX_REQUESTS {
+            self.requests.drain(..MAX_REQUESTS / 10);
+        }
+        self.requests.push(r);
+    }
+
+    /// Renders a stored object for a type version (apiVersion and kind set).
+    pub(crate) fn render(rt: &Rt, obj: &Value) -> Value {
+        let mut o = obj.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.insert("apiVersion".into(), json!(rt.t.api_version()));
+            m.insert("kind".into(), json!(rt.kind()));
+        }
+        o
+    }
+
+    pub(crate) fn get(&self, rt: &Rt, ns: &str, name: &str) -> Option<&Value> {
+        self.objects
+            .get(&rt.storage_key())
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+    }
+
+    /// Objects of a type, in a namespace or all, sorted by namespace and name.
+    pub(crate) fn list(&self, key: &StorageKey, ns: Option<&str>) -> Vec<&Value> {
+        match self.objects.get(key) {
+            None => Vec::new(),
+            Some(m) => m
+                .iter()
+                .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
+                .map(|(_, v)| v)
+                .collect(),
+        }
+    }
+
+    pub(crate) fn history(&self, rt: &Rt, ns: &str, name: &str) -> Vec<Value> {
+        self.history
+            .get(&(
+                rt.group().to_string(),
+                rt.plural().to_string(),
+                ns.to_string(),
+                name.to_string(),
+            ))
+            .map(|h| h.iter().map(|o| State::render(rt, o)).collect())
+            .unwrap_or_default()
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects
+            .get(&(String::new(), "namespaces".to_string()))
+            .is_some_and(|m| m.contains_key(&(String::new(), ns.to_string())))
+    }
+
+    /// Stores (or removes, for DELETED) an object under a new resourceVersion and records the event.
+    fn commit(
+        &mut self,
+        key: &StorageKey,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        etype: &'static str,
+        prev: Option<Value>,
+    ) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), json!(rv.to_string()));
+        }
+        if key.0 == "apiextensions.k8s.io" && key.1 == "customresourcedefinitions" {
+            self.registry.sync_crd(&obj, etype == "DELETED");
+            if etype == "DELETED" {
+                self.delete_custom_objects(&obj);
+            }
+        }
+        let store = self.objects.entry(key.clone()).or_default();
+        let id = (ns.to_string(), name.to_string());
+        if etype == "DELETED" {
+            store.remove(&id);
+            self.deploy_changed.remove(&id);
+        } else {
+            store.insert(id.clone(), obj.clone());
+            if key.0 == "apps" && key.1 == "deployments" {
+                let generation = meta(&obj)
+                    .and_then(|m| m.get("generation"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let changed = self
+                    .deploy_changed
+                    .get(&id)
+                    .is_none_or(|(g, _)| *g != generation);
+                if changed {
+                    self.deploy_changed.insert(id, (generation, Instant::now()));
+                }
+            }
+        }
+        let mut hist_entry = obj.clone();
+        if etype == "DELETED" {
+            if let Some(m) = hist_entry
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+            {
+                m.entry("deletionTimestamp")
+                    .or_insert_with(|| json!(now_rfc3339()));
+            }
+        }
+        self.history
+            .entry((
+                key.0.clone(),
+                key.1.clone(),
+                ns.to_string(),
+                name.to_string(),
+            ))
+            .or_default()
+            .push(hist_entry);
+        self.events.push_back(Event {
+            rv,
+            key: key.clone(),
+            namespace: ns.to_string(),
+            etype,
+            object: obj.clone(),
+            prev,
+        });
+        while self.events.len() > self.history_limit {
+            if let Some(e) = self.events.pop_front() {
+                self.compacted_rv = e.rv;
+            }
+        }
+        obj
+    }
+
+    fn check_type(&self, rt: &Rt, obj: &Value) -> ApiResult<()> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request must be a JSON object",
+            ));
+        }
+        let expected = rt.t.api_version();
+        if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
+            if av != expected {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({expected})"
+                )));
+            }
+        }
+        if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
+            if kind != rt.kind() {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({kind}) does not match the expected kind ({})",
+                    rt.kind()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_namespace(rt: &Rt, obj: &mut Value, ns: Option<&str>) -> ApiResult<String> {
+        let m = meta_mut(obj)?;
+        if rt.t.namespaced {
+            let url_ns = ns.ok_or_else(ApiError::method_not_allowed)?;
+            match m.get("namespace").and_then(Value::as_str) {
+                Some(body_ns) if !body_ns.is_empty() && body_ns != url_ns => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+                _ => {}
+            }
+            m.insert("namespace".into(), json!(url_ns));
+            Ok(url_ns.to_string())
+        } else {
+            m.remove("namespace");
+            Ok(String::new())
+        }
+    }
+
+    fn alloc_ip(&mut self) -> String {
+        self.next_ip += 1;
+        let n = self.next_ip;
+        format!("10.96.{}.{}", (n >> 8) & 0xff, n & 0xff)
+    }
+
+    fn defaults(&mut self, rt: &Rt, obj: &mut Value, old: Option<&Value>) {
+        let mut next_ip = || self.alloc_ip();
+        kinds::apply_defaults(rt, obj, old, &mut next_ip);
+    }
+
+    /// POST.
+    pub(crate) fn create(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        body: Value,
+        ctx: &WriteCtx,
+    ) -> ApiResult<Value> {
+        self.create_with(rt, ns, body, ctx, None)
+    }
+
+    fn create_with(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        mut obj: Value,
+        ctx: &WriteCtx,
+        applied: Option<Vec<Entry>>,
+    ) -> ApiResult<Value> {
+        self.check_type(rt, &obj)?;
+        let ns = State::check_namespace(rt, &mut obj, ns)?;
+        let suffix = self.rng.suffix(5);
+        let uid = self.rng.uuid();
+        let now = now_rfc3339();
+        let m = meta_mut(&mut obj)?;
+        let name = match m
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            Some(n) => n.to_string(),
+            None => match m
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                Some(prefix) => {
+                    let n = format!("{prefix}{suffix}");
+                    m.insert("name".into(), json!(n));
+                    n
+                }
+                None => {
+                    return Err(ApiError::invalid(
+                        rt.kind(),
+                        rt.group(),
+                        "",
+                        vec![Cause::required(
+                            "metadata.name",
+                            "name or generateName is required",
+                        )],
+                    ))
+                }
+            },
+        };
+        kinds::validate_name(rt, &name)?;
+        for k in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
+            m.remove(k);
+        }
+        m.insert("uid".into(), json!(uid));
+        m.insert("creationTimestamp".into(), json!(now));
+        m.insert("generation".into(), json!(1));
+        if rt.t.namespaced && !self.namespace_exists(&ns) {
+            return Err(ApiError::not_found("namespaces", "", &ns));
+        }
+        if self.get(rt, &ns, &name).is_some() {
+            return Err(ApiError::already_exists(rt.plural(), rt.group(), &name));
+        }
+        if rt.t.status_subresource {
+            if let Some(o) = obj.as_object_mut() {
+                o.remove("status");
+            }
+        }
+        self.defaults(rt, &mut obj, None);
+        kinds::validate(rt, &obj, None)?;
+        let entries = match applied {
+            Some(e) => e,
+            None => {
+                let mut entries = Vec::new();
+                managed::record_update(
+                    None,
+                    &obj,
+                    &mut entries,
+                    &ctx.manager,
+                    None,
+                    &rt.t.api_version(),
+                    &now,
+                    schema(rt),
+                    scope(rt, Sub::Main),
+                );
+                entries
+            }
+        };
+        set_managed(&mut obj, &entries);
+        let obj = State::render(rt, &obj);
+        if ctx.dry_run {
+            return Ok(obj);
+        }
+        let stored = self.commit(&rt.storage_key(), &ns, &name, obj, "ADDED", None);
+        Ok(State::render(rt, &stored))
+    }
+
+    /// PUT (main resource or status).
+    pub(crate) fn update(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        ctx: &WriteCtx,
+        sub: Sub,
+    ) -> ApiResult<Value> {
+        self.update_with(rt, ns, name, body, ctx, sub, None, rt.builtin)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_with(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        name: &str,
+        mut body: Value,
+        ctx: &WriteCtx,
+        sub: Sub,
+        applied: Option<Vec<Entry>>,
+        allow_unconditional: bool,
+    ) -> ApiResult<Value> {
+        self.check_type(rt, &body)?;
+        let ns = State::check_namespace(rt, &mut body, ns)?;
+        let old = self
+            .get(rt, &ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
+        {
+            let m = meta_mut(&mut body)?;
+            match m.get("name").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() && n != name => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )))
+                }
+                _ => {
+                    m.insert("name".into(), json!(name));
+                }
+            }
+            let old_rv = meta_str(&old, "resourceVersion").unwrap_or_default();
+            match m
+                .get("resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+            {
+                Some(rv) if rv != old_rv => {
+                    return Err(ApiError::stale(rt.plural(), rt.group(), name))
+                }
+                Some(_) => {}
+                None if !allow_unconditional => {
+                    return Err(ApiError::invalid(
+                        rt.kind(),
+                        rt.group(),
+                        name,
+                        vec![Cause::invalid(
+                            "metadata.resourceVersion",
+                            &json!("0x0"),
+                            "must be specified for an update",
+                        )],
+                    ))
+                }
+                None => {}
+            }
+        }
+        let mut new = match sub {
+            Sub::Main => {
+                let mut new = body;
+                if rt.t.status_subresource {
+                    if let Some(o) = new.as_object_mut() {
+                        match old.get("status") {
+                            Some(s) => o.insert("status".into(), s.clone()),
+                            None => o.remove("status"),
+                        };
+                    }
+                }
+                new
+            }
+            Sub::Status => {
+                let mut new = old.clone();
+                if let Some(o) = new.as_object_mut() {
+                    match body.get("status") {
+                        Some(s) if !s.is_null() => o.insert("status".into(), s.clone()),
+                        _ => o.remove("status"),
+                    };
+                }
+                new
+            }
+        };
+        // System metadata comes from the stored object.
+        {
+            let old_meta = meta(&old).cloned().unwrap_or_default();
+            let m = meta_mut(&mut new)?;
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match old_meta.get(k) {
+                    Some(v) => m.insert(k.into(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+            m.remove("selfLink");
+            m.remove("resourceVersion");
+            // Without managedFields in the body the stored ones are kept.
+            if m.get("managedFields").is_none_or(Value::is_null) {
+                if let Some(mf) = old_meta.get("managedFields") {
+                    m.insert("managedFields".into(), mf.clone());
+                }
+            }
+        }
+        self.defaults(rt, &mut new, Some(&old));
+        kinds::validate(rt, &new, Some(&old))?;
+        if spec_part(&new) != spec_part(&old) {
+            let g = meta(&old)
+                .and_then(|m| m.get("generation"))
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut new)?.insert("generation".into(), json!(g + 1));
+        }
+        let now = now_rfc3339();
+        let entries = match applied {
+            Some(e) => e,
+            None => {
+                let mut entries = managed::parse_entries(&new);
+                managed::record_update(
+                    Some(&old),
+                    &new,
+                    &mut entries,
+                    &ctx.manager,
+                    sub.name(),
+                    &rt.t.api_version(),
+                    &now,
+                    schema(rt),
+                    scope(rt, sub),
+                );
+                entries
+            }
+        };
+        set_managed(&mut new, &entries);
+        let new = State::render(rt, &new);
+        let old_rendered = State::render(rt, &old);
+        // A write that changes nothing is not stored (no new resourceVersion, no event).
+        let mut new_cmp = comparable(&new);
+        if let Some(m) = new_cmp.get_mut("metadata").and_then(Value::as_object_mut) {
+            if m.get("managedFields")
+                .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty))
+            {
+                m.remove("managedFields");
+            }
+        }
+        if new_cmp == comparable(&old_rendered) {
+            return Ok(old_rendered);
+        }
+        if ctx.dry_run {
+            let mut out = new;
+            if let Some(m) = out.get_mut("metadata").and_then(Value::as_object_mut) {
+                if let Some(rv) = meta_str(&old, "resourceVersion") {
+                    m.insert("resourceVersion".into(), json!(rv));
+                }
+            }
+            return Ok(out);
+        }
+        let key = rt.storage_key();
+        // The last finalizer removed from an object being deleted: it goes away.
+        let finalizers_empty = meta(&new)
+            .and_then(|m| m.get("finalizers"))
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+        if meta_str(&new, "deletionTimestamp").is_some() && finalizers_empty {
+            let stored = self.commit(&key, &ns, name, new, "DELETED", Some(old));
+            self.cascade(&stored, None);
+            return Ok(State::render(rt, &stored));
+        }
+        let stored = self.commit(&key, &ns, name, new, "MODIFIED", Some(old));
+        Ok(State::render(rt, &stored))
+    }
+
+    /// PATCH with any of the four patch types.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn patch(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        ctx: &WriteCtx,
+        sub: Sub,
+        force: bool,
+        field_manager_given: bool,
+    ) -> ApiResult<Value> {
+        let accepted: &[&str] = if rt.builtin {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        } else {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        };
+        let ct = content_type.split(';').next().unwrap_or_default().trim();
+        if !accepted.contains(&ct) {
+            return Err(ApiError::unsupported_media_type(ct, accepted));
+        }
+        let ns_key = if rt.t.namespaced {
+            ns.unwrap_or_default()
+        } else {
+            ""
+        };
+        if ct == "application/apply-patch+yaml" {
+            if !field_manager_given {
+                return Err(ApiError::invalid(
+                    "PatchOptions",
+                    "meta.k8s.io",
+                    "",
+                    vec![Cause::required(
+                        "fieldManager",
+                        "is required for apply patch",
+                    )],
+                ));
+            }
+            let cfg = parse_apply_body(body)?;
+            return self.apply(rt, ns, name, cfg, ctx, sub, force);
+        }
+        let old = self
+            .get(rt, ns_key, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let mut target = State::render(rt, &old);
+        match ct {
+            "application/json-patch+json" => {
+                let ops: json_patch::Patch = serde_json::from_value(patch)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                json_patch::patch(&mut target, &ops).map_err(|e| {
+                    let mut err = ApiError::new(
+                        422,
+                        "Invalid",
+                        "the server rejected our request due to an error in our request",
+                    );
+                    err.causes.push(Cause {
+                        reason: "UnexpectedServerResponse".into(),
+                        message: e.to_string(),
+                        field: String::new(),
+                    });
+                    err
+                })?;
+            }
+            "application/merge-patch+json" => {
+                if !patch.is_object() {
+                    return Err(ApiError::bad_request(
+                        "error decoding patch: a merge patch must be a JSON object",
+                    ));
+                }
+                json_patch::merge(&mut target, &patch);
+            }
+            _ => {
+                if !patch.is_object() {
+                    return Err(ApiError::bad_request(
+                        "error decoding patch: a strategic merge patch must be a JSON object",
+                    ));
+                }
+                strategic_merge(&mut target, &patch, rt.kind()).map_err(ApiError::bad_request)?;
+            }
+        }
+        // The patched object must still be of this type and name.
+        if target.get("metadata").is_some_and(|m| !m.is_object()) {
+            return Err(ApiError::bad_request("metadata must be an object"));
+        }
+        self.update_with(rt, ns, name, target, ctx, sub, None, true)
+    }
+
+    /// Server-side apply (creates the object if absent).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        rt: &Rt,
+        ns: Option<&str>,
+        name: &str,
+        mut cfg: Value,
+        ctx: &WriteCtx,
+        sub: Sub,
+        force: bool,
+    ) -> ApiResult<Value> {
+        if !cfg.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of an apply patch must be an object",
+            ));
+        }
+        let expected = rt.t.api_version();
+        match cfg.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => return Err(ApiError::bad_request("apiVersion must be set")),
+            Some(av) if av != expected => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({av}) does not match the expected API version ({expected})"
+                )))
+            }
+            _ => {}
+        }
+        match cfg.get("kind").and_then(Value::as_str) {
+            None | Some("") => return Err(ApiError::bad_request("kind must be set")),
+            Some(k) if k != rt.kind() => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    rt.kind()
+                )))
+            }
+            _ => {}
+        }
+        {
+            let m = meta_mut(&mut cfg)?;
+            match m.get("name").and_then(Value::as_str) {
+                Some(n) if n != name => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({name})"
+                    )))
+                }
+                _ => {
+                    m.insert("name".into(), json!(name));
+                }
+            }
+        }
+        let ns_key = if rt.t.namespaced {
+            ns.unwrap_or_default().to_string()
+        } else {
+            String::new()
+        };
+        let live = self.get(rt, &ns_key, name).cloned();
+        let sc = scope(rt, sub);
+        // What the applier may set: for the main resource not `.status` of a type with a
+        // status subresource; for /status only `.status`.
+        if let Some(o) = cfg.as_object_mut() {
+            match sc {
+                Scope::Main { skip_status: true } => {
+                    o.remove("status");
+                }
+                Scope::Status => o.retain(|k, _| {
+                    matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")
+                }),
+                _ => {}
+            }
+        }
+        if sub == Sub::Status {
+            if let Some(m) = cfg.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "resourceVersion"));
+            }
+        }
+        let mut entries = live
+            .as_ref()
+            .map(managed::parse_entries)
+            .unwrap_or_default();
+        let base = match &live {
+            Some(l) => State::render(rt, l),
+            None => {
+                if sub == Sub::Status {
+                    return Err(ApiError::not_found(rt.plural(), rt.group(), name));
+                }
+                json!({"apiVersion": expected, "kind": rt.kind(), "metadata": {"name": name}})
+            }
+        };
+        let now = now_rfc3339();
+        let merged = managed::apply(
+            &base,
+            &cfg,
+            &mut entries,
+            &ctx.manager,
+            sub.name(),
+            &expected,
+            &now,
+            force,
+            schema(rt),
+            sc,
+        )
+        .map_err(|conflicts| conflict_error(rt, name, &conflicts))?;
+        match live {
+            None => self.create_with(rt, ns, merged, ctx, Some(entries)),
+            Some(_) => self.update_with(rt, ns, name, merged, ctx, sub, Some(entries), true),
+        }
+    }
+
+    /// DELETE of one object.
+    pub(crate) fn delete(
+        &mut self,
+        rt: &Rt,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+        ctx: &WriteCtx,
+    ) -> ApiResult<Value> {
+        let old = self
+            .get(rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
+        if let Some(uid) = &opts.precondition_uid {
+            let actual = meta_str(&old, "uid").unwrap_or_default();
+            if uid != actual {
+                return Err(ApiError::conflict(
+                    rt.plural(),
+                    rt.group(),
+                    name,
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.precondition_rv {
+            let actual = meta_str(&old, "resourceVersion").unwrap_or_default();
+            if rv != actual {
+                return Err(ApiError::conflict(
+                    rt.plural(),
+                    rt.group(),
+                    name,
+                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+                ));
+            }
+        }
+        if ctx.dry_run {
+            return Ok(State::render(rt, &old));
+        }
+        let key = rt.storage_key();
+        let has_finalizers = meta(&old)
+            .and_then(|m| m.get("finalizers"))
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if meta_str(&old, "deletionTimestamp").is_some() {
+                return Ok(State::render(rt, &old));
+            }
+            let mut new = old.clone();
+            let m = meta_mut(&mut new)?;
+            m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+            let stored = self.commit(&key, ns, name, new, "MODIFIED", Some(old));
+            return Ok(State::render(rt, &stored));
+        }
+        if key.0.is_empty() && key.1 == "namespaces" {
+            self.delete_namespace_contents(name);
+        }
+        let stored = self.commit(&key, ns, name, old, "DELETED", None);
+        self.cascade(&stored, opts.propagation.as_deref());
+        Ok(State::render(rt, &stored))
+    }
+
+    /// The objects of a deleted CustomResourceDefinition go with it.
+    fn delete_custom_objects(&mut self, crd: &Value) {
+        let text = |ptr: &str| {
+            crd.pointer(ptr)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let key: StorageKey = (text("/spec/group"), text("/spec/names/plural"));
+        let doomed: Vec<((String, String), Value)> = self
+            .objects
+            .get(&key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for ((ns, name), obj) in doomed {
+            self.commit(&key, &ns, &name, obj, "DELETED", None);
+        }
+    }
+
+    fn delete_namespace_contents(&mut self, ns: &str) {
+        let mut doomed = Vec::new();
+        for (key, objs) in &self.objects {
+            for ((ons, oname), obj) in objs {
+                if ons == ns && !ons.is_empty() {
+                    doomed.push((key.clone(), oname.clone(), obj.clone()));
+                }
+            }
+        }
+        for (key, name, obj) in doomed {
+            self.commit(&key, ns, &name, obj, "DELETED", None);
+        }
+    }
+
+    /// Garbage collection of dependents (ownerReferences) of a deleted object.
+    fn cascade(&mut self, deleted: &Value, propagation: Option<&str>) {
+        let Some(uid) = meta_str(deleted, "uid").map(String::from) else {
+            return;
+        };
+        let mut dependents = Vec::new();
+        for (key, objs) in &self.objects {
+            for ((ons, oname), obj) in objs {
+                let owned = meta(obj)
+                    .and_then(|m| m.get("ownerReferences"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                    });
+                if owned {
+                    dependents.push((key.clone(), ons.clone(), oname.clone(), obj.clone()));
+                }
+            }
+        }
+        for (key, ns, name, obj) in dependents {
+            if propagation == Some("Orphan") {
+                let mut new = obj.clone();
+                if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                }
+                self.commit(&key, &ns, &name, new, "MODIFIED", Some(obj));
+            } else {
+                let stored = self.commit(&key, &ns, &name, obj, "DELETED", None);
+                self.cascade(&stored, propagation);
+            }
+        }
+    }
+
+    /// Internal status write (the simulated controllers), through the same path as PUT /status.
+    pub(crate) fn write_status(
+        &mut self,
+        key: &StorageKey,
+        ns: &str,
+        name: &str,
+        status: Value,
+        manager: &str,
+    ) -> ApiResult<Value> {
+        let rt = self
+            .preferred_rt(key)
+            .ok_or_else(|| ApiError::internal("no such resource type"))?;
+        let ns_opt = rt.t.namespaced.then_some(ns);
+        let current = self
+            .get(&rt, ns, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
+        let mut body = State::render(&rt, &current);
+        body["status"] = status;
+        self.update(
+            &rt,
+            ns_opt,
+            name,
+            body,
+            &WriteCtx::new(manager),
+            Sub::Status,
+        )
+    }
+
+    /// The highest-priority version's type for a storage key.
+    pub(crate) fn preferred_rt(&self, key: &StorageKey) -> Option<Arc<Rt>> {
+        let versions = self
+            .registry
+            .groups()
+            .into_iter()
+            .find(|(g, _)| *g == key.0)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| vec!["v1".to_string()]);
+        versions
+            .iter()
+            .find_map(|v| self.registry.lookup(&key.0, v, &key.1))
+    }
+}
+
+fn set_managed(obj: &mut Value, entries: &[Entry]) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        let rendered = managed::render_entries(entries);
+        if rendered.as_array().is_some_and(Vec::is_empty) {
+            m.remove("managedFields");
+        } else {
+            m.insert("managedFields".into(), rendered);
+        }
+    }
+}
+
+fn conflict_error(rt: &Rt, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
+    let n = conflicts.len();
+    let mut by_manager: Vec<(String, String, Vec<String>)> = Vec::new();
+    for c in conflicts {
+        let p = managed::display_path(&c.path);
+        match by_manager.iter_mut().find(|(m, _, _)| *m == c.manager) {
+            Some((_, _, paths)) => paths.push(p),
+            None => by_manager.push((c.manager.clone(), c.api_version.clone(), vec![p])),
+        }
+    }
+    let parts: Vec<String> = by_manager
+        .iter()
+        .map(|(m, av, paths)| {
+            if paths.len() == 1 {
+                format!("conflict with \"{m}\" using {av}: {}", paths[0])
+            } else {
+                let list: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
+                format!("conflicts with \"{m}\" using {av}:\n{}", list.join("\n"))
+            }
+        })
+        .collect();
+    let plural_s = if n == 1 { "conflict" } else { "conflicts" };
+    let mut err = ApiError::new(
+        409,
+        "Conflict",
+        format!("Apply failed with {n} {plural_s}: {}", parts.join("\n")),
+    );
+    err.name = name.to_string();
+    err.group = rt.group().to_string();
+    err.kind = rt.plural().to_string();
+    err.causes = conflicts
+        .iter()
+        .map(|c| Cause {
+            reason: "FieldManagerConflict".into(),
+            message: format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+            field: managed::display_path(&c.path),
+        })
+        .collect();
+    let _ = qualified;
+    err
+}
+
+/// An apply body: JSON, or YAML (converted to JSON).
+fn parse_apply_body(body: &[u8]) -> ApiResult<Value> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let docs = yaml_rust2::YamlLoader::load_from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let doc = docs
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("error decoding YAML: empty document"))?;
+    yaml_to_json(&doc)
+}
+
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> ApiResult<Value> {
+    use yaml_rust2::Yaml;
+    Ok(match y {
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| json!(s)),
+        Yaml::Integer(i) => json!(i),
+        Yaml::String(s) => json!(s),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect::<ApiResult<Vec<_>>>()?),
+        Yaml::Hash(h) => {
+            let mut m = Map::new();
+            for (k, v) in h {
+                let key = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unsupported YAML map key {other:?}"
+                        )))
+                    }
+                };
+                m.insert(key, yaml_to_json(v)?);
+            }
+            Value::Object(m)
+        }
+        Yaml::Null => Value::Null,
+        Yaml::Alias(_) | Yaml::BadValue => {
+            return Err(ApiError::bad_request("unsupported YAML value"))
+        }
+    })
+}
+
+/// Looks up a type by `apiVersion` and kind (for [`crate::Emulator::insert`]).
+pub(crate) fn rt_for_object(registry: &Registry, obj: &Value) -> Result<Arc<Rt>, String> {
+    let av = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or("apiVersion is required")?;
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or("kind is required")?;
+    let (g, v) = crate::resources::split_api_version(av);
+    registry
+        .by_kind(g, v, kind)
+        .ok_or_else(|| format!("no resource type for {av} {kind}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let mut s = State::new(Registry::new(&[]), Duration::from_millis(10));
+        let ns = s.registry.lookup("", "v1", "namespaces");
+        if let Some(ns) = ns {
+            let r = s.create(
+                &ns,
+                None,
+                json!({"metadata": {"name": "default"}}),
+                &WriteCtx::new("test"),
+            );
+            assert!(r.is_ok(), "{r:?}");
+        }
+        s
+    }
+
+    fn cm_rt(s: &State) -> Arc<Rt> {
+        match s.registry.lookup("", "v1", "configmaps") {
+            Some(rt) => rt,
+            None => panic!("configmaps not registered"),
+        }
+    }
+
+    #[test]
+    fn create_update_conflict_and_noop() {
+        let mut s = state();
+        let rt = cm_rt(&s);
+        let ctx = WriteCtx::new("test");
+        let created = s
+            .create(
+                &rt,
+                Some("default"),
+                json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+                &ctx,
+            )
+            .unwrap_or_default();
+        let rv = created["metadata"]["resourceVersion"].clone();
+        assert_eq!(created["metadata"]["generation"], 1);
+        let mut stale = created.clone();
+        stale["metadata"]["resourceVersion"] = json!("1");
+        let err = s
+            .update(&rt, Some("default"), "a", stale, &ctx, Sub::Main)
+            .err();
+        assert_eq!(err.map(|e| e.reason.clone()), Some("Conflict".to_string()));
+        // No-op update keeps the resourceVersion.
+        let same = s
+            .update(&rt, Some("default"), "a", created.clone(), &ctx, Sub::Main)
+            .unwrap_or_default();
+        assert_eq!(same["metadata"]["resourceVersion"], rv);
+        let mut changed = created;
+        changed["data"]["k"] = json!("w");
+        let updated = s
+            .update(&rt, Some("default"), "a", changed, &ctx, Sub::Main)
+            .unwrap_or_default();
+        assert_ne!(updated["metadata"]["resourceVersion"], rv);
+        assert_eq!(updated["metadata"]["generation"], 2);
+        assert_eq!(s.history(&rt, "default", "a").len(), 2);
+    }
+
+    #[test]
+    fn missing_namespace_and_bad_name() {
+        let mut s = state();
+        let rt = cm_rt(&s);
+        let ctx = WriteCtx::new("test");
+        let err = s
+            .create(&rt, Some("nope"), json!({"metadata": {"name": "a"}}), &ctx)
+            .err();
+        assert_eq!(
+            err.map(|e| e.message.clone()),
+            Some("namespaces \"nope\" not found".to_string())
+        );
+        let err = s
+            .create(
+                &rt,
+                Some("default"),
+                json!({"metadata": {"name": "A_b"}}),
+                &ctx,
+            )
+            .err();
+        assert_eq!(err.map(|e| e.code), Some(422));
+        let gen = s
+            .create(
+                &rt,
+                Some("default"),
+                json!({"metadata": {"generateName": "x-"}}),
+                &ctx,
+            )
+            .unwrap_or_default();
+        assert!(gen["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("x-") && n.len() == 7));
+    }
+
+    #[test]
+    fn finalizers_delay_deletion() {
+        let mut s = state();
+        let rt = cm_rt(&s);
+        let ctx = WriteCtx::new("test");
+        let _ = s.create(
+            &rt,
+            Some("default"),
+            json!({"metadata": {"name": "f", "finalizers": ["x/y"]}}),
+            &ctx,
+        );
+        let d = s
+            .delete(&rt, "default", "f", &DeleteOpts::default(), &ctx)
+            .unwrap_or_default();
+        assert!(d["metadata"]["deletionTimestamp"].is_string());
+        assert!(s.get(&rt, "default", "f").is_some());
+        let r = s.patch(
+            &rt,
+            Some("default"),
+            "f",
+            "application/merge-patch+json",
+            br#"{"metadata":{"finalizers":null}}"#,
+            &ctx,
+            Sub::Main,
+            false,
+            false,
+        );
+        assert!(r.is_ok(), "{r:?}");
+        assert!(s.get(&rt, "default", "f").is_none());
+    }
+
+    #[test]
+    fn owner_references_cascade() {
+        let mut s = state();
+        let rt = cm_rt(&s);
+        let ctx = WriteCtx::new("test");
+        let owner = s
+            .create(
+                &rt,
+                Some("default"),
+                json!({"metadata": {"name": "owner"}}),
+                &ctx,
+            )
+            .unwrap_or_default();
+        let uid = owner["metadata"]["uid"].clone();
+        let _ = s.create(
+            &rt,
+            Some("default"),
+            json!({"metadata": {"name": "dep", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]}}),
+            &ctx,
+        );
+        assert!(s
+            .delete(&rt, "default", "owner", &DeleteOpts::default(), &ctx)
+            .is_ok());
+        assert!(s.get(&rt, "default", "dep").is_none());
+    }
+
+    #[test]
+    fn history_compaction() {
+        let mut s = state();
+        s.history_limit = 3;
+        let rt = cm_rt(&s);
+        let ctx = WriteCtx::new("test");
+        for i in 0..5 {
+            let _ = s.create(
+                &rt,
+                Some("default"),
+                json!({"metadata": {"name": format!("c{i}")}}),
+                &ctx,
+            );
+        }
+        assert_eq!(s.events.len(), 3);
+        assert!(s.compacted_rv > 0);
+    }
+
+    #[test]
+    fn yaml_apply_body() {
+        let v = parse_apply_body(
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n",
+        );
+        assert_eq!(v.ok().map(|v| v["data"]["k"].clone()), Some(json!("v")));
+    }
+}

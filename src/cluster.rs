@@ -1,0 +1,129 @@
+//! Cluster access: a kube client from a kubeconfig (or in-cluster config), and the conventions every
+//! object aviary writes follows.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use kube::api::PatchParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The field manager of every server-side apply aviary makes.
+pub const FIELD_MANAGER: &str = "aviary";
+/// The label on every object aviary creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "aviary");
+
+/// Why the cluster could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot load the kubeconfig: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Api {
+        context: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClusterError {
+    pub fn api(context: impl Into<String>, source: kube::Error) -> Self {
+        ClusterError::Api {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The API answered 404.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClusterError::Api { source, .. } if matches!(source.as_ref(), kube::Error::Api(s) if s.code == 404))
+    }
+}
+
+/// Connects with `--kubeconfig`/`--context`, else `KUBECONFIG`/`~/.kube/config`, else the
+/// in-cluster service account. Returns the client and the context's default namespace.
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    request_timeout: Duration,
+) -> Result<(Client, String), ClusterError> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..KubeConfigOptions::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| ClusterError::Config(e.to_string()))?,
+        None => Config::infer()
+            .await
+            .map_err(|e| ClusterError::Config(e.to_string()))?,
+    };
+    let mut config = config;
+    // A request that hangs must not hang the rollout: give up and let `retry` try again.
+    config.read_timeout = Some(request_timeout);
+    let namespace = config.default_namespace.clone();
+    let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+    Ok((client, namespace))
+}
+
+/// Server-side apply as aviary, taking over fields another manager set before.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// `labels` plus the managed-by label.
+pub fn managed_labels(
+    mut labels: std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    labels.insert(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string());
+    labels
+}
+
+/// Whether an API error is worth trying again: server errors, throttling, conflicts (the caller
+/// re-sends an idempotent request), timeouts and broken connections. Not: 404, 422, 403, 400.
+pub fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            s.code >= 500 || s.code == 429 || (s.code == 409 && s.reason != "AlreadyExists")
+        }
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
+/// Attempts per request before giving up.
+const ATTEMPTS: u32 = 8;
+
+/// Runs an idempotent API call, retrying transient failures with exponential backoff
+/// (100 ms doubling to 3.2 s, eight attempts, about 12 s in all).
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                tracing::debug!(attempt, "{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(3200));
+                attempt += 1;
+            }
+            Err(e) => return Err(ClusterError::api(what, e)),
+        }
+    }
+}

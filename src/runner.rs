@@ -1,0 +1,489 @@
+//! The imperative shell around the engine: drives it with a real clock against a cluster, carries
+//! out its commands, answers its requests, persists its state after every step, holds the lease,
+//! and listens for `aviary abort`/`aviary promote`, SIGTERM/SIGINT and the run's timeout.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kube::Client;
+use tokio::time::Instant;
+
+use crate::cluster::ClusterError;
+use crate::engine::{
+    Answer, Command, Config, Engine, Input, MetricOutcome, Phase, Request, Severity, State, Step,
+    Workload,
+};
+use crate::routing::{self, TrafficRouter};
+use crate::spec::{Canary, HookType, Provider};
+use crate::state::{LeaseGuard, LockError, StateStore, ABORT_ANNOTATION, APPROVE_ANNOTATION};
+use crate::webhooks::WebhookCaller;
+use crate::workload::Workloads;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new revision was promoted.
+    Promoted,
+    /// The primary was created from the target; there was nothing to analyse yet.
+    Bootstrapped,
+    /// No new revision: nothing to do. Carries the last verdict.
+    UpToDate { phase: Phase },
+    /// The revision was rolled back.
+    RolledBack,
+    /// Stopped by a signal; traffic is back on the primary.
+    Cancelled,
+    /// The run's time limit passed first; traffic is back on the primary.
+    TimedOut,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Locked(LockError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("internal error: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+impl From<LockError> for RunError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Cluster(c) => RunError::Cluster(c),
+            held => RunError::Locked(held),
+        }
+    }
+}
+
+pub struct Options {
+    pub provider: Provider,
+    /// Stop (returning traffic to the primary) after this long.
+    pub timeout: Option<Duration>,
+    /// Who holds the lease.
+    pub holder: String,
+    /// How often to look for abort/promote requests and signals between ticks.
+    pub poll: Duration,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What stops a wait between ticks early.
+enum Wake {
+    Tick,
+    Signal(&'static str),
+    Abort(String),
+    TimedOut,
+}
+
+struct Shell {
+    canary: Canary,
+    workloads: Workloads,
+    router: Box<dyn TrafficRouter>,
+    hooks: WebhookCaller,
+    store: StateStore,
+    revision: String,
+    approved: bool,
+}
+
+impl Shell {
+    async fn execute(&mut self, command: &Command) -> Result<(), ClusterError> {
+        match command {
+            Command::Bootstrap => self.workloads.bootstrap().await,
+            Command::ScaleCanaryUp => self.workloads.scale_canary_up().await,
+            Command::ScaleCanaryToZero => self.workloads.scale_canary_to_zero().await,
+            Command::SetRoutes { routes } => self.router.set_routes(routes).await,
+            Command::Promote => self.workloads.promote().await,
+            Command::SetPhase { phase } => {
+                tracing::info!(phase = %phase, "phase {phase}");
+                Ok(())
+            }
+            Command::Event { severity, message } => {
+                match severity {
+                    Severity::Info => tracing::info!("{message}"),
+                    Severity::Warning => tracing::warn!("{message}"),
+                }
+                self.send_event(*severity, message).await;
+                Ok(())
+            }
+            Command::Check { check } => {
+                tracing::debug!(
+                    check = %check.name, kind = %check.kind, passed = check.passed,
+                    "check {} {}", check.name, if check.passed { "passed" } else { "failed" }
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Posts an event to the `event` webhooks, as Flagger does. Failures are logged only.
+    async fn send_event(&self, severity: Severity, message: &str) {
+        let Some(analysis) = &self.canary.analysis else {
+            return;
+        };
+        for hook in analysis
+            .webhooks
+            .iter()
+            .filter(|h| h.hook_type == HookType::Event)
+        {
+            let mut hook = hook.clone();
+            hook.metadata
+                .insert("eventMessage".into(), message.to_string());
+            hook.metadata.insert(
+                "eventType".into(),
+                match severity {
+                    Severity::Info => "Normal".into(),
+                    Severity::Warning => "Warning".into(),
+                },
+            );
+            let outcome = self
+                .hooks
+                .call(
+                    &hook,
+                    &self.canary.name,
+                    &self.canary.namespace,
+                    Phase::Progressing,
+                    &self.revision,
+                )
+                .await;
+            if let crate::engine::HookOutcome::Fail(e) = outcome {
+                tracing::debug!("event webhook {}: {e}", hook.name);
+            }
+        }
+    }
+
+    async fn answer(&self, request: &Request) -> Answer {
+        match request {
+            Request::Readiness { workload } => {
+                let primary = *workload == Workload::Primary;
+                match self.workloads.readiness(primary).await {
+                    Ok(r) => Answer::Readiness(r),
+                    Err(e) => Answer::Readiness(crate::engine::Readiness::NotReady(e.to_string())),
+                }
+            }
+            Request::Webhook {
+                index, hook, phase, ..
+            } => {
+                let gate = matches!(
+                    hook,
+                    HookType::ConfirmRollout
+                        | HookType::ConfirmTrafficIncrease
+                        | HookType::ConfirmPromotion
+                );
+                if gate && self.approved {
+                    return Answer::Webhook(crate::engine::HookOutcome::Pass);
+                }
+                let Some(w) = self
+                    .canary
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.webhooks.get(*index))
+                else {
+                    return Answer::Webhook(crate::engine::HookOutcome::Fail(
+                        "no such webhook".into(),
+                    ));
+                };
+                Answer::Webhook(
+                    self.hooks
+                        .call(
+                            w,
+                            &self.canary.name,
+                            &self.canary.namespace,
+                            *phase,
+                            &self.revision,
+                        )
+                        .await,
+                )
+            }
+            Request::Metric { name, .. } => Answer::Metric(MetricOutcome::Error(format!(
+                "metric {name}: metric providers are not available in this version of aviary"
+            ))),
+        }
+    }
+
+    /// Runs a step to completion: commands in order, requests answered. Stops at the first
+    /// command that fails.
+    async fn run_step(&mut self, engine: &mut Engine, mut step: Step) -> Result<(), RunError> {
+        loop {
+            for command in &step.commands {
+                self.execute(command).await?;
+            }
+            let Some((id, request)) = step.request.take() else {
+                return Ok(());
+            };
+            let answer = self.answer(&request).await;
+            step = engine.handle(Input::Answer { id, answer })?;
+        }
+    }
+}
+
+/// Drives `canary` on the cluster until a verdict.
+pub async fn rollout(
+    client: Client,
+    canary: Canary,
+    options: Options,
+) -> Result<Outcome, RunError> {
+    let has_metrics = canary
+        .analysis
+        .as_ref()
+        .is_some_and(|a| !a.metrics.is_empty());
+    if has_metrics && !canary.skip_analysis {
+        return Err(RunError::Unsupported(format!(
+            "{}: metric analysis against a cluster is not available in this version of aviary; \
+             analyse with webhooks only, set skipAnalysis, or try the spec with `aviary simulate`",
+            canary.qualified_name()
+        )));
+    }
+    let provider = canary
+        .provider
+        .clone()
+        .unwrap_or_else(|| options.provider.clone());
+    if !routing::supported(&provider) {
+        return Err(RunError::Unsupported(format!(
+            "{}: aviary cannot drive the {} provider yet (it drives {})",
+            canary.qualified_name(),
+            provider.name(),
+            routing::SUPPORTED.join(", ")
+        )));
+    }
+    let config = Config::from_canary(&canary, &options.provider);
+    let ns = canary.namespace.clone();
+    let lease = LeaseGuard::acquire(client.clone(), &ns, &canary.name, &options.holder).await?;
+    let result = drive(client, canary, config, &provider, &options, &lease).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!("could not release the lease: {e}");
+    }
+    result
+}
+
+async fn drive(
+    client: Client,
+    canary: Canary,
+    config: Config,
+    provider: &Provider,
+    options: &Options,
+    lease: &LeaseGuard,
+) -> Result<Outcome, RunError> {
+    let workloads = Workloads::discover(client.clone(), &canary).await?;
+    let router = routing::for_canary(&canary, provider, &workloads)?;
+    let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
+    let (saved, control) = store.load().await?;
+    let resumed = saved.is_some();
+    let state = saved
+        .map(|e| e.state().clone())
+        .unwrap_or_else(State::default);
+    let mut engine = Engine::new(config.clone(), state);
+    if control.abort.is_some() {
+        tracing::info!("clearing an abort request left from an earlier run");
+        store.clear_control(ABORT_ANNOTATION).await?;
+    }
+    let revision = workloads.revision().await?;
+    let mut shell = Shell {
+        canary,
+        workloads,
+        router,
+        hooks: WebhookCaller::new(),
+        store,
+        revision: revision.clone(),
+        approved: control.approve.as_deref() == Some(revision.as_str()),
+    };
+    engine.handle(Input::Revision {
+        revision: revision.clone(),
+    })?;
+    let start_phase = engine.state().phase;
+    if resumed {
+        tracing::info!(
+            "resuming {} in phase {start_phase} at canary weight {}%",
+            config.qualified(),
+            engine.state().routes.canary
+        );
+    }
+    if start_phase.is_verdict() && !engine.state().has_new_revision() {
+        tracing::info!(
+            "{}: revision {revision} already went through a rollout ({start_phase}); nothing to do",
+            config.qualified()
+        );
+        return Ok(Outcome::UpToDate { phase: start_phase });
+    }
+    if start_phase == Phase::Initialized && !engine.state().has_new_revision() {
+        tracing::info!(
+            "{}: revision {revision} is already the primary; nothing to do",
+            config.qualified()
+        );
+        return Ok(Outcome::UpToDate { phase: start_phase });
+    }
+
+    let interval = Duration::from_millis(config.interval_ms.max(1));
+    let started = Instant::now();
+    let deadline = options.timeout.map(|t| started + t);
+    let mut signals = Signals::new()?;
+    let mut failures = 0u32;
+    let mut last_renew = Instant::now();
+    loop {
+        let snapshot = engine.clone();
+        let step = engine.handle(Input::Tick { now: wall_ms() })?;
+        let result = shell.run_step(&mut engine, step).await;
+        match result {
+            Ok(()) => {
+                failures = 0;
+                let owner = shell.workloads.primary_owner().await.unwrap_or(None);
+                shell.store.save(&engine, owner).await?;
+            }
+            Err(RunError::Cluster(e)) => {
+                failures += 1;
+                tracing::warn!("tick failed ({failures} in a row): {e}; it will be retried");
+                engine = snapshot;
+                if failures >= 3 {
+                    cancel(&mut shell, &mut engine, "the cluster keeps failing").await;
+                    return Err(RunError::Cluster(e));
+                }
+            }
+            Err(other) => return Err(other),
+        }
+        let state = engine.state();
+        tracing::info!(
+            phase = %state.phase,
+            weight = state.routes.canary,
+            iterations = state.iterations,
+            failed_checks = state.failed_checks,
+            "{}: {} · canary {}% · failed checks {}/{}",
+            config.qualified(),
+            state.phase,
+            state.routes.canary,
+            state.failed_checks,
+            config.threshold
+        );
+        match state.phase {
+            Phase::Succeeded if state.last_promoted_revision.as_deref() == Some(&revision) => {
+                return Ok(Outcome::Promoted)
+            }
+            Phase::Failed => return Ok(Outcome::RolledBack),
+            Phase::Initialized if start_phase == Phase::Initializing => {
+                return Ok(Outcome::Bootstrapped)
+            }
+            _ => {}
+        }
+
+        // Wait for the next tick, watching for requests, signals and the deadline.
+        let next = Instant::now() + interval;
+        let wake = loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Wake::TimedOut;
+            }
+            if last_renew.elapsed() >= Duration::from_secs(10) {
+                if let Err(e) = lease.renew().await {
+                    tracing::warn!("could not renew the lease: {e}");
+                }
+                last_renew = Instant::now();
+            }
+            match shell.store.control().await {
+                Ok(c) => {
+                    if let Some(reason) = c.abort {
+                        break Wake::Abort(reason);
+                    }
+                    let approved = c.approve.as_deref() == Some(revision.as_str());
+                    if approved && !shell.approved {
+                        tracing::info!("gates opened by `aviary promote` for revision {revision}");
+                    }
+                    shell.approved = approved;
+                }
+                Err(e) => tracing::debug!("could not read control requests: {e}"),
+            }
+            let now = Instant::now();
+            if now >= next {
+                break Wake::Tick;
+            }
+            let nap = options.poll.min(next - now);
+            tokio::select! {
+                sig = signals.recv() => break Wake::Signal(sig),
+                _ = tokio::time::sleep(nap) => {}
+            }
+        };
+        match wake {
+            Wake::Tick => {}
+            Wake::Signal(name) => {
+                cancel(&mut shell, &mut engine, &format!("received {name}")).await;
+                return Ok(Outcome::Cancelled);
+            }
+            Wake::TimedOut => {
+                let limit = options.timeout.unwrap_or_default();
+                cancel(
+                    &mut shell,
+                    &mut engine,
+                    &format!("the run's time limit of {}s passed", limit.as_secs()),
+                )
+                .await;
+                return Ok(Outcome::TimedOut);
+            }
+            Wake::Abort(reason) => {
+                let step = engine.handle(Input::Abort {
+                    now: wall_ms(),
+                    reason: reason.clone(),
+                })?;
+                shell.run_step(&mut engine, step).await?;
+                let owner = shell.workloads.primary_owner().await.unwrap_or(None);
+                shell.store.save(&engine, owner).await?;
+                shell.store.clear_control(ABORT_ANNOTATION).await?;
+                if engine.state().phase == Phase::Failed {
+                    return Ok(Outcome::RolledBack);
+                }
+            }
+        }
+    }
+}
+
+/// Returns traffic to the primary and saves a state from which the next run restarts the
+/// analysis. Best effort: failures are logged, the caller is exiting anyway.
+async fn cancel(shell: &mut Shell, engine: &mut Engine, reason: &str) {
+    let step = match engine.handle(Input::Cancel {
+        now: wall_ms(),
+        reason: reason.to_string(),
+    }) {
+        Ok(step) => step,
+        Err(e) => {
+            tracing::error!("cannot cancel: {e}");
+            return;
+        }
+    };
+    if let Err(e) = shell.run_step(engine, step).await {
+        tracing::error!("while returning traffic to the primary: {e}");
+    }
+    let owner = shell.workloads.primary_owner().await.unwrap_or(None);
+    if let Err(e) = shell.store.save(engine, owner).await {
+        tracing::error!("could not save the state: {e}");
+    }
+    let _ = shell.store.clear_control(APPROVE_ANNOTATION).await;
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, RunError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let io = |e: std::io::Error| {
+            RunError::Cluster(ClusterError::Invalid(format!(
+                "cannot listen for signals: {e}"
+            )))
+        };
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(io)?,
+            int: signal(SignalKind::interrupt()).map_err(io)?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
