@@ -2,7 +2,10 @@
 //! [`Routes`] into the provider's objects and reports when they are in effect.
 
 pub mod gatewayapi;
+pub mod gloo;
+pub mod istio;
 pub mod kubernetes;
+pub mod nginx;
 
 use futures::future::BoxFuture;
 
@@ -37,6 +40,9 @@ pub fn for_canary(
     match provider {
         Provider::Kubernetes => Ok(Box::new(kubernetes::BlueGreen)),
         Provider::GatewayApi => Ok(Box::new(gatewayapi::GatewayApi::new(canary, workloads)?)),
+        Provider::Istio => Ok(Box::new(istio::Istio::new(canary, workloads)?)),
+        Provider::Gloo => Ok(Box::new(gloo::Gloo::new(canary, workloads)?)),
+        Provider::Nginx => Ok(Box::new(nginx::Nginx::new(canary, workloads)?)),
         other => Err(ClusterError::Invalid(format!(
             "{}: aviary cannot drive the {} provider yet (it drives kubernetes and gatewayapi)",
             canary.qualified_name(),

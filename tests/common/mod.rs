@@ -1,0 +1,335 @@
+//! Test support shared by the cluster tests: an emulated cluster with a kubeconfig, a target
+//! Deployment applied as a user would, a webhook endpoint on loopback, and the `aviary` binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_emulator::{Config, Emulator};
+use serde_json::{json, Value};
+
+/// A webhook endpoint answering every POST with a settable status.
+pub struct Hook {
+    pub status: Arc<AtomicU16>,
+    pub calls: Arc<AtomicUsize>,
+    pub url: String,
+}
+
+impl Hook {
+    pub fn start() -> Hook {
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let url = format!(
+            "http://{}/",
+            listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        );
+        let status = Arc::new(AtomicU16::new(200));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (s, c) = (status.clone(), calls.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (s, c) = (s.clone(), c.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(&stream);
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim().to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if l.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    c.fetch_add(1, Ordering::SeqCst);
+                    let code = s.load(Ordering::SeqCst);
+                    let mut w = &stream;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                });
+            }
+        });
+        Hook { status, calls, url }
+    }
+
+    pub fn set(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+}
+
+pub struct Cluster {
+    pub emu: Emulator,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+pub fn cluster() -> Cluster {
+    let config = Config {
+        deployment_ready_delay: Duration::from_millis(100),
+        namespaces: vec!["default".into(), "test".into()],
+        ..Config::default()
+    };
+    let emu = match Emulator::start_blocking(config) {
+        Ok(e) => e,
+        Err(e) => panic!("emulator: {e}"),
+    };
+    let dir = std::env::temp_dir().join(format!(
+        "aviary-rollout-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ rand_suffix()
+    ));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("{e}");
+    }
+    let kubeconfig = dir.join("kubeconfig");
+    if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
+        panic!("{e}");
+    }
+    Cluster {
+        emu,
+        dir,
+        kubeconfig,
+    }
+}
+
+pub fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        if let Err(e) = std::fs::write(&p, text) {
+            panic!("{e}");
+        }
+        p
+    }
+
+    /// Creates or replaces the target Deployment, as a user's `kubectl apply` would.
+    pub fn apply_target(&self, image: &str, replicas: i64) {
+        let dep = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "podinfo", "namespace": "test", "labels": {"app": "podinfo"}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo"}},
+                    "spec": {"containers": [{"name": "podinfo", "image": image,
+                        "ports": [{"containerPort": 9898, "name": "http"}],
+                        "envFrom": [{"configMapRef": {"name": "podinfo-settings"}}]}]}
+                }
+            }
+        });
+        match self
+            .emu
+            .get("apps/v1", "deployments", Some("test"), "podinfo")
+        {
+            None => {
+                let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "podinfo-settings", "namespace": "test"},
+                    "data": {"GREETING": "hello"}});
+                if let Err(e) = self.emu.insert(cm) {
+                    panic!("{e}");
+                }
+                if let Err(e) = self.emu.insert(dep) {
+                    panic!("{e}");
+                }
+            }
+            Some(_) => self.kubectl_apply(&dep),
+        }
+    }
+
+    /// `kubectl apply --server-side --force-conflicts`, through the real kube client.
+    pub fn kubectl_apply(&self, object: &Value) {
+        let kubeconfig = self.kubeconfig.clone();
+        let object = object.clone();
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("{e}"),
+        };
+        let result: Result<(), String> = rt.block_on(async move {
+            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+            let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+                kube::Api::namespaced(client, "test");
+            let params = kube::api::PatchParams::apply("kubectl").force();
+            api.patch("podinfo", &params, &kube::api::Patch::Apply(&object))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("kubectl apply: {e}");
+        }
+    }
+
+    pub fn get(&self, api: &str, plural: &str, name: &str) -> Value {
+        self.emu
+            .get(api, plural, Some("test"), name)
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn aviary(&self, canary: &Path, env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+        cmd.args(["rollout", "-f"])
+            .arg(canary)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--request-timeout", "2s", "--timeout", "5m"])
+            .env_remove("AVIARY_LOG")
+            .env_remove("KUBECONFIG")
+            .env_remove("GITHUB_RUN_ID")
+            .env_remove("GITHUB_REPOSITORY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub fn run(&self, canary: &Path) -> Output {
+        match self.aviary(canary, &[]).output() {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub fn spawn(&self, canary: &Path, env: &[(&str, &str)]) -> Child {
+        match self
+            .aviary(canary, env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The canary weight in the state aviary saved in the cluster.
+    pub fn saved_weight(&self) -> i64 {
+        let cm = self.get("v1", "configmaps", "podinfo-aviary");
+        let engine: Value = cm["data"]["engine.json"]
+            .as_str()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        engine["state"]["routes"]["canary"].as_i64().unwrap_or(0)
+    }
+
+    /// Canary weights of every stored version of the HTTPRoute, consecutive repeats removed.
+    pub fn route_weights(&self) -> Vec<i64> {
+        let mut out: Vec<i64> = Vec::new();
+        for v in self.emu.history(
+            "gateway.networking.k8s.io/v1",
+            "httproutes",
+            Some("test"),
+            "podinfo",
+        ) {
+            if let Some(w) = canary_weight(&v) {
+                if out.last() != Some(&w) {
+                    out.push(w);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn wait_for(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Cluster) -> bool) {
+        let start = Instant::now();
+        while !ok(self) {
+            if start.elapsed() > limit {
+                panic!("timed out waiting for {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The canary backend's weight in the first rule of an HTTPRoute.
+pub fn canary_weight(route: &Value) -> Option<i64> {
+    route["spec"]["rules"][0]["backendRefs"]
+        .as_array()?
+        .iter()
+        .find(|b| b["name"] == "podinfo-canary")?["weight"]
+        .as_i64()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn canary_yaml(provider: &str, hook: &str, analysis: &str) -> String {
+    format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: {provider}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  progressDeadlineSeconds: 30
+  service:
+    port: 9898
+    hosts: [podinfo.example.com]
+    gatewayRefs:
+      - name: public
+        namespace: gateway-system
+  analysis:
+    interval: 1s
+    threshold: 2
+{analysis}
+    webhooks:
+      - name: acceptance
+        type: rollout
+        url: {hook}
+"
+    )
+}
+
+pub fn image(dep: &Value) -> String {
+    dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
