@@ -157,6 +157,7 @@ pub fn load_canary(args: &CanaryArgs) -> Result<Canary, AppError> {
 pub fn default_provider(name: &str) -> Result<Provider, AppError> {
     Ok(match name {
         "kubernetes" => Provider::Kubernetes,
+        "kubernetes:replicas" => Provider::KubernetesReplicas,
         "istio" => Provider::Istio,
         "gloo" => Provider::Gloo,
         "nginx" => Provider::Nginx,

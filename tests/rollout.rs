@@ -347,3 +347,250 @@ fn api_faults_are_retried_and_the_rollout_still_succeeds() {
         0
     );
 }
+
+#[test]
+fn replica_ratio_splits_the_replicas() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml(
+            "kubernetes:replicas",
+            &hook.url,
+            "    maxWeight: 75\n    stepWeight: 25",
+        ),
+    );
+    c.apply_target("podinfo:1", 4);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The apex selects the label both workloads' pods carry.
+    let apex = c.get("v1", "services", "podinfo");
+    assert_eq!(apex["spec"]["selector"]["aviary.dev/service"], "podinfo");
+    assert!(apex["spec"]["selector"].get("app").is_none());
+    let primary = c.get("apps/v1", "deployments", "podinfo-primary");
+    assert_eq!(
+        primary["spec"]["template"]["metadata"]["labels"]["aviary.dev/service"],
+        "podinfo"
+    );
+
+    c.apply_target("podinfo:2", 4);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let replicas = |name: &str| -> Vec<i64> {
+        let mut out: Vec<i64> = Vec::new();
+        for v in c.emu.history("apps/v1", "deployments", Some("test"), name) {
+            let r = v["spec"]["replicas"].as_i64().unwrap_or(-1);
+            if out.last() != Some(&r) {
+                out.push(r);
+            }
+        }
+        out
+    };
+    // 25% → 1 of 4, 50% → 2, 75% → 3; the primary gives up as many, then takes all back.
+    let canary_replicas = replicas("podinfo");
+    assert!(
+        canary_replicas.ends_with(&[4, 1, 2, 3, 0]),
+        "canary replicas {canary_replicas:?}"
+    );
+    let primary_replicas = replicas("podinfo-primary");
+    assert!(
+        primary_replicas.ends_with(&[4, 3, 2, 1, 4]),
+        "primary replicas {primary_replicas:?}"
+    );
+    // The canary's pods were behind the apex only while it had a weight.
+    let labelled: Vec<bool> = c
+        .emu
+        .history("apps/v1", "deployments", Some("test"), "podinfo")
+        .iter()
+        .map(|d| d["spec"]["template"]["metadata"]["labels"]["aviary.dev/service"] == "podinfo")
+        .collect();
+    assert!(labelled.contains(&true));
+    assert_eq!(labelled.last(), Some(&false));
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+}
+
+#[test]
+fn abort_and_status_talk_to_a_running_rollout() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml(
+            "gatewayapi",
+            &hook.url,
+            "    maxWeight: 100\n    stepWeight: 10",
+        ),
+    );
+    c.apply_target("podinfo:1", 2);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 2);
+    let child = c.spawn(&canary, &[]);
+    c.wait_for("a saved weight of 20", Duration::from_secs(30), |c| {
+        c.saved_weight() >= 20
+    });
+    let control = |args: &[&str]| -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+        cmd.args(args)
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .env_remove("KUBECONFIG");
+        match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let status = control(&["status", "podinfo", "-n", "test", "--json"]);
+    assert_eq!(code(&status), 0, "{}", stderr(&status));
+    let s: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    assert_eq!(s["phase"], "Progressing");
+    assert!(s["canary_weight"].as_i64().unwrap_or(0) >= 20);
+    assert!(s["runner"].as_str().unwrap_or("").contains("pid-"), "{s}");
+
+    let abort = control(&["abort", "podinfo", "-n", "test", "--reason", "smoke alarm"]);
+    assert_eq!(code(&abort), 0, "{}", stderr(&abort));
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Rolling back podinfo.test abort requested: smoke alarm"),
+        "{}",
+        stderr(&out)
+    );
+    let route = c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo");
+    assert_eq!(canary_weight(&route), Some(0));
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo")["spec"]["replicas"],
+        0
+    );
+
+    // `status` after the run: Failed, nobody running. `abort` on an unknown canary: a clear error.
+    let status = control(&["status", "podinfo", "-n", "test"]);
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains("phase          Failed"), "{text}");
+    assert!(text.contains("runner         none running"), "{text}");
+    let missing = control(&["abort", "nosuch", "-n", "test"]);
+    assert_ne!(code(&missing), 0);
+    assert!(
+        stderr(&missing).contains("no rollout of canary nosuch.test was found"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn promote_opens_a_closed_gate() {
+    let c = cluster();
+    let hook = Hook::start();
+    let gate = Hook::start();
+    gate.set(403); // the gate stays closed on its own
+    let text = canary_yaml(
+        "gatewayapi",
+        &hook.url,
+        "    maxWeight: 40\n    stepWeight: 20",
+    ) + &format!(
+        "      - name: approve\n        type: confirm-promotion\n        url: {}\n",
+        gate.url
+    );
+    let canary = c.write("canary.yaml", &text);
+    c.apply_target("podinfo:1", 2);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 2);
+    let child = c.spawn(&canary, &[]);
+    c.wait_for("WaitingPromotion", Duration::from_secs(30), |c| {
+        let cm = c.get("v1", "configmaps", "podinfo-aviary");
+        cm["data"]["engine.json"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"phase\":\"WaitingPromotion\""))
+    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+    cmd.args(["promote", "podinfo", "-n", "test", "--kubeconfig"])
+        .arg(&c.kubeconfig);
+    let promote = match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&promote), 0, "{}", stderr(&promote));
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("gates opened by `aviary promote`"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+    assert!(gate.calls.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn a_primary_that_breaks_after_promotion_does_not_get_the_traffic() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml(
+            "gatewayapi",
+            &hook.url,
+            "    maxWeight: 40\n    stepWeight: 20",
+        ),
+    );
+    let target = |image: &str| {
+        serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "replicas": 2,
+                "progressDeadlineSeconds": 2,
+                "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {"metadata": {"labels": {"app": "podinfo"}},
+                             "spec": {"containers": [{"name": "podinfo", "image": image}]}}
+            }
+        })
+    };
+    if let Err(e) = c.emu.insert(target("podinfo:1")) {
+        panic!("{e}");
+    }
+    assert_eq!(code(&c.run(&canary)), 0);
+    // Rollouts now take a while to report, so the test can break the primary right after the
+    // canary's template was copied to it, before it becomes ready.
+    c.emu.set_ready_delay(Duration::from_millis(1500));
+    c.kubectl_apply(&target("podinfo:2"));
+    let child = c.spawn(&canary, &[]);
+    c.wait_for("Promoting", Duration::from_secs(60), |c| {
+        let cm = c.get("v1", "configmaps", "podinfo-aviary");
+        cm["data"]["engine.json"]
+            .as_str()
+            .is_some_and(|t| t.contains("\"phase\":\"Promoting\""))
+    });
+    c.emu.set_never_ready("test", "podinfo-primary", true);
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Promotion failed!"),
+        "{}",
+        stderr(&out)
+    );
+    let route = c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo");
+    assert_eq!(
+        canary_weight(&route),
+        Some(100),
+        "traffic stays on the healthy canary"
+    );
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo")["spec"]["replicas"],
+        2
+    );
+}

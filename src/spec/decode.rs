@@ -25,7 +25,8 @@ const TYPE_HELP: &str = "add apiVersion: flagger.app/v1beta1 and kind: Canary";
 const INT32_MAX: i64 = i32::MAX as i64;
 
 /// Providers aviary can route traffic for, in Flagger's spelling.
-const ROUTED_PROVIDERS: [&str; 7] = [
+const ROUTED_PROVIDERS: [&str; 8] = [
+    "kubernetes:replicas",
     "kubernetes",
     "istio",
     "gloo",
@@ -860,6 +861,12 @@ fn parse_provider(cx: &mut Cx, f: &Field) -> Option<Provider> {
         "gloo" => Provider::Gloo,
         "nginx" => Provider::Nginx,
         "gatewayapi" | "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
+        "kubernetes:replicas" if cx.strict => Provider::KubernetesReplicas,
+        "kubernetes:replicas" => {
+            f.error(cx, "provider kubernetes:replicas is an aviary addition")
+                .hint("use apiVersion: aviary.dev/v1alpha1 for replica-ratio canaries, or provider: kubernetes for Flagger's blue/green");
+            return None;
+        }
         other if OTHER_PROVIDERS.contains(&other) => {
             cx.warn(
                 f.line(),
@@ -1436,6 +1443,35 @@ fn check_strategy(
 ) {
     let kubernetes = provider == Some(&Provider::Kubernetes);
     let path = &field.path;
+    if provider == Some(&Provider::KubernetesReplicas) {
+        // A replica split can only express weights: no request matching, no mirroring.
+        for (set, name, why) in [
+            (
+                !a.r#match.is_empty(),
+                "match",
+                "A/B testing needs a router that can match requests",
+            ),
+            (
+                a.mirror,
+                "mirror",
+                "mirroring needs a proxy that copies requests",
+            ),
+            (
+                a.iterations > 0,
+                "iterations",
+                "replica ratio shifts traffic by weights only",
+            ),
+        ] {
+            if set {
+                cx.error(
+                    field.key_line,
+                    &join(path, name),
+                    format!("{name} is not supported by provider kubernetes:replicas: {why}"),
+                )
+                .hint("use stepWeight and maxWeight with kubernetes:replicas, or a mesh or ingress provider (istio, gloo, nginx, gatewayapi)");
+            }
+        }
+    }
     let no_strategy = a.step_weight == 0 && a.step_weights.is_empty() && a.iterations == 0;
     if no_strategy && !written.strategy_errors && !kubernetes {
         cx.error(field.key_line, path, "no rollout strategy")

@@ -372,6 +372,9 @@ impl Default for Analysis {
 pub enum Provider {
     /// `kubernetes`: no traffic shifting; Flagger runs blue/green (and so does aviary).
     Kubernetes,
+    /// `kubernetes:replicas` (aviary.dev/v1alpha1 only): no mesh; one Service selects both
+    /// workloads and the canary weight becomes a split of the replicas.
+    KubernetesReplicas,
     Istio,
     Gloo,
     Nginx,
@@ -386,6 +389,7 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Provider::Kubernetes => "kubernetes",
+            Provider::KubernetesReplicas => "kubernetes:replicas",
             Provider::Istio => "istio",
             Provider::Gloo => "gloo",
             Provider::Nginx => "nginx",

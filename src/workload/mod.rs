@@ -53,7 +53,12 @@ pub struct Workloads {
     primary_max_replicas: Option<i32>,
     primary_ready_threshold: u32,
     canary_ready_threshold: u32,
+    /// Replica-ratio mode: a label on the pods of both workloads that the apex Service selects.
+    pub shared_label: Option<(String, String)>,
 }
+
+/// The label both workloads' pods carry in replica-ratio mode (value: the apex Service's name).
+pub const SHARED_LABEL: &str = "aviary.dev/service";
 
 impl Workloads {
     /// Reads the target and finds its selector label. Fails if the target does not exist or is
@@ -115,6 +120,8 @@ impl Workloads {
                 .and_then(|r| r.max_replicas),
             primary_ready_threshold: analysis.primary_ready_threshold,
             canary_ready_threshold: analysis.canary_ready_threshold,
+            shared_label: (canary.provider == Some(crate::spec::Provider::KubernetesReplicas))
+                .then(|| (SHARED_LABEL.to_string(), canary.service.name.clone())),
         })
     }
 
@@ -169,19 +176,22 @@ impl Workloads {
             self.apply_deployment(&self.primary, &primary).await?;
         }
         self.apply_primary_autoscaler().await?;
-        let primary_selector = self.primary_label_value();
-        let canary_selector = self.label_value.clone();
-        self.apply_service(&self.service, &primary_selector, self.apex_meta.as_ref())
+        let primary_selector = self.selector(&self.primary_label_value());
+        let apex_selector = match &self.shared_label {
+            Some((k, v)) => BTreeMap::from([(k.clone(), v.clone())]),
+            None => primary_selector.clone(),
+        };
+        self.apply_service(&self.service, apex_selector, self.apex_meta.as_ref())
             .await?;
         self.apply_service(
             &self.primary_service(),
-            &primary_selector,
+            primary_selector,
             self.primary_meta.as_ref(),
         )
         .await?;
         self.apply_service(
             &self.canary_service(),
-            &canary_selector,
+            self.selector(&self.label_value),
             self.canary_meta.as_ref(),
         )
         .await
@@ -198,19 +208,19 @@ impl Workloads {
         let mut template = serde_json::to_value(&spec.template)
             .map_err(|e| ClusterError::Invalid(format!("pod template: {e}")))?;
         rename_configs(&mut template, &configs);
+        let mut pod_labels = json!({ &self.label_key: self.primary_label_value() });
+        if let Some((k, v)) = &self.shared_label {
+            pod_labels[k] = json!(v);
+        }
         if let Some(labels) = template
             .pointer_mut("/metadata/labels")
             .and_then(Value::as_object_mut)
         {
-            labels.insert(
-                self.label_key.clone(),
-                Value::String(self.primary_label_value()),
-            );
+            if let Some(extra) = pod_labels.as_object() {
+                labels.extend(extra.clone());
+            }
         } else if let Some(meta) = template.as_object_mut() {
-            meta.insert(
-                "metadata".into(),
-                json!({ "labels": { &self.label_key: self.primary_label_value() } }),
-            );
+            meta.insert("metadata".into(), json!({ "labels": pod_labels }));
         }
         let template = serde_json::from_value(template)
             .map_err(|e| ClusterError::Invalid(format!("pod template: {e}")))?;
@@ -256,10 +266,14 @@ impl Workloads {
         Ok(())
     }
 
+    fn selector(&self, value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(self.label_key.clone(), value.to_string())])
+    }
+
     async fn apply_service(
         &self,
         name: &str,
-        selector_value: &str,
+        selector: BTreeMap<String, String>,
         meta: Option<&CustomMetadata>,
     ) -> Result<(), ClusterError> {
         let target_port = match &self.target_port {
@@ -279,10 +293,7 @@ impl Workloads {
             },
             spec: Some(ServiceSpec {
                 type_: Some("ClusterIP".into()),
-                selector: Some(BTreeMap::from([(
-                    self.label_key.clone(),
-                    selector_value.to_string(),
-                )])),
+                selector: Some(selector),
                 ports: Some(vec![ServicePort {
                     name: Some(self.port_name.clone()),
                     port: i32::from(self.port),
@@ -299,6 +310,24 @@ impl Workloads {
         let what = format!("apply Service {name}.{}", self.namespace);
         let (params, patch) = (apply_params(), Patch::Apply(&svc));
         retry(&what, || api.patch(name, &params, &patch)).await?;
+        Ok(())
+    }
+
+    /// Sets (or, with `None`, removes) a label on the canary's pod template. The replica-ratio
+    /// router uses it to put the canary's pods behind the apex Service and take them out again.
+    pub async fn set_canary_pod_label(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<(), ClusterError> {
+        let api = self.deployments();
+        let what = format!(
+            "label the pods of Deployment {}.{}",
+            self.target, self.namespace
+        );
+        let patch = json!({ "spec": { "template": { "metadata": { "labels": { key: value } } } } });
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retry(&what, || api.patch(&self.target, &params, &patch)).await?;
         Ok(())
     }
 
@@ -507,6 +536,9 @@ impl Workloads {
         self.copy_configs(&target).await?;
         let replicas = if self.autoscaler.is_some() {
             None
+        } else if self.shared_label.is_some() {
+            // Replica ratio: the router owns the split; keep the primary's count.
+            Some(self.replicas(&self.primary).await?)
         } else {
             let primary_replicas = self.replicas(&self.primary).await?;
             Some(
