@@ -25,10 +25,13 @@ pub trait TrafficRouter: Send + Sync {
 }
 
 /// The providers aviary can drive on a cluster.
-pub const SUPPORTED: [&str; 2] = ["kubernetes", "gatewayapi"];
+pub const SUPPORTED: [&str; 3] = ["kubernetes", "kubernetes:replicas", "gatewayapi"];
 
 pub fn supported(provider: &Provider) -> bool {
-    matches!(provider, Provider::Kubernetes | Provider::GatewayApi)
+    matches!(
+        provider,
+        Provider::Kubernetes | Provider::KubernetesReplicas | Provider::GatewayApi
+    )
 }
 
 /// The router for a Canary's provider.
@@ -39,6 +42,7 @@ pub fn for_canary(
 ) -> Result<Box<dyn TrafficRouter>, ClusterError> {
     match provider {
         Provider::Kubernetes => Ok(Box::new(kubernetes::BlueGreen)),
+        Provider::KubernetesReplicas => Ok(Box::new(kubernetes::ReplicaRatio::new(workloads))),
         Provider::GatewayApi => Ok(Box::new(gatewayapi::GatewayApi::new(canary, workloads)?)),
         Provider::Istio => Ok(Box::new(istio::Istio::new(canary, workloads)?)),
         Provider::Gloo => Ok(Box::new(gloo::Gloo::new(canary, workloads)?)),
