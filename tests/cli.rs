@@ -620,3 +620,35 @@ fn short_intervals_are_an_aviary_addition() {
     assert_eq!(p["interval_s"], 2);
     assert_eq!(p["min_promotion_s"], 12);
 }
+
+#[test]
+fn replica_ratio_rejects_what_it_cannot_express() {
+    let ab = GOOD
+        .replace("flagger.app/v1beta1", "aviary.dev/v1alpha1")
+        .replace("spec:\n", "spec:\n  provider: kubernetes:replicas\n")
+        .replace(
+            "    stepWeight: 10\n",
+            "    stepWeight: 10\n    iterations: 5\n    match:\n      - headers:\n          x-canary:\n            exact: insider\n",
+        );
+    let (code, err) = plan_text(&ab);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("spec.analysis.match: match is not supported by provider kubernetes:replicas: A/B testing needs a router that can match requests"),
+        "{err}"
+    );
+    assert!(err.contains("spec.analysis.iterations"), "{err}");
+
+    let flagger = GOOD.replace("spec:\n", "spec:\n  provider: kubernetes:replicas\n");
+    let (code, err) = plan_text(&flagger);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("provider kubernetes:replicas is an aviary addition"),
+        "{err}"
+    );
+
+    let fine = GOOD
+        .replace("flagger.app/v1beta1", "aviary.dev/v1alpha1")
+        .replace("spec:\n", "spec:\n  provider: kubernetes:replicas\n");
+    let (code, err) = plan_text(&fine);
+    assert_eq!(code, 0, "{err}");
+}
