@@ -324,7 +324,22 @@ async fn drive(
     let mut signals = Signals::new()?;
     let mut failures = 0u32;
     let mut last_renew = Instant::now();
+    let mut revision = revision;
     loop {
+        // A new revision applied while we run restarts the analysis, as in Flagger.
+        match shell.workloads.revision().await {
+            Ok(current) if current != revision => {
+                tracing::info!("the target changed: revision {current} replaces {revision}");
+                revision = current;
+                shell.revision = revision.clone();
+                shell.approved = false;
+                engine.handle(Input::Revision {
+                    revision: revision.clone(),
+                })?;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not read the target's revision: {e}"),
+        }
         let snapshot = engine.clone();
         let step = engine.handle(Input::Tick { now: wall_ms() })?;
         let result = shell.run_step(&mut engine, step).await;

@@ -594,3 +594,45 @@ fn a_primary_that_breaks_after_promotion_does_not_get_the_traffic() {
         2
     );
 }
+
+#[test]
+fn a_new_revision_during_the_analysis_restarts_it() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml(
+            "gatewayapi",
+            &hook.url,
+            "    maxWeight: 60\n    stepWeight: 20",
+        ),
+    );
+    c.apply_target("podinfo:1", 2);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 2);
+    let child = c.spawn(&canary, &[]);
+    c.wait_for("a saved weight of 40", Duration::from_secs(30), |c| {
+        c.saved_weight() >= 40
+    });
+    c.apply_target("podinfo:3", 2);
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("New revision detected! Restarting analysis for podinfo.test"),
+        "{}",
+        stderr(&out)
+    );
+    let weights = c.route_weights();
+    let restart = weights.iter().skip(2).position(|w| *w == 0).map(|i| i + 2);
+    assert!(
+        restart.is_some_and(|i| weights[i..].starts_with(&[0, 20, 40, 60, 0])),
+        "traffic went back to the primary and the analysis started over: {weights:?}"
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:3"
+    );
+}
