@@ -270,7 +270,11 @@ async fn drive(
     lease: &LeaseGuard,
 ) -> Result<Outcome, RunError> {
     let workloads = Workloads::discover(client.clone(), &canary).await?;
-    let router = routing::for_canary(&canary, provider, &workloads)?;
+    // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
+    let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
+        ClusterError::Invalid(message) => RunError::Unsupported(message),
+        other => RunError::Cluster(other),
+    })?;
     let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
     let (saved, control) = store.load().await?;
     let resumed = saved.is_some();

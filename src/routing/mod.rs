@@ -25,12 +25,24 @@ pub trait TrafficRouter: Send + Sync {
 }
 
 /// The providers aviary can drive on a cluster.
-pub const SUPPORTED: [&str; 3] = ["kubernetes", "kubernetes:replicas", "gatewayapi"];
+pub const SUPPORTED: [&str; 6] = [
+    "kubernetes",
+    "kubernetes:replicas",
+    "gatewayapi",
+    "istio",
+    "gloo",
+    "nginx",
+];
 
 pub fn supported(provider: &Provider) -> bool {
     matches!(
         provider,
-        Provider::Kubernetes | Provider::KubernetesReplicas | Provider::GatewayApi
+        Provider::Kubernetes
+            | Provider::KubernetesReplicas
+            | Provider::GatewayApi
+            | Provider::Istio
+            | Provider::Gloo
+            | Provider::Nginx
     )
 }
 
@@ -48,9 +60,10 @@ pub fn for_canary(
         Provider::Gloo => Ok(Box::new(gloo::Gloo::new(canary, workloads)?)),
         Provider::Nginx => Ok(Box::new(nginx::Nginx::new(canary, workloads)?)),
         other => Err(ClusterError::Invalid(format!(
-            "{}: aviary cannot drive the {} provider yet (it drives kubernetes and gatewayapi)",
+            "{}: aviary cannot drive the {} provider yet (it drives {})",
             canary.qualified_name(),
-            other.name()
+            other.name(),
+            SUPPORTED.join(", ")
         ))),
     }
 }
