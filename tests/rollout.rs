@@ -150,6 +150,24 @@ fn kubernetes_provider_is_blue_green() {
         .emu
         .list("gateway.networking.k8s.io/v1", "httproutes", Some("test"))
         .is_empty());
+
+    // A bad revision: the webhook fails twice; the primary keeps the old template.
+    c.apply_target("podinfo:3", 3);
+    hook.set(500);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo")["spec"]["replicas"],
+        0
+    );
+    let apex = c.emu.history("v1", "services", Some("test"), "podinfo");
+    assert!(apex
+        .iter()
+        .all(|s| s["spec"]["selector"]["app"] == "podinfo-primary"));
 }
 
 #[test]
@@ -410,6 +428,28 @@ fn replica_ratio_splits_the_replicas() {
         image(&c.get("apps/v1", "deployments", "podinfo-primary")),
         "podinfo:2"
     );
+
+    // A bad revision: rolled back at 25% (1 of 4), the primary back to 4 replicas of podinfo:2.
+    c.apply_target("podinfo:3", 4);
+    hook.set(500);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let canary_replicas = replicas("podinfo");
+    assert!(
+        canary_replicas.ends_with(&[0, 4, 1, 0]),
+        "canary replicas {canary_replicas:?}"
+    );
+    let primary_replicas = replicas("podinfo-primary");
+    assert!(
+        primary_replicas.ends_with(&[4, 3, 4]),
+        "primary replicas {primary_replicas:?}"
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+    let last = c.get("apps/v1", "deployments", "podinfo");
+    assert!(last["spec"]["template"]["metadata"]["labels"]["aviary.dev/service"].is_null());
 }
 
 #[test]
