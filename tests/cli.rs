@@ -43,7 +43,7 @@ fn json(out: &Output) -> Value {
 }
 
 fn example(name: &str) -> String {
-    format!("examples/{name}/canary.yaml")
+    format!("examples/{name}/overlays/prod/canary.yaml")
 }
 
 fn timeline(name: &str, which: &str) -> String {
@@ -548,9 +548,9 @@ fn validate_reports_warnings_and_json() {
         &example("gloo-ab"),
     ]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(
-        stdout(&out).contains("examples/gatewayapi/canary.yaml: ok (1 Canary, 1 MetricTemplate)")
-    );
+    assert!(stdout(&out).contains(
+        "examples/gatewayapi/overlays/prod/canary.yaml: ok (1 Canary, 1 MetricTemplate)"
+    ));
 
     let out = aviary(&["validate", "-f", &example("istio"), "--json"]);
     let v = json(&out);
@@ -651,4 +651,45 @@ fn replica_ratio_rejects_what_it_cannot_express() {
         .replace("spec:\n", "spec:\n  provider: kubernetes:replicas\n");
     let (code, err) = plan_text(&fine);
     assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn plan_and_simulate_the_replica_ratio_example() {
+    let p = plan("kubernetes");
+    assert_eq!(p["strategy"], "canary");
+    assert_eq!(p["provider"], "kubernetes:replicas");
+    assert_eq!(ints(&p["weights"]), vec![25, 50, 75]);
+    assert_eq!(p["interval_s"], 30);
+    // Steps at t1..t3, promotion at t4 (120 s), done at t6; a failing smoke test rolls back at t4.
+    assert_eq!(p["min_promotion_s"], 120);
+    assert_eq!(p["min_completion_s"], 180);
+    assert_eq!(p["min_rollback_s"], 120);
+
+    let (code, r) = simulate("kubernetes", "good");
+    assert_eq!((code, r["verdict"].as_str()), (0, Some("promoted")));
+    assert_eq!(ints(&r["weights"]), vec![25, 50, 75, 0]);
+    let (code, r) = simulate("kubernetes", "bad");
+    assert_eq!((code, r["verdict"].as_str()), (1, Some("rolled_back")));
+    assert_eq!(ints(&r["weights"]), vec![25, 0]);
+    assert_eq!(r["failed_checks"], 3);
+    assert_eq!(r["duration_s"], 150);
+}
+
+#[test]
+fn every_example_overlay_is_a_valid_spec() {
+    for name in [
+        "gatewayapi",
+        "istio",
+        "gloo-canary",
+        "gloo-ab",
+        "kubernetes",
+    ] {
+        let out = aviary(&["validate", "-f", &example(name)]);
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("warning"),
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
 }
