@@ -99,12 +99,22 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
 /// Reads the Canary a command works on, reporting the spec's warnings on the way.
 pub fn load_canary(args: &CanaryArgs) -> Result<Canary, AppError> {
     let docs = spec::load_file(&args.file)?;
+    let file = args.file.display().to_string();
+    pick_canary(docs, &file, args.name.as_deref(), args.namespace.as_deref())
+}
+
+/// The Canary named `name` (or the only one) of `docs`, with `namespace` for one that has none.
+pub fn pick_canary(
+    docs: spec::Documents,
+    file: &str,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Canary, AppError> {
     for w in &docs.warnings {
         logging::diagnostic(w);
     }
-    let file = args.file.display().to_string();
     let mut canaries = docs.canaries;
-    let mut canary = match (&args.name, canaries.len()) {
+    let mut canary = match (name, canaries.len()) {
         (_, 0) => {
             let found = if docs.skipped.is_empty() {
                 "no documents".to_string()
@@ -128,7 +138,7 @@ pub fn load_canary(args: &CanaryArgs) -> Result<Canary, AppError> {
             ))
             .with_help(format!("pass --name {}", names[0])));
         }
-        (Some(name), _) => match canaries.iter().position(|c| &c.name == name) {
+        (Some(name), _) => match canaries.iter().position(|c| c.name == name) {
             Some(i) => canaries.remove(i),
             None => {
                 let names: Vec<_> = canaries.iter().map(|c| c.name.as_str()).collect();
@@ -139,10 +149,10 @@ pub fn load_canary(args: &CanaryArgs) -> Result<Canary, AppError> {
             }
         },
     };
-    if let Some(ns) = &args.namespace {
+    if let Some(ns) = namespace {
         if !canary.namespace_explicit {
-            canary.namespace = ns.clone();
-        } else if &canary.namespace != ns {
+            canary.namespace = ns.to_string();
+        } else if canary.namespace != ns {
             tracing::warn!(
                 "{file}: Canary {} sets metadata.namespace {}; ignoring -n {ns}",
                 canary.name,

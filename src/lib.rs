@@ -7,6 +7,7 @@
 pub mod app;
 pub mod cli;
 pub mod cluster;
+pub mod deploy;
 pub mod engine;
 pub mod exit;
 pub mod logging;

@@ -228,17 +228,6 @@ pub async fn rollout(
     canary: Canary,
     options: Options,
 ) -> Result<Outcome, RunError> {
-    let has_metrics = canary
-        .analysis
-        .as_ref()
-        .is_some_and(|a| !a.metrics.is_empty());
-    if has_metrics && !canary.skip_analysis {
-        return Err(RunError::Unsupported(format!(
-            "{}: metric analysis against a cluster is not available in this version of aviary; \
-             analyse with webhooks only, set skipAnalysis, or try the spec with `aviary simulate`",
-            canary.qualified_name()
-        )));
-    }
     let provider = canary
         .provider
         .clone()
@@ -313,6 +302,20 @@ async fn drive(
             config.qualified()
         );
         return Ok(Outcome::UpToDate { phase: start_phase });
+    }
+    let has_metrics = shell
+        .canary
+        .analysis
+        .as_ref()
+        .is_some_and(|a| !a.metrics.is_empty());
+    let will_analyse = start_phase != Phase::Initializing && engine.state().has_new_revision();
+    if has_metrics && !shell.canary.skip_analysis && (will_analyse || start_phase.is_active()) {
+        return Err(RunError::Unsupported(format!(
+            "{}: metric analysis against a cluster is not available in this version of aviary; \
+             analyse with webhooks only, set skipAnalysis, or try the spec with `aviary simulate` \
+             (a first rollout, which only bootstraps the primary, works)",
+            config.qualified()
+        )));
     }
     if start_phase == Phase::Initialized && !engine.state().has_new_revision() {
         tracing::info!(
