@@ -16,7 +16,7 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, HeaderOperations, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::TrafficRouter;
+use super::{and_matches, merge_match, regex_escape, TrafficRouter};
 
 /// How long a parent Gateway may take to accept a change.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,7 +128,10 @@ impl GatewayApi {
         if routes.scope == RouteScope::Matched {
             // Requests matching the A/B conditions (within the service's own matches) get the
             // split; every other request goes to the primary.
-            let matches = combine(&self.ab_matches, &self.service_matches);
+            // The A/B rule stays within the service's own routes: each A/B match ANDed with each.
+            let matches = and_matches(&self.ab_matches, &self.service_matches, |m, a| {
+                merge_match(m, a, &["headers", "queryParams"])
+            });
             rules.push(self.rule(
                 &matches,
                 self.backends(routes.primary, routes.canary),
@@ -268,17 +271,6 @@ fn string_match(m: &StringMatch) -> (&'static str, String) {
     }
 }
 
-fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// An Istio-style match as an `HTTPRouteMatch`.
 fn http_route_match(m: &HttpMatch) -> Result<Value, ClusterError> {
     let mut out = json!({});
@@ -323,32 +315,4 @@ fn http_route_match(m: &HttpMatch) -> Result<Value, ClusterError> {
         }
     }
     Ok(out)
-}
-
-/// Every A/B match ANDed with every service match (the A/B rule must stay within the service's
-/// own routes).
-fn combine(ab: &[Value], service: &[Value]) -> Vec<Value> {
-    if service.is_empty() {
-        return ab.to_vec();
-    }
-    let mut out = Vec::new();
-    for a in ab {
-        for s in service {
-            let mut m = s.clone();
-            if let (Some(m), Some(a)) = (m.as_object_mut(), a.as_object()) {
-                for (k, v) in a {
-                    match (m.get_mut(k), v) {
-                        (Some(Value::Array(existing)), Value::Array(more)) => {
-                            existing.extend(more.iter().cloned())
-                        }
-                        _ => {
-                            m.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            out.push(m);
-        }
-    }
-    out
 }

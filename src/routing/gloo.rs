@@ -22,8 +22,7 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, CustomMetadata, HttpMatch, ObjectRef, StringMatch};
 use crate::workload::Workloads;
 
-use super::istio::regex_escape;
-use super::TrafficRouter;
+use super::{and_matches, merge_match, regex_escape, TrafficRouter};
 
 /// Upstream types of a Gloo `UpstreamSpec` (a oneof): the copy of an `upstreamRef` drops them all
 /// and gets `kube`.
@@ -497,39 +496,17 @@ fn gloo_matcher(m: &HttpMatch) -> Result<Value, String> {
 /// Every A/B matcher ANDed with every service matcher: the header and query parameter lists are
 /// joined; the A/B matcher's path and methods, when it has them, replace the service's.
 fn combine_matchers(ab: &[Value], service: &[Value]) -> Vec<Value> {
-    if service.is_empty() {
-        return ab.to_vec();
-    }
-    let mut out = Vec::new();
-    for a in ab {
-        for s in service {
-            let mut merged = s.clone();
-            if let (Some(m), Some(a)) = (merged.as_object_mut(), a.as_object()) {
-                if ["prefix", "exact", "regex"]
-                    .iter()
-                    .any(|k| a.contains_key(*k))
-                {
-                    for k in ["prefix", "exact", "regex", "caseSensitive"] {
-                        m.remove(k);
-                    }
-                }
-                for (k, v) in a {
-                    match (m.get_mut(k), v) {
-                        (Some(Value::Array(existing)), Value::Array(more))
-                            if k == "headers" || k == "queryParameters" =>
-                        {
-                            existing.extend(more.iter().cloned())
-                        }
-                        _ => {
-                            m.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
+    and_matches(ab, service, |m, a| {
+        if ["prefix", "exact", "regex"]
+            .iter()
+            .any(|k| a.contains_key(*k))
+        {
+            for k in ["prefix", "exact", "regex", "caseSensitive"] {
+                m.remove(k);
             }
-            out.push(merged);
         }
-    }
-    out
+        merge_match(m, a, &["headers", "queryParameters"]);
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, CustomMetadata, HeaderOperations, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::TrafficRouter;
+use super::{and_matches, merge_match, regex_escape, TrafficRouter};
 
 const GROUP: &str = "networking.istio.io";
 const VERSION: &str = "v1beta1";
@@ -322,18 +322,6 @@ fn header_ops(ops: &HeaderOperations) -> Value {
     Value::Object(out)
 }
 
-/// Escapes the characters a regular expression gives a meaning to.
-pub(crate) fn regex_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// An Istio `StringMatch`. Istio has no suffix match: a suffix becomes a regular expression
 /// (Envoy matches regular expressions against the whole value).
 pub(crate) fn istio_string_match(m: &StringMatch) -> Value {
@@ -400,29 +388,7 @@ pub(crate) fn istio_match(m: &HttpMatch) -> Value {
 /// match's laid over them (maps such as `headers` are merged, the A/B entry winning a name both
 /// set). Without service matches, the A/B matches as they are.
 pub(crate) fn combine_matches(ab: &[Value], service: &[Value]) -> Vec<Value> {
-    if service.is_empty() {
-        return ab.to_vec();
-    }
-    let mut out = Vec::new();
-    for a in ab {
-        for s in service {
-            let mut merged = s.clone();
-            if let (Some(m), Some(a)) = (merged.as_object_mut(), a.as_object()) {
-                for (k, v) in a {
-                    match (m.get_mut(k), v) {
-                        (Some(Value::Object(existing)), Value::Object(more)) => {
-                            existing.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())))
-                        }
-                        _ => {
-                            m.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-            }
-            out.push(merged);
-        }
-    }
-    out
+    and_matches(ab, service, |m, a| merge_match(m, a, &[]))
 }
 
 #[cfg(test)]

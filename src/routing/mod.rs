@@ -8,6 +8,7 @@ pub mod kubernetes;
 pub mod nginx;
 
 use futures::future::BoxFuture;
+use serde_json::{Map, Value};
 
 use crate::cluster::ClusterError;
 use crate::engine::Routes;
@@ -65,5 +66,59 @@ pub fn for_canary(
             other.name(),
             SUPPORTED.join(", ")
         ))),
+    }
+}
+
+/// Escapes the characters a regular expression gives a meaning to.
+pub(crate) fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every A/B match ANDed with every service match, each pair made by `merge` laying the A/B match
+/// over a copy of the service match. Without service matches, the A/B matches as they are.
+pub(crate) fn and_matches(
+    ab: &[Value],
+    service: &[Value],
+    merge: impl Fn(&mut Map<String, Value>, &Map<String, Value>),
+) -> Vec<Value> {
+    if service.is_empty() {
+        return ab.to_vec();
+    }
+    let mut out = Vec::new();
+    for a in ab {
+        for s in service {
+            let mut merged = s.clone();
+            if let (Some(m), Some(a)) = (merged.as_object_mut(), a.as_object()) {
+                merge(m, a);
+            }
+            out.push(merged);
+        }
+    }
+    out
+}
+
+/// The usual way to lay one match over another: lists under the keys in `join` are joined (both
+/// sets of conditions apply), maps are merged (the A/B entry wins a name both set), and anything
+/// else is replaced by the A/B value.
+pub(crate) fn merge_match(m: &mut Map<String, Value>, a: &Map<String, Value>, join: &[&str]) {
+    for (k, v) in a {
+        match (m.get_mut(k), v) {
+            (Some(Value::Array(existing)), Value::Array(more)) if join.contains(&k.as_str()) => {
+                existing.extend(more.iter().cloned())
+            }
+            (Some(Value::Object(existing)), Value::Object(more)) => {
+                existing.extend(more.iter().map(|(k, v)| (k.clone(), v.clone())))
+            }
+            _ => {
+                m.insert(k.clone(), v.clone());
+            }
+        }
     }
 }

@@ -17,8 +17,7 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::istio::regex_escape;
-use super::TrafficRouter;
+use super::{regex_escape, TrafficRouter};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io";
 
