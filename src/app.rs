@@ -26,6 +26,10 @@ pub enum AppError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Run(Box<crate::runner::RunError>),
+    #[error(transparent)]
+    Deploy(Box<crate::deploy::DeployError>),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
 }
 
 impl AppError {
@@ -51,6 +55,11 @@ impl AppError {
             // A file the user named but we cannot read is bad input, not a broken environment.
             AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
             AppError::Engine(_) | AppError::Output(_) => Exit::Runtime,
+            AppError::Render(e) => e.exit(),
+            AppError::Deploy(e) => match e.as_ref() {
+                crate::deploy::DeployError::NotReady { .. } => Exit::RolledBack,
+                crate::deploy::DeployError::Cluster(_) => Exit::Runtime,
+            },
             AppError::Run(e) => match e.as_ref() {
                 crate::runner::RunError::Locked(_) => Exit::Locked,
                 crate::runner::RunError::Unsupported(_) => Exit::InvalidInput,
@@ -87,10 +96,12 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
         Command::Validate(args) => crate::validate::run(&args, &mut out)?,
         Command::Plan(args) => crate::plan::run(&args, &mut out)?,
         Command::Simulate(args) => crate::simulate::run(&args, &mut out)?,
+        Command::Deploy(args) => crate::rollout::deploy(&args)?,
         Command::Rollout(args) => crate::rollout::rollout(&args)?,
         Command::Status(args) => crate::rollout::status(&args, &mut out)?,
         Command::Promote(args) => crate::rollout::promote(&args)?,
         Command::Abort(args) => crate::rollout::abort(&args)?,
+        Command::Render(args) => crate::render::run(&args, &mut out)?,
     };
     out.flush()?;
     Ok(exit)
@@ -197,5 +208,11 @@ pub fn diagnostics_json(ds: &[Diagnostic]) -> serde_json::Value {
 impl From<crate::runner::RunError> for AppError {
     fn from(e: crate::runner::RunError) -> Self {
         AppError::Run(Box::new(e))
+    }
+}
+
+impl From<crate::deploy::DeployError> for AppError {
+    fn from(e: crate::deploy::DeployError) -> Self {
+        AppError::Deploy(Box::new(e))
     }
 }

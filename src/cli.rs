@@ -44,6 +44,8 @@ pub enum Command {
     /// Run the canary engine on a simulated clock against a scripted timeline of metric values and
     /// webhook results, and show what it decides at every tick.
     Simulate(SimulateArgs),
+    /// Render a target and apply it, waiting until its workloads have rolled out (no canary).
+    Deploy(DeployArgs),
     /// Run a canary release on the cluster until it is promoted or rolled back.
     Rollout(RolloutArgs),
     /// Show the state of a canary's rollout, as stored in the cluster.
@@ -53,6 +55,9 @@ pub enum Command {
     Promote(ControlArgs),
     /// Roll a running rollout back now.
     Abort(AbortArgs),
+    /// Render a Skaffold project's manifests for a target: kustomize overlays and raw YAML, with the
+    /// images built for this release substituted; Canary documents are written apart.
+    Render(RenderArgs),
 }
 
 /// How to reach the cluster.
@@ -73,8 +78,34 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
+    /// File with the Canary (multi-document YAML). Either this or --target.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        required_unless_present = "target",
+        conflicts_with = "target"
+    )]
+    pub file: Option<PathBuf>,
+
+    /// Render the Skaffold project for this target, apply it and roll out its Canary.
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+
     #[command(flatten)]
-    pub canary: CanaryArgs,
+    pub source: RenderSource,
+
+    /// The Canary to use when there is more than one.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Namespace for a Canary (and rendered objects) that name none (default: the context's).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Provider to assume when the Canary sets no `spec.provider` (Flagger's `-mesh-provider`).
+    #[arg(long, value_name = "PROVIDER", default_value = "istio")]
+    pub provider: String,
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -170,4 +201,67 @@ pub struct SimulateArgs {
     /// Default: the schedule's length plus 250 ticks.
     #[arg(long, value_name = "N")]
     pub max_ticks: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The pipeline target (dev, prod, ...). The Skaffold profile of the same name applies when
+    /// one exists.
+    #[arg(long, value_name = "TARGET")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub source: RenderSource,
+
+    /// A directory to write manifests.yaml (and canary.yaml when there are Canaries) into, or `-`
+    /// to print both on stdout, manifests first.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "-")]
+    pub output: PathBuf,
+}
+
+/// Where manifests come from: a Skaffold project, its profile and the images built for it.
+#[derive(Debug, Args)]
+pub struct RenderSource {
+    /// The Skaffold config; the project root is its directory.
+    #[arg(long, value_name = "FILE", default_value = "skaffold.yaml")]
+    pub skaffold_file: PathBuf,
+
+    /// The Skaffold profile to apply instead of the target's (it must exist).
+    #[arg(short = 'p', long, value_name = "PROFILE")]
+    pub profile: Option<String>,
+
+    /// Built images as name=ref (e.g. ghcr.io/acme/app=ghcr.io/acme/app:1@sha256:...); repeat
+    /// the flag or separate them with commas. They win over --build-artifacts.
+    #[arg(short = 'i', long, value_name = "NAME=REF", value_delimiter = ',')]
+    pub images: Vec<String>,
+
+    /// The file `skaffold build --file-output` writes ({"builds": [{"imageName", "tag"}]}).
+    #[arg(long, value_name = "FILE")]
+    pub build_artifacts: Option<PathBuf>,
+}
+
+/// `aviary deploy`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The pipeline target to render and apply (its Skaffold profile applies when one exists).
+    #[arg(long, value_name = "TARGET")]
+    pub target: String,
+
+    #[command(flatten)]
+    pub source: RenderSource,
+
+    /// Namespace for rendered objects that name none (default: the context's namespace).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// How long workloads may take to roll out (a Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub timeout: String,
+
+    /// Delete the objects an earlier deploy of this target applied that are no longer rendered.
+    #[arg(long)]
+    pub prune: bool,
 }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod exit;
 pub mod logging;
 pub mod plan;
+pub mod render;
 pub mod rollout;
 pub mod routing;
 pub mod runner;

@@ -6,12 +6,14 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::{self, AppError};
-use crate::cli::{AbortArgs, ClusterArgs, ControlArgs, RolloutArgs};
+use crate::cli::{AbortArgs, CanaryArgs, ClusterArgs, ControlArgs, DeployArgs, RolloutArgs};
 use crate::cluster::{self, ClusterError};
 use crate::exit::Exit;
 use crate::runner::{self, Options, Outcome, RunError};
 use crate::spec::duration::parse_go_duration;
+use crate::spec::{self, Canary};
 use crate::state::{self, ABORT_ANNOTATION, APPROVE_ANNOTATION};
+use crate::{deploy, render};
 
 fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
@@ -32,8 +34,44 @@ async fn connect(args: &ClusterArgs) -> Result<(kube::Client, String), AppError>
 }
 
 pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
-    let provider = app::default_provider(&args.canary.provider)?;
-    let mut canary = app::load_canary(&args.canary)?;
+    let provider = app::default_provider(&args.provider)?;
+    // Either a Canary file, or a rendered target whose objects are applied first.
+    let (mut canary, objects) = match (&args.target, &args.file) {
+        (Some(target), _) => {
+            let opts = render::options(target, &args.source)?;
+            let rendered = render::render(&opts)?;
+            for w in &rendered.warnings {
+                tracing::warn!("{w}");
+            }
+            let label = format!(
+                "{} (target {target}, rendered)",
+                opts.skaffold_file.display()
+            );
+            let docs = spec::load_str(&label, &render::to_yaml(&rendered.canary_docs))?;
+            let canary = app::pick_canary(
+                docs,
+                &label,
+                args.name.as_deref(),
+                args.namespace.as_deref(),
+            )?;
+            (canary, Some((target.clone(), rendered.objects)))
+        }
+        (None, Some(file)) => {
+            let canary = app::load_canary(&CanaryArgs {
+                file: file.clone(),
+                name: args.name.clone(),
+                namespace: args.namespace.clone(),
+                provider: args.provider.clone(),
+            })?;
+            (canary, None)
+        }
+        (None, None) => {
+            return Err(
+                AppError::input("give the Canary with -f FILE, or a target with --target")
+                    .with_help("for example: aviary rollout --target prod"),
+            )
+        }
+    };
     let timeout = match &args.timeout {
         Some(t) => Some(parse_go_duration(t).map_err(|e| {
             AppError::input(format!("--timeout: {e}")).with_help("for example --timeout 30m")
@@ -43,8 +81,11 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
     let rt = runtime()?;
     rt.block_on(async move {
         let (client, default_ns) = connect(&args.cluster).await?;
-        if !canary.namespace_explicit && args.canary.namespace.is_none() {
+        if !canary.namespace_explicit && args.namespace.is_none() {
             canary.namespace = default_ns;
+        }
+        if let Some((target, objects)) = objects {
+            apply_for_rollout(&client, &canary, &target, objects).await?;
         }
         let options = Options {
             provider,
@@ -92,6 +133,113 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
                 Exit::NoVerdict
             }
         })
+    })
+}
+
+/// Applies a rendered target before its rollout: everything, the canary's target Deployment
+/// included (that is how the new revision arrives), and waits for the other workloads. Once a
+/// primary exists, the target keeps the replica count the rollout left it with (zero between
+/// releases), so re-applying an unchanged revision does not wake the canary up.
+async fn apply_for_rollout(
+    client: &kube::Client,
+    canary: &Canary,
+    target: &str,
+    mut objects: Vec<serde_json::Value>,
+) -> Result<(), AppError> {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let ns = canary.namespace.clone();
+    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), &ns);
+    let primary = format!("{}-primary", canary.target_ref.name);
+    let cluster_err = |e: kube::Error| {
+        AppError::from(RunError::Cluster(ClusterError::api("read the primary", e)))
+    };
+    let has_primary = deployments
+        .get_opt(&primary)
+        .await
+        .map_err(cluster_err)?
+        .is_some();
+    let is_target = |o: &serde_json::Value| {
+        o["kind"] == "Deployment"
+            && o["metadata"]["name"] == canary.target_ref.name.as_str()
+            && o["metadata"]["namespace"].as_str().unwrap_or(&ns) == ns
+    };
+    if has_primary {
+        let live = deployments
+            .get_opt(&canary.target_ref.name)
+            .await
+            .map_err(cluster_err)?
+            .and_then(|d| d.spec)
+            .and_then(|s| s.replicas);
+        if let Some(replicas) = live {
+            for o in objects.iter_mut().filter(|o| is_target(o)) {
+                o["spec"]["replicas"] = serde_json::json!(replicas);
+            }
+        }
+    }
+    let applied = deploy::apply_objects(client, &objects, &ns, target)
+        .await
+        .map_err(|e| AppError::from(RunError::Cluster(e)))?;
+    let others: Vec<_> = applied
+        .into_iter()
+        .filter(|k| !(k.kind == "Deployment" && k.name == canary.target_ref.name))
+        .collect();
+    deploy::wait_for_rollouts(client, &others, Duration::from_secs(300)).await?;
+    Ok(())
+}
+
+/// `aviary deploy`.
+pub fn deploy(args: &DeployArgs) -> Result<Exit, AppError> {
+    let opts = render::options(&args.target, &args.source)?;
+    let rendered = render::render(&opts)?;
+    for w in &rendered.warnings {
+        tracing::warn!("{w}");
+    }
+    if !rendered.canary_docs.is_empty() {
+        tracing::info!(
+            "target {}: {} Canary/MetricTemplate document(s) are not applied by `deploy`; use `aviary rollout --target {}`",
+            args.target,
+            rendered.canary_docs.len(),
+            args.target
+        );
+    }
+    let timeout = parse_go_duration(&args.timeout).map_err(|e| {
+        AppError::input(format!("--timeout: {e}")).with_help("for example --timeout 5m")
+    })?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let (client, default_ns) = connect(&args.cluster).await?;
+        let ns = args.namespace.clone().unwrap_or(default_ns);
+        let run_err = |e: ClusterError| AppError::from(RunError::Cluster(e));
+        let previous = deploy::read_inventory(&client, &ns, &args.target)
+            .await
+            .map_err(run_err)?;
+        let applied = deploy::apply_objects(&client, &rendered.objects, &ns, &args.target)
+            .await
+            .map_err(run_err)?;
+        // The inventory is what this target may still have in the cluster: after a prune, what
+        // was just applied; without one, that and everything recorded before.
+        let inventory = if args.prune {
+            deploy::prune(&client, &previous, &applied, &args.target)
+                .await
+                .map_err(run_err)?;
+            applied.clone()
+        } else {
+            let mut all = previous.clone();
+            all.extend(applied.iter().cloned());
+            all.sort();
+            all.dedup();
+            all
+        };
+        deploy::write_inventory(&client, &ns, &args.target, &inventory)
+            .await
+            .map_err(run_err)?;
+        deploy::wait_for_rollouts(&client, &applied, timeout).await?;
+        tracing::info!(
+            "target {}: {} objects applied, every workload rolled out",
+            args.target,
+            applied.len()
+        );
+        Ok(Exit::Success)
     })
 }
 

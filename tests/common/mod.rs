@@ -82,9 +82,14 @@ pub struct Cluster {
 }
 
 pub fn cluster() -> Cluster {
+    cluster_with(&["default", "test"])
+}
+
+/// An emulated cluster with these namespaces; the kubeconfig's namespace is `test`.
+pub fn cluster_with(namespaces: &[&str]) -> Cluster {
     let config = Config {
         deployment_ready_delay: Duration::from_millis(100),
-        namespaces: vec!["default".into(), "test".into()],
+        namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
         ..Config::default()
     };
     let emu = match Emulator::start_blocking(config) {
@@ -332,4 +337,24 @@ pub fn image(dep: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// Copies a directory tree (an example project) into `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    if let Err(e) = std::fs::create_dir_all(to) {
+        panic!("{}: {e}", to.display());
+    }
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) => panic!("{}: {e}", from.display()),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let dest = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else if let Err(e) = std::fs::copy(&path, &dest) {
+            panic!("{}: {e}", path.display());
+        }
+    }
 }

