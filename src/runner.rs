@@ -18,6 +18,9 @@ use crate::state::{LeaseGuard, LockError, StateStore, ABORT_ANNOTATION, APPROVE_
 use crate::webhooks::WebhookCaller;
 use crate::workload::Workloads;
 
+/// How soon a tick that waited on a workload's readiness is repeated.
+const READINESS_POLL: Duration = Duration::from_secs(2);
+
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -89,6 +92,8 @@ struct Shell {
     store: StateStore,
     revision: String,
     approved: bool,
+    /// The last tick stopped because a workload was not ready yet.
+    waiting_for_readiness: bool,
 }
 
 impl Shell {
@@ -157,14 +162,18 @@ impl Shell {
         }
     }
 
-    async fn answer(&self, request: &Request) -> Answer {
+    async fn answer(&mut self, request: &Request) -> Answer {
         match request {
             Request::Readiness { workload } => {
                 let primary = *workload == Workload::Primary;
-                match self.workloads.readiness(primary).await {
-                    Ok(r) => Answer::Readiness(r),
-                    Err(e) => Answer::Readiness(crate::engine::Readiness::NotReady(e.to_string())),
+                let readiness = match self.workloads.readiness(primary).await {
+                    Ok(r) => r,
+                    Err(e) => crate::engine::Readiness::NotReady(e.to_string()),
+                };
+                if matches!(readiness, crate::engine::Readiness::NotReady(_)) {
+                    self.waiting_for_readiness = true;
                 }
+                Answer::Readiness(readiness)
             }
             Request::Webhook {
                 index, hook, phase, ..
@@ -284,6 +293,7 @@ async fn drive(
         store,
         revision: revision.clone(),
         approved: control.approve.as_deref() == Some(revision.as_str()),
+        waiting_for_readiness: false,
     };
     engine.handle(Input::Revision {
         revision: revision.clone(),
@@ -348,6 +358,7 @@ async fn drive(
             Err(e) => tracing::warn!("could not read the target's revision: {e}"),
         }
         let snapshot = engine.clone();
+        shell.waiting_for_readiness = false;
         let step = engine.handle(Input::Tick { now: wall_ms() })?;
         let result = shell.run_step(&mut engine, step).await;
         match result {
@@ -391,8 +402,15 @@ async fn drive(
             _ => {}
         }
 
-        // Wait for the next tick, watching for requests, signals and the deadline.
-        let next = Instant::now() + interval;
+        // Wait for the next tick, watching for requests, signals and the deadline. A tick that
+        // only waited for a workload to become ready comes back sooner than the interval: it
+        // counts no check, and a pipeline should not idle a whole interval on a rollout.
+        let wait = if shell.waiting_for_readiness {
+            interval.min(READINESS_POLL)
+        } else {
+            interval
+        };
+        let next = Instant::now() + wait;
         let wake = loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break Wake::TimedOut;

@@ -251,3 +251,42 @@ spec:
         0
     );
 }
+
+/// Every example's prod target, as shipped, renders, applies and bootstraps its primary (the
+/// first rollout of a target analyses nothing, so the examples' metrics are not needed yet).
+#[test]
+fn every_example_prod_target_bootstraps() {
+    for (name, ns) in [
+        ("gatewayapi", "prod"),
+        ("istio", "test"),
+        ("gloo-canary", "test"),
+        ("gloo-ab", "test"),
+        ("kubernetes", "prod"),
+    ] {
+        let c = cluster_with(&["default", "dev", "prod", "test"]);
+        let out = aviary(
+            &c,
+            &example(name),
+            &["rollout", "--target", "prod", "--timeout", "1m"],
+        );
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("bootstrapped"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        let primary = get(&c, "apps/v1", "deployments", ns, "podinfo-primary");
+        assert_eq!(
+            image(&primary),
+            "ghcr.io/stefanprodan/podinfo:6.5.0",
+            "{name}"
+        );
+        assert_eq!(
+            get(&c, "apps/v1", "deployments", ns, "podinfo")["spec"]["replicas"],
+            0,
+            "{name}"
+        );
+        let apex = get(&c, "v1", "services", ns, "podinfo");
+        assert!(!apex.is_null(), "{name}: the apex Service");
+    }
+}
