@@ -113,6 +113,20 @@ pub struct RolloutArgs {
     /// Give up after this long (a Go duration such as 30m), returning traffic to the primary.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    /// Prometheus for the built-in metrics (and templates without an address) when the Canary
+    /// sets no `metricsServer`. A path prefix is kept (Google Managed Prometheus' frontend).
+    #[arg(long, value_name = "URL", env = "AVIARY_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// Bearer token for --prometheus-url (never logged).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "AVIARY_PROMETHEUS_TOKEN",
+        hide_env_values = true
+    )]
+    pub prometheus_token: Option<String>,
 }
 
 #[derive(Debug, Args)]

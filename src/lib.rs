@@ -11,6 +11,7 @@ pub mod deploy;
 pub mod engine;
 pub mod exit;
 pub mod logging;
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod rollout;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::app::{self, AppError};
-use crate::cli::{AbortArgs, CanaryArgs, ClusterArgs, ControlArgs, DeployArgs, RolloutArgs};
+use crate::cli::{AbortArgs, ClusterArgs, ControlArgs, DeployArgs, RolloutArgs};
 use crate::cluster::{self, ClusterError};
 use crate::exit::Exit;
 use crate::runner::{self, Options, Outcome, RunError};
@@ -36,7 +36,7 @@ async fn connect(args: &ClusterArgs) -> Result<(kube::Client, String), AppError>
 pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
     let provider = app::default_provider(&args.provider)?;
     // Either a Canary file, or a rendered target whose objects are applied first.
-    let (mut canary, objects) = match (&args.target, &args.file) {
+    let (mut canary, templates, objects) = match (&args.target, &args.file) {
         (Some(target), _) => {
             let opts = render::options(target, &args.source)?;
             let rendered = render::render(&opts)?;
@@ -48,22 +48,26 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
                 opts.skaffold_file.display()
             );
             let docs = spec::load_str(&label, &render::to_yaml(&rendered.canary_docs))?;
+            let templates = docs.templates.clone();
             let canary = app::pick_canary(
                 docs,
                 &label,
                 args.name.as_deref(),
                 args.namespace.as_deref(),
             )?;
-            (canary, Some((target.clone(), rendered.objects)))
+            (canary, templates, Some((target.clone(), rendered.objects)))
         }
         (None, Some(file)) => {
-            let canary = app::load_canary(&CanaryArgs {
-                file: file.clone(),
-                name: args.name.clone(),
-                namespace: args.namespace.clone(),
-                provider: args.provider.clone(),
-            })?;
-            (canary, None)
+            let docs = spec::load_file(file)?;
+            let templates = docs.templates.clone();
+            let label = file.display().to_string();
+            let canary = app::pick_canary(
+                docs,
+                &label,
+                args.name.as_deref(),
+                args.namespace.as_deref(),
+            )?;
+            (canary, templates, None)
         }
         (None, None) => {
             return Err(
@@ -92,6 +96,12 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
             timeout,
             holder: state::holder_identity(),
             poll: Duration::from_millis(500),
+            templates,
+            prometheus: args.prometheus_url.clone(),
+            prometheus_auth: match &args.prometheus_token {
+                Some(token) if !token.is_empty() => crate::metrics::Auth::Bearer(token.clone()),
+                _ => crate::metrics::Auth::None,
+            },
         };
         tracing::info!(
             "rolling out {} (lease holder {})",

@@ -9,8 +9,7 @@ use tokio::time::Instant;
 
 use crate::cluster::ClusterError;
 use crate::engine::{
-    Answer, Command, Config, Engine, Input, MetricOutcome, Phase, Request, Severity, State, Step,
-    Workload,
+    Answer, Command, Config, Engine, Input, Phase, Request, Severity, State, Step, Workload,
 };
 use crate::routing::{self, TrafficRouter};
 use crate::spec::{Canary, HookType, Provider};
@@ -67,6 +66,11 @@ pub struct Options {
     pub holder: String,
     /// How often to look for abort/promote requests and signals between ticks.
     pub poll: Duration,
+    /// MetricTemplates known locally (from the spec file or the rendered target).
+    pub templates: Vec<crate::spec::MetricTemplate>,
+    /// Prometheus for built-in metrics when the Canary has no `metricsServer`.
+    pub prometheus: Option<String>,
+    pub prometheus_auth: crate::metrics::Auth,
 }
 
 fn wall_ms() -> u64 {
@@ -94,6 +98,7 @@ struct Shell {
     approved: bool,
     /// The last tick stopped because a workload was not ready yet.
     waiting_for_readiness: bool,
+    metrics: crate::metrics::Evaluator,
 }
 
 impl Shell {
@@ -209,9 +214,7 @@ impl Shell {
                         .await,
                 )
             }
-            Request::Metric { name, .. } => Answer::Metric(MetricOutcome::Error(format!(
-                "metric {name}: metric providers are not available in this version of aviary"
-            ))),
+            Request::Metric { name, .. } => Answer::Metric(self.metrics.evaluate(name).await),
         }
     }
 
@@ -285,6 +288,7 @@ async fn drive(
         store.clear_control(ABORT_ANNOTATION).await?;
     }
     let revision = workloads.revision().await?;
+    let canary_for_metrics = canary.clone();
     let mut shell = Shell {
         canary,
         workloads,
@@ -294,6 +298,14 @@ async fn drive(
         revision: revision.clone(),
         approved: control.approve.as_deref() == Some(revision.as_str()),
         waiting_for_readiness: false,
+        metrics: crate::metrics::Evaluator::new(
+            &canary_for_metrics,
+            provider,
+            options.templates.clone(),
+            Some(client.clone()),
+            options.prometheus.clone(),
+            options.prometheus_auth.clone(),
+        ),
     };
     engine.handle(Input::Revision {
         revision: revision.clone(),
@@ -312,20 +324,6 @@ async fn drive(
             config.qualified()
         );
         return Ok(Outcome::UpToDate { phase: start_phase });
-    }
-    let has_metrics = shell
-        .canary
-        .analysis
-        .as_ref()
-        .is_some_and(|a| !a.metrics.is_empty());
-    let will_analyse = start_phase != Phase::Initializing && engine.state().has_new_revision();
-    if has_metrics && !shell.canary.skip_analysis && (will_analyse || start_phase.is_active()) {
-        return Err(RunError::Unsupported(format!(
-            "{}: metric analysis against a cluster is not available in this version of aviary; \
-             analyse with webhooks only, set skipAnalysis, or try the spec with `aviary simulate` \
-             (a first rollout, which only bootstraps the primary, works)",
-            config.qualified()
-        )));
     }
     if start_phase == Phase::Initialized && !engine.state().has_new_revision() {
         tracing::info!(
