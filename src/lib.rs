@@ -4,6 +4,7 @@
 //! around it that read specs ([`spec`]) and talk to the world. `plan` and `simulate` drive the
 //! engine on a simulated clock.
 
+pub mod analysis;
 pub mod app;
 pub mod cli;
 pub mod cluster;

@@ -13,6 +13,8 @@
 //! The failure modes (Prometheus down, slow, answering garbage or 5xx) run against loopback
 //! servers without Prometheus.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -1353,4 +1355,102 @@ fn write(path: &Path, text: &str) {
     if let Err(e) = std::fs::write(path, text) {
         panic!("{}: {e}", path.display());
     }
+}
+
+// =============================================================================================
+// The whole loop: `aviary rollout` judging a canary by Prometheus data from real traffic.
+
+/// A rollout with a good version promotes and with a bad one (20% 5xx) rolls back, judged by the
+/// built-in success rate that a real Prometheus computes from workloads under real load.
+#[test]
+fn rollouts_are_judged_by_prometheus() {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let c = common::cluster();
+    let pod = Identity {
+        namespace: "test",
+        workload: "podinfo",
+        pod: "podinfo-5d7f8b9c6d-x7k2p",
+        cluster: "test-podinfo-canaryupstream-9898_test",
+        ingress: "podinfo",
+        canary_upstream: "test-podinfo-canaryupstream-9898",
+    };
+    let canary = c.write(
+        "canary.yaml",
+        "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+    gatewayRefs: [{name: public, namespace: gateway-system}]
+  analysis:
+    interval: 2s
+    threshold: 2
+    maxWeight: 50
+    stepWeight: 50
+    metrics:
+      - name: request-success-rate
+        interval: 10s
+        thresholdRange: {min: 99}
+",
+    );
+    c.apply_target("podinfo:1", 2);
+    common::code(&c.run(&canary));
+
+    let judged = |version: &str, behaviour: Behaviour| -> std::process::Output {
+        let workload = start_workload(pod.clone(), behaviour);
+        let labels = workload.target_labels();
+        let prometheus = rt.block_on(start_prometheus(&[("podinfo", workload.addr, &labels)]));
+        let _load = Load::start(vec![workload.addr], 100_000, Duration::from_secs(90));
+        // Let a few scrapes land so the 10s rate has data.
+        std::thread::sleep(Duration::from_secs(3));
+        c.apply_target(version, 2);
+        let mut cmd = c.aviary(&canary, &[]);
+        cmd.arg("--prometheus-url").arg(&prometheus.url);
+        let out = match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        drop(prometheus);
+        out
+    };
+
+    let good = judged(
+        "podinfo:2",
+        Behaviour {
+            error_every: None,
+            fast_ms: 20.0,
+            slow_ms: 20.0,
+        },
+    );
+    assert_eq!(common::code(&good), 0, "{}", common::stderr(&good));
+    assert!(common::stderr(&good).contains("verdict: promoted"));
+
+    let bad = judged(
+        "podinfo:3",
+        Behaviour {
+            error_every: Some(5),
+            fast_ms: 20.0,
+            slow_ms: 20.0,
+        },
+    );
+    let err = common::stderr(&bad);
+    assert_eq!(common::code(&bad), 1, "{err}");
+    assert!(
+        err.contains("Halt podinfo.test advancement success rate") && err.contains("% < 99%"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Rolling back podinfo.test failed checks threshold reached 2"),
+        "{err}"
+    );
+    let primary = c.get("apps/v1", "deployments", "podinfo-primary");
+    assert_eq!(common::image(&primary), "podinfo:2");
 }

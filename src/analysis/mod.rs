@@ -1,0 +1,15 @@
+//! Canary analysis: the canary against the baseline (the primary), metric by metric, the way
+//! Kayenta judges a canary.
+//!
+//! [`stats`] holds the tests (Mann–Whitney U, two proportions) and [`judge`] turns them into a
+//! classification per metric and a score with a verdict for the whole canary. Both are pure: no
+//! I/O, no clock, no panics, and everything they return is serde data for JSON reports.
+
+pub mod judge;
+pub mod stats;
+
+pub use judge::{
+    classify, judge, judge_verdicts, Classification, Direction, JudgeConfig, Judgement,
+    MetricConfig, MetricKind, MetricVerdict, Sample, Verdict,
+};
+pub use stats::{mann_whitney_u, median, quantile, two_proportion_z, MannWhitney, TwoProportion};
