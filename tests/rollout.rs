@@ -89,6 +89,22 @@ fn gatewayapi_bootstrap_promote_and_rollback() {
         0
     );
     assert!(hook.calls.load(Ordering::SeqCst) >= 3);
+    // The payload is the flagger-loadtester's: name, namespace, phase, checksum (the revision).
+    let first: serde_json::Value = hook
+        .bodies
+        .lock()
+        .ok()
+        .and_then(|b| b.first().cloned())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    assert_eq!(first["name"], "podinfo");
+    assert_eq!(first["namespace"], "test");
+    assert_eq!(first["phase"], "Progressing");
+    assert_eq!(
+        first["checksum"].as_str().map(str::len),
+        Some(16),
+        "{first}"
+    );
 
     // A bad revision: the acceptance webhook fails twice and the canary is rolled back at 20%.
     c.apply_target("ghcr.io/stefanprodan/podinfo:6.2.0", 2);

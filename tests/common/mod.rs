@@ -18,6 +18,8 @@ pub struct Hook {
     pub status: Arc<AtomicU16>,
     pub calls: Arc<AtomicUsize>,
     pub url: String,
+    /// Every request body received, in order.
+    pub bodies: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Hook {
@@ -36,9 +38,11 @@ impl Hook {
         let status = Arc::new(AtomicU16::new(200));
         let calls = Arc::new(AtomicUsize::new(0));
         let (s, c) = (status.clone(), calls.clone());
+        let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let b = bodies.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (s, c) = (s.clone(), c.clone());
+                let (s, c, b) = (s.clone(), c.clone(), b.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(&stream);
                     let mut length = 0usize;
@@ -57,6 +61,9 @@ impl Hook {
                     }
                     let mut body = vec![0; length];
                     let _ = reader.read_exact(&mut body);
+                    if let Ok(mut all) = b.lock() {
+                        all.push(String::from_utf8_lossy(&body).into_owned());
+                    }
                     c.fetch_add(1, Ordering::SeqCst);
                     let code = s.load(Ordering::SeqCst);
                     let mut w = &stream;
@@ -67,7 +74,12 @@ impl Hook {
                 });
             }
         });
-        Hook { status, calls, url }
+        Hook {
+            status,
+            calls,
+            url,
+            bodies,
+        }
     }
 
     pub fn set(&self, code: u16) {
