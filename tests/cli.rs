@@ -693,3 +693,85 @@ fn every_example_overlay_is_a_valid_spec() {
         );
     }
 }
+
+const JUDGED: &str = "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 2
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+      - name: request-success-rate
+        thresholdRange: {min: 99}
+    judge:
+      passScore: 90
+      metrics:
+        - name: p99-latency
+          kind: latency
+          query: 'histogram_quantile(0.99, rate(x{pod=~\"{{ workload }}-.*\"}[1m]))'
+";
+
+#[test]
+fn the_judge_is_a_check_the_engine_counts() {
+    let dir = tempdir();
+    let canary = write(&dir, "canary.yaml", JUDGED);
+    let timeline = write(
+        &dir,
+        "timeline.yaml",
+        "metrics:\n  request-success-rate: [99.9]\n  judge: [97, 60]\n",
+    );
+    let out = aviary(&[
+        "simulate",
+        "-f",
+        canary.to_str().unwrap_or_default(),
+        "--metrics",
+        timeline.to_str().unwrap_or_default(),
+        "--json",
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(r["verdict"], "rolled_back");
+    assert_eq!(ints(&r["weights"]), vec![10, 20, 0]);
+    assert_eq!(
+        r["checks"][3]["message"],
+        "Halt podinfo.test advancement judge score 60 < 90"
+    );
+    assert_eq!(r["checks"][2]["metrics"]["judge"], 97.0);
+
+    // Under flagger.app the judge is not part of the API: an unknown field, ignored with a warning.
+    let flagger = write(
+        &dir,
+        "flagger.yaml",
+        &JUDGED.replace("aviary.dev/v1alpha1", "flagger.app/v1beta1"),
+    );
+    let out = aviary(&["validate", "-f", flagger.to_str().unwrap_or_default()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("spec.analysis.judge: unknown field \"judge\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // A latency metric without its query, and scores in the wrong order.
+    let bad = JUDGED
+        .replace("      passScore: 90\n", "      passScore: 70\n      marginalScore: 80\n")
+        .replace("          query: 'histogram_quantile(0.99, rate(x{pod=~\"{{ workload }}-.*\"}[1m]))'\n", "");
+    let (code, err) = plan_text(&bad);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("spec.analysis.judge.metrics[0]: missing required field \"query\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("marginalScore 80 is above passScore 70"),
+        "{err}"
+    );
+}

@@ -1454,3 +1454,116 @@ spec:
     let primary = c.get("apps/v1", "deployments", "podinfo-primary");
     assert_eq!(common::image(&primary), "podinfo:2");
 }
+
+// =============================================================================================
+// The statistical judge, fed by range and instant queries.
+
+const JUDGED: &str = "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    judge:
+      window: 10m
+      step: 30s
+      metrics:
+        - name: p99-latency
+          kind: latency
+          query: 'histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{pod=~\"{{ workload }}-.*\"}[1m])) by (le))'
+        - name: errors
+          kind: error-rate
+          errorsQuery: 'sum(increase(http_requests_total{pod=~\"{{ workload }}-.*\",code=~\"5..\"}[{{ interval }}]))'
+          totalQuery: 'sum(increase(http_requests_total{pod=~\"{{ workload }}-.*\"}[{{ interval }}]))'
+";
+
+/// A Prometheus stand-in answering range queries with `latency(workload)` per step and instant
+/// queries with error and request counts, the workload read from the query.
+fn judged_prometheus(canary_latency: f64, canary_errors: u64) -> String {
+    let (url, _) = fake(move |_, (target, _)| {
+        let primary = target.contains("podinfo-primary");
+        if target.starts_with("/api/v1/query_range") {
+            let base = if primary { 0.200 } else { canary_latency };
+            let values: Vec<serde_json::Value> = (0..20)
+                .map(|i| {
+                    json!([
+                        1_700_000_000 + i * 30,
+                        format!("{}", base + (i % 5) as f64 * 0.001)
+                    ])
+                })
+                .collect();
+            let body = json!({"status": "success", "data": {"resultType": "matrix",
+                "result": [{"metric": {}, "values": values}]}});
+            return Reply::Answer(200, body.to_string());
+        }
+        let value =
+            if target.contains("code%3D~") || target.contains("code=~") || target.contains("5..") {
+                if primary {
+                    10
+                } else {
+                    canary_errors
+                }
+            } else {
+                2_000
+            };
+        let body = json!({"status": "success", "data": {"resultType": "vector",
+            "result": [{"metric": {}, "value": [1_700_000_000, value.to_string()]}]}});
+        Reply::Answer(200, body.to_string())
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_judge_scores_canary_against_primary() {
+    let docs = decode(JUDGED);
+    let canary = find_canary(&docs, "podinfo");
+    let config = aviary::engine::Config::from_canary(&canary, &Provider::GatewayApi);
+    let last = config.metrics.last().map(|m| (m.name.clone(), m.kind));
+    assert_eq!(
+        last,
+        Some(("judge".to_string(), aviary::engine::MetricKind::Judge))
+    );
+
+    let score = |url: String| {
+        let canary = canary.clone();
+        async move {
+            let evaluator = Evaluator::new(
+                &canary,
+                &Provider::GatewayApi,
+                Vec::new(),
+                None,
+                Some(url),
+                Auth::None,
+            );
+            evaluator.evaluate("judge").await
+        }
+    };
+    // Same latency and error rate as the primary: 100.
+    assert_value(
+        score(judged_prometheus(0.200, 10)).await,
+        100.0,
+        0.001,
+        "healthy canary",
+    );
+    // 50% slower: the latency metric is high, half the weight fails.
+    assert_value(
+        score(judged_prometheus(0.300, 10)).await,
+        50.0,
+        0.001,
+        "slow canary",
+    );
+    // Slower and 10x the errors: nothing passes.
+    assert_value(
+        score(judged_prometheus(0.300, 100)).await,
+        0.0,
+        0.001,
+        "broken canary",
+    );
+}

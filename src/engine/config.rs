@@ -16,7 +16,12 @@ pub enum MetricKind {
     Query,
     /// A `MetricTemplate`.
     Template,
+    /// The statistical judge (`analysis.judge`): the value is its 0-100 score.
+    Judge,
 }
+
+/// The name the statistical judge's check goes by (in reports and timelines).
+pub const JUDGE_CHECK: &str = "judge";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricCheck {
@@ -134,6 +139,17 @@ impl Config {
             }
         }
         metrics.extend(templated);
+        if let Some(judge) = &analysis.judge {
+            // The judge runs last, after every threshold check passed.
+            metrics.push(MetricCheck {
+                name: JUDGE_CHECK.to_string(),
+                kind: MetricKind::Judge,
+                range: crate::spec::ThresholdRange {
+                    min: Some(judge.pass_score),
+                    max: None,
+                },
+            });
+        }
 
         Config {
             name: canary.name.clone(),

@@ -665,6 +665,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
                         "Halt advancement no values found for custom metric: {}: {reason}",
                         metric.name
                     ),
+                    MetricKind::Judge => format!("Halt advancement judge: {reason}"),
                 };
                 cx.warn(message);
                 return Ok(false);
@@ -678,7 +679,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
                     MetricKind::Query => {
                         format!("Prometheus query failed for {}: {err}", metric.name)
                     }
-                    MetricKind::Template => {
+                    MetricKind::Template | MetricKind::Judge => {
                         format!("Metric query failed for {}: {err}", metric.name)
                     }
                 };
@@ -737,6 +738,9 @@ pub(crate) fn judge(
                         )
                     })
                 })
+        }
+        MetricKind::Judge => {
+            below.map(|min| format!("Halt {qualified} advancement judge score {value:.0} < {min}"))
         }
         MetricKind::Query | MetricKind::Template => below
             .map(|min| format!("Halt {qualified} advancement {name} {value:.2} < {min}"))

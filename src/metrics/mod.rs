@@ -12,6 +12,7 @@
 //! template's address. Only the `prometheus` provider type is supported.
 
 mod builtin;
+mod judge;
 mod prometheus;
 mod template;
 
@@ -196,6 +197,11 @@ impl Evaluator {
 
     /// The value of the Canary's metric `metric_name`.
     pub async fn value(&self, metric_name: &str) -> Result<f64, MetricError> {
+        if metric_name == crate::engine::config::JUDGE_CHECK {
+            if let Some(spec) = self.canary.analysis.as_ref().and_then(|a| a.judge.as_ref()) {
+                return self.judge_score(spec).await;
+            }
+        }
         let metric = self
             .canary
             .analysis

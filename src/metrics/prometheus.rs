@@ -249,6 +249,48 @@ impl PrometheusClient {
         }
     }
 
+    /// Runs the range query `promql` over `[start, end]` (Unix seconds) at `step` and returns the
+    /// samples of its series (the last one, as `query` does), NaNs left out. Used by the
+    /// statistical judge, which compares distributions rather than single numbers.
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<f64>, MetricError> {
+        let promql = promql.trim();
+        let mut url = self.endpoint.clone();
+        let path = format!("{}_range", url.path());
+        url.set_path(&path);
+        let params = [
+            ("query", promql.to_string()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+            ("step", format!("{}", step.as_secs_f64().max(0.001))),
+        ];
+        let attempts = self.retries.saturating_add(1);
+        let mut delay = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.attempt_at(url.clone(), &params).await {
+                Ok(body) => return parse_matrix(&body, promql, &self.shown),
+                Err(Attempt::Final(message)) => return Err(MetricError::Failed(message)),
+                Err(Attempt::Transient(message)) if attempt < attempts => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                    tracing::debug!(attempt, "prometheus range query failed: {message}");
+                }
+                Err(Attempt::Transient(message)) => {
+                    return Err(MetricError::Failed(format!(
+                        "{message} ({attempts} attempts)"
+                    )))
+                }
+            }
+        }
+    }
+
     /// Whether Prometheus answers `vector(1)` with 1, as Flagger checks its metric providers.
     pub async fn is_online(&self) -> Result<(), MetricError> {
         let value = self.query(ONLINE_QUERY).await.map_err(|e| match e {
@@ -268,11 +310,16 @@ impl PrometheusClient {
     }
 
     async fn attempt(&self, promql: &str) -> Result<Vec<u8>, Attempt> {
+        self.attempt_at(self.endpoint.clone(), &[("query", promql.to_string())])
+            .await
+    }
+
+    async fn attempt_at(&self, url: Url, params: &[(&str, String)]) -> Result<Vec<u8>, Attempt> {
         let shown = &self.shown;
         let response = self
             .http
-            .get(self.endpoint.clone())
-            .query(&[("query", promql)])
+            .get(url)
+            .query(params)
             .timeout(self.timeout)
             .send()
             .await
@@ -436,6 +483,46 @@ fn parse_response(body: &[u8], promql: &str, shown: &str) -> Result<f64, MetricE
         ));
     }
     Ok(value)
+}
+
+/// The samples of a range query's last series.
+fn parse_matrix(body: &[u8], promql: &str, shown: &str) -> Result<Vec<f64>, MetricError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        MetricError::Failed(format!(
+            "{shown} did not answer with Prometheus API JSON ({e})"
+        ))
+    })?;
+    if v.get("status").and_then(Value::as_str) != Some("success") {
+        return Err(MetricError::Failed(format!(
+            "prometheus error{}",
+            error_detail(body)
+        )));
+    }
+    let data = v.get("data").unwrap_or(&Value::Null);
+    if data.get("resultType").and_then(Value::as_str) != Some("matrix") {
+        return Err(malformed(shown, "a range query did not return a matrix"));
+    }
+    let series = data
+        .get("result")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(shown, "data.result is not a list"))?;
+    let Some(last) = series.last() else {
+        return Err(no_values(promql, "the query returned no series"));
+    };
+    let values = last
+        .get("values")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed(shown, "a series has no values"))?;
+    let mut out = Vec::with_capacity(values.len());
+    for pair in values {
+        let raw = sample_value(Some(pair), shown)?;
+        if let Ok(x) = raw.trim().parse::<f64>() {
+            if !x.is_nan() {
+                out.push(x);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The value of a `[timestamp, "value"]` sample.

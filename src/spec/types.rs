@@ -330,6 +330,60 @@ pub struct Analysis {
     pub webhooks: Vec<Webhook>,
     pub r#match: Vec<HttpMatch>,
     pub session_affinity: Option<SessionAffinity>,
+    /// `aviary.dev/v1alpha1` only: the statistical judge, checked after the other metrics.
+    pub judge: Option<JudgeSpec>,
+}
+
+/// How a judged metric is compared (see `crate::analysis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JudgeKind {
+    /// Per-step values (latency); higher is worse; Mann-Whitney U.
+    Latency,
+    /// Error and request counts over the window; a higher error rate is worse; two-proportion test.
+    ErrorRate,
+    /// Per-step values where an increase is worse.
+    Increase,
+    /// Per-step values where a decrease is worse.
+    Decrease,
+}
+
+impl JudgeKind {
+    pub const NAMES: [&'static str; 4] = ["latency", "error-rate", "increase", "decrease"];
+}
+
+/// One metric of the statistical judge. Queries may use `{{ workload }}`, which is the canary's
+/// Deployment for the canary sample and `<target>-primary` for the baseline, besides the usual
+/// template variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeMetric {
+    pub name: String,
+    pub kind: JudgeKind,
+    /// Range query for value kinds.
+    pub query: Option<String>,
+    /// Instant queries for `error-rate`: errors and requests over the window.
+    pub errors_query: Option<String>,
+    pub total_query: Option<String>,
+    pub critical: bool,
+    pub weight: f64,
+    pub alpha: f64,
+    pub effect_floor: f64,
+    pub min_samples: u32,
+    pub min_requests: u64,
+}
+
+/// `analysis.judge` (aviary.dev/v1alpha1): compare canary against primary, Kayenta-style.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeSpec {
+    /// How far back the samples reach; defaults to 5m.
+    pub window: Duration,
+    pub window_text: String,
+    /// Resolution of range queries; defaults to 30s.
+    pub step: Duration,
+    /// Score at or above which the judge passes; defaults to 95.
+    pub pass_score: f64,
+    /// Score at or above which the result is marginal (still a failed check); defaults to 75.
+    pub marginal_score: f64,
+    pub metrics: Vec<JudgeMetric>,
 }
 
 impl Analysis {
@@ -363,6 +417,7 @@ impl Default for Analysis {
             webhooks: Vec::new(),
             r#match: Vec::new(),
             session_affinity: None,
+            judge: None,
         }
     }
 }
