@@ -127,6 +127,24 @@ pub struct RolloutArgs {
         hide_env_values = true
     )]
     pub prometheus_token: Option<String>,
+
+    /// Basic-auth user for --prometheus-url (with AVIARY_PROMETHEUS_PASSWORD; never logged).
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "AVIARY_PROMETHEUS_USERNAME",
+        hide_env_values = true
+    )]
+    pub prometheus_username: Option<String>,
+
+    /// Basic-auth password for --prometheus-url; prefer the environment variable.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "AVIARY_PROMETHEUS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub prometheus_password: Option<String>,
 }
 
 #[derive(Debug, Args)]

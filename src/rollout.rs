@@ -98,8 +98,22 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
             poll: Duration::from_millis(500),
             templates,
             prometheus: args.prometheus_url.clone(),
-            prometheus_auth: match &args.prometheus_token {
-                Some(token) if !token.is_empty() => crate::metrics::Auth::Bearer(token.clone()),
+            prometheus_auth: match (
+                &args.prometheus_token,
+                &args.prometheus_username,
+                &args.prometheus_password,
+            ) {
+                (Some(token), _, _) if !token.is_empty() => {
+                    crate::metrics::Auth::Bearer(token.clone())
+                }
+                (_, Some(username), Some(password))
+                    if !username.is_empty() && !password.is_empty() =>
+                {
+                    crate::metrics::Auth::Basic {
+                        username: username.clone(),
+                        password: password.clone(),
+                    }
+                }
                 _ => crate::metrics::Auth::None,
             },
         };
