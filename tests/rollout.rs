@@ -188,19 +188,8 @@ fn kubernetes_provider_is_blue_green() {
 
 #[test]
 fn sigterm_returns_traffic_and_exits_cancelled() {
-    let c = cluster();
-    let hook = Hook::start();
-    let canary = c.write(
-        "canary.yaml",
-        &canary_yaml(
-            "gatewayapi",
-            &hook.url,
-            "    maxWeight: 100\n    stepWeight: 10",
-        ),
-    );
-    c.apply_target("podinfo:1", 2);
-    assert_eq!(code(&c.run(&canary)), 0);
-    c.apply_target("podinfo:2", 2);
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 100\n    stepWeight: 10");
     let child = c.spawn(&canary, &[]);
     c.wait_for("weight 20", Duration::from_secs(30), |c| {
         canary_weight(&c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo")).unwrap_or(0)
@@ -278,19 +267,8 @@ fn a_killed_run_resumes_from_the_saved_state() {
 
 #[test]
 fn a_second_runner_is_refused_by_the_lease() {
-    let c = cluster();
-    let hook = Hook::start();
-    let canary = c.write(
-        "canary.yaml",
-        &canary_yaml(
-            "gatewayapi",
-            &hook.url,
-            "    maxWeight: 100\n    stepWeight: 5",
-        ),
-    );
-    c.apply_target("podinfo:1", 2);
-    assert_eq!(code(&c.run(&canary)), 0);
-    c.apply_target("podinfo:2", 2);
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 100\n    stepWeight: 5");
     let mut first = c.spawn(
         &canary,
         &[("GITHUB_REPOSITORY", "acme/app"), ("GITHUB_RUN_ID", "1")],
@@ -323,19 +301,8 @@ fn a_second_runner_is_refused_by_the_lease() {
 
 #[test]
 fn api_faults_are_retried_and_the_rollout_still_succeeds() {
-    let c = cluster();
-    let hook = Hook::start();
-    let canary = c.write(
-        "canary.yaml",
-        &canary_yaml(
-            "gatewayapi",
-            &hook.url,
-            "    maxWeight: 60\n    stepWeight: 20",
-        ),
-    );
-    c.apply_target("podinfo:1", 2);
-    assert_eq!(code(&c.run(&canary)), 0);
-    c.apply_target("podinfo:2", 2);
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 60\n    stepWeight: 20");
     c.emu.set_faults(vec![
         Fault {
             method: None,
@@ -470,19 +437,8 @@ fn replica_ratio_splits_the_replicas() {
 
 #[test]
 fn abort_and_status_talk_to_a_running_rollout() {
-    let c = cluster();
-    let hook = Hook::start();
-    let canary = c.write(
-        "canary.yaml",
-        &canary_yaml(
-            "gatewayapi",
-            &hook.url,
-            "    maxWeight: 100\n    stepWeight: 10",
-        ),
-    );
-    c.apply_target("podinfo:1", 2);
-    assert_eq!(code(&c.run(&canary)), 0);
-    c.apply_target("podinfo:2", 2);
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 100\n    stepWeight: 10");
     let child = c.spawn(&canary, &[]);
     c.wait_for("a saved weight of 20", Duration::from_secs(30), |c| {
         c.saved_weight() >= 20
@@ -653,19 +609,8 @@ fn a_primary_that_breaks_after_promotion_does_not_get_the_traffic() {
 
 #[test]
 fn a_new_revision_during_the_analysis_restarts_it() {
-    let c = cluster();
-    let hook = Hook::start();
-    let canary = c.write(
-        "canary.yaml",
-        &canary_yaml(
-            "gatewayapi",
-            &hook.url,
-            "    maxWeight: 60\n    stepWeight: 20",
-        ),
-    );
-    c.apply_target("podinfo:1", 2);
-    assert_eq!(code(&c.run(&canary)), 0);
-    c.apply_target("podinfo:2", 2);
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 60\n    stepWeight: 20");
     let child = c.spawn(&canary, &[]);
     c.wait_for("a saved weight of 40", Duration::from_secs(30), |c| {
         c.saved_weight() >= 40

@@ -370,3 +370,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A cluster where a `provider` Canary (with `analysis` lines, see [`canary_yaml`]) bootstrapped
+/// its primary from `podinfo:1`, and `podinfo:2` was just applied: the state in which a rollout
+/// analyses a new revision.
+pub fn with_new_revision(provider: &str, analysis: &str) -> (Cluster, Hook, PathBuf) {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write("canary.yaml", &canary_yaml(provider, &hook.url, analysis));
+    c.apply_target("podinfo:1", 2);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "bootstrap: {}", stderr(&out));
+    c.apply_target("podinfo:2", 2);
+    (c, hook, canary)
+}
