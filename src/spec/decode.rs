@@ -1453,17 +1453,18 @@ fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
     };
     let (window, window_text) = duration(&mut r, cx, "window", "5m");
     let (step, _) = duration(&mut r, cx, "step", "30s");
-    let score = |r: &mut Reader, cx: &mut Cx, key: &'static str, default: f64| {
+    // A score field, `None` when absent or out of range (reported).
+    let score = |r: &mut Reader, cx: &mut Cx, key: &'static str| {
         let f = r.field(key)?;
         let v = f.number(cx)?;
         if !(0.0..=100.0).contains(&v) {
             f.error(cx, format!("expected a score 0-100, got {v}"));
             return None;
         }
-        Some(v).or(Some(default))
+        Some(v)
     };
-    let pass_score = score(&mut r, cx, "passScore", 95.0).unwrap_or(95.0);
-    let marginal_score = score(&mut r, cx, "marginalScore", 75.0).unwrap_or(75.0);
+    let pass_score = score(&mut r, cx, "passScore").unwrap_or(95.0);
+    let marginal_score = score(&mut r, cx, "marginalScore").unwrap_or(75.0);
     if marginal_score > pass_score {
         cx.error(
             r.key_line("marginalScore"),

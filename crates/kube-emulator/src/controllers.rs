@@ -44,6 +44,26 @@ fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// The conditions of a Deployment whose ReplicaSet `rs` is fully available.
+fn rolled_out_conditions(rs: &str, now: &str) -> Value {
+    json!([
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now
+        ),
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{rs}\" has successfully progressed."),
+            now
+        ),
+    ])
+}
+
 fn condition(kind: &str, status: &str, reason: &str, message: &str, now: &str) -> Value {
     json!({
         "type": kind,
@@ -140,22 +160,7 @@ fn desired_deployment_status(
     let rs = replicaset_name(d);
     let mut status = json!({"observedGeneration": generation});
     if replicas == 0 {
-        status["conditions"] = json!([
-            condition(
-                "Available",
-                "True",
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.",
-                now
-            ),
-            condition(
-                "Progressing",
-                "True",
-                "NewReplicaSetAvailable",
-                &format!("ReplicaSet \"{rs}\" has successfully progressed."),
-                now
-            ),
-        ]);
+        status["conditions"] = rolled_out_conditions(&rs, now);
         return Some(status);
     }
     if elapsed < delay {
@@ -195,22 +200,7 @@ fn desired_deployment_status(
     } else {
         put_count(&mut status, "readyReplicas", replicas);
         put_count(&mut status, "availableReplicas", replicas);
-        status["conditions"] = json!([
-            condition(
-                "Available",
-                "True",
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.",
-                now
-            ),
-            condition(
-                "Progressing",
-                "True",
-                "NewReplicaSetAvailable",
-                &format!("ReplicaSet \"{rs}\" has successfully progressed."),
-                now
-            ),
-        ]);
+        status["conditions"] = rolled_out_conditions(&rs, now);
     }
     Some(status)
 }
