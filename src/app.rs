@@ -102,6 +102,8 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
         Command::Promote(args) => crate::rollout::promote(&args)?,
         Command::Abort(args) => crate::rollout::abort(&args)?,
         Command::Render(args) => crate::render::run(&args, &mut out)?,
+        Command::Step(args) => crate::host::run(&args)?,
+        Command::CloudDeploy => crate::host::cloud_deploy::run(crate::host::process_env())?,
     };
     out.flush()?;
     Ok(exit)

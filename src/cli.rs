@@ -58,6 +58,24 @@ pub enum Command {
     /// Render a Skaffold project's manifests for a target: kustomize overlays and raw YAML, with the
     /// images built for this release substituted; Canary documents are written apart.
     Render(RenderArgs),
+    /// Run as a pipeline step: read the host's inputs (GitHub Actions `INPUT_*`, Tekton
+    /// `PARAM_*`, Cloud Deploy `CLOUD_DEPLOY_*`), run the command they ask for, and report the
+    /// verdict in the host's terms (outputs, summary, annotations, results).
+    Step(StepArgs),
+    /// Run as a Cloud Deploy custom target's render or deploy action (CLOUD_DEPLOY_REQUEST_TYPE).
+    CloudDeploy,
+}
+
+/// `aviary step`.
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// The pipeline host; `auto` finds it from the environment.
+    #[arg(long, value_enum, default_value = "auto", env = "AVIARY_HOST")]
+    pub host: crate::host::HostChoice,
+
+    /// Where to write the JSON report (default: the `report` input, else the host's default).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// How to reach the cluster.
@@ -145,6 +163,11 @@ pub struct RolloutArgs {
         hide_env_values = true
     )]
     pub prometheus_password: Option<String>,
+
+    /// Write the full JSON report (the schema of `simulate --json`) to this file, also when the
+    /// rollout fails.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +256,10 @@ pub struct SimulateArgs {
     /// Default: the schedule's length plus 250 ticks.
     #[arg(long, value_name = "N")]
     pub max_ticks: Option<usize>,
+
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -296,4 +323,8 @@ pub struct DeployArgs {
     /// Delete the objects an earlier deploy of this target applied that are no longer rendered.
     #[arg(long)]
     pub prune: bool,
+
+    /// Write the JSON report to this file, also when the deploy fails.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }

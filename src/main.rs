@@ -6,6 +6,8 @@ use aviary::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS provider for every client in the process (kube, reqwest, object_store, octocrab).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     aviary::logging::init(cli.log_format, &cli.log_level);
     match aviary::app::run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),

@@ -9,7 +9,8 @@ use crate::app::{self, AppError};
 use crate::cli::{AbortArgs, ClusterArgs, ControlArgs, DeployArgs, RolloutArgs};
 use crate::cluster::{self, ClusterError};
 use crate::exit::Exit;
-use crate::runner::{self, Options, Outcome, RunError};
+use crate::report::{Log, Report, Verdict};
+use crate::runner::{self, ExternalPhase, Options, Outcome, RunError};
 use crate::spec::duration::parse_go_duration;
 use crate::spec::{self, Canary};
 use crate::state::{self, ABORT_ANNOTATION, APPROVE_ANNOTATION};
@@ -33,11 +34,105 @@ async fn connect(args: &ClusterArgs) -> Result<(kube::Client, String), AppError>
         .map_err(|e| AppError::from(RunError::Cluster(e)))
 }
 
+/// What a rollout needs beyond its flags.
+#[derive(Debug, Default)]
+pub struct RunContext {
+    /// Every tick is recorded here (a host watches it for live progress).
+    pub log: Log,
+    /// One externally driven phase (Cloud Deploy) instead of the whole schedule.
+    pub phase: Option<ExternalPhase>,
+    /// Objects and Canary documents rendered elsewhere (Cloud Deploy's manifest), used instead of
+    /// `--target`/`-f`.
+    pub rendered: Option<Prerendered>,
+}
+
+/// A rendered target: what Cloud Deploy's render step left in its manifest.
+#[derive(Debug)]
+pub struct Prerendered {
+    pub label: String,
+    pub target: String,
+    pub objects: Vec<serde_json::Value>,
+    pub canary_docs: Vec<serde_json::Value>,
+}
+
+/// `aviary rollout`.
 pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
+    let result = run_rollout(args, RunContext::default());
+    finish(result, args.report.as_deref(), "rollout")
+}
+
+/// Writes `--report` (also for a command that failed) and turns a report into its exit code.
+pub fn finish(
+    result: Result<Report, AppError>,
+    path: Option<&std::path::Path>,
+    command: &str,
+) -> Result<Exit, AppError> {
+    let (report, err) = match result {
+        Ok(report) => (report, None),
+        Err(e) => (failed_report(&e, command), Some(e)),
+    };
+    if let Some(path) = path {
+        report.write(path).map_err(|e| {
+            AppError::Output(std::io::Error::new(
+                e.kind(),
+                format!("--report {}: {e}", path.display()),
+            ))
+        })?;
+    }
+    match err {
+        Some(e) => Err(e),
+        None => Ok(exit_of(&report)),
+    }
+}
+
+/// The report of a command that stopped on an error.
+pub fn failed_report(err: &AppError, command: &str) -> Report {
+    let mut report = Report::new(Verdict::Failed);
+    report.command = Some(command.to_string());
+    report.message = Some(match err {
+        AppError::Spec(crate::spec::SpecError::Invalid { errors, .. }) => errors
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    });
+    report.exit(err.exit())
+}
+
+/// The exit code a report stands for.
+pub fn exit_of(report: &Report) -> Exit {
+    if let Some(code) = report.exit_code {
+        if let Some(exit) = Exit::ALL.iter().find(|e| e.code() == code) {
+            return *exit;
+        }
+    }
+    match report.verdict {
+        v if v.is_success() => Exit::Success,
+        Verdict::RolledBack => Exit::RolledBack,
+        Verdict::NoVerdict => Exit::NoVerdict,
+        Verdict::Cancelled => Exit::Cancelled,
+        _ => Exit::Runtime,
+    }
+}
+
+/// Runs a rollout and reports it.
+pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppError> {
     let provider = app::default_provider(&args.provider)?;
-    // Either a Canary file, or a rendered target whose objects are applied first.
-    let (mut canary, templates, objects) = match (&args.target, &args.file) {
-        (Some(target), _) => {
+    // A Canary file, a target to render (its objects are applied first), or both already rendered.
+    let (mut canary, templates, objects) = match (ctx.rendered, &args.target, &args.file) {
+        (Some(pre), _, _) => {
+            let docs = spec::load_str(&pre.label, &render::to_yaml(&pre.canary_docs))?;
+            let templates = docs.templates.clone();
+            let canary = app::pick_canary(
+                docs,
+                &pre.label,
+                args.name.as_deref(),
+                args.namespace.as_deref(),
+            )?;
+            (canary, templates, Some((pre.target, pre.objects)))
+        }
+        (None, Some(target), _) => {
             let opts = render::options(target, &args.source)?;
             let rendered = render::render(&opts)?;
             for w in &rendered.warnings {
@@ -57,7 +152,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
             )?;
             (canary, templates, Some((target.clone(), rendered.objects)))
         }
-        (None, Some(file)) => {
+        (None, None, Some(file)) => {
             let docs = spec::load_file(file)?;
             let templates = docs.templates.clone();
             let label = file.display().to_string();
@@ -69,7 +164,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
             )?;
             (canary, templates, None)
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(
                 AppError::input("give the Canary with -f FILE, or a target with --target")
                     .with_help("for example: aviary rollout --target prod"),
@@ -82,8 +177,10 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
         })?),
         None => None,
     };
+    let log = ctx.log.clone();
+    let target = objects.as_ref().map(|(t, _)| t.clone());
     let rt = runtime()?;
-    rt.block_on(async move {
+    let outcome = rt.block_on(async {
         let (client, default_ns) = connect(&args.cluster).await?;
         if !canary.namespace_explicit && args.namespace.is_none() {
             canary.namespace = default_ns;
@@ -92,7 +189,7 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
             apply_for_rollout(&client, &canary, &target, objects).await?;
         }
         let options = Options {
-            provider,
+            provider: provider.clone(),
             timeout,
             holder: state::holder_identity(),
             poll: Duration::from_millis(500),
@@ -116,48 +213,68 @@ pub fn rollout(args: &RolloutArgs) -> Result<Exit, AppError> {
                 }
                 _ => crate::metrics::Auth::None,
             },
+            log: log.clone(),
+            phase: ctx.phase,
         };
         tracing::info!(
             "rolling out {} (lease holder {})",
             canary.qualified_name(),
             options.holder
         );
-        let outcome = runner::rollout(client, canary, options).await?;
-        Ok(match outcome {
-            Outcome::Promoted => {
-                tracing::info!("verdict: promoted");
-                Exit::Success
-            }
-            Outcome::Bootstrapped => {
-                tracing::info!(
-                    "verdict: bootstrapped (the primary was created; nothing to analyse yet)"
-                );
-                Exit::Success
-            }
-            Outcome::UpToDate { phase } => {
-                if phase == crate::engine::Phase::Failed {
-                    tracing::warn!(
-                        "verdict: this revision was rolled back before; deploy a new one"
-                    );
-                    Exit::RolledBack
-                } else {
-                    Exit::Success
-                }
-            }
-            Outcome::RolledBack => {
-                tracing::warn!("verdict: rolled back");
-                Exit::RolledBack
-            }
-            Outcome::Cancelled => {
-                tracing::warn!("cancelled; all traffic is on the primary");
-                Exit::Cancelled
-            }
-            Outcome::TimedOut => {
-                tracing::warn!("no verdict within --timeout; all traffic is on the primary");
-                Exit::NoVerdict
-            }
-        })
-    })
+        let outcome = runner::rollout(client, canary.clone(), options).await?;
+        Ok::<_, AppError>((outcome, canary))
+    })?;
+    let (outcome, canary) = outcome;
+    let (verdict, exit, message) = match outcome {
+        Outcome::Promoted => (Verdict::Promoted, Exit::Success, None),
+        Outcome::Bootstrapped => (
+            Verdict::Bootstrapped,
+            Exit::Success,
+            Some("the primary was created from this revision; the next release is analysed".to_string()),
+        ),
+        Outcome::UpToDate { phase } if phase == crate::engine::Phase::Failed => (
+            Verdict::RolledBack,
+            Exit::RolledBack,
+            Some("this revision was rolled back before; deploy a new one".to_string()),
+        ),
+        Outcome::UpToDate { .. } => (
+            Verdict::UpToDate,
+            Exit::Success,
+            Some("this revision already went through a rollout; nothing to do".to_string()),
+        ),
+        Outcome::RolledBack => (Verdict::RolledBack, Exit::RolledBack, None),
+        Outcome::Cancelled => (
+            Verdict::Cancelled,
+            Exit::Cancelled,
+            Some("cancelled; all traffic is on the primary".to_string()),
+        ),
+        Outcome::TimedOut => (
+            Verdict::NoVerdict,
+            Exit::NoVerdict,
+            Some("no verdict within --timeout; all traffic is on the primary".to_string()),
+        ),
+        Outcome::Held { weight } => (
+            Verdict::Advanced,
+            Exit::Success,
+            Some(format!("the canary passed its analysis at {weight}%; traffic stays split until the next phase")),
+        ),
+    };
+    let mut report = Report::from_ticks(verdict, &log.ticks());
+    if report.message.is_none() {
+        report.message = message;
+    }
+    let config = crate::engine::Config::from_canary(&canary, &provider);
+    report.command = Some("rollout".into());
+    report.canary = Some(canary.qualified_name());
+    report.target = target;
+    report.threshold = Some(config.threshold);
+    match verdict {
+        Verdict::RolledBack | Verdict::Cancelled | Verdict::NoVerdict => {
+            tracing::warn!("verdict: {} ({})", verdict.human(), report.headline())
+        }
+        _ => tracing::info!("verdict: {} ({})", verdict.human(), report.headline()),
+    }
+    Ok(report.exit(exit))
 }
 
 /// Applies a rendered target before its rollout: everything, the canary's target Deployment
@@ -213,6 +330,11 @@ async fn apply_for_rollout(
 
 /// `aviary deploy`.
 pub fn deploy(args: &DeployArgs) -> Result<Exit, AppError> {
+    finish(run_deploy(args), args.report.as_deref(), "deploy")
+}
+
+/// Renders, applies and waits for a target without a canary, and reports it.
+pub fn run_deploy(args: &DeployArgs) -> Result<Report, AppError> {
     let opts = render::options(&args.target, &args.source)?;
     let rendered = render::render(&opts)?;
     for w in &rendered.warnings {
@@ -226,6 +348,15 @@ pub fn deploy(args: &DeployArgs) -> Result<Exit, AppError> {
             args.target
         );
     }
+    deploy_objects(args, rendered.objects, rendered.warnings)
+}
+
+/// Applies already rendered `objects` as `args` says (its render flags unused) and waits for them.
+pub fn deploy_objects(
+    args: &DeployArgs,
+    objects: Vec<serde_json::Value>,
+    warnings: Vec<String>,
+) -> Result<Report, AppError> {
     let timeout = parse_go_duration(&args.timeout).map_err(|e| {
         AppError::input(format!("--timeout: {e}")).with_help("for example --timeout 5m")
     })?;
@@ -237,7 +368,7 @@ pub fn deploy(args: &DeployArgs) -> Result<Exit, AppError> {
         let previous = deploy::read_inventory(&client, &ns, &args.target)
             .await
             .map_err(run_err)?;
-        let applied = deploy::apply_objects(&client, &rendered.objects, &ns, &args.target)
+        let applied = deploy::apply_objects(&client, &objects, &ns, &args.target)
             .await
             .map_err(run_err)?;
         // The inventory is what this target may still have in the cluster: after a prune, what
@@ -258,12 +389,17 @@ pub fn deploy(args: &DeployArgs) -> Result<Exit, AppError> {
             .await
             .map_err(run_err)?;
         deploy::wait_for_rollouts(&client, &applied, timeout).await?;
-        tracing::info!(
-            "target {}: {} objects applied, every workload rolled out",
-            args.target,
+        let message = format!(
+            "{} objects applied, every workload rolled out",
             applied.len()
         );
-        Ok(Exit::Success)
+        tracing::info!("target {}: {message}", args.target);
+        let mut report = Report::new(Verdict::Deployed);
+        report.command = Some("deploy".into());
+        report.target = Some(args.target.clone());
+        report.message = Some(message);
+        report.warnings = warnings;
+        Ok(report.exit(Exit::Success))
     })
 }
 

@@ -35,7 +35,24 @@ pub enum Outcome {
     Cancelled,
     /// The run's time limit passed first; traffic is back on the primary.
     TimedOut,
+    /// An externally driven canary phase ([`ExternalPhase::Canary`]) reached its weight and
+    /// passed its analysis there; traffic stays split until the next phase.
+    Held { weight: u32 },
 }
+
+/// A phase of a canary whose weights are driven from outside: Cloud Deploy's
+/// `customCanaryDeployment` runs aviary once per phase (`canary-25`, `canary-50`, `stable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalPhase {
+    /// Take the canary to this weight (1-99), analyse it there once, and stop with traffic split.
+    Canary(u32),
+    /// Finish: promote a canary that an earlier phase left at some weight (after one more passing
+    /// analysis there), or run the Canary's own schedule when no phase came before.
+    Stable,
+}
+
+/// The name of the confirm-promotion gate that holds an externally driven phase at its weight.
+pub const PHASE_GATE: &str = "next-phase";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -71,6 +88,55 @@ pub struct Options {
     /// Prometheus for built-in metrics when the Canary has no `metricsServer`.
     pub prometheus: Option<String>,
     pub prometheus_auth: crate::metrics::Auth,
+    /// Every tick is recorded here, for the report.
+    pub log: crate::report::Log,
+    /// Run one externally driven phase instead of the whole schedule.
+    pub phase: Option<ExternalPhase>,
+}
+
+/// The engine's configuration for one externally driven phase, and the index of the gate that
+/// holds it (none for `stable`).
+fn phase_config(
+    mut config: Config,
+    phase: ExternalPhase,
+    state: &State,
+) -> Result<(Config, Option<usize>), RunError> {
+    let hold_at = |config: &mut Config, weight: u32| {
+        config.step_weight = 0;
+        config.step_weights = vec![weight];
+        config.max_weight = weight;
+    };
+    match phase {
+        ExternalPhase::Canary(weight) => {
+            if config.strategy != crate::engine::Strategy::Canary {
+                return Err(RunError::Unsupported(format!(
+                    "{}: a canary phase at {weight}% needs a canary strategy, but this Canary uses {}; give the target a standard (non-canary) strategy, or the Canary stepWeights",
+                    config.qualified(),
+                    config.strategy.as_str()
+                )));
+            }
+            if !(1..=99).contains(&weight) {
+                return Err(RunError::Unsupported(format!(
+                    "{}: a canary phase must be between 1% and 99%, not {weight}%",
+                    config.qualified()
+                )));
+            }
+            hold_at(&mut config, weight);
+            config.webhooks.push(crate::engine::HookRef {
+                name: PHASE_GATE.to_string(),
+                hook: HookType::ConfirmPromotion,
+            });
+            let gate = config.webhooks.len() - 1;
+            Ok((config, Some(gate)))
+        }
+        ExternalPhase::Stable => {
+            let w = state.routes.canary;
+            if matches!(state.phase, Phase::Progressing | Phase::WaitingPromotion) && w > 0 {
+                hold_at(&mut config, w);
+            }
+            Ok((config, None))
+        }
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -99,10 +165,17 @@ struct Shell {
     /// The last tick stopped because a workload was not ready yet.
     waiting_for_readiness: bool,
     metrics: crate::metrics::Evaluator,
+    /// The index of the gate that holds an externally driven phase.
+    phase_gate: Option<usize>,
+    /// The commands carried out since the last recorded tick.
+    done: Vec<Command>,
+    log: crate::report::Log,
+    started_ms: u64,
 }
 
 impl Shell {
     async fn execute(&mut self, command: &Command) -> Result<(), ClusterError> {
+        self.done.push(command.clone());
         match command {
             Command::Bootstrap => self.workloads.bootstrap().await,
             Command::ScaleCanaryUp => self.workloads.scale_canary_up().await,
@@ -189,6 +262,11 @@ impl Shell {
                         | HookType::ConfirmTrafficIncrease
                         | HookType::ConfirmPromotion
                 );
+                if Some(*index) == self.phase_gate {
+                    return Answer::Webhook(crate::engine::HookOutcome::Fail(
+                        "held at this weight until the pipeline starts the next phase".into(),
+                    ));
+                }
                 if gate && self.approved {
                     return Answer::Webhook(crate::engine::HookOutcome::Pass);
                 }
@@ -216,6 +294,20 @@ impl Shell {
             }
             Request::Metric { name, .. } => Answer::Metric(self.metrics.evaluate(name).await),
         }
+    }
+
+    /// Records the commands carried out since the last tick as one tick of the report.
+    fn record(&mut self, engine: &Engine) {
+        let s = engine.state();
+        self.log.push(crate::engine::sim::TickLog {
+            at: wall_ms().saturating_sub(self.started_ms),
+            phase: s.phase,
+            routes: s.routes,
+            iterations: s.iterations,
+            failed_checks: s.failed_checks,
+            commands: std::mem::take(&mut self.done),
+            exchanges: Vec::new(),
+        });
     }
 
     /// Runs a step to completion: commands in order, requests answered. Stops at the first
@@ -282,6 +374,10 @@ async fn drive(
     let state = saved
         .map(|e| e.state().clone())
         .unwrap_or_else(State::default);
+    let (config, phase_gate) = match options.phase {
+        Some(phase) => phase_config(config, phase, &state)?,
+        None => (config, None),
+    };
     let mut engine = Engine::new(config.clone(), state);
     if control.abort.is_some() {
         tracing::info!("clearing an abort request left from an earlier run");
@@ -306,6 +402,10 @@ async fn drive(
             options.prometheus.clone(),
             options.prometheus_auth.clone(),
         ),
+        phase_gate,
+        done: Vec::new(),
+        log: options.log.clone(),
+        started_ms: wall_ms(),
     };
     engine.handle(Input::Revision {
         revision: revision.clone(),
@@ -340,7 +440,9 @@ async fn drive(
     let mut failures = 0u32;
     let mut last_renew = Instant::now();
     let mut revision = revision;
+    let mut held;
     loop {
+        held = false;
         // A new revision applied while we run restarts the analysis, as in Flagger.
         match shell.workloads.revision().await {
             Ok(current) if current != revision => {
@@ -362,6 +464,11 @@ async fn drive(
         match result {
             Ok(()) => {
                 failures = 0;
+                held = shell.phase_gate.is_some()
+                    && shell.done.iter().any(|c| {
+                        matches!(c, Command::Check { check } if check.name == PHASE_GATE && !check.passed)
+                    });
+                shell.record(&engine);
                 let owner = shell.workloads.primary_owner().await.unwrap_or(None);
                 shell.store.save(&engine, owner).await?;
             }
@@ -369,6 +476,7 @@ async fn drive(
                 failures += 1;
                 tracing::warn!("tick failed ({failures} in a row): {e}; it will be retried");
                 engine = snapshot;
+                shell.done.clear();
                 if failures >= 3 {
                     cancel(&mut shell, &mut engine, "the cluster keeps failing").await;
                     return Err(RunError::Cluster(e));
@@ -394,6 +502,11 @@ async fn drive(
                 return Ok(Outcome::Promoted)
             }
             Phase::Failed => return Ok(Outcome::RolledBack),
+            Phase::WaitingPromotion if held => {
+                return Ok(Outcome::Held {
+                    weight: state.routes.canary,
+                })
+            }
             Phase::Initialized if start_phase == Phase::Initializing => {
                 return Ok(Outcome::Bootstrapped)
             }
@@ -464,6 +577,7 @@ async fn drive(
                     reason: reason.clone(),
                 })?;
                 shell.run_step(&mut engine, step).await?;
+                shell.record(&engine);
                 let owner = shell.workloads.primary_owner().await.unwrap_or(None);
                 shell.store.save(&engine, owner).await?;
                 shell.store.clear_control(ABORT_ANNOTATION).await?;
@@ -491,6 +605,7 @@ async fn cancel(shell: &mut Shell, engine: &mut Engine, reason: &str) {
     if let Err(e) = shell.run_step(engine, step).await {
         tracing::error!("while returning traffic to the primary: {e}");
     }
+    shell.record(engine);
     let owner = shell.workloads.primary_owner().await.unwrap_or(None);
     if let Err(e) = shell.store.save(engine, owner).await {
         tracing::error!("could not save the state: {e}");

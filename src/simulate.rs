@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use serde::Serialize;
-
 use crate::app::{self, AppError};
 use crate::cli::SimulateArgs;
 use crate::engine::sim::{self, Run};
@@ -289,77 +287,19 @@ impl sim::Oracle for Scripted<'_> {
     }
 }
 
-/// One row of the report: a tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TickReport {
-    pub at_s: crate::plan::Secs,
-    pub phase: String,
-    pub canary_weight: u32,
-    pub iteration: u32,
-    pub failed_checks: u32,
-    /// Each metric queried in this tick: its value (`null` for no values).
-    pub metrics: BTreeMap<String, Option<f64>>,
-    /// Each metric's verdict in this tick.
-    pub verdicts: BTreeMap<String, bool>,
-    /// Each webhook called in this tick: pass or fail.
-    pub webhooks: BTreeMap<String, bool>,
-    pub message: String,
-}
+pub use crate::report::{Report, TickReport, Verdict};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Report {
-    /// `promoted`, `rolled_back`, or `no_verdict` when the tick budget ran out first.
-    pub verdict: &'static str,
-    pub failed_checks: u32,
-    /// Canary weights in the order the engine set them, consecutive repeats removed.
-    pub weights: Vec<u32>,
-    pub duration_s: crate::plan::Secs,
-    pub checks: Vec<TickReport>,
-}
-
+/// The report of a finished simulation (`simulate --json`).
 pub fn report(run: &Run) -> Report {
-    let mut checks = Vec::new();
-    for tick in &run.ticks {
-        let mut metrics = BTreeMap::new();
-        let mut verdicts = BTreeMap::new();
-        let mut webhooks = BTreeMap::new();
-        let mut messages = Vec::new();
-        for command in &tick.commands {
-            match command {
-                Command::Check { check } if check.kind == "metric" => {
-                    metrics.insert(check.name.clone(), check.value);
-                    verdicts.insert(check.name.clone(), check.passed);
-                }
-                Command::Check { check } => {
-                    webhooks.insert(check.name.clone(), check.passed);
-                }
-                Command::Event { message, .. } => messages.push(message.clone()),
-                _ => {}
-            }
-        }
-        checks.push(TickReport {
-            at_s: crate::plan::Secs(tick.at as f64 / 1000.0),
-            phase: tick.phase.to_string(),
-            canary_weight: tick.routes.canary,
-            iteration: tick.iterations,
-            failed_checks: tick.failed_checks,
-            metrics,
-            verdicts,
-            webhooks,
-            message: messages.join("; "),
-        });
-    }
-    Report {
-        verdict: match run.verdict {
-            Some(crate::engine::Phase::Succeeded) => "promoted",
-            Some(_) => "rolled_back",
-            None => "no_verdict",
-        },
-        failed_checks: run.state.failed_checks,
-        weights: run.weight_path(),
-        duration_s: crate::plan::Secs(run.ticks.last().map_or(0, |t| t.at) as f64 / 1000.0),
-        checks,
-    }
+    let verdict = match run.verdict {
+        Some(crate::engine::Phase::Succeeded) => Verdict::Promoted,
+        Some(_) => Verdict::RolledBack,
+        None => Verdict::NoVerdict,
+    };
+    let mut report = Report::from_ticks(verdict, &run.ticks);
+    report.failed_checks = run.state.failed_checks;
+    report.weights = run.weight_path();
+    report
 }
 
 /// Runs `config` against `timeline` from a freshly seen revision.
@@ -376,6 +316,26 @@ pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Resul
 }
 
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
+    let (config, report) = run_report(args)?;
+    if let Some(path) = &args.report {
+        report.write(path).map_err(|e| {
+            AppError::Output(std::io::Error::new(
+                e.kind(),
+                format!("--report {}: {e}", path.display()),
+            ))
+        })?;
+    }
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write_human(&config, &report, out)?;
+    }
+    Ok(crate::rollout::exit_of(&report))
+}
+
+/// Runs a simulation and reports it.
+pub fn run_report(args: &SimulateArgs) -> Result<(Config, Report), AppError> {
     let (_canary, config) = app::load_config(&args.canary)?;
     let timeline = Timeline::load(&args.metrics, &config)?;
     let max_ticks = args
@@ -385,7 +345,16 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
         return Err(AppError::input("--max-ticks must be at least 1"));
     }
     let run = simulate(&config, &timeline, max_ticks)?;
-    let report = report(&run);
+    let mut report = report(&run);
+    report.command = Some("simulate".into());
+    report.canary = Some(config.qualified());
+    report.threshold = Some(config.threshold);
+    let exit = match report.verdict {
+        Verdict::Promoted => Exit::Success,
+        Verdict::RolledBack => Exit::RolledBack,
+        _ => Exit::NoVerdict,
+    };
+    let report = report.exit(exit);
     for tick in &run.ticks {
         for command in &tick.commands {
             if let Command::Event { severity, message } = command {
@@ -398,24 +367,14 @@ pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
             }
         }
     }
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
-        writeln!(out)?;
-    } else {
-        write_human(&config, &report, out)?;
+    if report.verdict == Verdict::NoVerdict {
+        tracing::warn!(
+            "no verdict after {} ticks; the last phase was {}",
+            run.ticks.len(),
+            run.state.phase
+        );
     }
-    Ok(match report.verdict {
-        "promoted" => Exit::Success,
-        "rolled_back" => Exit::RolledBack,
-        _ => {
-            tracing::warn!(
-                "no verdict after {} ticks; the last phase was {}",
-                run.ticks.len(),
-                run.state.phase
-            );
-            Exit::NoVerdict
-        }
-    })
+    Ok((config, report))
 }
 
 fn secs(s: crate::plan::Secs) -> String {
@@ -469,9 +428,8 @@ fn write_human(config: &Config, report: &Report, out: &mut dyn Write) -> std::io
         writeln!(out, "  {}", t.message)?;
     }
     let verdict = match report.verdict {
-        "promoted" => "promoted",
-        "rolled_back" => "rolled back",
-        _ => "no verdict (stopped at the tick limit)",
+        Verdict::NoVerdict => "no verdict (stopped at the tick limit)",
+        other => other.human(),
     };
     writeln!(
         out,

@@ -411,7 +411,10 @@ pub fn holder_identity() -> String {
     if let Some(rollout) = env("CLOUD_DEPLOY_ROLLOUT") {
         return format!("clouddeploy:{rollout}");
     }
-    if let Some(run) = env("TEKTON_PIPELINE_RUN").or_else(|| env("PIPELINE_RUN")) {
+    if let Some(run) = env("TEKTON_PIPELINE_RUN")
+        .or_else(|| env("PIPELINE_RUN"))
+        .or_else(|| env("TEKTON_TASK_RUN"))
+    {
         return format!("tekton:{run}");
     }
     let host = env("HOSTNAME")
