@@ -197,6 +197,8 @@ fn truncate(s: &str, max: usize) -> String {
 
 pub struct Github {
     env: Box<Env>,
+    /// The Deployment's client lives on this runtime (its connections belong to it).
+    rt: Option<tokio::runtime::Runtime>,
     deployment: Option<Deployment>,
     in_group: bool,
 }
@@ -205,6 +207,7 @@ impl Github {
     pub fn new(env: Box<Env>) -> Github {
         Github {
             env,
+            rt: None,
             deployment: None,
             in_group: false,
         }
@@ -276,11 +279,8 @@ impl PipelineHost for Github {
         "github"
     }
 
-    fn input(&self, name: &str) -> Option<String> {
-        let key = format!("INPUT_{}", name.replace(' ', "_").to_uppercase());
-        (self.env)(&key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+    fn raw_input(&self, name: &str) -> Option<String> {
+        (self.env)(&format!("INPUT_{}", name.replace(' ', "_").to_uppercase()))
     }
 
     fn mask(&self, secret: &str) {
@@ -392,6 +392,7 @@ impl PipelineHost for Github {
             Ok(d) => {
                 tracing::info!("GitHub Deployment {} to {environment} is in progress", d.id);
                 self.deployment = Some(d);
+                self.rt = Some(rt);
             }
             // The release matters more than its record: warn (the token may lack
             // `deployments: write`) and go on.
@@ -431,12 +432,8 @@ impl PipelineHost for Github {
             }
             _ => self.annotate(Level::Error, &title, &report.headline(), None),
         }
-        if let Some(d) = self.deployment.take() {
+        if let (Some(d), Some(rt)) = (self.deployment.take(), self.rt.take()) {
             let state = Self::deployment_state(report.verdict);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
             if let Err(e) = rt.block_on(d.status(state, &report.headline())) {
                 problems.push(format!(
                     "could not set GitHub Deployment {} to {state}: {e}",

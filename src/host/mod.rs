@@ -86,9 +86,15 @@ pub enum Level {
 /// One pipeline host: inputs in, progress and verdict out.
 pub trait PipelineHost {
     fn name(&self) -> &'static str;
-    /// The input `name` (action.yml / Task param spelling, e.g. `kube-context`), trimmed; `None`
-    /// when unset or empty.
-    fn input(&self, name: &str) -> Option<String>;
+    /// The input `name` (action.yml / Task param spelling, e.g. `kube-context`) as given, `None`
+    /// when unset.
+    fn raw_input(&self, name: &str) -> Option<String>;
+    /// The input `name`, trimmed; `None` when unset or empty.
+    fn input(&self, name: &str) -> Option<String> {
+        self.raw_input(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
     /// Keeps `secret` out of the host's logs from now on.
     fn mask(&self, _secret: &str) {}
     /// Starts a collapsible section of the log.
@@ -118,11 +124,11 @@ impl PipelineHost for Local {
         "local"
     }
 
-    fn input(&self, name: &str) -> Option<String> {
-        let key = format!("AVIARY_INPUT_{}", name.replace('-', "_").to_uppercase());
-        (self.env)(&key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+    fn raw_input(&self, name: &str) -> Option<String> {
+        (self.env)(&format!(
+            "AVIARY_INPUT_{}",
+            name.replace('-', "_").to_uppercase()
+        ))
     }
 
     fn finish(&mut self, _report: &Report, _report_path: &Path) -> Result<(), String> {
@@ -240,9 +246,9 @@ impl StepRequest {
         let req = StepRequest {
             command,
             target: get("target").unwrap_or_else(|| "prod".into()),
-            // `dev-target: ""` skips the dev deploy of a release; unset means `dev`.
-            dev_target: match host.input("dev-target") {
-                Some(t) if t == "-" || t == "none" => None,
+            // `dev-target: ""` (or `none`) skips the dev deploy of a release; unset means `dev`.
+            dev_target: match host.raw_input("dev-target").map(|t| t.trim().to_string()) {
+                Some(t) if t.is_empty() || t == "none" => None,
                 Some(t) => Some(t),
                 None => Some("dev".into()),
             },

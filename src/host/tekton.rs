@@ -45,11 +45,8 @@ impl PipelineHost for Tekton {
         "tekton"
     }
 
-    fn input(&self, name: &str) -> Option<String> {
-        let key = format!("PARAM_{}", name.replace('-', "_").to_uppercase());
-        (self.env)(&key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+    fn raw_input(&self, name: &str) -> Option<String> {
+        (self.env)(&format!("PARAM_{}", name.replace('-', "_").to_uppercase()))
     }
 
     fn finish(&mut self, report: &Report, report_path: &std::path::Path) -> Result<(), String> {

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod gcs;
+
 use kube_emulator::{Config, Emulator};
 use serde_json::{json, Value};
 
