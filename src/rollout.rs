@@ -232,7 +232,9 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
             Exit::Success,
             Some("the primary was created from this revision; the next release is analysed".to_string()),
         ),
-        Outcome::UpToDate { phase } if phase == crate::engine::Phase::Failed => (
+        Outcome::UpToDate {
+            phase: crate::engine::Phase::Failed,
+        } => (
             Verdict::RolledBack,
             Exit::RolledBack,
             Some("this revision was rolled back before; deploy a new one".to_string()),

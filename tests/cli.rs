@@ -679,6 +679,7 @@ fn plan_and_simulate_the_replica_ratio_example() {
 fn every_example_overlay_is_a_valid_spec() {
     for name in [
         "gatewayapi",
+        "cloud-deploy",
         "istio",
         "gloo-canary",
         "gloo-ab",

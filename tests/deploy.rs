@@ -258,6 +258,7 @@ spec:
 fn every_example_prod_target_bootstraps() {
     for (name, ns) in [
         ("gatewayapi", "prod"),
+        ("cloud-deploy", "prod"),
         ("istio", "test"),
         ("gloo-canary", "test"),
         ("gloo-ab", "test"),

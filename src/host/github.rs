@@ -324,7 +324,7 @@ impl PipelineHost for Github {
         emit(&command(name, &props, message));
     }
 
-    fn progress(&self, title: String) -> Option<Box<dyn FnMut(&TickLog) + Send>> {
+    fn progress(&self, title: String) -> Option<crate::report::Observer> {
         let mut last = None;
         Some(Box::new(move |tick: &TickLog| {
             if last != Some(tick.phase) {

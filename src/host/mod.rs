@@ -19,9 +19,8 @@ use crate::cli::{
     CanaryArgs, ClusterArgs, DeployArgs, RenderArgs, RenderSource, RolloutArgs, SimulateArgs,
     StepArgs,
 };
-use crate::engine::sim::TickLog;
 use crate::exit::Exit;
-use crate::report::{Log, Report, Verdict};
+use crate::report::{Log, Observer, Report, Verdict};
 use crate::rollout::{self, RunContext};
 
 /// Reads one environment variable; `None` when unset. Hosts take one, so tests can give a map.
@@ -103,7 +102,7 @@ pub trait PipelineHost {
     /// A message the host shows beside the log, at a file and line when there is one.
     fn annotate(&self, _level: Level, _title: &str, _message: &str, _at: Option<(&str, usize)>) {}
     /// Live progress of a rollout, tick by tick.
-    fn progress(&self, _title: String) -> Option<Box<dyn FnMut(&TickLog) + Send>> {
+    fn progress(&self, _title: String) -> Option<Observer> {
         None
     }
     /// Called once the inputs are read, before anything changes.

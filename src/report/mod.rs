@@ -286,6 +286,9 @@ impl Report {
     }
 }
 
+/// Called with every tick as it is recorded.
+pub type Observer = Box<dyn FnMut(&TickLog) + Send>;
+
 /// What a runner did, tick by tick, shared with whoever reports it. Cloning shares the log.
 #[derive(Clone, Default)]
 pub struct Log {
@@ -295,7 +298,7 @@ pub struct Log {
 #[derive(Default)]
 struct LogInner {
     ticks: Vec<TickLog>,
-    observer: Option<Box<dyn FnMut(&TickLog) + Send>>,
+    observer: Option<Observer>,
 }
 
 impl Log {
