@@ -180,7 +180,10 @@ impl Report {
     pub fn from_ticks(verdict: Verdict, ticks: &[TickLog]) -> Report {
         let mut checks = Vec::new();
         let mut failed_metrics: Vec<String> = Vec::new();
+        // Why a run failed: Flagger's "Rolling back ..." line and the last "Halt ..." reason.
         let mut last_warning = None;
+        let mut last_halt: Option<String> = None;
+        let mut rolling_back: Option<String> = None;
         for tick in ticks {
             let mut metrics = BTreeMap::new();
             let mut verdicts = BTreeMap::new();
@@ -204,6 +207,11 @@ impl Report {
                     Command::Event { severity, message } => {
                         if *severity == Severity::Warning {
                             last_warning = Some(message.clone());
+                            if message.starts_with("Halt") {
+                                last_halt = Some(message.clone());
+                            } else if message.starts_with("Rolling back") {
+                                rolling_back = Some(message.clone());
+                            }
                         }
                         messages.push(message.clone());
                     }
@@ -230,7 +238,12 @@ impl Report {
         report.checks = checks;
         report.failed_metrics = failed_metrics;
         if !verdict.is_success() {
-            report.message = last_warning;
+            report.message = match (rolling_back, last_halt) {
+                (Some(r), Some(h)) => Some(format!("{r}; last failure: {h}")),
+                (Some(r), None) => Some(r),
+                (None, Some(h)) => Some(h),
+                (None, None) => last_warning,
+            };
         }
         report
     }
@@ -410,6 +423,26 @@ mod tests {
         assert_eq!(r.checks[1].metrics["request-success-rate"], Some(80.0));
         let ok = Report::from_ticks(Verdict::Promoted, &ticks);
         assert_eq!(ok.message, None, "a success carries no failure reason");
+        let mut ticks = ticks;
+        let warn = |m: &str| Command::Event {
+            severity: Severity::Warning,
+            message: m.into(),
+        };
+        ticks.push(tick(
+            20_000,
+            0,
+            2,
+            vec![
+                warn("Rolling back podinfo.prod failed checks threshold reached 2"),
+                warn("Canary failed! Scaling down podinfo.prod"),
+            ],
+        ));
+        let r = Report::from_ticks(Verdict::RolledBack, &ticks);
+        assert_eq!(
+            r.message.as_deref(),
+            Some("Rolling back podinfo.prod failed checks threshold reached 2; last failure: Halt advancement success rate 80.00% < 99%"),
+            "the reason, not the boilerplate"
+        );
     }
 
     #[test]
