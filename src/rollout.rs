@@ -16,7 +16,8 @@ use crate::spec::{self, Canary};
 use crate::state::{self, ABORT_ANNOTATION, APPROVE_ANNOTATION};
 use crate::{deploy, render};
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+/// The async runtime of a command (one per process: a cluster command, a host's API calls).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -71,18 +72,24 @@ pub fn finish(
         Ok(report) => (report, None),
         Err(e) => (failed_report(&e, command), Some(e)),
     };
-    if let Some(path) = path {
-        report.write(path).map_err(|e| {
-            AppError::Output(std::io::Error::new(
-                e.kind(),
-                format!("--report {}: {e}", path.display()),
-            ))
-        })?;
-    }
+    write_report(&report, path)?;
     match err {
         Some(e) => Err(e),
         None => Ok(exit_of(&report)),
     }
+}
+
+/// Writes `report` to the `--report` file, when one was asked for.
+pub fn write_report(report: &Report, path: Option<&std::path::Path>) -> Result<(), AppError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    report.write(path).map_err(|e| {
+        AppError::Output(std::io::Error::new(
+            e.kind(),
+            format!("--report {}: {e}", path.display()),
+        ))
+    })
 }
 
 /// The report of a command that stopped on an error.
@@ -119,58 +126,49 @@ pub fn exit_of(report: &Report) -> Exit {
 /// Runs a rollout and reports it.
 pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppError> {
     let provider = app::default_provider(&args.provider)?;
-    // A Canary file, a target to render (its objects are applied first), or both already rendered.
-    let (mut canary, templates, objects) = match (ctx.rendered, &args.target, &args.file) {
-        (Some(pre), _, _) => {
-            let docs = spec::load_str(&pre.label, &render::to_yaml(&pre.canary_docs))?;
-            let templates = docs.templates.clone();
-            let canary = app::pick_canary(
-                docs,
-                &pre.label,
-                args.name.as_deref(),
-                args.namespace.as_deref(),
-            )?;
-            (canary, templates, Some((pre.target, pre.objects)))
-        }
-        (None, Some(target), _) => {
+    // A rendered target (its objects are applied first; Cloud Deploy brings it rendered), or a
+    // Canary file.
+    let rendered = match (ctx.rendered, &args.target) {
+        (Some(pre), _) => Some(pre),
+        (None, Some(target)) => {
             let opts = render::options(target, &args.source)?;
             let rendered = render::render(&opts)?;
             for w in &rendered.warnings {
                 tracing::warn!("{w}");
             }
-            let label = format!(
-                "{} (target {target}, rendered)",
-                opts.skaffold_file.display()
-            );
-            let docs = spec::load_str(&label, &render::to_yaml(&rendered.canary_docs))?;
-            let templates = docs.templates.clone();
-            let canary = app::pick_canary(
-                docs,
-                &label,
-                args.name.as_deref(),
-                args.namespace.as_deref(),
-            )?;
-            (canary, templates, Some((target.clone(), rendered.objects)))
+            Some(Prerendered {
+                label: format!(
+                    "{} (target {target}, rendered)",
+                    opts.skaffold_file.display()
+                ),
+                target: target.clone(),
+                objects: rendered.objects,
+                canary_docs: rendered.canary_docs,
+            })
         }
-        (None, None, Some(file)) => {
-            let docs = spec::load_file(file)?;
-            let templates = docs.templates.clone();
-            let label = file.display().to_string();
-            let canary = app::pick_canary(
-                docs,
-                &label,
-                args.name.as_deref(),
-                args.namespace.as_deref(),
-            )?;
-            (canary, templates, None)
-        }
-        (None, None, None) => {
+        (None, None) => None,
+    };
+    let (docs, label, objects) = match (rendered, &args.file) {
+        (Some(pre), _) => (
+            spec::load_str(&pre.label, &render::to_yaml(&pre.canary_docs))?,
+            pre.label,
+            Some((pre.target, pre.objects)),
+        ),
+        (None, Some(file)) => (spec::load_file(file)?, file.display().to_string(), None),
+        (None, None) => {
             return Err(
                 AppError::input("give the Canary with -f FILE, or a target with --target")
                     .with_help("for example: aviary rollout --target prod"),
             )
         }
     };
+    let templates = docs.templates.clone();
+    let mut canary = app::pick_canary(
+        docs,
+        &label,
+        args.name.as_deref(),
+        args.namespace.as_deref(),
+    )?;
     let timeout = match &args.timeout {
         Some(t) => Some(parse_go_duration(t).map_err(|e| {
             AppError::input(format!("--timeout: {e}")).with_help("for example --timeout 30m")

@@ -440,9 +440,9 @@ async fn drive(
     let mut failures = 0u32;
     let mut last_renew = Instant::now();
     let mut revision = revision;
-    let mut held;
     loop {
-        held = false;
+        // This tick ended an externally driven phase at its weight.
+        let mut held = false;
         // A new revision applied while we run restarts the analysis, as in Flagger.
         match shell.workloads.revision().await {
             Ok(current) if current != revision => {

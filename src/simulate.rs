@@ -317,14 +317,7 @@ pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Resul
 
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
     let (config, report) = run_report(args)?;
-    if let Some(path) = &args.report {
-        report.write(path).map_err(|e| {
-            AppError::Output(std::io::Error::new(
-                e.kind(),
-                format!("--report {}: {e}", path.display()),
-            ))
-        })?;
-    }
+    crate::rollout::write_report(&report, args.report.as_deref())?;
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report).map_err(std::io::Error::from)?;
         writeln!(out)?;
@@ -349,11 +342,7 @@ pub fn run_report(args: &SimulateArgs) -> Result<(Config, Report), AppError> {
     report.command = Some("simulate".into());
     report.canary = Some(config.qualified());
     report.threshold = Some(config.threshold);
-    let exit = match report.verdict {
-        Verdict::Promoted => Exit::Success,
-        Verdict::RolledBack => Exit::RolledBack,
-        _ => Exit::NoVerdict,
-    };
+    let exit = crate::rollout::exit_of(&report);
     let report = report.exit(exit);
     for tick in &run.ticks {
         for command in &tick.commands {

@@ -168,13 +168,6 @@ impl Request {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(AppError::Output)
-}
-
 /// A scratch directory removed when dropped.
 struct Scratch(PathBuf);
 
@@ -209,7 +202,7 @@ fn gcs_error(e: gcs::GcsError) -> AppError {
 /// `aviary cloud-deploy`: one render or deploy action.
 pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
     let req = Request::read(env)?;
-    let rt = runtime()?;
+    let rt = rollout::runtime()?;
     tracing::info!(
         "Cloud Deploy {} of target {} (phase {}, {}%){}",
         match req.kind {

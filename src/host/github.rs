@@ -361,10 +361,7 @@ impl PipelineHost for Github {
             .clone()
             .unwrap_or_else(|| req.target.clone());
         let description = format!("aviary {} of target {}", req.command.as_str(), req.target);
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        let rt = match crate::rollout::runtime() {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::warn!("no GitHub Deployment: {e}");

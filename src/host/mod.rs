@@ -374,10 +374,10 @@ pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
     let env = process_env();
     let kind = detect(args.host, &*env);
     if kind == HostKind::CloudDeploy {
-        return cloud_deploy::run(process_env());
+        return cloud_deploy::run(env);
     }
     let mut host = host(kind, env);
-    let (report, report_path) = match StepRequest::read(&*host) {
+    let (mut report, report_path) = match StepRequest::read(&*host) {
         Ok(req) => {
             for secret in req.secrets() {
                 host.mask(&secret);
@@ -405,7 +405,6 @@ pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
             (failure(&mut *host, &e, "step"), path)
         }
     };
-    let mut report = report;
     report.host = Some(host.name().to_string());
     let mut exit = rollout::exit_of(&report);
     if let Err(e) = report.write(&report_path) {
