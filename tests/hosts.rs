@@ -515,6 +515,18 @@ impl CloudDeploy {
         serde_json::from_slice(&body).unwrap_or_default()
     }
 
+    /// `<out>/results.json` says FAILED, with `needle` in its failure message.
+    fn assert_failed(&self, out: &str, needle: &str) {
+        let r = self.results(out);
+        assert_eq!(r["resultStatus"], "FAILED", "{r}");
+        assert!(
+            r["failureMessage"]
+                .as_str()
+                .is_some_and(|m| m.contains(needle)),
+            "{needle} not in {r}"
+        );
+    }
+
     fn render(&self, image: &str, out: &str) {
         let images = format!("podinfo={image}");
         let o = self.run(
@@ -645,6 +657,23 @@ fn cloud_deploy_answers_not_supported_and_failed_in_results_json() {
         .as_str()
         .is_some_and(|m| m.contains("SOMETHING_NEW")));
 
+    // A request that cannot be read says what is wrong, in results.json too.
+    let o = cd.run(
+        "DEPLOY",
+        "x/percentage",
+        &[("CLOUD_DEPLOY_PERCENTAGE_DEPLOY", "ten")],
+    );
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CLOUD_DEPLOY_PERCENTAGE_DEPLOY"),
+        "{}",
+        stderr(&o)
+    );
+    cd.assert_failed("x/percentage", "expected a percentage 0-100, got \"ten\"");
+    let o = cd.run("SYNC", "x/kind", &[]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(cd.results("x/kind")["resultStatus"], "FAILED");
+
     // A render that cannot read its source still uploads FAILED before exiting non-zero.
     let o = cd.run(
         "RENDER",
@@ -655,14 +684,7 @@ fn cloud_deploy_answers_not_supported_and_failed_in_results_json() {
         )],
     );
     assert_ne!(code(&o), 0);
-    let r = cd.results("x/render");
-    assert_eq!(r["resultStatus"], "FAILED", "{r}");
-    assert!(
-        r["failureMessage"]
-            .as_str()
-            .is_some_and(|m| m.contains("missing.tgz")),
-        "{r}"
-    );
+    cd.assert_failed("x/render", "missing.tgz");
 }
 
 /// action.yml declares what the binary reads, and the Dockerfile builds what action.yml runs.

@@ -201,8 +201,21 @@ fn gcs_error(e: gcs::GcsError) -> AppError {
 
 /// `aviary cloud-deploy`: one render or deploy action.
 pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
-    let req = Request::read(env)?;
     let rt = rollout::runtime()?;
+    // A request that cannot be read still gets its FAILED results.json when it says where to.
+    let output =
+        Request::var(&*env, "CLOUD_DEPLOY_OUTPUT_GCS_PATH").and_then(|v| GsUrl::parse(&v).ok());
+    let req = match Request::read(env) {
+        Ok(req) => req,
+        Err(e) => {
+            if let Some(output) = output {
+                let mut results = Results::new("FAILED");
+                results.failure_message = Some(e.to_string());
+                upload_results(&rt, &output, &results);
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(
         "Cloud Deploy {} of target {} (phase {}, {}%){}",
         match req.kind {
@@ -263,18 +276,32 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
         }
         None => results,
     };
-    let url = req.output.join("results.json");
-    let body = serde_json::to_vec_pretty(&results).map_err(std::io::Error::from)?;
-    if let Err(e) = rt.block_on(gcs::put(&url, body)) {
-        tracing::error!("could not upload {url}: {e}; Cloud Deploy will see no result");
+    if !upload_results(&rt, &req.output, &results) {
         return Ok(if exit == Exit::Success {
             Exit::Runtime
         } else {
             exit
         });
     }
-    tracing::info!("{url}: {}", results.result_status);
     Ok(exit)
+}
+
+/// Uploads `<output>/results.json`; false (logged) when it could not.
+fn upload_results(rt: &tokio::runtime::Runtime, output: &GsUrl, results: &Results) -> bool {
+    let url = output.join("results.json");
+    let uploaded = serde_json::to_vec_pretty(results)
+        .map_err(|e| e.to_string())
+        .and_then(|body| rt.block_on(gcs::put(&url, body)).map_err(|e| e.to_string()));
+    match uploaded {
+        Ok(()) => {
+            tracing::info!("{url}: {}", results.result_status);
+            true
+        }
+        Err(e) => {
+            tracing::error!("could not upload {url}: {e}; Cloud Deploy will see no result");
+            false
+        }
+    }
 }
 
 /// The Results and exit code of an action that failed with `err`.
