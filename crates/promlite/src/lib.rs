@@ -1,0 +1,1 @@
+//! An embedded Prometheus for aviary's sandbox (to be written).

@@ -1,0 +1,1 @@
+//! The sandbox's traffic split (to be written).
