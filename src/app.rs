@@ -104,6 +104,8 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
         Command::Render(args) => crate::render::run(&args, &mut out)?,
         Command::Step(args) => crate::host::run(&args)?,
         Command::CloudDeploy => crate::host::cloud_deploy::run(crate::host::process_env())?,
+        Command::Sandbox(args) => crate::sandbox::run(&args)?,
+        Command::DemoApp(args) => crate::sandbox::app::run(&args)?,
     };
     out.flush()?;
     Ok(exit)

@@ -64,6 +64,13 @@ pub enum Command {
     Step(StepArgs),
     /// Run as a Cloud Deploy custom target's render or deploy action (CLOUD_DEPLOY_REQUEST_TYPE).
     CloudDeploy,
+    /// See a release on this machine: an emulated cluster, the demo app as real processes, a real
+    /// traffic split and metrics from real requests; releases the shipped example live and ends
+    /// with the verdict and the report a pipeline would get.
+    Sandbox(crate::sandbox::SandboxArgs),
+    /// The sandbox's demo app (started by `aviary sandbox`).
+    #[command(hide = true)]
+    DemoApp(crate::sandbox::app::DemoAppArgs),
 }
 
 /// `aviary step`.

@@ -24,6 +24,14 @@ impl Exit {
         self as u8
     }
 
+    /// The exit of a child aviary process: its code when it is one of ours, else a runtime error.
+    pub fn from_code(code: i32) -> Exit {
+        Exit::ALL
+            .into_iter()
+            .find(|e| i32::from(e.code()) == code)
+            .unwrap_or(Exit::Runtime)
+    }
+
     pub const ALL: [Exit; 7] = [
         Exit::Success,
         Exit::RolledBack,

@@ -20,6 +20,7 @@ pub mod report;
 pub mod rollout;
 pub mod routing;
 pub mod runner;
+pub mod sandbox;
 pub mod simulate;
 pub mod spec;
 pub mod state;

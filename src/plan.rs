@@ -38,6 +38,12 @@ impl Serialize for Secs {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Secs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secs, D::Error> {
+        f64::deserialize(d).map(Secs)
+    }
+}
+
 impl Secs {
     fn from_ms(ms: u64) -> Secs {
         Secs(ms as f64 / 1000.0)

@@ -19,6 +19,8 @@ use crate::workload::Workloads;
 
 /// How soon a tick that waited on a workload's readiness is repeated.
 const READINESS_POLL: Duration = Duration::from_secs(2);
+/// The first re-check of a workload that was not ready; it doubles up to [`READINESS_POLL`].
+const FIRST_READINESS_POLL: Duration = Duration::from_millis(250);
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,9 +197,13 @@ impl Shell {
                 Ok(())
             }
             Command::Check { check } => {
-                tracing::debug!(
-                    check = %check.name, kind = %check.kind, passed = check.passed,
-                    "check {} {}", check.name, if check.passed { "passed" } else { "failed" }
+                let value = check
+                    .value
+                    .map(|v| format!(" ({})", (v * 1e4).round() / 1e4))
+                    .unwrap_or_default();
+                tracing::info!(
+                    check = %check.name, kind = %check.kind, passed = check.passed, value = check.value,
+                    "check {} {}{value}", check.name, if check.passed { "passed" } else { "failed" }
                 );
                 Ok(())
             }
@@ -440,7 +446,11 @@ async fn drive(
     let mut failures = 0u32;
     let mut last_renew = Instant::now();
     let mut revision = revision;
+    let mut readiness_poll = FIRST_READINESS_POLL;
     loop {
+        // Ticks keep to the interval from when each one started, so the time a tick spends on
+        // the cluster and the metrics does not add up over a release.
+        let tick_started = Instant::now();
         // This tick ended an externally driven phase at its weight.
         let mut held = false;
         // A new revision applied while we run restarts the analysis, as in Flagger.
@@ -514,14 +524,18 @@ async fn drive(
         }
 
         // Wait for the next tick, watching for requests, signals and the deadline. A tick that
-        // only waited for a workload to become ready comes back sooner than the interval: it
-        // counts no check, and a pipeline should not idle a whole interval on a rollout.
+        // only waited for a workload to become ready comes back sooner than the interval (after
+        // 250 ms, doubling up to 2 s): it counts no check, and a pipeline should not idle a
+        // whole interval on a rollout.
         let wait = if shell.waiting_for_readiness {
-            interval.min(READINESS_POLL)
+            let wait = interval.min(readiness_poll);
+            readiness_poll = (readiness_poll * 2).min(READINESS_POLL);
+            wait
         } else {
+            readiness_poll = FIRST_READINESS_POLL;
             interval
         };
-        let next = Instant::now() + wait;
+        let next = tick_started + wait;
         let wake = loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break Wake::TimedOut;

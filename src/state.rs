@@ -405,6 +405,10 @@ impl LeaseGuard {
 /// Who this runner is: the pipeline run when there is one, else host and process.
 pub fn holder_identity() -> String {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    // Any other pipeline names its run here, so that a re-run resumes at once.
+    if let Some(run) = env("AVIARY_RUN_ID") {
+        return format!("run:{run}");
+    }
     if let (Some(repo), Some(run)) = (env("GITHUB_REPOSITORY"), env("GITHUB_RUN_ID")) {
         return format!("github:{repo}/actions/runs/{run}");
     }

@@ -11,7 +11,7 @@ pub mod summary;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::TickLog;
 use crate::engine::{Command, Phase, Severity};
@@ -19,7 +19,7 @@ use crate::exit::Exit;
 use crate::plan::Secs;
 
 /// How a command ended, in the words every host's report uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The new revision is the primary now.
@@ -99,7 +99,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// One row of the report: a tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TickReport {
     pub at_s: Secs,
     pub phase: String,
@@ -117,7 +117,7 @@ pub struct TickReport {
 
 /// The full verdict of a run. The first five fields are `simulate --json`'s historical schema;
 /// the rest say what ran and why it ended, and are left out when they do not apply.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub verdict: Verdict,
     pub failed_checks: u32,
@@ -126,31 +126,31 @@ pub struct Report {
     pub duration_s: Secs,
     pub checks: Vec<TickReport>,
     /// The process's exit code (see the README's table).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<u8>,
     /// `render`, `deploy`, `rollout`, `release`, `simulate`, `cloud-deploy render`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// The pipeline host that ran it: `github`, `cloud-deploy`, `tekton`, `local`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// `name.namespace` of the Canary.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<String>,
     /// The failed-check limit (`analysis.threshold`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
     /// The canary's weight when the run ended.
     pub canary_weight: u32,
     /// Checks (metrics, webhooks) that failed at least once, in the order they first failed.
     pub failed_metrics: Vec<String>,
     /// Why it ended, in one sentence, when it did not succeed (or what it did when it did).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Things a person should know that did not stop the run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 

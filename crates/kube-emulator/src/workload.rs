@@ -101,7 +101,12 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
         }
     };
     // Replica counts: the current ReplicaSet gets them all, older ones none.
-    for rs in owned_rs.iter().chain(std::iter::once(&current)) {
+    // (The current one may be among the owned ones: it is scaled once, not twice from the
+    // same stale copy, which would be a resourceVersion conflict.)
+    let older = owned_rs
+        .iter()
+        .filter(|rs| s(rs, "/metadata/name") != rs_name);
+    for rs in older.chain(std::iter::once(&current)) {
         let want = if s(rs, "/metadata/name") == rs_name {
             replicas
         } else {

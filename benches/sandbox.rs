@@ -1,0 +1,170 @@
+//! `cargo bench --bench sandbox`: what a release costs on the sandbox's real data path.
+//!
+//! * rollout overhead: the wall time of `aviary rollout` for a good release (process start,
+//!   render, apply and every tick) divided by the analysis schedule the Canary configures
+//!   (`aviary plan`'s completion time); target ≤ 1.02;
+//! * rollback to primary: from the rollout announcing its rollback to the moment after which
+//!   every client request is answered by the primary; target ≤ 1 s;
+//! * peak RSS of the `aviary rollout` process during a release; target < 30 MB;
+//! * cold start of `aviary --version`.
+//!
+//! It uses Prometheus and HAProxy when they are installed (and says so), else the embedded
+//! equivalents. `AVIARY_BENCH_RUNS` (default 1) repeats the releases.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aviary::sandbox::metrics::MetricsChoice;
+use aviary::sandbox::{
+    time_to_primary, Options, ProxyChoice, Router, Sandbox, Scenario, STABLE_TAG,
+};
+
+fn aviary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_aviary"))
+}
+
+fn schedule_s(example: &std::path::Path) -> f64 {
+    let out = Command::new(aviary())
+        .args(["plan", "--json", "--provider", "gatewayapi:v1", "-f"])
+        .arg(example.join("k8s/canary.yaml"))
+        .output()
+        .expect("aviary plan runs");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("aviary plan --json prints JSON");
+    plan["min_completion_s"]
+        .as_f64()
+        .expect("a completion time")
+}
+
+struct Run {
+    overhead: f64,
+    wall_s: f64,
+    schedule_s: f64,
+    rollback_ms: u64,
+    peak_rss_kib: u64,
+}
+
+async fn one_run(i: u32) -> (Run, String) {
+    let options = |name: &str| Options {
+        router: Router::GatewayApi,
+        metrics: MetricsChoice::Auto,
+        proxy: ProxyChoice::Auto,
+        aviary: aviary(),
+        workdir: std::env::temp_dir()
+            .join(format!("aviary-bench-{name}-{}-{i}", std::process::id())),
+        rate: 50,
+        tag_every: None,
+        flaky_api: false,
+    };
+    let mut peak = 0u64;
+
+    // A good release: overhead and memory.
+    let sb = Sandbox::start(options("good")).await.expect("sandbox");
+    let components = format!("{}; {}", sb.splitter.describe(), sb.metrics.describe());
+    let schedule = schedule_s(&sb.example);
+    let first = sb
+        .release(STABLE_TAG, "prod", None, |_, _| {})
+        .await
+        .expect("release 1");
+    assert_eq!(first.exit_code, 0);
+    sb.load.resume();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let good = sb
+        .release(Scenario::Good.tag(), "prod", None, |_, _| {})
+        .await
+        .expect("release 2");
+    assert_eq!(good.exit_code, 0, "the good release was not promoted");
+    peak = peak
+        .max(first.peak_rss_kib.unwrap_or(0))
+        .max(good.peak_rss_kib.unwrap_or(0));
+    sb.shutdown().await;
+
+    // A bad release: the way back to the primary.
+    let sb = Sandbox::start(options("errors")).await.expect("sandbox");
+    let first = sb
+        .release(STABLE_TAG, "prod", None, |_, _| {})
+        .await
+        .expect("release 1");
+    assert_eq!(first.exit_code, 0);
+    sb.load.resume();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let bad = sb
+        .release(Scenario::Errors.tag(), "prod", None, |_, _| {})
+        .await
+        .expect("release 2");
+    assert_eq!(bad.exit_code, 1, "the bad release was not rolled back");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let samples = sb.shutdown().await;
+    let decided = bad.rollback_decided_ms.expect("a rollback decision");
+    peak = peak.max(bad.peak_rss_kib.unwrap_or(0));
+    (
+        Run {
+            overhead: good.wall.as_secs_f64() / schedule,
+            wall_s: good.wall.as_secs_f64(),
+            schedule_s: schedule,
+            rollback_ms: time_to_primary(&samples, decided, STABLE_TAG),
+            peak_rss_kib: peak,
+        },
+        components,
+    )
+}
+
+fn cold_start() -> (f64, f64) {
+    let mut times: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            let out = Command::new(aviary())
+                .arg("--version")
+                .output()
+                .expect("runs");
+            assert!(out.status.success());
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+fn main() {
+    // `cargo bench` passes --bench; a `cargo test --benches` run passes nothing and should be quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("sandbox bench: run it with `cargo bench --bench sandbox`");
+        return;
+    }
+    let runs: u32 = std::env::var("AVIARY_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let (cold_median, cold_max) = cold_start();
+    let mut results = Vec::new();
+    let mut components = String::new();
+    for i in 0..runs {
+        let (run, c) = runtime.block_on(one_run(i));
+        components = c;
+        results.push(run);
+    }
+    let worst = |f: fn(&Run) -> f64| results.iter().map(f).fold(f64::MIN, f64::max);
+    println!("aviary sandbox benchmark ({runs} run(s)) on {components}");
+    println!(
+        "rollout overhead      {:.3} (wall {:.2} s / schedule {:.0} s; worst of runs)   target <= 1.02",
+        worst(|r| r.overhead),
+        worst(|r| r.wall_s),
+        worst(|r| r.schedule_s)
+    );
+    println!(
+        "rollback -> primary   {:.0} ms (clients all on the primary after the decision; worst)   target <= 1000 ms",
+        worst(|r| r.rollback_ms as f64)
+    );
+    println!(
+        "peak RSS of rollout   {:.1} MiB (VmHWM of the aviary rollout process; worst)   target < 30 MB",
+        worst(|r| r.peak_rss_kib as f64) / 1024.0
+    );
+    println!("cold start --version  {cold_median:.1} ms median, {cold_max:.1} ms max of 30");
+}

@@ -1,0 +1,819 @@
+//! `aviary sandbox`: the whole release loop on one machine, with real traffic and real metrics.
+//!
+//! The pieces, all on loopback:
+//! * the Kubernetes API emulator (`kube-emulator`), in this process;
+//! * a node ([`kubelet::Node`]) that runs every Deployment as a real demo-app process
+//!   ([`app`]), feeds the metrics backend its scrape targets, and keeps the traffic split in
+//!   line with the routing objects aviary writes ([`routes`]);
+//! * the traffic split (`splitter`): HAProxy driven through its runtime API when it is
+//!   installed, else an embedded proxy;
+//! * the metrics backend ([`metrics`]): Debian's Prometheus when it is installed, else the
+//!   embedded store (`promlite`);
+//! * clients ([`load`]) sending a steady load through the split and recording which version
+//!   answered each request and how.
+//!
+//! On these, `aviary sandbox` releases the shipped example ([`EXAMPLE`]) twice with
+//! `aviary rollout` as a child process, exactly as a pipeline would run it: version 1.0.0
+//! (the bootstrap) and then the scenario's version 2.0.0, live, ending with the verdict, the
+//! JSON report and the Markdown summary. The end-to-end tests and the benchmark use the same
+//! [`Sandbox`].
+
+pub mod app;
+pub mod kubelet;
+pub mod load;
+pub mod metrics;
+pub mod routes;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use kube_emulator::Emulator;
+use splitter::{Engine, Splitter};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::app::AppError;
+use crate::exit::Exit;
+use kubelet::{Node, NodeState};
+use load::{Load, LoadConfig, Stats, TaggedRequests};
+use metrics::{MetricsBackend, MetricsChoice};
+pub use routes::Router;
+
+/// The namespace and name of the example's Canary.
+pub const NAMESPACE: &str = "prod";
+pub const CANARY: &str = "podinfo";
+/// The example's image.
+pub const IMAGE: &str = "ghcr.io/aviary-dev/demo";
+/// The version the first release installs.
+pub const STABLE_TAG: &str = "1.0.0";
+
+/// The shipped example (`examples/sandbox`), built into the binary so that the sandbox runs
+/// from anywhere: (path in the project, contents).
+pub const EXAMPLE: [(&str, &str); 4] = [
+    (
+        "skaffold.yaml",
+        include_str!("../../examples/sandbox/skaffold.yaml"),
+    ),
+    (
+        "k8s/deployment.yaml",
+        include_str!("../../examples/sandbox/k8s/deployment.yaml"),
+    ),
+    (
+        "k8s/canary.yaml",
+        include_str!("../../examples/sandbox/k8s/canary.yaml"),
+    ),
+    (
+        "k8s/canary-ab.yaml",
+        include_str!("../../examples/sandbox/k8s/canary-ab.yaml"),
+    ),
+];
+
+/// What the second release does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// A healthy 2.0.0: promoted.
+    Good,
+    /// 2.0.0-errors answers 20% of requests with 500: rolled back on the success rate.
+    Errors,
+    /// 2.0.0-slow is four times slower but under the 500 ms threshold: the judge rolls it back.
+    Latency,
+    /// An A/B test: only requests with `x-canary: insider` reach 2.0.0, which is promoted.
+    Ab,
+    /// A healthy 2.0.0 on an unreliable API server (503s, conflicts, slow answers): promoted.
+    Flaky,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Good => "good",
+            Scenario::Errors => "errors",
+            Scenario::Latency => "latency",
+            Scenario::Ab => "ab",
+            Scenario::Flaky => "flaky",
+        }
+    }
+
+    /// The image tag of the new release.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Scenario::Errors => "2.0.0-errors",
+            Scenario::Latency => "2.0.0-slow",
+            _ => "2.0.0",
+        }
+    }
+
+    /// The Skaffold profile of the example to render.
+    pub fn profile(self) -> &'static str {
+        match self {
+            Scenario::Ab => "prod-ab",
+            _ => "prod",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Good => "a healthy release",
+            Scenario::Errors => "a release that answers 20% of its requests with HTTP 500",
+            Scenario::Latency => {
+                "a release four times slower, still under the 500 ms threshold (a job for the judge)"
+            }
+            Scenario::Ab => "an A/B test for the requests carrying `x-canary: insider`",
+            Scenario::Flaky => {
+                "a healthy release on an API server that fails 10% of its requests"
+            }
+        }
+    }
+
+    /// The verdict a correct rollout reaches.
+    pub fn expected(self) -> crate::report::Verdict {
+        match self {
+            Scenario::Errors | Scenario::Latency => crate::report::Verdict::RolledBack,
+            _ => crate::report::Verdict::Promoted,
+        }
+    }
+}
+
+/// Which traffic split to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyChoice {
+    /// HAProxy when it is installed, else the embedded proxy.
+    Auto,
+    /// Debian's `haproxy`, driven through its runtime API (an error when it is missing).
+    Haproxy,
+    /// The embedded proxy.
+    Embedded,
+}
+
+/// `aviary sandbox`.
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// What the new release does.
+    #[arg(long, value_enum, default_value = "good")]
+    pub scenario: Scenario,
+
+    /// The traffic provider aviary drives (and the sandbox's proxy follows).
+    #[arg(long, value_enum, default_value = "gatewayapi")]
+    pub router: Router,
+
+    /// The metrics backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub metrics: MetricsChoice,
+
+    /// The traffic split.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub proxy: ProxyChoice,
+
+    /// Client requests per second through the split.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(5..=2000))]
+    pub rate: u32,
+
+    /// Where the sandbox keeps its files (kubeconfig, example, report, summary, logs); default:
+    /// a new directory under the system's temporary directory. It is left in place.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+
+    /// Write the release's JSON report here too (it is always in the workdir).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+/// What a sandbox is made of.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub router: Router,
+    pub metrics: MetricsChoice,
+    pub proxy: ProxyChoice,
+    /// The binary with the `demo-app` and `rollout` commands (this one, or the tests' build).
+    pub aviary: PathBuf,
+    pub workdir: PathBuf,
+    pub rate: u32,
+    /// Every n-th client request carries `x-canary: insider`.
+    pub tag_every: Option<u32>,
+    /// Faults for the API server (the flaky scenario).
+    pub flaky_api: bool,
+}
+
+/// Errors that stop the sandbox itself (not a rollout's verdict).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sandbox: the traffic split: {0}")]
+    Split(String),
+    #[error("sandbox: {0}")]
+    Setup(String),
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    pub emulator: Arc<Emulator>,
+    pub splitter: Arc<Splitter>,
+    pub metrics: Arc<MetricsBackend>,
+    pub node: Arc<Mutex<NodeState>>,
+    pub load: Load,
+    pub options: Options,
+    pub kubeconfig: PathBuf,
+    /// The example project, written out.
+    pub example: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    node_task: tokio::task::JoinHandle<()>,
+}
+
+/// How one `aviary rollout` went.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub tag: String,
+    pub exit_code: i32,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    pub wall: Duration,
+    /// The rollout process's peak resident set (VmHWM), in KiB, as last read while it ran.
+    pub peak_rss_kib: Option<u64>,
+    /// When the rollout announced its rollback ("Rolling back ..."), Unix ms.
+    pub rollback_decided_ms: Option<u64>,
+    /// Its log messages: (Unix ms when read, level, message).
+    pub messages: Vec<(u64, String, String)>,
+    pub report: Option<crate::report::Report>,
+}
+
+impl Sandbox {
+    pub async fn start(options: Options) -> Result<Sandbox, SandboxError> {
+        std::fs::create_dir_all(&options.workdir)?;
+        let example = options.workdir.join("example");
+        for (path, text) in EXAMPLE {
+            let file = example.join(path);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(file, text)?;
+        }
+        let emulator = Emulator::start(kube_emulator::Config {
+            deployment_ready_delay: Duration::from_millis(300),
+            namespaces: vec![NAMESPACE.to_string(), "gateway-system".to_string()],
+            ..kube_emulator::Config::default()
+        })
+        .await?;
+        let kubeconfig = options.workdir.join("kubeconfig");
+        emulator.write_kubeconfig(&kubeconfig, NAMESPACE)?;
+        let metrics = MetricsBackend::start(options.metrics, &options.workdir).await?;
+        let engine = match options.proxy {
+            ProxyChoice::Embedded => Engine::Embedded,
+            ProxyChoice::Auto => match splitter::find_haproxy() {
+                Some(binary) => Engine::Haproxy { binary },
+                None => Engine::Embedded,
+            },
+            ProxyChoice::Haproxy => Engine::Haproxy {
+                binary: splitter::find_haproxy().ok_or_else(|| {
+                    SandboxError::Setup(
+                        "--proxy haproxy: no haproxy binary (install Debian's `haproxy`, set AVIARY_HAPROXY, or use --proxy embedded)".into(),
+                    )
+                })?,
+            },
+        };
+        let split_dir = options.workdir.join("split");
+        std::fs::create_dir_all(&split_dir)?;
+        let splitter = Splitter::start(splitter::Options {
+            engine,
+            workdir: split_dir,
+            match_headers: vec!["x-canary".to_string(), "cookie".to_string()],
+        })
+        .await
+        .map_err(|e| SandboxError::Split(e.to_string()))?;
+        let splitter = Arc::new(splitter);
+        let emulator = Arc::new(emulator);
+        let metrics = Arc::new(metrics);
+        let node_state = Arc::new(Mutex::new(NodeState::default()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let node = Node {
+            emulator: emulator.clone(),
+            namespace: NAMESPACE.to_string(),
+            name: CANARY.to_string(),
+            router: options.router,
+            app_binary: options.aviary.clone(),
+            splitter: splitter.clone(),
+            metrics: metrics.clone(),
+            state: node_state.clone(),
+        };
+        let node_task = tokio::spawn(node.run(stopped));
+        let load = Load::start(LoadConfig {
+            target: splitter.addr(),
+            rate: options.rate,
+            concurrency: 16,
+            tagged: options.tag_every.map(|every| TaggedRequests {
+                every,
+                header: "x-canary".into(),
+                value: "insider".into(),
+            }),
+        })
+        .map_err(|e| SandboxError::Setup(format!("cannot start the clients: {e}")))?;
+        Ok(Sandbox {
+            emulator,
+            splitter,
+            metrics,
+            node: node_state,
+            load,
+            options,
+            kubeconfig,
+            example,
+            stop,
+            node_task,
+        })
+    }
+
+    /// Turns the API server's fault injection on: a share of requests under the namespace
+    /// fail with 503, PATCHes with 409, and some are slow.
+    pub fn make_api_flaky(&self) {
+        let under = format!("/namespaces/{NAMESPACE}/");
+        let regex = format!(".*{}.*", regex_escape(&under));
+        let fault = |method: Option<&str>, p: f64, kind, seed| kube_emulator::Fault {
+            method: method.map(str::to_string),
+            path_regex: regex.clone(),
+            probability: p,
+            kind,
+            seed,
+        };
+        self.emulator.set_faults(vec![
+            fault(None, 0.1, kube_emulator::FaultKind::Status(503), 7),
+            fault(
+                Some("PATCH"),
+                0.1,
+                kube_emulator::FaultKind::Status(409),
+                11,
+            ),
+            fault(
+                Some("GET"),
+                0.05,
+                kube_emulator::FaultKind::Latency(Duration::from_millis(300)),
+                13,
+            ),
+        ]);
+    }
+
+    /// `aviary rollout` for the example at `tag`, as a pipeline would run it. The run is named
+    /// after the release (`AVIARY_RUN_ID`), so a re-run of a killed one resumes at once.
+    pub fn rollout_command(
+        &self,
+        tag: &str,
+        profile: &str,
+        report: Option<&Path>,
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.options.aviary);
+        cmd.env(
+            "AVIARY_RUN_ID",
+            format!("sandbox-{}/{tag}", std::process::id()),
+        );
+        cmd.args(["--log-format", "json", "rollout", "--target", "prod"])
+            .arg("--skaffold-file")
+            .arg(self.example.join("skaffold.yaml"))
+            .args(["--profile", profile])
+            .args(["--images", &format!("{IMAGE}={IMAGE}:{tag}")])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--provider", self.options.router.provider()])
+            .args(["--prometheus-url", &self.metrics.url()])
+            .args(["--timeout", "5m"]);
+        if let Some(report) = report {
+            cmd.arg("--report").arg(report);
+        }
+        for var in [
+            "AVIARY_LOG",
+            "AVIARY_LOG_FORMAT",
+            "AVIARY_PROMETHEUS_URL",
+            "AVIARY_PROMETHEUS_TOKEN",
+            "AVIARY_PROMETHEUS_USERNAME",
+            "AVIARY_PROMETHEUS_PASSWORD",
+            "KUBECONFIG",
+            "GITHUB_RUN_ID",
+            "CLOUD_DEPLOY_ROLLOUT",
+            "TEKTON_PIPELINE_RUN",
+            "PIPELINE_RUN",
+            "TEKTON_TASK_RUN",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs one release to its end. `show` gets every log message as it arrives.
+    pub async fn release(
+        &self,
+        tag: &str,
+        profile: &str,
+        report: Option<&Path>,
+        mut show: impl FnMut(&str, &str),
+    ) -> Result<Release, SandboxError> {
+        let started_ms = load::unix_ms();
+        let started = Instant::now();
+        let mut child = self.rollout_command(tag, profile, report).spawn()?;
+        let pid = child.id();
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| SandboxError::Setup("the rollout has no stderr".into()))?;
+        let mut lines = BufReader::new(stderr).lines();
+        let mut messages = Vec::new();
+        let mut peak_rss_kib = None;
+        let mut rollback_decided_ms = None;
+        let mut rss_tick = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line? {
+                    Some(line) => {
+                        let now = load::unix_ms();
+                        let (level, message) = parse_log_line(&line);
+                        if rollback_decided_ms.is_none() && message.starts_with("Rolling back") {
+                            rollback_decided_ms = Some(now);
+                        }
+                        show(&level, &message);
+                        messages.push((now, level, message));
+                    }
+                    None => break,
+                },
+                _ = rss_tick.tick() => {
+                    if let Some(kib) = pid.and_then(peak_rss) {
+                        peak_rss_kib = Some(kib);
+                    }
+                }
+            }
+        }
+        let status = child.wait().await?;
+        let report = report.and_then(|p| {
+            let text = std::fs::read_to_string(p).ok()?;
+            serde_json::from_str(&text).ok()
+        });
+        Ok(Release {
+            tag: tag.to_string(),
+            exit_code: status.code().unwrap_or(-1),
+            started_ms,
+            ended_ms: load::unix_ms(),
+            wall: started.elapsed(),
+            peak_rss_kib,
+            rollback_decided_ms,
+            messages,
+            report,
+        })
+    }
+
+    /// The version the primary side of the split runs now.
+    pub fn primary_version(&self) -> Option<String> {
+        let node = self.node.lock().ok()?;
+        node.changes.last().and_then(|c| c.primary.clone())
+    }
+
+    /// Waits until `ok` holds for the node's state, up to `limit`.
+    pub async fn wait_for(&self, limit: Duration, ok: impl Fn(&NodeState) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.node.lock().is_ok_and(|n| ok(&n)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Stops the clients, the node (and its processes), the proxy and the metrics backend.
+    pub async fn shutdown(self) -> Vec<load::Sample> {
+        let samples = self.load.stop().await;
+        let _ = self.stop.send(true);
+        let _ = self.node_task.await;
+        if let Ok(splitter) = Arc::try_unwrap(self.splitter) {
+            splitter.shutdown().await;
+        }
+        if let Ok(metrics) = Arc::try_unwrap(self.metrics) {
+            metrics.stop().await;
+        }
+        samples
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    crate::routing::regex_escape(s)
+}
+
+/// The level and message of one of aviary's JSON log lines (the line itself when it is not
+/// JSON).
+fn parse_log_line(line: &str) -> (String, String) {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => (
+            v.get("level")
+                .and_then(|l| l.as_str())
+                .unwrap_or("INFO")
+                .to_string(),
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Err(_) => ("INFO".to_string(), line.to_string()),
+    }
+}
+
+/// A process's peak resident set size (`VmHWM`) in KiB.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The time from a rollback's announcement to the moment after which every client request
+/// was answered by `primary_version`: the send time of the last request after the decision
+/// that the primary did not answer, minus the decision time (0 when there was none).
+pub fn time_to_primary(samples: &[load::Sample], decided_ms: u64, primary_version: &str) -> u64 {
+    samples
+        .iter()
+        .filter(|s| s.sent_ms >= decided_ms)
+        .filter(|s| {
+            s.version.as_deref() != Some(primary_version) || s.status >= 500 || s.status == 0
+        })
+        .map(|s| s.sent_ms - decided_ms)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `aviary sandbox`.
+pub fn run(args: &SandboxArgs) -> Result<Exit, AppError> {
+    if args.scenario == Scenario::Ab && !args.router.matches_headers() {
+        return Err(AppError::input(format!(
+            "--scenario ab needs a router that can route by header; {} cannot",
+            args.router.name()
+        ))
+        .with_help("use --router gatewayapi or --router istio"));
+    }
+    let aviary = std::env::current_exe()?;
+    let workdir = match &args.workdir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!(
+            "aviary-sandbox-{}-{}",
+            std::process::id(),
+            load::unix_ms()
+        )),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let options = Options {
+        router: args.router,
+        metrics: args.metrics,
+        proxy: args.proxy,
+        aviary,
+        workdir,
+        rate: args.rate,
+        tag_every: (args.scenario == Scenario::Ab).then_some(3),
+        flaky_api: args.scenario == Scenario::Flaky,
+    };
+    runtime.block_on(run_scenario(args, options))
+}
+
+async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppError> {
+    let scenario = args.scenario;
+    let mut out = std::io::stdout();
+    let t0 = Instant::now();
+    let stamp = move || format!("[{:>5.1}s]", t0.elapsed().as_secs_f64());
+    writeln!(
+        out,
+        "aviary sandbox · scenario {} ({}) · router {}",
+        scenario.name(),
+        scenario.describe(),
+        args.router.name()
+    )?;
+    let sandbox = Sandbox::start(options)
+        .await
+        .map_err(|e| AppError::input(e.to_string()))?;
+    let workdir = sandbox.options.workdir.clone();
+    writeln!(
+        out,
+        "  cluster  the Kubernetes API emulator at {} (kubeconfig {})",
+        sandbox.emulator.url(),
+        sandbox.kubeconfig.display()
+    )?;
+    writeln!(out, "  traffic  {}", sandbox.splitter.describe())?;
+    writeln!(out, "  metrics  {}", sandbox.metrics.describe())?;
+    writeln!(
+        out,
+        "  app      `aviary demo-app` processes, one per Deployment"
+    )?;
+    writeln!(
+        out,
+        "  clients  {} requests/s through the split{}",
+        args.rate,
+        if scenario == Scenario::Ab {
+            ", every third with `x-canary: insider`"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(out, "  files    {}", workdir.display())?;
+
+    // Release 1: the bootstrap. aviary creates the primary and routes all traffic to it.
+    writeln!(
+        out,
+        "\n{} release 1: {IMAGE}:{STABLE_TAG} (first release: the primary is created)",
+        stamp()
+    )?;
+    let first = sandbox
+        .release(STABLE_TAG, scenario.profile(), None, |level, message| {
+            if level != "DEBUG" && level != "TRACE" {
+                println!("{} {message}", stamp());
+            }
+        })
+        .await
+        .map_err(|e| AppError::input(e.to_string()))?;
+    if first.exit_code != 0 {
+        sandbox.shutdown().await;
+        return Err(AppError::input(format!(
+            "the first release failed (exit {}); see the messages above",
+            first.exit_code
+        )));
+    }
+    // Clients from now on, and a baseline for the judge: the primary serves for a few seconds
+    // before the new release.
+    let ready = sandbox
+        .wait_for(Duration::from_secs(10), |n| {
+            n.changes
+                .last()
+                .is_some_and(|c| c.primary.as_deref() == Some(STABLE_TAG))
+        })
+        .await;
+    if !ready {
+        sandbox.shutdown().await;
+        return Err(AppError::input(
+            "the primary did not take the traffic after the first release".to_string(),
+        ));
+    }
+    sandbox.load.resume();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = load::unix_ms();
+    writeln!(
+        out,
+        "{} clients: {}",
+        stamp(),
+        describe_stats(&Stats::of(&sandbox.load.since(before.saturating_sub(3000))))
+    )?;
+
+    if scenario == Scenario::Flaky {
+        sandbox.make_api_flaky();
+        writeln!(out, "{} the API server now fails 10% of the requests in {NAMESPACE} (503, 409 on PATCH, slow GETs)", stamp())?;
+    }
+
+    // Release 2: the scenario's version, live.
+    let tag = scenario.tag();
+    writeln!(
+        out,
+        "\n{} release 2: {IMAGE}:{tag} ({})",
+        stamp(),
+        scenario.describe()
+    )?;
+    let report_path = workdir.join("report.json");
+    let live = {
+        let node = sandbox.node.clone();
+        let samples = &sandbox.load;
+        let mut last_line = Instant::now();
+        let mut last_weight: Option<u8> = None;
+        move |level: &str, message: &str| {
+            if level == "DEBUG" || level == "TRACE" {
+                return;
+            }
+            println!("{} {message}", stamp());
+            let weight = node
+                .lock()
+                .ok()
+                .and_then(|n| n.changes.last().map(|c| c.canary_weight));
+            if last_line.elapsed() >= Duration::from_millis(900) || weight != last_weight {
+                let window = samples.since(load::unix_ms().saturating_sub(2000));
+                println!(
+                    "{}   ↳ split: canary {}% · clients (last 2s): {}",
+                    stamp(),
+                    weight.unwrap_or(0),
+                    describe_stats(&Stats::of(&window))
+                );
+                last_line = Instant::now();
+                last_weight = weight;
+            }
+        }
+    };
+    let second = sandbox
+        .release(tag, scenario.profile(), Some(&report_path), live)
+        .await
+        .map_err(|e| AppError::input(e.to_string()))?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = sandbox.load.since(load::unix_ms().saturating_sub(1500));
+    writeln!(
+        out,
+        "{} clients after the release: {}",
+        stamp(),
+        describe_stats(&Stats::of(&after))
+    )?;
+    let during = sandbox
+        .load
+        .all()
+        .into_iter()
+        .filter(|s| s.sent_ms >= second.started_ms && s.sent_ms <= second.ended_ms)
+        .collect::<Vec<_>>();
+    let primary_after = sandbox.primary_version();
+    let problems = sandbox
+        .node
+        .lock()
+        .map(|n| n.problems.clone())
+        .unwrap_or_default();
+    let samples = sandbox.shutdown().await;
+
+    // The verdict, and what a pipeline would get.
+    writeln!(out)?;
+    match &second.report {
+        Some(report) => {
+            writeln!(
+                out,
+                "verdict: {} (exit {}) — {}",
+                report.verdict.as_str(),
+                second.exit_code,
+                report.headline()
+            )?;
+            let summary = crate::report::summary::markdown(report, &[]);
+            std::fs::write(workdir.join("summary.md"), summary)?;
+            if let Some(extra) = &args.report {
+                std::fs::copy(&report_path, extra)?;
+            }
+            if report.verdict != scenario.expected() {
+                writeln!(
+                    out,
+                    "note: the {} scenario is expected to end {}",
+                    scenario.name(),
+                    scenario.expected().as_str()
+                )?;
+            }
+        }
+        None => writeln!(
+            out,
+            "verdict: none (exit {}): the rollout wrote no report",
+            second.exit_code
+        )?,
+    }
+    writeln!(
+        out,
+        "release 2 took {:.1}s; clients during it: {}",
+        second.wall.as_secs_f64(),
+        describe_stats(&Stats::of(&during))
+    )?;
+    if let Some(decided) = second.rollback_decided_ms {
+        let primary = primary_after
+            .clone()
+            .unwrap_or_else(|| STABLE_TAG.to_string());
+        writeln!(
+            out,
+            "rollback: clients were all on the primary ({primary}) {} ms after the decision",
+            time_to_primary(&samples, decided, &primary)
+        )?;
+    }
+    if let Some(kib) = second.peak_rss_kib {
+        writeln!(
+            out,
+            "the rollout process peaked at {:.1} MiB resident",
+            kib as f64 / 1024.0
+        )?;
+    }
+    for p in problems {
+        writeln!(out, "sandbox problem: {p}")?;
+    }
+    writeln!(
+        out,
+        "report: {}\nsummary: {}",
+        report_path.display(),
+        workdir.join("summary.md").display()
+    )?;
+    Ok(Exit::from_code(second.exit_code))
+}
+
+fn describe_stats(s: &Stats) -> String {
+    if s.requests == 0 {
+        return "no requests".into();
+    }
+    let versions: Vec<String> = s
+        .versions
+        .keys()
+        .map(|v| format!("{v} {:.0}%", s.share(v)))
+        .collect();
+    format!(
+        "{} req · {} · errors {:.1}% · p99 {:.0} ms",
+        s.requests,
+        if versions.is_empty() {
+            "no version".to_string()
+        } else {
+            versions.join(", ")
+        },
+        s.error_rate(),
+        s.p99_ms
+    )
+}
