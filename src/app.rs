@@ -30,6 +30,9 @@ pub enum AppError {
     Deploy(Box<crate::deploy::DeployError>),
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
+    /// The machine failed us (a process that would not start, a port, a file).
+    #[error("{0}")]
+    Runtime(String),
 }
 
 impl AppError {
@@ -54,7 +57,7 @@ impl AppError {
         match self {
             // A file the user named but we cannot read is bad input, not a broken environment.
             AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
-            AppError::Engine(_) | AppError::Output(_) => Exit::Runtime,
+            AppError::Engine(_) | AppError::Output(_) | AppError::Runtime(_) => Exit::Runtime,
             AppError::Render(e) => e.exit(),
             AppError::Deploy(e) => match e.as_ref() {
                 crate::deploy::DeployError::NotReady { .. } => Exit::RolledBack,

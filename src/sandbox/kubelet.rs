@@ -225,10 +225,20 @@ impl Node {
                 .map(|(n, p)| (n.clone(), (p.image.clone(), p.addr)))
                 .collect();
         }
+        // A retired process first gets no new requests (the split no longer names it); a
+        // second later its stdin closes, which makes it stop gracefully: it closes its idle
+        // keep-alive connections and finishes what it is serving. It is killed if it is still
+        // there 5 s later.
         for mut old in retired {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = old.child.kill().await;
+                drop(old.child.stdin.take());
+                if tokio::time::timeout(Duration::from_secs(5), old.child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = old.child.kill().await;
+                }
             });
         }
     }

@@ -204,8 +204,18 @@ pub enum SandboxError {
     Io(#[from] std::io::Error),
     #[error("sandbox: the traffic split: {0}")]
     Split(String),
+    /// A choice this machine cannot honour (exit 2).
     #[error("sandbox: {0}")]
     Setup(String),
+}
+
+impl From<SandboxError> for AppError {
+    fn from(e: SandboxError) -> AppError {
+        match e {
+            SandboxError::Setup(m) => AppError::input(m),
+            other => AppError::Runtime(other.to_string()),
+        }
+    }
 }
 
 /// A running sandbox.
@@ -242,6 +252,11 @@ pub struct Release {
 
 impl Sandbox {
     pub async fn start(options: Options) -> Result<Sandbox, SandboxError> {
+        if options.metrics == MetricsChoice::Prometheus && metrics::find_prometheus().is_none() {
+            return Err(SandboxError::Setup(
+                "--metrics prometheus: no prometheus binary (install Debian's `prometheus`, set AVIARY_PROMETHEUS_BIN, or use --metrics embedded)".into(),
+            ));
+        }
         std::fs::create_dir_all(&options.workdir)?;
         let example = options.workdir.join("example");
         for (path, text) in EXAMPLE {
@@ -589,9 +604,27 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         scenario.describe(),
         args.router.name()
     )?;
-    let sandbox = Sandbox::start(options)
-        .await
-        .map_err(|e| AppError::input(e.to_string()))?;
+    // Ctrl-C reaches the rollout too (one process group): it returns the traffic to the
+    // primary and exits 130, and the sandbox then reports that and cleans up.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let listening = Arc::new(tokio::sync::Notify::new());
+        let ready = listening.clone();
+        tokio::spawn(async move {
+            let signal = tokio::signal::ctrl_c();
+            tokio::pin!(signal);
+            // The first poll installs the handler.
+            let _ = futures::poll!(&mut signal);
+            ready.notify_one();
+            if signal.await.is_ok() {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        listening.notified().await;
+    }
+    let cancelled = || interrupted.load(std::sync::atomic::Ordering::Relaxed);
+    let sandbox = Sandbox::start(options).await?;
     let workdir = sandbox.options.workdir.clone();
     writeln!(
         out,
@@ -629,11 +662,10 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
                 println!("{} {message}", stamp());
             }
         })
-        .await
-        .map_err(|e| AppError::input(e.to_string()))?;
+        .await?;
     if first.exit_code != 0 {
         sandbox.shutdown().await;
-        return Err(AppError::input(format!(
+        return Err(AppError::Runtime(format!(
             "the first release failed (exit {}); see the messages above",
             first.exit_code
         )));
@@ -649,12 +681,17 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         .await;
     if !ready {
         sandbox.shutdown().await;
-        return Err(AppError::input(
+        return Err(AppError::Runtime(
             "the primary did not take the traffic after the first release".to_string(),
         ));
     }
     sandbox.load.resume();
     tokio::time::sleep(Duration::from_secs(4)).await;
+    if cancelled() {
+        sandbox.shutdown().await;
+        writeln!(out, "cancelled")?;
+        return Ok(Exit::Cancelled);
+    }
     let before = load::unix_ms();
     writeln!(
         out,
@@ -706,8 +743,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
     };
     let second = sandbox
         .release(tag, scenario.profile(), Some(&report_path), live)
-        .await
-        .map_err(|e| AppError::input(e.to_string()))?;
+        .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let after = sandbox.load.since(load::unix_ms().saturating_sub(1500));
     writeln!(
@@ -746,7 +782,9 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
             if let Some(extra) = &args.report {
                 std::fs::copy(&report_path, extra)?;
             }
-            if report.verdict != scenario.expected() {
+            if report.verdict != scenario.expected()
+                && report.verdict != crate::report::Verdict::Cancelled
+            {
                 writeln!(
                     out,
                     "note: the {} scenario is expected to end {}",

@@ -609,6 +609,10 @@ defaults
     timeout http-keep-alive 30s
     option http-keep-alive
     option forwardfor
+    # A backend that restarts closes its idle connections; a request that met one as it closed
+    # is sent again (idempotent requests only, as HAProxy decides), so no client sees it.
+    retries 3
+    retry-on conn-failure empty-response
 
 frontend splitter
     bind 127.0.0.1:{port}
