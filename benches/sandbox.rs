@@ -64,13 +64,7 @@ async fn one_run(i: u32) -> (Run, String) {
     let sb = Sandbox::start(options("good", 50)).await.expect("sandbox");
     let components = format!("{}; {}", sb.splitter.describe(), sb.metrics.describe());
     let schedule = schedule_s(&sb.example);
-    let first = sb
-        .release(STABLE_TAG, "prod", None, |_, _| {})
-        .await
-        .expect("release 1");
-    assert_eq!(first.exit_code, 0);
-    sb.load.resume();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let first = sb.bootstrap("prod", |_, _| {}).await.expect("release 1");
     let good = sb
         .release(Scenario::Good.tag(), "prod", None, |_, _| {})
         .await
@@ -86,13 +80,7 @@ async fn one_run(i: u32) -> (Run, String) {
     let sb = Sandbox::start(options("errors", 400))
         .await
         .expect("sandbox");
-    let first = sb
-        .release(STABLE_TAG, "prod", None, |_, _| {})
-        .await
-        .expect("release 1");
-    assert_eq!(first.exit_code, 0);
-    sb.load.resume();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let first = sb.bootstrap("prod", |_, _| {}).await.expect("release 1");
     let bad = sb
         .release(Scenario::Errors.tag(), "prod", None, |_, _| {})
         .await
@@ -112,7 +100,9 @@ async fn one_run(i: u32) -> (Run, String) {
         })
         .expect("the proxy went back to the primary");
     let samples = sb.shutdown().await;
-    peak = peak.max(bad.peak_rss_kib.unwrap_or(0));
+    peak = peak
+        .max(first.peak_rss_kib.unwrap_or(0))
+        .max(bad.peak_rss_kib.unwrap_or(0));
     (
         Run {
             overhead: good.wall.as_secs_f64() / schedule,

@@ -51,21 +51,10 @@ async fn sandbox(name: &str, router: Router, tag_every: Option<u32>, profile: &s
     .await
     .expect("the sandbox starts");
     assert!(sandbox.metrics.is_real() && sandbox.splitter.describe().contains("HAProxy"));
-    let first = sandbox
-        .release(STABLE_TAG, profile, None, |_, _| {})
+    sandbox
+        .bootstrap(profile, |_, _| {})
         .await
-        .expect("release 1 runs");
-    assert_eq!(first.exit_code, 0, "release 1: {:#?}", first.messages);
-    assert!(
-        sandbox
-            .wait_for(Duration::from_secs(10), |n| n.changes.last().is_some_and(
-                |c| c.primary.as_deref() == Some(STABLE_TAG) && c.canary.is_none()
-            ))
-            .await,
-        "the primary takes the traffic after release 1"
-    );
-    sandbox.load.resume();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+        .expect("release 1 bootstraps the primary");
     sandbox
 }
 
@@ -290,30 +279,31 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
     assert_eq!(Stats::of(&samples).errors, 0);
 }
 
+/// Runs `aviary sandbox ARGS --workdir DIR`, expecting exit `code`; returns its stdout.
+fn run_sandbox(args: &[&str], dir: &std::path::Path, code: i32) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .arg("sandbox")
+        .args(args)
+        .arg("--workdir")
+        .arg(dir)
+        .output()
+        .expect("aviary sandbox runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The README's main job, on the embedded equivalents (what a machine without Prometheus and
 /// HAProxy gets): the command itself, its live output, its verdict and its files.
 #[test]
 fn the_sandbox_command_promotes_on_the_embedded_components() {
     let dir = workdir("cli-embedded");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
-        .args([
-            "sandbox",
-            "--metrics",
-            "embedded",
-            "--proxy",
-            "embedded",
-            "--workdir",
-        ])
-        .arg(&dir)
-        .output()
-        .expect("aviary sandbox runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_sandbox(&["--metrics", "embedded", "--proxy", "embedded"], &dir, 0);
     assert!(stdout.contains("embedded proxy"), "{stdout}");
     assert!(
         stdout.contains("embedded Prometheus-compatible store"),
@@ -334,25 +324,7 @@ fn the_sandbox_command_promotes_on_the_embedded_components() {
 fn the_sandbox_command_rolls_back_a_bad_release_on_istio() {
     require_real_components();
     let dir = workdir("cli-istio");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
-        .args([
-            "sandbox",
-            "--scenario",
-            "errors",
-            "--router",
-            "istio",
-            "--workdir",
-        ])
-        .arg(&dir)
-        .output()
-        .expect("aviary sandbox runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_sandbox(&["--scenario", "errors", "--router", "istio"], &dir, 1);
     assert!(
         stdout.contains("HAProxy") && stdout.contains("Prometheus 2"),
         "{stdout}"

@@ -49,6 +49,8 @@ pub const CANARY: &str = "podinfo";
 pub const IMAGE: &str = "ghcr.io/aviary-dev/demo";
 /// The version the first release installs.
 pub const STABLE_TAG: &str = "1.0.0";
+/// How long the primary serves alone before the second release.
+pub const BASELINE: Duration = Duration::from_secs(4);
 
 /// The shipped example (`examples/sandbox`), built into the binary so that the sandbox runs
 /// from anywhere: (path in the project, contents).
@@ -207,6 +209,9 @@ pub enum SandboxError {
     /// A choice this machine cannot honour (exit 2).
     #[error("sandbox: {0}")]
     Setup(String),
+    /// The first release did not leave the primary serving.
+    #[error("sandbox: {0}")]
+    Bootstrap(String),
 }
 
 impl From<SandboxError> for AppError {
@@ -477,6 +482,38 @@ impl Sandbox {
         })
     }
 
+    /// Release 1 ([`STABLE_TAG`]), which creates the primary; then the clients start, and the
+    /// primary serves them alone for [`BASELINE`] so that the judge has something to compare
+    /// the canary with.
+    pub async fn bootstrap(
+        &self,
+        profile: &str,
+        show: impl FnMut(&str, &str),
+    ) -> Result<Release, SandboxError> {
+        let first = self.release(STABLE_TAG, profile, None, show).await?;
+        if first.exit_code != 0 {
+            return Err(SandboxError::Bootstrap(format!(
+                "the first release failed (exit {}); see its messages",
+                first.exit_code
+            )));
+        }
+        let serving = self
+            .wait_for(Duration::from_secs(10), |n| {
+                n.changes
+                    .last()
+                    .is_some_and(|c| c.primary.as_deref() == Some(STABLE_TAG) && c.canary.is_none())
+            })
+            .await;
+        if !serving {
+            return Err(SandboxError::Bootstrap(
+                "the primary did not take the traffic after the first release".into(),
+            ));
+        }
+        self.load.resume();
+        tokio::time::sleep(BASELINE).await;
+        Ok(first)
+    }
+
     /// The version the primary side of the split runs now.
     pub fn primary_version(&self) -> Option<String> {
         let node = self.node.lock().ok()?;
@@ -656,37 +693,17 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         "\n{} release 1: {IMAGE}:{STABLE_TAG} (first release: the primary is created)",
         stamp()
     )?;
-    let first = sandbox
-        .release(STABLE_TAG, scenario.profile(), None, |level, message| {
+    let bootstrapped = sandbox
+        .bootstrap(scenario.profile(), |level, message| {
             if level != "DEBUG" && level != "TRACE" {
                 println!("{} {message}", stamp());
             }
         })
-        .await?;
-    if first.exit_code != 0 {
-        sandbox.shutdown().await;
-        return Err(AppError::Runtime(format!(
-            "the first release failed (exit {}); see the messages above",
-            first.exit_code
-        )));
-    }
-    // Clients from now on, and a baseline for the judge: the primary serves for a few seconds
-    // before the new release.
-    let ready = sandbox
-        .wait_for(Duration::from_secs(10), |n| {
-            n.changes
-                .last()
-                .is_some_and(|c| c.primary.as_deref() == Some(STABLE_TAG))
-        })
         .await;
-    if !ready {
+    if let Err(e) = bootstrapped {
         sandbox.shutdown().await;
-        return Err(AppError::Runtime(
-            "the primary did not take the traffic after the first release".to_string(),
-        ));
+        return Err(e.into());
     }
-    sandbox.load.resume();
-    tokio::time::sleep(Duration::from_secs(4)).await;
     if cancelled() {
         sandbox.shutdown().await;
         writeln!(out, "cancelled")?;

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use crate::eval::{eval_range, Evaluator, Value};
+use crate::eval::{eval_range, Evaluator, Series, Value};
 use crate::parser::{parse, parse_duration};
 use crate::scrape::{lock, now_ms, read, Shared, SCRAPE_TIMEOUT};
 use crate::storage::Labels;
@@ -115,23 +115,9 @@ async fn query_range(
     };
     match result {
         Ok(series) => {
-            let mut out = String::from(r#"{"resultType":"matrix","result":["#);
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &s.metric);
-                out.push_str(r#","values":["#);
-                for (j, &(t, v)) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    write_point(&mut out, t, v);
-                }
-                out.push_str("]}");
-            }
-            out.push_str("]}");
+            let mut out = String::new();
+            write_matrix(&mut out, &series);
+            out.push('}');
             success(&out)
         }
         Err(e) => error(&e),
@@ -235,28 +221,31 @@ fn instant_json(v: &Value, t: i64) -> String {
             }
             out.push(']');
         }
-        Value::Matrix(series) => {
-            out.push_str(r#"{"resultType":"matrix","result":["#);
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                write_labels(&mut out, &s.metric);
-                out.push_str(r#","values":["#);
-                for (j, &(pt, pv)) in s.points.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
-                    }
-                    write_point(&mut out, pt, pv);
-                }
-                out.push_str("]}");
-            }
-            out.push(']');
-        }
+        Value::Matrix(series) => write_matrix(&mut out, series),
     }
     out.push('}');
     out
+}
+
+/// `{"resultType":"matrix","result":[...]` (the caller closes the object).
+fn write_matrix(out: &mut String, series: &[Series]) {
+    out.push_str(r#"{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"metric":"#);
+        write_labels(out, &s.metric);
+        out.push_str(r#","values":["#);
+        for (j, &(t, v)) in s.points.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            write_point(out, t, v);
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
 }
 
 fn json_string(s: &str) -> String {
