@@ -24,9 +24,13 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 /// `AVIARY_LOG` (e.g. `debug`, `aviary=trace`) overrides `level`.
 pub fn init(format: LogFormat, level: &str) {
     let _ = FORMAT.set(format);
+    // kube-client's HTTP trace layer logs every 5xx as an error with no context ("failed with
+    // status 503"); aviary retries those and reports what it was doing when it gives up, so the
+    // layer stays quiet unless AVIARY_LOG asks for it.
+    const QUIET: &str = "kube_client::client::builder=off";
     let filter = EnvFilter::try_from_env("AVIARY_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(format!("{level},{QUIET}")))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -368,7 +368,7 @@ async fn drive(
     options: &Options,
     lease: &LeaseGuard,
 ) -> Result<Outcome, RunError> {
-    let workloads = Workloads::discover(client.clone(), &canary).await?;
+    let workloads = Workloads::discover(client.clone(), &canary, provider).await?;
     // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
     let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
         ClusterError::Invalid(message) => RunError::Unsupported(message),

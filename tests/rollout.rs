@@ -435,6 +435,27 @@ fn replica_ratio_splits_the_replicas() {
     assert!(last["spec"]["template"]["metadata"]["labels"]["aviary.dev/service"].is_null());
 }
 
+/// The provider may come from `--provider` (Flagger's `-mesh-provider`) rather than the spec;
+/// replica-ratio mode must follow it all the same.
+#[test]
+fn replica_ratio_from_the_provider_flag() {
+    let c = cluster();
+    let hook = Hook::start();
+    let text = canary_yaml("kubernetes:replicas", &hook.url, "    stepWeight: 25")
+        .replace("  provider: kubernetes:replicas\n", "");
+    assert!(!text.contains("provider:"));
+    let canary = c.write("canary.yaml", &text);
+    c.apply_target("podinfo:1", 4);
+    let out = c
+        .aviary(&canary, &[])
+        .args(["--provider", "kubernetes:replicas"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let apex = c.get("v1", "services", "podinfo");
+    assert_eq!(apex["spec"]["selector"]["aviary.dev/service"], "podinfo");
+}
+
 #[test]
 fn abort_and_status_talk_to_a_running_rollout() {
     let (c, _hook, canary) =

@@ -62,8 +62,13 @@ pub const SHARED_LABEL: &str = "aviary.dev/service";
 
 impl Workloads {
     /// Reads the target and finds its selector label. Fails if the target does not exist or is
-    /// not a Deployment aviary can manage.
-    pub async fn discover(client: Client, canary: &Canary) -> Result<Workloads, ClusterError> {
+    /// not a Deployment aviary can manage. `provider` is the one in effect (the spec's, or the
+    /// runner's default when the spec names none).
+    pub async fn discover(
+        client: Client,
+        canary: &Canary,
+        provider: &crate::spec::Provider,
+    ) -> Result<Workloads, ClusterError> {
         let kind = canary.target_ref.kind.as_deref().unwrap_or("Deployment");
         if kind != "Deployment" {
             return Err(ClusterError::Invalid(format!(
@@ -120,7 +125,7 @@ impl Workloads {
                 .and_then(|r| r.max_replicas),
             primary_ready_threshold: analysis.primary_ready_threshold,
             canary_ready_threshold: analysis.canary_ready_threshold,
-            shared_label: (canary.provider == Some(crate::spec::Provider::KubernetesReplicas))
+            shared_label: (*provider == crate::spec::Provider::KubernetesReplicas)
                 .then(|| (SHARED_LABEL.to_string(), canary.service.name.clone())),
         })
     }
