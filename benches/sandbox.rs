@@ -46,17 +46,27 @@ struct Run {
     peak_rss_kib: u64,
 }
 
-async fn one_run(i: u32) -> (Run, String) {
+/// The components of one set of runs: what is installed, or the embedded equivalents.
+#[derive(Clone, Copy)]
+enum Components {
+    Installed,
+    Embedded,
+}
+
+async fn one_run(i: u32, components: Components) -> (Run, String) {
+    let (metrics, proxy) = match components {
+        Components::Installed => (MetricsChoice::Auto, ProxyChoice::Auto),
+        Components::Embedded => (MetricsChoice::Embedded, ProxyChoice::Embedded),
+    };
     let options = |name: &str, rate: u32| Options {
         router: Router::GatewayApi,
-        metrics: MetricsChoice::Auto,
-        proxy: ProxyChoice::Auto,
+        metrics,
+        proxy,
         aviary: aviary(),
         workdir: std::env::temp_dir()
             .join(format!("aviary-bench-{name}-{}-{i}", std::process::id())),
         rate,
         tag_every: None,
-        flaky_api: false,
     };
     let mut peak = 0u64;
 
@@ -149,13 +159,27 @@ fn main() {
         .build()
         .expect("a runtime");
     let (cold_median, cold_max) = cold_start();
-    let mut results = Vec::new();
-    let mut components = String::new();
-    for i in 0..runs {
-        let (run, c) = runtime.block_on(one_run(i));
-        components = c;
-        results.push(run);
+    let installed =
+        aviary::sandbox::metrics::find_prometheus().is_some() || splitter::find_haproxy().is_some();
+    let sets: &[Components] = if installed {
+        &[Components::Installed, Components::Embedded]
+    } else {
+        &[Components::Embedded]
+    };
+    for set in sets {
+        let mut results = Vec::new();
+        let mut components = String::new();
+        for i in 0..runs {
+            let (run, c) = runtime.block_on(one_run(i, *set));
+            components = c;
+            results.push(run);
+        }
+        report(runs, &components, &results);
     }
+    println!("cold start --version  {cold_median:.1} ms median, {cold_max:.1} ms max of 30");
+}
+
+fn report(runs: u32, components: &str, results: &[Run]) {
     let worst = |f: fn(&Run) -> f64| results.iter().map(f).fold(f64::MIN, f64::max);
     println!("aviary sandbox benchmark ({runs} run(s)) on {components}");
     println!(
@@ -173,5 +197,4 @@ fn main() {
         "peak RSS of rollout   {:.1} MiB (VmHWM of the aviary rollout process; worst)   target < 30 MB",
         worst(|r| r.peak_rss_kib as f64) / 1024.0
     );
-    println!("cold start --version  {cold_median:.1} ms median, {cold_max:.1} ms max of 30");
 }

@@ -46,7 +46,6 @@ async fn sandbox(name: &str, router: Router, tag_every: Option<u32>, profile: &s
         workdir: workdir(name),
         rate: 50,
         tag_every,
-        flaky_api: false,
     })
     .await
     .expect("the sandbox starts");

@@ -195,8 +195,6 @@ pub struct Options {
     pub rate: u32,
     /// Every n-th client request carries `x-canary: insider`.
     pub tag_every: Option<u32>,
-    /// Faults for the API server (the flaky scenario).
-    pub flaky_api: bool,
 }
 
 /// Errors that stop the sandbox itself (not a rollout's verdict).
@@ -348,7 +346,7 @@ impl Sandbox {
     /// fail with 503, PATCHes with 409, and some are slow.
     pub fn make_api_flaky(&self) {
         let under = format!("/namespaces/{NAMESPACE}/");
-        let regex = format!(".*{}.*", regex_escape(&under));
+        let regex = format!(".*{}.*", crate::routing::regex_escape(&under));
         let fault = |method: Option<&str>, p: f64, kind, seed| kube_emulator::Fault {
             method: method.map(str::to_string),
             path_regex: regex.clone(),
@@ -547,10 +545,6 @@ impl Sandbox {
     }
 }
 
-fn regex_escape(s: &str) -> String {
-    crate::routing::regex_escape(s)
-}
-
 /// The level and message of one of aviary's JSON log lines (the line itself when it is not
 /// JSON).
 fn parse_log_line(line: &str) -> (String, String) {
@@ -624,7 +618,6 @@ pub fn run(args: &SandboxArgs) -> Result<Exit, AppError> {
         workdir,
         rate: args.rate,
         tag_every: (args.scenario == Scenario::Ab).then_some(3),
-        flaky_api: args.scenario == Scenario::Flaky,
     };
     runtime.block_on(run_scenario(args, options))
 }
