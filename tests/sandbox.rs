@@ -336,3 +336,29 @@ fn the_sandbox_command_rolls_back_a_bad_release_on_istio() {
     let vs = std::fs::read_to_string(dir.join("report.json")).unwrap();
     assert!(vs.contains("request-success-rate"), "{vs}");
 }
+
+/// The replica-ratio router through the command, on an API server that fails a share of its
+/// requests: retried, and promoted.
+#[test]
+fn the_sandbox_command_promotes_through_api_faults_on_replica_ratio() {
+    require_real_components();
+    let dir = workdir("cli-flaky");
+    let stdout = run_sandbox(
+        &["--scenario", "flaky", "--router", "kubernetes:replicas"],
+        &dir,
+        0,
+    );
+    assert!(stdout.contains("the API server now fails 10%"), "{stdout}");
+    // Two replicas each: the split moves in halves, as the replicas do.
+    assert!(stdout.contains("split: canary 50%"), "{stdout}");
+    assert!(stdout.contains("verdict: promoted (exit 0)"), "{stdout}");
+    assert!(stdout.contains("errors 0.0%"), "{stdout}");
+    let faults: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("after the release"))
+        .collect();
+    assert!(
+        faults.iter().all(|l| l.contains("2.0.0 100%")),
+        "{faults:?}"
+    );
+}
