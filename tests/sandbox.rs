@@ -353,12 +353,9 @@ fn the_sandbox_command_promotes_through_api_faults_on_replica_ratio() {
     assert!(stdout.contains("split: canary 50%"), "{stdout}");
     assert!(stdout.contains("verdict: promoted (exit 0)"), "{stdout}");
     assert!(stdout.contains("errors 0.0%"), "{stdout}");
-    let faults: Vec<&str> = stdout
+    let after: Vec<&str> = stdout
         .lines()
         .filter(|l| l.contains("after the release"))
         .collect();
-    assert!(
-        faults.iter().all(|l| l.contains("2.0.0 100%")),
-        "{faults:?}"
-    );
+    assert!(after.iter().all(|l| l.contains("2.0.0 100%")), "{after:?}");
 }

@@ -320,28 +320,24 @@ fn format_duration(ms: u128) -> String {
     out
 }
 
+/// Seconds as a float, in ms; `otherwise` reads what is not a number. `None` when neither fits.
+fn seconds_or(s: &str, otherwise: fn(&str) -> Option<i64>) -> Option<i64> {
+    let s = s.trim();
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs.abs() < 1e15 => Some((secs * 1000.0).round() as i64),
+        Ok(_) => None,
+        Err(_) => otherwise(s),
+    }
+}
+
 /// Unix seconds (with a fraction) or RFC 3339, in ms.
 fn parse_time(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs.abs() < 1e15 {
-            return Some((secs * 1000.0).round() as i64);
-        }
-        return None;
-    }
-    parse_rfc3339(s)
+    seconds_or(s, parse_rfc3339)
 }
 
 /// Seconds as a float, or a Prometheus duration, in ms.
 fn parse_step(s: &str) -> Option<i64> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs.abs() < 1e15 {
-            return Some((secs * 1000.0).round() as i64);
-        }
-        return None;
-    }
-    parse_duration(s)
+    seconds_or(s, parse_duration)
 }
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
