@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::json;
 
-use crate::eval::{eval_range, Evaluator, Series, Value};
+use crate::eval::{eval_range_expr, Evaluator, Series, Value};
 use crate::parser::{parse, parse_duration};
 use crate::scrape::{lock, now_ms, read, Shared, SCRAPE_TIMEOUT};
 use crate::storage::Labels;
@@ -105,13 +105,13 @@ async fn query_range(
             get("step")
         )));
     };
-    let q = get("query");
-    if let Err(e) = parse(q) {
-        return error(&invalid_query(e));
-    }
+    let expr = match parse(get("query")) {
+        Ok(e) => e,
+        Err(e) => return error(&invalid_query(e)),
+    };
     let result = {
         let storage = read(&shared.storage);
-        eval_range(&storage, q, start, end, step)
+        eval_range_expr(&storage, &expr, start, end, step)
     };
     match result {
         Ok(series) => {

@@ -62,6 +62,25 @@ pub fn eval_range(
     end_ms: i64,
     step_ms: i64,
 ) -> Result<Vec<Series>, Error> {
+    check_range(start_ms, end_ms, step_ms)?;
+    let expr = parse(query)?;
+    range_of(storage, &expr, start_ms, end_ms, step_ms)
+}
+
+/// [`eval_range`] for an expression already parsed.
+pub fn eval_range_expr(
+    storage: &Storage,
+    expr: &Expr,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<Series>, Error> {
+    check_range(start_ms, end_ms, step_ms)?;
+    range_of(storage, expr, start_ms, end_ms, step_ms)
+}
+
+/// The range and step a range query may have.
+fn check_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), Error> {
     if step_ms <= 0 {
         return Err(Error::BadData(
             "zero or negative query resolution step widths are not accepted. Try a positive integer"
@@ -83,7 +102,16 @@ pub fn eval_range(
                 .to_string(),
         ));
     }
-    let expr = parse(query)?;
+    Ok(())
+}
+
+fn range_of(
+    storage: &Storage,
+    expr: &Expr,
+    start_ms: i64,
+    end_ms: i64,
+    step_ms: i64,
+) -> Result<Vec<Series>, Error> {
     let t = expr.value_type();
     if !matches!(t, ValueType::Scalar | ValueType::Vector) {
         return Err(Error::BadData(format!(
@@ -94,7 +122,7 @@ pub fn eval_range(
     let mut out: BTreeMap<Labels, Vec<Point>> = BTreeMap::new();
     let mut ts = start_ms;
     while ts <= end_ms {
-        match ev.eval(&expr, ts)? {
+        match ev.eval(expr, ts)? {
             Value::Scalar(v) => out.entry(Labels::new()).or_default().push((ts, v)),
             Value::Vector(samples) => {
                 for s in samples {

@@ -63,8 +63,8 @@ use std::time::Duration;
 
 pub use api::{format_timestamp, format_value};
 pub use eval::{
-    bucket_quantile, eval_instant, eval_range, extrapolated_rate, Evaluator, Sample, Series, Value,
-    LOOKBACK_MS, MAX_POINTS,
+    bucket_quantile, eval_instant, eval_range, eval_range_expr, extrapolated_rate, Evaluator,
+    Sample, Series, Value, LOOKBACK_MS, MAX_POINTS,
 };
 pub use exposition::{parse_exposition, ParsedSample};
 pub use parser::{
