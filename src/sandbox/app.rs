@@ -180,27 +180,9 @@ impl Demo {
         out.push_str("# TYPE http_request_duration_seconds histogram\n");
         for (status, s) in statuses {
             let labels = format!("method=\"GET\",path=\"root\",status=\"{status}\"");
-            for (le, n) in SECONDS_BUCKETS.iter().zip(s.seconds_buckets) {
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum_seconds
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
+            let buckets = SECONDS_BUCKETS.iter().zip(s.seconds_buckets);
+            let name = "http_request_duration_seconds";
+            histogram(&mut out, name, &labels, buckets, s.sum_seconds, s.count);
         }
         out.push_str("# HELP http_requests_total Requests served.\n");
         out.push_str("# TYPE http_requests_total counter\n");
@@ -227,30 +209,36 @@ impl Demo {
         out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
         for (status, s) in statuses {
             let labels = format!("{istio},response_code=\"{status}\"");
-            for (le, n) in MILLIS_BUCKETS.iter().zip(s.millis_buckets) {
-                let _ = writeln!(
-                    out,
-                    "istio_request_duration_milliseconds_bucket{{{labels},le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "istio_request_duration_milliseconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "istio_request_duration_milliseconds_sum{{{labels}}} {}",
-                s.sum_seconds * 1000.0
-            );
-            let _ = writeln!(
-                out,
-                "istio_request_duration_milliseconds_count{{{labels}}} {}",
-                s.count
+            let buckets = MILLIS_BUCKETS.iter().zip(s.millis_buckets);
+            let name = "istio_request_duration_milliseconds";
+            histogram(
+                &mut out,
+                name,
+                &labels,
+                buckets,
+                s.sum_seconds * 1000.0,
+                s.count,
             );
         }
         out
     }
+}
+
+/// One histogram series in the exposition format: its cumulative buckets, `+Inf`, sum, count.
+fn histogram<'a>(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl Iterator<Item = (&'a f64, u64)>,
+    sum: f64,
+    count: u64,
+) {
+    for (le, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 fn escape(v: &str) -> String {
