@@ -42,21 +42,20 @@ impl Tool {
 
 /// Finds `kustomize`, else `kubectl`, on `path` (a `PATH`-style list).
 pub fn find_tool_in(path: Option<OsString>) -> Result<Tool, RenderError> {
-    let dirs: Vec<PathBuf> = path
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    let find = |name: &str| {
-        dirs.iter()
-            .map(|d| d.join(name))
-            .find(|candidate| is_executable(candidate))
-    };
-    if let Some(p) = find("kustomize") {
+    if let Some(p) = find_executable(path.as_deref(), "kustomize") {
         return Ok(Tool::Kustomize(p));
     }
-    if let Some(p) = find("kubectl") {
+    if let Some(p) = find_executable(path.as_deref(), "kubectl") {
         return Ok(Tool::Kubectl(p));
     }
     Err(RenderError::KustomizeMissing)
+}
+
+/// The first executable file called `name` in the directories of `path` (a `PATH`-style list).
+pub fn find_executable(path: Option<&std::ffi::OsStr>, name: &str) -> Option<PathBuf> {
+    std::env::split_paths(path?)
+        .map(|d| d.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 /// Finds `kustomize`, else `kubectl`, on `$PATH`.
@@ -65,13 +64,13 @@ pub fn find_tool() -> Result<Tool, RenderError> {
 }
 
 #[cfg(unix)]
-fn is_executable(p: &Path) -> bool {
+pub(crate) fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(not(unix))]
-fn is_executable(p: &Path) -> bool {
+pub(crate) fn is_executable(p: &Path) -> bool {
     p.is_file() || p.with_extension("exe").is_file()
 }
 

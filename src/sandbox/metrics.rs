@@ -39,31 +39,21 @@ pub fn find_prometheus() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("AVIARY_PROMETHEUS_BIN").filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("prometheus"))
-            .find(|p| p.is_file())
-    });
-    on_path.or_else(|| {
+    use crate::render::kustomize::{find_executable, is_executable};
+    find_executable(std::env::var_os("PATH").as_deref(), "prometheus").or_else(|| {
         let p = PathBuf::from("/usr/bin/prometheus");
-        p.is_file().then_some(p)
+        is_executable(&p).then_some(p)
     })
 }
 
 impl MetricsBackend {
-    pub async fn start(choice: MetricsChoice, workdir: &Path) -> std::io::Result<MetricsBackend> {
-        let binary = match choice {
-            MetricsChoice::Embedded => None,
-            MetricsChoice::Auto => find_prometheus(),
-            MetricsChoice::Prometheus => Some(find_prometheus().ok_or_else(|| {
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "--metrics prometheus: no prometheus binary (install Debian's `prometheus`, set AVIARY_PROMETHEUS_BIN, or use --metrics embedded)",
-                )
-            })?),
-        };
-        match binary {
-            Some(binary) => start_prometheus(&binary, workdir).await,
+    /// Starts Prometheus from `prometheus` when given, else the embedded store.
+    pub async fn start(
+        prometheus: Option<&Path>,
+        workdir: &Path,
+    ) -> std::io::Result<MetricsBackend> {
+        match prometheus {
+            Some(binary) => start_prometheus(binary, workdir).await,
             None => {
                 let store = promlite::Promlite::start(promlite::Config {
                     scrape_interval: SCRAPE_INTERVAL,

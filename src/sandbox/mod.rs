@@ -255,11 +255,30 @@ pub struct Release {
 
 impl Sandbox {
     pub async fn start(options: Options) -> Result<Sandbox, SandboxError> {
-        if options.metrics == MetricsChoice::Prometheus && metrics::find_prometheus().is_none() {
-            return Err(SandboxError::Setup(
-                "--metrics prometheus: no prometheus binary (install Debian's `prometheus`, set AVIARY_PROMETHEUS_BIN, or use --metrics embedded)".into(),
-            ));
-        }
+        // What runs where is decided before anything starts.
+        let prometheus = match options.metrics {
+            MetricsChoice::Embedded => None,
+            MetricsChoice::Auto => metrics::find_prometheus(),
+            MetricsChoice::Prometheus => Some(metrics::find_prometheus().ok_or_else(|| {
+                SandboxError::Setup(
+                    "--metrics prometheus: no prometheus binary (install Debian's `prometheus`, set AVIARY_PROMETHEUS_BIN, or use --metrics embedded)".into(),
+                )
+            })?),
+        };
+        let engine = match options.proxy {
+            ProxyChoice::Embedded => Engine::Embedded,
+            ProxyChoice::Auto => match splitter::find_haproxy() {
+                Some(binary) => Engine::Haproxy { binary },
+                None => Engine::Embedded,
+            },
+            ProxyChoice::Haproxy => Engine::Haproxy {
+                binary: splitter::find_haproxy().ok_or_else(|| {
+                    SandboxError::Setup(
+                        "--proxy haproxy: no haproxy binary (install Debian's `haproxy`, set AVIARY_HAPROXY, or use --proxy embedded)".into(),
+                    )
+                })?,
+            },
+        };
         std::fs::create_dir_all(&options.workdir)?;
         let example = options.workdir.join("example");
         for (path, text) in EXAMPLE {
@@ -277,21 +296,7 @@ impl Sandbox {
         .await?;
         let kubeconfig = options.workdir.join("kubeconfig");
         emulator.write_kubeconfig(&kubeconfig, NAMESPACE)?;
-        let metrics = MetricsBackend::start(options.metrics, &options.workdir).await?;
-        let engine = match options.proxy {
-            ProxyChoice::Embedded => Engine::Embedded,
-            ProxyChoice::Auto => match splitter::find_haproxy() {
-                Some(binary) => Engine::Haproxy { binary },
-                None => Engine::Embedded,
-            },
-            ProxyChoice::Haproxy => Engine::Haproxy {
-                binary: splitter::find_haproxy().ok_or_else(|| {
-                    SandboxError::Setup(
-                        "--proxy haproxy: no haproxy binary (install Debian's `haproxy`, set AVIARY_HAPROXY, or use --proxy embedded)".into(),
-                    )
-                })?,
-            },
-        };
+        let metrics = MetricsBackend::start(prometheus.as_deref(), &options.workdir).await?;
         let split_dir = options.workdir.join("split");
         std::fs::create_dir_all(&split_dir)?;
         let splitter = Splitter::start(splitter::Options {
