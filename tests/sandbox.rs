@@ -359,3 +359,75 @@ fn the_sandbox_command_promotes_through_api_faults_on_replica_ratio() {
         .collect();
     assert!(after.iter().all(|l| l.contains("2.0.0 100%")), "{after:?}");
 }
+
+/// Bad choices are refused before anything starts, with exit 2, saying what and how to fix it.
+#[test]
+fn the_sandbox_command_refuses_what_it_cannot_do() {
+    let refused = |args: &[&str], env: &[(&str, &str)], says: &[&str]| {
+        let dir = workdir("refused");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
+            .arg("sandbox")
+            .args(args)
+            .arg("--workdir")
+            .arg(&dir)
+            .envs(env.iter().copied())
+            .output()
+            .expect("aviary sandbox runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for s in says {
+            assert!(stderr.contains(s), "{args:?}: {stderr}");
+        }
+    };
+    refused(
+        &["--scenario", "ab", "--router", "kubernetes:replicas"],
+        &[],
+        &[
+            "--scenario ab needs a router that can route by header",
+            "use --router gatewayapi",
+        ],
+    );
+    refused(&["--rate", "1"], &[], &["--rate", "5..=2000"]);
+    refused(
+        &["--metrics", "prometheus"],
+        &[("AVIARY_PROMETHEUS_BIN", "/nonexistent/prometheus")],
+        &[
+            "/nonexistent/prometheus is not an executable file",
+            "AVIARY_PROMETHEUS_BIN",
+            "--metrics embedded",
+        ],
+    );
+    refused(
+        &["--proxy", "haproxy", "--metrics", "embedded"],
+        &[("AVIARY_HAPROXY", "/nonexistent/haproxy")],
+        &[
+            "/nonexistent/haproxy is not an executable file",
+            "AVIARY_HAPROXY",
+        ],
+    );
+}
+
+/// HAProxy's runtime API needs a plain work directory; one with a space is refused as input.
+#[test]
+fn a_workdir_haproxy_cannot_use_is_refused() {
+    require_real_components();
+    let dir = workdir("with space").join("a b");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .args([
+            "sandbox",
+            "--proxy",
+            "haproxy",
+            "--metrics",
+            "embedded",
+            "--workdir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("aviary sandbox runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--workdir") && stderr.contains("choose a plain path"),
+        "{stderr}"
+    );
+}

@@ -265,18 +265,27 @@ impl Sandbox {
                 )
             })?),
         };
+        let prometheus = prometheus
+            .map(|p| executable(p, "AVIARY_PROMETHEUS_BIN", "--metrics embedded"))
+            .transpose()?;
         let engine = match options.proxy {
             ProxyChoice::Embedded => Engine::Embedded,
             ProxyChoice::Auto => match splitter::find_haproxy() {
-                Some(binary) => Engine::Haproxy { binary },
+                Some(binary) => Engine::Haproxy {
+                    binary: executable(binary, "AVIARY_HAPROXY", "--proxy embedded")?,
+                },
                 None => Engine::Embedded,
             },
             ProxyChoice::Haproxy => Engine::Haproxy {
-                binary: splitter::find_haproxy().ok_or_else(|| {
-                    SandboxError::Setup(
-                        "--proxy haproxy: no haproxy binary (install Debian's `haproxy`, set AVIARY_HAPROXY, or use --proxy embedded)".into(),
-                    )
-                })?,
+                binary: executable(
+                    splitter::find_haproxy().ok_or_else(|| {
+                        SandboxError::Setup(
+                            "--proxy haproxy: no haproxy binary (install Debian's `haproxy`, set AVIARY_HAPROXY, or use --proxy embedded)".into(),
+                        )
+                    })?,
+                    "AVIARY_HAPROXY",
+                    "--proxy embedded",
+                )?,
             },
         };
         std::fs::create_dir_all(&options.workdir)?;
@@ -305,7 +314,11 @@ impl Sandbox {
             match_headers: vec!["x-canary".to_string(), "cookie".to_string()],
         })
         .await
-        .map_err(|e| SandboxError::Split(e.to_string()))?;
+        .map_err(|e| match e {
+            // The one thing the user chose that HAProxy can refuse: the work directory.
+            splitter::Error::Invalid { .. } => SandboxError::Setup(format!("--workdir: {e}")),
+            other => SandboxError::Split(other.to_string()),
+        })?;
         let splitter = Arc::new(splitter);
         let emulator = Arc::new(emulator);
         let metrics = Arc::new(metrics);
@@ -547,6 +560,19 @@ impl Sandbox {
             metrics.stop().await;
         }
         samples
+    }
+}
+
+/// `binary` when it is an executable file; else a setup error naming the variable that can
+/// point at it and the choice that needs none.
+fn executable(binary: PathBuf, variable: &str, instead: &str) -> Result<PathBuf, SandboxError> {
+    if crate::render::kustomize::is_executable(&binary) {
+        Ok(binary)
+    } else {
+        Err(SandboxError::Setup(format!(
+            "{} is not an executable file; point {variable} at one, unset it, or use {instead}",
+            binary.display()
+        )))
     }
 }
 
