@@ -345,7 +345,7 @@ impl Sandbox {
                 value: "insider".into(),
             }),
         })
-        .map_err(|e| SandboxError::Setup(format!("cannot start the clients: {e}")))?;
+        .map_err(|e| std::io::Error::other(format!("cannot start the clients: {e}")))?;
         Ok(Sandbox {
             emulator,
             splitter,
@@ -453,7 +453,7 @@ impl Sandbox {
         let stderr = child
             .stderr
             .take()
-            .ok_or_else(|| SandboxError::Setup("the rollout has no stderr".into()))?;
+            .ok_or_else(|| std::io::Error::other("the rollout process has no stderr"))?;
         let mut lines = BufReader::new(stderr).lines();
         let mut messages = Vec::new();
         let mut peak_rss_kib = None;
