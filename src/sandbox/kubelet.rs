@@ -23,6 +23,9 @@ use tokio::process::{Child, Command};
 use super::metrics::MetricsBackend;
 use super::routes::{self, Router};
 
+/// A scrape target: its URL and labels.
+type Target = (String, BTreeMap<String, String>);
+
 /// How often the node looks at the cluster.
 pub const SYNC_PERIOD: Duration = Duration::from_millis(50);
 
@@ -74,10 +77,9 @@ impl Node {
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut processes: HashMap<String, Process> = HashMap::new();
         let mut applied: Option<Split> = None;
-        let mut targets_key = String::new();
+        let mut scraped: Vec<Target> = Vec::new();
         loop {
-            self.sync(&mut processes, &mut applied, &mut targets_key)
-                .await;
+            self.sync(&mut processes, &mut applied, &mut scraped).await;
             tokio::select! {
                 _ = tokio::time::sleep(SYNC_PERIOD) => {}
                 _ = stop.changed() => break,
@@ -101,7 +103,7 @@ impl Node {
         &self,
         processes: &mut HashMap<String, Process>,
         applied: &mut Option<Split>,
-        targets_key: &mut String,
+        scraped: &mut Vec<Target>,
     ) {
         let ns = Some(self.namespace.as_str());
         let deployments = self.emulator.list("apps/v1", "deployments", ns);
@@ -156,7 +158,7 @@ impl Node {
         }
 
         // Scrape targets, with the labels of Prometheus' kubernetes-pods discovery.
-        let mut targets: Vec<(String, BTreeMap<String, String>)> = processes
+        let mut targets: Vec<Target> = processes
             .iter()
             .map(|(name, p)| {
                 let labels = BTreeMap::from([
@@ -170,12 +172,10 @@ impl Node {
             })
             .collect();
         targets.sort();
-        let key = format!("{targets:?}");
-        if key != *targets_key {
-            if let Err(e) = self.metrics.set_targets(&targets).await {
-                self.problem(format!("cannot update the scrape targets: {e}"));
-            } else {
-                *targets_key = key;
+        if targets != *scraped {
+            match self.metrics.set_targets(&targets).await {
+                Ok(()) => *scraped = targets,
+                Err(e) => self.problem(format!("cannot update the scrape targets: {e}")),
             }
         }
 

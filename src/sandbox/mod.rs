@@ -88,15 +88,16 @@ pub enum Scenario {
     Flaky,
 }
 
+/// The name a value has on the command line.
+pub(crate) fn flag_value(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 impl Scenario {
-    pub fn name(self) -> &'static str {
-        match self {
-            Scenario::Good => "good",
-            Scenario::Errors => "errors",
-            Scenario::Latency => "latency",
-            Scenario::Ab => "ab",
-            Scenario::Flaky => "flaky",
-        }
+    pub fn name(self) -> String {
+        flag_value(self)
     }
 
     /// The image tag of the new release.
@@ -239,7 +240,6 @@ pub struct Sandbox {
 /// How one `aviary rollout` went.
 #[derive(Debug, Clone)]
 pub struct Release {
-    pub tag: String,
     pub exit_code: i32,
     pub started_ms: u64,
     pub ended_ms: u64,
@@ -486,7 +486,6 @@ impl Sandbox {
             serde_json::from_str(&text).ok()
         });
         Ok(Release {
-            tag: tag.to_string(),
             exit_code: status.code().unwrap_or(-1),
             started_ms,
             ended_ms: load::unix_ms(),
@@ -669,20 +668,14 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
     // primary and exits 130, and the sandbox then reports that and cleans up.
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
+        // Creating the listener replaces the default action (dying) at once.
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let flag = interrupted.clone();
-        let listening = Arc::new(tokio::sync::Notify::new());
-        let ready = listening.clone();
         tokio::spawn(async move {
-            let signal = tokio::signal::ctrl_c();
-            tokio::pin!(signal);
-            // The first poll installs the handler.
-            let _ = futures::poll!(&mut signal);
-            ready.notify_one();
-            if signal.await.is_ok() {
+            if sigint.recv().await.is_some() {
                 flag.store(true, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        listening.notified().await;
     }
     let cancelled = || interrupted.load(std::sync::atomic::Ordering::Relaxed);
     let sandbox = Sandbox::start(options).await?;
@@ -718,10 +711,8 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         stamp()
     )?;
     let bootstrapped = sandbox
-        .bootstrap(scenario.profile(), |level, message| {
-            if level != "DEBUG" && level != "TRACE" {
-                println!("{} {message}", stamp());
-            }
+        .bootstrap(scenario.profile(), |_, message| {
+            println!("{} {message}", stamp())
         })
         .await;
     if let Err(e) = bootstrapped {
@@ -760,10 +751,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         let samples = &sandbox.load;
         let mut last_line = Instant::now();
         let mut last_weight: Option<u8> = None;
-        move |level: &str, message: &str| {
-            if level == "DEBUG" || level == "TRACE" {
-                return;
-            }
+        move |_: &str, message: &str| {
             println!("{} {message}", stamp());
             let weight = node
                 .lock()
@@ -793,12 +781,6 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         stamp(),
         describe_stats(&Stats::of(&after))
     )?;
-    let during = sandbox
-        .load
-        .all()
-        .into_iter()
-        .filter(|s| s.sent_ms >= second.started_ms && s.sent_ms <= second.ended_ms)
-        .collect::<Vec<_>>();
     let primary_after = sandbox.primary_version();
     let problems = sandbox
         .node
@@ -844,7 +826,9 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         out,
         "release 2 took {:.1}s; clients during it: {}",
         second.wall.as_secs_f64(),
-        describe_stats(&Stats::of(&during))
+        describe_stats(&Stats::of(samples.iter().filter(|s| {
+            (second.started_ms..=second.ended_ms).contains(&s.sent_ms)
+        })))
     )?;
     if let Some(decided) = second.rollback_decided_ms {
         let primary = primary_after

@@ -29,12 +29,8 @@ impl Router {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Router::GatewayApi => "gatewayapi",
-            Router::Istio => "istio",
-            Router::Replicas => "kubernetes:replicas",
-        }
+    pub fn name(self) -> String {
+        super::flag_value(self)
     }
 
     /// Whether the provider can route by header (A/B testing).
