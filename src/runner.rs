@@ -141,7 +141,8 @@ fn phase_config(
     }
 }
 
-fn wall_ms() -> u64 {
+/// Now, in milliseconds since the Unix epoch.
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

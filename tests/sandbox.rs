@@ -258,7 +258,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
     );
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
-    let killed_at = aviary::sandbox::load::unix_ms();
+    let killed_at = aviary::runner::wall_ms();
     // Killed without warning, it leaves traffic where it was: the clients are still served.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let meanwhile = Stats::of(&sb.load.since(killed_at));

@@ -205,7 +205,7 @@ impl Node {
             match self.splitter.apply(&split).await {
                 Ok(()) => {
                     let change = SplitChange {
-                        at_ms: super::load::unix_ms(),
+                        at_ms: crate::runner::wall_ms(),
                         canary_weight: split.canary_weight,
                         matches: split.matches.len(),
                         primary: primary.map(|p| super::app::image_tag(&p.1).to_string()),

@@ -103,13 +103,6 @@ pub struct Load {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Load {
     /// Starts the clients on the current runtime, paused until [`Load::resume`].
     pub fn start(config: LoadConfig) -> Result<Load, reqwest::Error> {
@@ -150,7 +143,7 @@ impl Load {
                 let url = url.clone();
                 let recorded = recorded.clone();
                 tokio::spawn(async move {
-                    let sent_ms = unix_ms();
+                    let sent_ms = crate::runner::wall_ms();
                     let started = Instant::now();
                     let mut request = client.get(&url).header("host", "podinfo.example.com");
                     if let Some((h, v)) = &tag {

@@ -446,7 +446,7 @@ impl Sandbox {
         report: Option<&Path>,
         mut show: impl FnMut(&str, &str),
     ) -> Result<Release, SandboxError> {
-        let started_ms = load::unix_ms();
+        let started_ms = crate::runner::wall_ms();
         let started = Instant::now();
         let mut child = self.rollout_command(tag, profile, report).spawn()?;
         let pid = child.id();
@@ -463,7 +463,7 @@ impl Sandbox {
             tokio::select! {
                 line = lines.next_line() => match line? {
                     Some(line) => {
-                        let now = load::unix_ms();
+                        let now = crate::runner::wall_ms();
                         let (level, message) = parse_log_line(&line);
                         if rollback_decided_ms.is_none() && message.starts_with("Rolling back") {
                             rollback_decided_ms = Some(now);
@@ -488,7 +488,7 @@ impl Sandbox {
         Ok(Release {
             exit_code: status.code().unwrap_or(-1),
             started_ms,
-            ended_ms: load::unix_ms(),
+            ended_ms: crate::runner::wall_ms(),
             wall: started.elapsed(),
             peak_rss_kib,
             rollback_decided_ms,
@@ -633,7 +633,7 @@ pub fn run(args: &SandboxArgs) -> Result<Exit, AppError> {
         None => std::env::temp_dir().join(format!(
             "aviary-sandbox-{}-{}",
             std::process::id(),
-            load::unix_ms()
+            crate::runner::wall_ms()
         )),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -724,7 +724,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         writeln!(out, "cancelled")?;
         return Ok(Exit::Cancelled);
     }
-    let before = load::unix_ms();
+    let before = crate::runner::wall_ms();
     writeln!(
         out,
         "{} clients: {}",
@@ -758,7 +758,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
                 .ok()
                 .and_then(|n| n.changes.last().map(|c| c.canary_weight));
             if last_line.elapsed() >= Duration::from_millis(900) || weight != last_weight {
-                let window = samples.since(load::unix_ms().saturating_sub(2000));
+                let window = samples.since(crate::runner::wall_ms().saturating_sub(2000));
                 println!(
                     "{}   ↳ split: canary {}% · clients (last 2s): {}",
                     stamp(),
@@ -774,7 +774,9 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         .release(tag, scenario.profile(), Some(&report_path), live)
         .await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = sandbox.load.since(load::unix_ms().saturating_sub(1500));
+    let after = sandbox
+        .load
+        .since(crate::runner::wall_ms().saturating_sub(1500));
     writeln!(
         out,
         "{} clients after the release: {}",
