@@ -101,7 +101,7 @@ pub fn run(cli: Cli) -> Result<Exit, AppError> {
         Command::Simulate(args) => crate::simulate::run(&args, &mut out)?,
         Command::Deploy(args) => crate::rollout::deploy(&args)?,
         Command::Rollout(args) => crate::rollout::rollout(&args)?,
-        Command::Status(args) => crate::rollout::status(&args, &mut out)?,
+        Command::Status(args) => crate::status::run(&args, &mut out)?,
         Command::Promote(args) => crate::rollout::promote(&args)?,
         Command::Abort(args) => crate::rollout::abort(&args)?,
         Command::Render(args) => crate::render::run(&args, &mut out)?,

@@ -24,6 +24,7 @@ pub mod sandbox;
 pub mod simulate;
 pub mod spec;
 pub mod state;
+pub mod status;
 pub mod validate;
 pub mod webhooks;
 pub mod workload;
