@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use gateway_api::httproutes::HttpRoute;
-use kube::api::{Api, Patch};
+use kube::api::{Api, ApiResource, DynamicObject, Patch};
 use serde_json::{json, Value};
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
@@ -16,13 +16,15 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, HeaderOperations, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::{and_matches, merge_match, regex_escape, TrafficRouter};
+use super::{
+    and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
+};
 
 /// How long a parent Gateway may take to accept a change.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub struct GatewayApi {
-    api: Api<HttpRoute>,
+/// The HTTPRoute of one Canary, as JSON; no cluster access.
+pub struct GatewayObjects {
     name: String,
     namespace: String,
     primary: String,
@@ -36,10 +38,15 @@ pub struct GatewayApi {
     timeout: Option<String>,
 }
 
-impl GatewayApi {
-    pub fn new(canary: &Canary, workloads: &Workloads) -> Result<GatewayApi, ClusterError> {
-        let service = &canary.service;
-        let parents = service
+impl GatewayObjects {
+    /// The objects of `canary` whose apex Service is `service` in `namespace`.
+    pub fn new(
+        canary: &Canary,
+        namespace: &str,
+        service: &str,
+    ) -> Result<GatewayObjects, ClusterError> {
+        let spec = &canary.service;
+        let parents = spec
             .gateway_refs
             .iter()
             .map(|g| {
@@ -62,7 +69,7 @@ impl GatewayApi {
             .collect();
         let analysis = canary.analysis.clone().unwrap_or_default();
         let mut filters = Vec::new();
-        if let Some(headers) = &service.headers {
+        if let Some(headers) = &spec.headers {
             if let Some(ops) = &headers.request {
                 filters.push(json!({"type": "RequestHeaderModifier", "requestHeaderModifier": header_ops(ops)}));
             }
@@ -73,19 +80,18 @@ impl GatewayApi {
         let convert = |matches: &[HttpMatch]| -> Result<Vec<Value>, ClusterError> {
             matches.iter().map(http_route_match).collect()
         };
-        Ok(GatewayApi {
-            api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
-            name: workloads.service.clone(),
-            namespace: workloads.namespace.clone(),
-            primary: workloads.primary_service(),
-            canary: workloads.canary_service(),
-            port: service.port,
+        Ok(GatewayObjects {
+            name: service.to_string(),
+            namespace: namespace.to_string(),
+            primary: format!("{service}-primary"),
+            canary: format!("{service}-canary"),
+            port: spec.port,
             parents,
-            hosts: service.hosts.clone(),
-            service_matches: convert(&service.r#match)?,
+            hosts: spec.hosts.clone(),
+            service_matches: convert(&spec.r#match)?,
             ab_matches: convert(&analysis.r#match)?,
             filters,
-            timeout: service.timeout.clone(),
+            timeout: spec.timeout.clone(),
         })
     }
 
@@ -161,17 +167,125 @@ impl GatewayApi {
         route
     }
 
+    /// What an HTTPRoute that [`GatewayObjects::route`] wrote says, whoever changed it since: the
+    /// first rule's weights for `<svc>-primary` and `<svc>-canary` (Gateway API weighs backends
+    /// relative to their sum; a backend without a weight weighs 1) and its `RequestMirror` to
+    /// the canary; a rule after it (the default route A/B testing puts last) makes the first
+    /// one's split apply to matching requests only.
+    pub fn routes_of(&self, route: &Value) -> Result<Routes, String> {
+        let rules = route
+            .pointer("/spec/rules")
+            .and_then(Value::as_array)
+            .ok_or("it has no spec.rules")?;
+        let first = rules.first().ok_or("its spec.rules is empty")?;
+        let backends = first
+            .get("backendRefs")
+            .and_then(Value::as_array)
+            .ok_or("spec.rules[0] has no backendRefs")?;
+        let (mut primary, mut canary, mut named) = (0u64, 0u64, false);
+        for (i, b) in backends.iter().enumerate() {
+            let weight = match b.get("weight") {
+                None => 1,
+                Some(w) => number(w, &format!("spec.rules[0].backendRefs[{i}].weight"))?,
+            };
+            match b.get("name").and_then(Value::as_str) {
+                Some(n) if n == self.primary => primary += weight,
+                Some(n) if n == self.canary => canary += weight,
+                other if weight > 0 => {
+                    return Err(format!(
+                        "spec.rules[0] also sends traffic to {}",
+                        other.unwrap_or("a backend without a name")
+                    ))
+                }
+                _ => continue,
+            }
+            named = true;
+        }
+        if !named {
+            return Err(format!(
+                "spec.rules[0].backendRefs names neither {} nor {}",
+                self.primary, self.canary
+            ));
+        }
+        let (primary, canary) = percentages(primary, canary)?;
+        let mirror = first
+            .get("filters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|f| {
+                f.get("type").and_then(Value::as_str) == Some("RequestMirror")
+                    && f.pointer("/requestMirror/backendRef/name")
+                        .and_then(Value::as_str)
+                        == Some(self.canary.as_str())
+            });
+        let mirror_weight = match mirror {
+            None => None,
+            Some(m) => match (
+                m.pointer("/requestMirror/percent"),
+                m.pointer("/requestMirror/fraction"),
+            ) {
+                (Some(p), _) => Some(number(p, "requestMirror.percent")?),
+                (None, Some(f)) => {
+                    let n = number(&f["numerator"], "requestMirror.fraction.numerator")?;
+                    let d = match f.get("denominator") {
+                        None => 100,
+                        Some(d) => number(d, "requestMirror.fraction.denominator")?.max(1),
+                    };
+                    Some((n * 100 + d / 2) / d)
+                }
+                (None, None) => None,
+            },
+        };
+        Ok(canonical(&Routes {
+            primary,
+            canary,
+            mirror: mirror.is_some(),
+            mirror_weight: mirror_weight.map(|w| u32::try_from(w.min(100)).unwrap_or(100)),
+            scope: if rules.len() > 1 {
+                RouteScope::Matched
+            } else {
+                RouteScope::All
+            },
+        }))
+    }
+}
+
+/// The router: the HTTPRoute applied, then read back.
+pub struct GatewayApi {
+    api: Api<HttpRoute>,
+    objects: GatewayObjects,
+}
+
+impl GatewayApi {
+    pub fn new(canary: &Canary, workloads: &Workloads) -> Result<GatewayApi, ClusterError> {
+        Ok(GatewayApi {
+            api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
+            objects: GatewayObjects::new(canary, &workloads.namespace, &workloads.service)?,
+        })
+    }
+
+    /// The HTTPRoute for `routes`.
+    pub fn route(&self, routes: &Routes) -> Value {
+        self.objects.route(routes)
+    }
+
+    fn qualified(&self) -> String {
+        format!("{}.{}", self.objects.name, self.objects.namespace)
+    }
+
     /// Waits until every parent accepted the route at its current generation.
     async fn wait_accepted(&self) -> Result<(), ClusterError> {
-        if self.parents.is_empty() {
+        let o = &self.objects;
+        if o.parents.is_empty() {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + ACCEPT_TIMEOUT;
-        let what = format!("read HTTPRoute {}.{}", self.name, self.namespace);
+        let what = format!("read HTTPRoute {}", self.qualified());
         loop {
-            let route = retry(&what, || self.api.get_opt(&self.name)).await?;
+            let route = retry(&what, || self.api.get_opt(&o.name)).await?;
             let (accepted, detail) = match &route {
-                Some(r) => accepted(r, self.parents.len()),
+                Some(r) => accepted(r, o.parents.len()),
                 None => (false, "the route does not exist".to_string()),
             };
             if accepted {
@@ -179,9 +293,8 @@ impl GatewayApi {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Invalid(format!(
-                    "HTTPRoute {}.{} was not accepted by its parent Gateways within {}s: {detail}",
-                    self.name,
-                    self.namespace,
+                    "HTTPRoute {} was not accepted by its parent Gateways within {}s: {detail}",
+                    self.qualified(),
                     ACCEPT_TIMEOUT.as_secs()
                 )));
             }
@@ -231,12 +344,42 @@ impl TrafficRouter for GatewayApi {
 
     fn set_routes<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
+            let name = &self.objects.name;
             let route: HttpRoute = serde_json::from_value(self.route(routes))
-                .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {}: {e}", self.name)))?;
-            let what = format!("apply HTTPRoute {}.{}", self.name, self.namespace);
+                .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {name}: {e}")))?;
+            let what = format!("apply HTTPRoute {}", self.qualified());
             let (params, patch) = (apply_params(), Patch::Apply(&route));
-            retry(&what, || self.api.patch(&self.name, &params, &patch)).await?;
+            retry(&what, || self.api.patch(name, &params, &patch)).await?;
             self.wait_accepted().await
+        })
+    }
+
+    fn observed(&self) -> BoxFuture<'_, Result<Observed, ClusterError>> {
+        Box::pin(async move {
+            let objects = format!("HTTPRoute {}", self.qualified());
+            // Read as JSON: the parse is the same as on the objects `route` builds.
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                self.api.clone().into_client(),
+                &self.objects.namespace,
+                &ApiResource::erase::<HttpRoute>(&()),
+            );
+            let what = format!("read {objects}");
+            let Some(found) = retry(&what, || api.get_opt(&self.objects.name)).await? else {
+                return Ok(Observed {
+                    objects,
+                    routes: None,
+                });
+            };
+            let value = serde_json::to_value(&found)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            let routes = self
+                .objects
+                .routes_of(&value)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            Ok(Observed {
+                objects,
+                routes: Some(routes),
+            })
         })
     }
 }
@@ -315,4 +458,157 @@ fn http_route_match(m: &HttpMatch) -> Result<Value, ClusterError> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::testing::any_routes;
+    use crate::spec::decode::decode_documents;
+    use proptest::prelude::{proptest, ProptestConfig};
+
+    fn canary(service: &str, analysis: &str) -> Canary {
+        let text = format!(
+            "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+    gatewayRefs:
+      - name: public
+        namespace: gateway-system
+{service}
+  analysis:
+    interval: 1s
+{analysis}
+"
+        );
+        match decode_documents("canary.yaml", &text) {
+            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
+            Ok(_) => panic!("no canary"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn objects(c: &Canary) -> GatewayObjects {
+        match GatewayObjects::new(c, "test", "podinfo") {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A Canary with everything that puts more into the route: service matches, headers, a
+    /// timeout, hosts, and an A/B match.
+    fn full() -> GatewayObjects {
+        objects(&canary(
+            "    hosts: [app.example.com]
+    timeout: 10s
+    headers:
+      request:
+        set: {x-a: b}
+    match:
+      - uri: {prefix: /api}",
+            "    iterations: 2
+    match:
+      - headers:
+          x-canary: {exact: insider}",
+        ))
+    }
+
+    /// The route as `observed` gets it: through the API's JSON, as a DynamicObject.
+    fn read_back(o: &GatewayObjects, routes: &Routes) -> Result<Routes, String> {
+        let written = o.route(routes);
+        // What set_routes sends is the typed HTTPRoute; what observed reads is a DynamicObject.
+        let typed: HttpRoute = serde_json::from_value(written).map_err(|e| e.to_string())?;
+        let dynamic: DynamicObject =
+            serde_json::from_value(serde_json::to_value(&typed).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        o.routes_of(&serde_json::to_value(&dynamic).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn every_route_set_routes_writes_reads_back_as_it_was_asked() {
+        let o = full();
+        for routes in [
+            Routes::PRIMARY,
+            Routes::split(20, RouteScope::All),
+            Routes::split(100, RouteScope::All),
+            Routes::split(100, RouteScope::Matched),
+            Routes {
+                mirror: true,
+                mirror_weight: Some(20),
+                ..Routes::PRIMARY
+            },
+            Routes {
+                mirror: true,
+                mirror_weight: None,
+                ..Routes::PRIMARY
+            },
+        ] {
+            assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)), "{routes:?}");
+        }
+    }
+
+    #[test]
+    fn a_route_changed_by_hand_is_read_as_the_gateway_would_route_it() {
+        let o = full();
+        let with_backends =
+            |backends: Value| json!({"spec": {"rules": [{"backendRefs": backends}]}});
+        // Relative weights, and a missing weight counts 1, as in the Gateway API.
+        let r = o.routes_of(&with_backends(json!([
+            {"name": "podinfo-primary", "weight": 3}, {"name": "podinfo-canary", "weight": 1}])));
+        assert_eq!(r, Ok(Routes::split(25, RouteScope::All)));
+        let r = o.routes_of(&with_backends(json!([
+            {"name": "podinfo-primary"}, {"name": "podinfo-canary"}])));
+        assert_eq!(r, Ok(Routes::split(50, RouteScope::All)));
+        // Only the canary: everything on it.
+        let r = o.routes_of(&with_backends(
+            json!([{"name": "podinfo-canary", "weight": 7}]),
+        ));
+        assert_eq!(r, Ok(Routes::split(100, RouteScope::All)));
+        for (route, says) in [
+            (
+                with_backends(json!([{"name": "podinfo-primary", "weight": 0},
+                    {"name": "podinfo-canary", "weight": 0}])),
+                "both the primary's and the canary's weight are 0",
+            ),
+            (
+                with_backends(json!([{"name": "podinfo-primary", "weight": 50},
+                    {"name": "other", "weight": 50}])),
+                "also sends traffic to other",
+            ),
+            (
+                with_backends(json!([{"name": "other", "weight": 0}])),
+                "names neither podinfo-primary nor podinfo-canary",
+            ),
+            (
+                with_backends(json!([{"name": "podinfo-primary", "weight": -1}])),
+                "not a non-negative number",
+            ),
+            (json!({"spec": {"rules": []}}), "spec.rules is empty"),
+            (json!({"spec": {}}), "no spec.rules"),
+        ] {
+            match o.routes_of(&route) {
+                Err(e) => assert!(e.contains(says), "{route}: {e}"),
+                Ok(r) => panic!("{route}: read as {r:?}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_routes_read_back_as_written(routes in any_routes(true)) {
+            let o = full();
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
+        }
+    }
 }

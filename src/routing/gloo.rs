@@ -22,7 +22,9 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, CustomMetadata, HttpMatch, ObjectRef, StringMatch};
 use crate::workload::Workloads;
 
-use super::{and_matches, merge_match, regex_escape, TrafficRouter};
+use super::{
+    and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
+};
 
 /// Upstream types of a Gloo `UpstreamSpec` (a oneof): the copy of an `upstreamRef` drops them all
 /// and gets `kube`.
@@ -130,6 +132,29 @@ impl TrafficRouter for Gloo {
             let (params, patch) = (apply_params(), Patch::Apply(&table));
             retry(&what, || self.route_tables.patch(&o.name, &params, &patch)).await?;
             Ok(())
+        })
+    }
+
+    fn observed(&self) -> BoxFuture<'_, Result<Observed, ClusterError>> {
+        Box::pin(async move {
+            let o = &self.objects;
+            let objects = format!("RouteTable {}.{}", o.name, o.namespace);
+            let what = format!("read {objects}");
+            let Some(table) = retry(&what, || self.route_tables.get_opt(&o.name)).await? else {
+                return Ok(Observed {
+                    objects,
+                    routes: None,
+                });
+            };
+            let value = serde_json::to_value(&table)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            let routes = o
+                .routes_of(&value)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            Ok(Observed {
+                objects,
+                routes: Some(routes),
+            })
         })
     }
 }
@@ -376,6 +401,81 @@ impl GlooObjects {
             "metadata": metadata,
             "spec": { "routes": list },
         })
+    }
+}
+
+impl GlooObjects {
+    /// What a RouteTable that [`GlooObjects::route_table`] wrote says, whoever changed it since:
+    /// the first route's `multi` destinations for the two upstreams (a destination without a
+    /// weight weighs 0, as protobuf reads it; a `single` destination takes everything) and its
+    /// `shadowing` of the canary upstream; a route after it (the default route A/B testing puts
+    /// last) makes the first one's split apply to matching requests only.
+    pub fn routes_of(&self, table: &Value) -> Result<Routes, String> {
+        let list = table
+            .pointer("/spec/routes")
+            .and_then(Value::as_array)
+            .ok_or("it has no spec.routes")?;
+        let first = list.first().ok_or("its spec.routes is empty")?;
+        let single = first.pointer("/routeAction/single").map(|d| {
+            let mut d = json!({ "destination": d });
+            d["weight"] = json!(1);
+            vec![d]
+        });
+        let destinations = match (&single, first.pointer("/routeAction/multi/destinations")) {
+            (Some(d), _) => d.as_slice(),
+            (None, Some(Value::Array(d))) => d.as_slice(),
+            _ => return Err("spec.routes[0] has no routeAction.multi.destinations".into()),
+        };
+        let (mut primary, mut canary, mut named) = (0u64, 0u64, false);
+        for (i, d) in destinations.iter().enumerate() {
+            let weight = match d.get("weight") {
+                Some(w) => number(
+                    w,
+                    &format!("spec.routes[0].routeAction.multi.destinations[{i}].weight"),
+                )?,
+                None => 0,
+            };
+            let upstream = d
+                .pointer("/destination/upstream/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if upstream == self.primary_upstream {
+                primary += weight;
+            } else if upstream == self.canary_upstream {
+                canary += weight;
+            } else if weight > 0 {
+                return Err(format!("spec.routes[0] also sends traffic to {upstream:?}"));
+            } else {
+                continue;
+            }
+            named = true;
+        }
+        if !named {
+            return Err(format!(
+                "spec.routes[0] names neither upstream {} nor {}",
+                self.primary_upstream, self.canary_upstream
+            ));
+        }
+        let (primary, canary) = percentages(primary, canary)?;
+        let shadowing = first.pointer("/options/shadowing").filter(|s| {
+            s.pointer("/upstream/name").and_then(Value::as_str)
+                == Some(self.canary_upstream.as_str())
+        });
+        let mirror_weight = match shadowing.and_then(|s| s.get("percentage")) {
+            Some(p) => Some(number(p, "spec.routes[0].options.shadowing.percentage")?),
+            None => None,
+        };
+        Ok(canonical(&Routes {
+            primary,
+            canary,
+            mirror: shadowing.is_some(),
+            mirror_weight: mirror_weight.map(|w| u32::try_from(w.min(100)).unwrap_or(100)),
+            scope: if list.len() > 1 {
+                RouteScope::Matched
+            } else {
+                RouteScope::All
+            },
+        }))
     }
 }
 
@@ -682,6 +782,79 @@ spec:
                 "{e}"
             ),
             Ok(_) => panic!("sourceLabels was accepted"),
+        }
+    }
+
+    /// What set_routes applies, read back the way `observed` reads it (a DynamicObject).
+    fn read_back(o: &GlooObjects, routes: &Routes) -> Result<Routes, String> {
+        let table = o.route_table(routes);
+        let dynamic: DynamicObject = serde_json::from_value(table).map_err(|e| e.to_string())?;
+        o.routes_of(&serde_json::to_value(&dynamic).map_err(|e| e.to_string())?)
+    }
+
+    fn full() -> GlooObjects {
+        ok(&canary(
+            "",
+            "    timeout: 15s\n    match:\n      - uri: {prefix: /api}",
+            "    iterations: 2\n    match:\n      - headers:\n          x-canary: {exact: insider}",
+        ))
+    }
+
+    #[test]
+    fn every_route_table_set_routes_writes_reads_back_as_it_was_asked() {
+        let o = full();
+        for routes in [
+            Routes::PRIMARY,
+            Routes::split(30, RouteScope::All),
+            Routes::split(100, RouteScope::All),
+            Routes::split(100, RouteScope::Matched),
+            Routes {
+                mirror: true,
+                mirror_weight: Some(25),
+                ..Routes::PRIMARY
+            },
+            Routes {
+                mirror: true,
+                mirror_weight: None,
+                ..Routes::PRIMARY
+            },
+        ] {
+            assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)), "{routes:?}");
+        }
+    }
+
+    #[test]
+    fn a_route_table_changed_by_hand_is_read_as_gloo_would_route_it() {
+        let o = full();
+        let up = |name: &str| json!({"upstream": {"name": name, "namespace": "test"}});
+        let table = |action: Value| json!({"spec": {"routes": [{"routeAction": action}]}});
+        let r = o.routes_of(&table(
+            json!({"single": up("test-podinfo-canaryupstream-9898")}),
+        ));
+        assert_eq!(r, Ok(Routes::split(100, RouteScope::All)));
+        let r = o.routes_of(&table(json!({"multi": {"destinations": [
+            {"destination": up("test-podinfo-primaryupstream-9898"), "weight": 9},
+            {"destination": up("test-podinfo-canaryupstream-9898"), "weight": 1},
+        ]}})));
+        assert_eq!(r, Ok(Routes::split(10, RouteScope::All)));
+        let r = o.routes_of(&table(json!({"multi": {"destinations": [
+            {"destination": up("test-podinfo-primaryupstream-9898")},
+            {"destination": up("test-podinfo-canaryupstream-9898")},
+        ]}})));
+        assert!(r.is_err_and(|e| e.contains("both the primary's and the canary's weight are 0")));
+        let r = o.routes_of(&table(json!({"multi": {"destinations": [
+            {"destination": up("test-podinfo-primaryupstream-9898"), "weight": 50},
+            {"destination": up("elsewhere"), "weight": 50},
+        ]}})));
+        assert!(r.is_err_and(|e| e.contains("also sends traffic to \"elsewhere\"")));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_routes_read_back_as_written(routes in crate::routing::testing::any_routes(true)) {
+            let o = full();
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
         }
     }
 }

@@ -18,7 +18,9 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, CustomMetadata, HeaderOperations, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::{and_matches, merge_match, regex_escape, TrafficRouter};
+use super::{
+    and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
+};
 
 const GROUP: &str = "networking.istio.io";
 const VERSION: &str = "v1beta1";
@@ -84,6 +86,29 @@ impl TrafficRouter for Istio {
             })
             .await?;
             Ok(())
+        })
+    }
+
+    fn observed(&self) -> BoxFuture<'_, Result<Observed, ClusterError>> {
+        Box::pin(async move {
+            let o = &self.objects;
+            let objects = format!("VirtualService {}.{}", o.name, o.namespace);
+            let what = format!("read {objects}");
+            let Some(vs) = retry(&what, || self.virtual_services.get_opt(&o.name)).await? else {
+                return Ok(Observed {
+                    objects,
+                    routes: None,
+                });
+            };
+            let value = serde_json::to_value(&vs)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            let routes = o
+                .routes_of(&value)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            Ok(Observed {
+                objects,
+                routes: Some(routes),
+            })
         })
     }
 }
@@ -305,6 +330,79 @@ impl IstioObjects {
             "metadata": metadata,
             "spec": spec,
         })
+    }
+}
+
+impl IstioObjects {
+    /// What a VirtualService that [`IstioObjects::virtual_service`] wrote says, whoever changed
+    /// it since: the first HTTP route's weights for the `-primary` and `-canary` hosts (short or
+    /// fully qualified; a lone destination without a weight takes everything) and its `mirror`
+    /// to the canary with `mirrorPercentage`; a route after it (the default route A/B testing
+    /// puts last) makes the first one's split apply to matching requests only.
+    pub fn routes_of(&self, vs: &Value) -> Result<Routes, String> {
+        let http = vs
+            .pointer("/spec/http")
+            .and_then(Value::as_array)
+            .ok_or("it has no spec.http")?;
+        let first = http.first().ok_or("its spec.http is empty")?;
+        let destinations = first
+            .get("route")
+            .and_then(Value::as_array)
+            .ok_or("spec.http[0] has no route")?;
+        let is = |host: &str, name: &str| {
+            host == name
+                || host
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        };
+        let (mut primary, mut canary, mut named) = (0u64, 0u64, false);
+        for (i, d) in destinations.iter().enumerate() {
+            let weight = match d.get("weight") {
+                Some(w) => number(w, &format!("spec.http[0].route[{i}].weight"))?,
+                None if destinations.len() == 1 => 100,
+                None => 0,
+            };
+            let host = d
+                .pointer("/destination/host")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if is(host, &self.primary) {
+                primary += weight;
+            } else if is(host, &self.canary) {
+                canary += weight;
+            } else if weight > 0 {
+                return Err(format!("spec.http[0] also sends traffic to {host:?}"));
+            } else {
+                continue;
+            }
+            named = true;
+        }
+        if !named {
+            return Err(format!(
+                "spec.http[0].route names neither {} nor {}",
+                self.primary, self.canary
+            ));
+        }
+        let (primary, canary) = percentages(primary, canary)?;
+        let mirror = first
+            .pointer("/mirror/host")
+            .and_then(Value::as_str)
+            .is_some_and(|h| is(h, &self.canary));
+        let mirror_weight = match first.pointer("/mirrorPercentage/value") {
+            Some(v) if mirror => Some(number(v, "spec.http[0].mirrorPercentage.value")?),
+            _ => None,
+        };
+        Ok(canonical(&Routes {
+            primary,
+            canary,
+            mirror,
+            mirror_weight: mirror_weight.map(|w| u32::try_from(w.min(100)).unwrap_or(100)),
+            scope: if http.len() > 1 {
+                RouteScope::Matched
+            } else {
+                RouteScope::All
+            },
+        }))
     }
 }
 
@@ -579,6 +677,99 @@ spec:
                 "{e}"
             ),
             Ok(_) => panic!("delegation with hosts was accepted"),
+        }
+    }
+
+    /// What set_routes applies, read back the way `observed` reads it (a DynamicObject).
+    fn read_back(o: &IstioObjects, routes: &Routes) -> Result<Routes, String> {
+        let vs = o.virtual_service(routes);
+        let dynamic: DynamicObject = serde_json::from_value(vs).map_err(|e| e.to_string())?;
+        o.routes_of(&serde_json::to_value(&dynamic).map_err(|e| e.to_string())?)
+    }
+
+    fn full() -> IstioObjects {
+        let c = canary(
+            "    hosts: [app.example.com]
+    timeout: 30s
+    match:
+      - uri: {prefix: /api}",
+            "    iterations: 2
+    match:
+      - headers:
+          x-canary: {exact: insider}",
+        );
+        match objects(&c) {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn every_virtual_service_set_routes_writes_reads_back_as_it_was_asked() {
+        let o = full();
+        for routes in [
+            Routes::PRIMARY,
+            Routes::split(30, RouteScope::All),
+            Routes::split(100, RouteScope::Matched),
+            Routes {
+                mirror: true,
+                mirror_weight: Some(20),
+                ..Routes::PRIMARY
+            },
+        ] {
+            assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)), "{routes:?}");
+        }
+    }
+
+    #[test]
+    fn a_virtual_service_changed_by_hand_is_read_as_istio_would_route_it() {
+        let o = full();
+        let http = |route: Value| json!({"spec": {"http": [{"route": route}]}});
+        let dest = |host: &str, weight: Option<u64>| {
+            let mut d = json!({"destination": {"host": host}});
+            if let Some(w) = weight {
+                d["weight"] = json!(w);
+            }
+            d
+        };
+        // Fully qualified hosts are the same Services; a lone destination takes everything.
+        let r = o.routes_of(&http(json!([
+            dest("podinfo-primary.test.svc.cluster.local", Some(60)),
+            dest("podinfo-canary.test.svc.cluster.local", Some(40)),
+        ])));
+        assert_eq!(r, Ok(Routes::split(40, RouteScope::All)));
+        let r = o.routes_of(&http(json!([dest("podinfo-canary", None)])));
+        assert_eq!(r, Ok(Routes::split(100, RouteScope::All)));
+        // A mirror to the canary without a percentage mirrors everything.
+        let mut vs = http(json!([dest("podinfo-primary", Some(100))]));
+        vs["spec"]["http"][0]["mirror"] = json!({"host": "podinfo-canary"});
+        assert_eq!(
+            o.routes_of(&vs),
+            Ok(Routes {
+                mirror: true,
+                ..Routes::PRIMARY
+            })
+        );
+        // A host that only starts like the canary's is another Service.
+        let r = o.routes_of(&http(json!([
+            dest("podinfo-primary", Some(50)),
+            dest("podinfo-canary-old", Some(50)),
+        ])));
+        assert!(
+            r.as_ref()
+                .is_err_and(|e| e.contains("also sends traffic to \"podinfo-canary-old\"")),
+            "{r:?}"
+        );
+        let r = o.routes_of(&json!({"spec": {"http": []}}));
+        assert!(r.is_err_and(|e| e.contains("spec.http is empty")));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_routes_read_back_as_written(routes in crate::routing::testing::any_routes(true)) {
+            let o = full();
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::engine::{RouteScope, Routes};
 use crate::spec::{Canary, HttpMatch, StringMatch};
 use crate::workload::Workloads;
 
-use super::{regex_escape, TrafficRouter};
+use super::{canonical, regex_escape, Observed, TrafficRouter};
 
 const PREFIX: &str = "nginx.ingress.kubernetes.io";
 
@@ -61,6 +61,94 @@ impl TrafficRouter for Nginx {
             retry(&what, || self.api.patch(&o.canary_ingress, &params, &patch)).await?;
             Ok(())
         })
+    }
+
+    fn observed(&self) -> BoxFuture<'_, Result<Observed, ClusterError>> {
+        Box::pin(async move {
+            let o = &self.objects;
+            let objects = format!("Ingress {}.{}", o.canary_ingress, o.namespace);
+            let what = format!("read {objects}");
+            let Some(ingress) = retry(&what, || self.api.get_opt(&o.canary_ingress)).await? else {
+                return Ok(Observed {
+                    objects,
+                    routes: None,
+                });
+            };
+            let value = serde_json::to_value(&ingress)
+                .map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            let routes =
+                routes_of(&value).map_err(|e| ClusterError::Invalid(format!("{objects}: {e}")))?;
+            Ok(Observed {
+                objects,
+                routes: Some(routes),
+            })
+        })
+    }
+
+    fn expressed<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<Routes, ClusterError>> {
+        Box::pin(async move { Ok(expressed(routes)) })
+    }
+}
+
+/// What a canary Ingress written for `routes` reads back as: ingress-nginx cannot mirror, and
+/// its A/B condition sends every matching request to the canary (the engine asks for A/B routes
+/// only when the Canary has an `analysis.match`, which is then the condition).
+pub fn expressed(routes: &Routes) -> Routes {
+    let r = if routes.scope == RouteScope::Matched && routes.canary > 0 {
+        Routes::split(100, RouteScope::Matched)
+    } else {
+        Routes::split(routes.canary, RouteScope::All)
+    };
+    canonical(&r)
+}
+
+/// What a canary Ingress says, from its annotations, whoever changed them since
+/// [`NginxObjects::canary_ingress`] wrote them: `canary-weight` out of `canary-weight-total`
+/// (default 100), or, with `canary-by-header` or `canary-by-cookie`, every matching request on
+/// the canary and the rest on the primary.
+pub fn routes_of(ingress: &Value) -> Result<Routes, String> {
+    let annotations = ingress
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let get = |k: &str| {
+        annotations
+            .get(&format!("{PREFIX}/{k}"))
+            .and_then(Value::as_str)
+    };
+    if get("canary") != Some("true") {
+        return Err(format!(
+            "its annotation {PREFIX}/canary is {:?}, not \"true\": ingress-nginx does not treat it \
+             as a canary",
+            get("canary").unwrap_or("absent")
+        ));
+    }
+    let integer = |k: &str, default: u64| -> Result<u64, String> {
+        match get(k) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("its annotation {PREFIX}/{k} is {v:?}, not a whole number")),
+        }
+    };
+    let weight = integer("canary-weight", 0)?;
+    let total = integer("canary-weight-total", 100)?;
+    if total == 0 {
+        return Err(format!("its annotation {PREFIX}/canary-weight-total is 0"));
+    }
+    let canary = u32::try_from(((weight.min(total)) * 100 + total / 2) / total).unwrap_or(100);
+    let condition = ["canary-by-header", "canary-by-cookie"]
+        .into_iter()
+        .find(|k| get(k).is_some());
+    match condition {
+        None => Ok(canonical(&Routes::split(canary, RouteScope::All))),
+        Some(_) if canary == 0 => Ok(Routes::split(100, RouteScope::Matched)),
+        Some(k) => Err(format!(
+            "it sends the requests matching {PREFIX}/{k} to the canary and {canary}% of the \
+             others: a split aviary does not write"
+        )),
     }
 }
 
@@ -477,5 +565,110 @@ spec:
             "    iterations: 2\n    match:\n      - headers: {cookie: {regex: \"canary=.*\"}}",
         );
         assert!(e.contains("matches a cookie by its name"), "{e}");
+    }
+
+    fn objects(analysis: &str) -> NginxObjects {
+        match NginxObjects::new(&canary(REF, analysis), "test", "podinfo") {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// What set_routes applies, read back the way `observed` reads it (a typed Ingress).
+    fn read_back(o: &NginxObjects, routes: &Routes) -> Result<Routes, String> {
+        let copy = o
+            .canary_ingress(&user_ingress(), routes)
+            .map_err(|e| e.to_string())?;
+        let typed: Ingress = serde_json::from_value(copy).map_err(|e| e.to_string())?;
+        routes_of(&serde_json::to_value(&typed).map_err(|e| e.to_string())?)
+    }
+
+    const AB: &str = "    iterations: 2\n    match:\n      - headers: {x-canary: {exact: insider}}";
+
+    #[test]
+    fn every_canary_ingress_set_routes_writes_reads_back_as_ingress_nginx_routes_it() {
+        let weighted = objects("    stepWeight: 10");
+        for (routes, read) in [
+            (Routes::PRIMARY, Routes::PRIMARY),
+            (
+                Routes::split(30, RouteScope::All),
+                Routes::split(30, RouteScope::All),
+            ),
+            (
+                Routes::split(100, RouteScope::All),
+                Routes::split(100, RouteScope::All),
+            ),
+            // ingress-nginx cannot mirror: a mirror reads back as what it is, no mirror.
+            (
+                Routes {
+                    mirror: true,
+                    mirror_weight: Some(20),
+                    ..Routes::PRIMARY
+                },
+                Routes::PRIMARY,
+            ),
+        ] {
+            assert_eq!(read_back(&weighted, &routes), Ok(read), "{routes:?}");
+            assert_eq!(expressed(&routes), read, "{routes:?}");
+        }
+        let ab = objects(AB);
+        let matched = Routes::split(100, RouteScope::Matched);
+        assert_eq!(read_back(&ab, &matched), Ok(matched));
+        assert_eq!(read_back(&ab, &Routes::PRIMARY), Ok(Routes::PRIMARY));
+    }
+
+    #[test]
+    fn a_canary_ingress_changed_by_hand_is_read_as_ingress_nginx_routes_it() {
+        let with = |annotations: Value| json!({"metadata": {"annotations": annotations}});
+        let c = |k: &str| format!("{PREFIX}/{k}");
+        let r = routes_of(&with(
+            json!({c("canary"): "true", c("canary-weight"): "40"}),
+        ));
+        assert_eq!(r, Ok(Routes::split(40, RouteScope::All)));
+        let r = routes_of(&with(json!({c("canary"): "true", c("canary-weight"): "1",
+            c("canary-weight-total"): "4"})));
+        assert_eq!(r, Ok(Routes::split(25, RouteScope::All)));
+        let r = routes_of(&with(
+            json!({c("canary"): "true", c("canary-by-cookie"): "beta"}),
+        ));
+        assert_eq!(r, Ok(Routes::split(100, RouteScope::Matched)));
+        for (annotations, says) in [
+            (
+                json!({c("canary-weight"): "40"}),
+                "is \"absent\", not \"true\"",
+            ),
+            (
+                json!({c("canary"): "true", c("canary-weight"): "lots"}),
+                "not a whole number",
+            ),
+            (
+                json!({c("canary"): "true", c("canary-weight"): "10", c("canary-by-header"): "x"}),
+                "a split aviary does not write",
+            ),
+        ] {
+            match routes_of(&with(annotations.clone())) {
+                Err(e) => assert!(e.contains(says), "{annotations}: {e}"),
+                Ok(r) => panic!("{annotations}: read as {r:?}"),
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_routes_read_back_as_the_router_says_it_expresses_them(
+            routes in crate::routing::testing::any_routes(true),
+        ) {
+            let o = objects(AB);
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(expressed(&routes)));
+        }
+
+        #[test]
+        fn any_weighted_routes_read_back_as_the_router_says_it_expresses_them(
+            routes in crate::routing::testing::any_routes(false),
+        ) {
+            let o = objects("    stepWeight: 10");
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(expressed(&routes)));
+        }
     }
 }
