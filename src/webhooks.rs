@@ -1,6 +1,12 @@
 //! Webhooks, called the way Flagger calls them (and so compatible with the flagger-loadtester):
 //! a POST of `{name, namespace, phase, checksum, metadata}`, success for 200-202, a per-hook
 //! timeout (default 10s) and `retries` extra attempts.
+//!
+//! The per-hook timeout bounds the whole call (connect, send, answer); opening the connection is
+//! also bounded by [`crate::http::CONNECT_TIMEOUT`]. Of a failing answer only the first
+//! [`crate::http::WEBHOOK_EXCERPT`] bytes are read, for the message; a successful answer's body is
+//! not read at all. The hook's URL appears in messages redacted ([`crate::urls::redact`]): a
+//! `user:password@` or a `?token=` never reaches a log, a report or an annotation.
 
 use std::time::Duration;
 
@@ -33,10 +39,7 @@ impl Default for WebhookCaller {
 impl WebhookCaller {
     pub fn new() -> WebhookCaller {
         WebhookCaller {
-            http: reqwest::Client::builder()
-                .user_agent(concat!("aviary/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            http: crate::http::client_builder().build().unwrap_or_default(),
         }
     }
 
@@ -56,6 +59,7 @@ impl WebhookCaller {
             checksum,
             metadata: &hook.metadata,
         };
+        let shown = crate::urls::redact(&hook.url);
         let mut last = String::new();
         for attempt in 0..=hook.retries {
             if attempt > 0 {
@@ -74,18 +78,25 @@ impl WebhookCaller {
                     if (200..=202).contains(&status.as_u16()) {
                         return HookOutcome::Pass;
                     }
-                    let body = response.text().await.unwrap_or_default();
-                    let body: String = body.trim().chars().take(300).collect();
-                    last = if body.is_empty() {
-                        format!("{} returned {status}", hook.url)
+                    // Only the start of the answer is read: a hook that answers with a huge body
+                    // costs one small buffer, and the connection is closed after it.
+                    let excerpt = crate::http::read_at_most(
+                        crate::http::body_stream(response),
+                        crate::http::WEBHOOK_EXCERPT,
+                    )
+                    .await
+                    .map(|e| crate::urls::redact_in_text(&e.text(300)))
+                    .unwrap_or_default();
+                    last = if excerpt.is_empty() {
+                        format!("{shown} returned {status}")
                     } else {
-                        format!("{} returned {status}: {body}", hook.url)
+                        format!("{shown} returned {status}: {excerpt}")
                     };
                 }
                 Err(e) if e.is_timeout() => {
-                    last = format!("{} timed out after {:?}", hook.url, hook.timeout)
+                    last = format!("{shown} timed out after {:?}", hook.timeout)
                 }
-                Err(e) => last = format!("{}: {e}", hook.url),
+                Err(e) => last = format!("{shown}: {}", crate::http::describe(&e)),
             }
         }
         HookOutcome::Fail(last)

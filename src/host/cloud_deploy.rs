@@ -168,7 +168,7 @@ impl Request {
     }
 }
 
-/// A scratch directory removed when dropped.
+/// A private scratch directory (0700, created new, never reused), removed when dropped.
 struct Scratch(PathBuf);
 
 impl Scratch {
@@ -179,7 +179,11 @@ impl Scratch {
             .unwrap_or(0);
         let dir =
             std::env::temp_dir().join(format!("aviary-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        // `create`, not `create_all`: a directory someone prepared under that name is refused.
+        builder.create(&dir).map_err(|e| {
             AppError::Output(std::io::Error::new(
                 e.kind(),
                 format!("{}: {e}", dir.display()),
@@ -195,8 +199,91 @@ impl Drop for Scratch {
     }
 }
 
+/// A secret file (a kubeconfig fetched from GCS) that the kube client reads by path.
+///
+/// On Linux it never touches a disk: it is an anonymous in-memory file (`memfd_create`) read
+/// through `/proc/self/fd/N`, which only this process (and root) can open, and which the kernel
+/// frees however the process ends, SIGKILL included. Elsewhere, or where memfd is not available,
+/// it is a 0600 file in a fresh 0700 directory, removed when dropped (every return and error
+/// path, and SIGTERM/SIGINT, which the runner turns into a return).
+struct SecretFile {
+    path: PathBuf,
+    /// Keeps the memfd open (its path lives as long as the descriptor).
+    _file: Option<std::fs::File>,
+    _dir: Option<Scratch>,
+}
+
+impl SecretFile {
+    fn new(name: &str, data: &[u8]) -> Result<SecretFile, AppError> {
+        #[cfg(target_os = "linux")]
+        match SecretFile::in_memory(name, data) {
+            Ok(f) => return Ok(f),
+            Err(e) => tracing::debug!(
+                "no in-memory file for the {name} ({e}); using a private temporary file"
+            ),
+        }
+        SecretFile::on_disk(name, data)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn in_memory(name: &str, data: &[u8]) -> std::io::Result<SecretFile> {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::fs::PermissionsExt;
+        let cname = std::ffi::CString::new(format!("aviary-{name}"))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: `cname` is a valid NUL-terminated string; the descriptor returned is new and
+        // owned by the `File` made from it right away.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a valid descriptor that nothing else owns.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(data)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        // Readable through its path (a /proc that is mounted), with what was written.
+        if std::fs::read(&path)? != data {
+            return Err(std::io::Error::other(
+                "the in-memory file reads back differently",
+            ));
+        }
+        Ok(SecretFile {
+            path,
+            _file: Some(file),
+            _dir: None,
+        })
+    }
+
+    fn on_disk(name: &str, data: &[u8]) -> Result<SecretFile, AppError> {
+        use std::io::Write;
+        let dir = Scratch::new(name)?;
+        let path = dir.0.join(name);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options
+            .open(&path)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()));
+        written.map_err(|e| {
+            AppError::Output(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
+        Ok(SecretFile {
+            path,
+            _file: None,
+            _dir: Some(dir),
+        })
+    }
+}
+
+/// A GCS failure: the machine's, not the input's (exit 3); the message names the object and why.
 fn gcs_error(e: gcs::GcsError) -> AppError {
-    AppError::Output(std::io::Error::other(e.to_string()))
+    AppError::Runtime(e.to_string())
 }
 
 /// `aviary cloud-deploy`: one render or deploy action.
@@ -327,7 +414,9 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
             "CLOUD_DEPLOY_INPUT_GCS_PATH is not set: there is no release source to render",
         )
     })?;
-    let source = rt.block_on(gcs::get(input)).map_err(gcs_error)?;
+    let source = rt
+        .block_on(gcs::get(input, "release source", gcs::SOURCE_MAX))
+        .map_err(gcs_error)?;
     let scratch = Scratch::new("render")?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&source[..]));
     // `unpack` refuses entries that would land outside the directory.
@@ -427,7 +516,9 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
     let manifest_url = req.manifest.as_ref().ok_or_else(|| {
         AppError::input("CLOUD_DEPLOY_MANIFEST_GCS_PATH is not set: there is no manifest to deploy")
     })?;
-    let text = rt.block_on(gcs::get(manifest_url)).map_err(gcs_error)?;
+    let text = rt
+        .block_on(gcs::get(manifest_url, "manifest", gcs::MANIFEST_MAX))
+        .map_err(gcs_error)?;
     let text = String::from_utf8_lossy(&text).into_owned();
     let label = manifest_url.to_string();
     let all = crate::render::manifests::parse_objects(&label, &text)?;
@@ -435,18 +526,20 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
         .into_iter()
         .partition(crate::render::manifests::is_canary_doc);
 
-    let scratch = Scratch::new("deploy")?;
-    let kubeconfig = match req.param("kubeconfig") {
+    // `_kubeconfig_file` lives until the function returns: the kube client reads the file by
+    // path when it connects.
+    let (kubeconfig, _kubeconfig_file) = match req.param("kubeconfig") {
         Some(k) if k.starts_with("gs://") => {
             let url = GsUrl::parse(&k)
                 .map_err(|e| AppError::input(format!("customTarget/kubeconfig: {e}")))?;
-            let body = rt.block_on(gcs::get(&url)).map_err(gcs_error)?;
-            let path = scratch.0.join("kubeconfig");
-            std::fs::write(&path, &body)?;
-            Some(path)
+            let body = rt
+                .block_on(gcs::get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
+                .map_err(gcs_error)?;
+            let file = SecretFile::new("kubeconfig", &body)?;
+            (Some(file.path.clone()), Some(file))
         }
-        Some(k) => Some(PathBuf::from(k)),
-        None => None,
+        Some(k) => (Some(PathBuf::from(k)), None),
+        None => (None, None),
     };
     let cluster = ClusterArgs {
         kubeconfig,

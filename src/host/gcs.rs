@@ -4,21 +4,49 @@
 //! Credentials are Google's usual ones (`GOOGLE_APPLICATION_CREDENTIALS`,
 //! `GOOGLE_SERVICE_ACCOUNT*`, else the metadata server Cloud Build provides). `AVIARY_GCS_ENDPOINT`
 //! points at a GCS-compatible server instead (a local emulator), without OAuth.
+//!
+//! GCS is not optional (Cloud Deploy needs the files), but it is bounded: each operation, its
+//! retries included, must finish within `AVIARY_GCS_TIMEOUT` (default [`DEFAULT_TIMEOUT`]), a
+//! connection must open within [`crate::http::CONNECT_TIMEOUT`], and an object is read chunk by
+//! chunk up to a cap that depends on what it is ([`SOURCE_MAX`], [`MANIFEST_MAX`],
+//! [`KUBECONFIG_MAX`]). Past either, the error says which and the action fails (exit 3).
 
-use bytes::Bytes;
-use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder};
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStoreExt, PutPayload};
+use object_store::{ClientConfigKey, ObjectStoreExt, PutPayload, RetryConfig};
+
+/// Each GCS operation, retries included (`AVIARY_GCS_TIMEOUT` overrides it).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The largest release source read (a tar.gz of a Skaffold project: manifests and config, not
+/// the application; the whole archive is held in memory to unpack it).
+pub const SOURCE_MAX: usize = 256 * 1024 * 1024;
+/// The largest rendered manifest read (the API server takes objects up to ~1.5 MiB each: 64 MiB
+/// is several hundred large objects).
+pub const MANIFEST_MAX: usize = 64 * 1024 * 1024;
+/// The largest kubeconfig read (one with embedded certificates is a few KiB).
+pub const KUBECONFIG_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GcsError {
     #[error("{url:?} is not a gs:// URL with a bucket and an object (gs://BUCKET/PATH)")]
     BadUrl { url: String },
-    #[error("{url}: {source}")]
+    #[error("{url}: {}", crate::urls::redact_in_text(&.source.to_string()))]
     Store {
         url: String,
         #[source]
         source: object_store::Error,
+    },
+    #[error("{url}: GCS did not answer within {} (retries included); set AVIARY_GCS_TIMEOUT for a longer limit", crate::spec::duration::format_human(*.after))]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: the {what} is larger than {} (aviary reads at most that of it)", crate::http::size(*.cap))]
+    TooLarge {
+        url: String,
+        what: &'static str,
+        cap: usize,
     },
 }
 
@@ -78,8 +106,32 @@ impl std::fmt::Display for GsUrl {
     }
 }
 
-fn store(bucket: &str) -> Result<GoogleCloudStorage, object_store::Error> {
-    let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+/// The timeout of each operation: `AVIARY_GCS_TIMEOUT`, else [`DEFAULT_TIMEOUT`].
+pub fn timeout() -> Duration {
+    crate::http::timeout_from_env("AVIARY_GCS_TIMEOUT", DEFAULT_TIMEOUT)
+}
+
+fn store(bucket: &str, deadline: Duration) -> Result<GoogleCloudStorage, object_store::Error> {
+    let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
+    let client = |key| GoogleConfigKey::Client(key);
+    let mut builder = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        // One request may take the whole deadline (a large object); a connection that sends
+        // nothing for 30 s is dead.
+        .with_config(client(ClientConfigKey::Timeout), ms(deadline))
+        .with_config(
+            client(ClientConfigKey::ConnectTimeout),
+            ms(crate::http::CONNECT_TIMEOUT),
+        )
+        .with_config(
+            client(ClientConfigKey::ReadTimeout),
+            ms(deadline.min(Duration::from_secs(30))),
+        )
+        .with_retry(RetryConfig {
+            max_retries: 3,
+            retry_timeout: deadline,
+            ..RetryConfig::default()
+        });
     if let Some(endpoint) = std::env::var("AVIARY_GCS_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())
@@ -93,23 +145,58 @@ fn store(bucket: &str) -> Result<GoogleCloudStorage, object_store::Error> {
         });
         builder = builder
             .with_service_account_key(key.to_string())
-            .with_client_options(ClientOptions::new().with_allow_http(true));
+            .with_config(client(ClientConfigKey::AllowHttp), "true");
     }
     builder.build()
 }
 
-/// Reads an object.
-pub async fn get(url: &GsUrl) -> Result<Bytes, GcsError> {
+/// Runs one GCS operation within `deadline`.
+async fn bounded<T>(
+    url: &GsUrl,
+    deadline: Duration,
+    op: impl std::future::Future<Output = Result<T, GcsError>>,
+) -> Result<T, GcsError> {
+    match tokio::time::timeout(deadline, op).await {
+        Ok(result) => result,
+        Err(_) => Err(GcsError::Timeout {
+            url: url.to_string(),
+            after: deadline,
+        }),
+    }
+}
+
+/// Reads an object of at most `cap` bytes; `what` names it in messages ("release source").
+pub async fn get(url: &GsUrl, what: &'static str, cap: usize) -> Result<Vec<u8>, GcsError> {
     let err = |source| GcsError::Store {
         url: url.to_string(),
         source,
     };
-    let store = store(&url.bucket).map_err(err)?;
-    let result = store
-        .get(&ObjectPath::from(url.path.as_str()))
-        .await
-        .map_err(err)?;
-    result.bytes().await.map_err(err)
+    let too_large = || GcsError::TooLarge {
+        url: url.to_string(),
+        what,
+        cap,
+    };
+    let deadline = timeout();
+    bounded(url, deadline, async {
+        let store = store(&url.bucket, deadline).map_err(err)?;
+        let result = store
+            .get(&ObjectPath::from(url.path.as_str()))
+            .await
+            .map_err(err)?;
+        // Refused before a byte is read when GCS says how large it is; counted while reading in
+        // any case.
+        if result.meta.size > cap as u64 {
+            return Err(too_large());
+        }
+        let chunks = result.into_stream().map(|c| c.map_err(err));
+        crate::http::read_capped(chunks, cap)
+            .await
+            .map_err(|e| match e {
+                crate::http::CappedError::TooLarge { .. } => too_large(),
+                crate::http::CappedError::Read(e) => e,
+            })
+    })
+    .await
 }
 
 /// Writes an object (replacing it).
@@ -118,12 +205,16 @@ pub async fn put(url: &GsUrl, data: Vec<u8>) -> Result<(), GcsError> {
         url: url.to_string(),
         source,
     };
-    let store = store(&url.bucket).map_err(err)?;
-    store
-        .put(&ObjectPath::from(url.path.as_str()), PutPayload::from(data))
-        .await
-        .map_err(err)?;
-    Ok(())
+    let deadline = timeout();
+    bounded(url, deadline, async {
+        let store = store(&url.bucket, deadline).map_err(err)?;
+        store
+            .put(&ObjectPath::from(url.path.as_str()), PutPayload::from(data))
+            .await
+            .map_err(err)?;
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -6,10 +6,17 @@
 //! summary to `$GITHUB_STEP_SUMMARY`, and workflow commands (`::group::`, `::error`,
 //! `::add-mask::`) to stdout, escaped as the runner expects. With a token, the release is a
 //! GitHub Deployment whose statuses follow it (in_progress, then success, failure or error).
+//!
+//! The Deployment is best-effort: it is created in the background while the release runs, every
+//! API call has a deadline ([`crate::http::GITHUB_TIMEOUT`], `AVIARY_GITHUB_TIMEOUT`) and reads at
+//! most [`crate::http::GITHUB_MAX`] of an answer, and a GitHub that fails, refuses or never answers
+//! costs a warning, never the release or its exit code.
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Env, Level, PipelineHost, StepRequest};
@@ -121,38 +128,66 @@ struct Deployment {
     environment: String,
     log_url: Option<String>,
     environment_url: Option<String>,
+    /// Each API call's deadline.
+    deadline: Duration,
+}
+
+/// What the background task needs to create the Deployment.
+struct NewDeploymentRequest {
+    api: String,
+    token: String,
+    repo: String,
+    git_ref: String,
+    environment: String,
+    description: String,
+    log_url: Option<String>,
+    environment_url: Option<String>,
+    deadline: Duration,
 }
 
 impl Deployment {
-    async fn create(
-        api: &str,
-        token: &str,
-        repo: &str,
-        git_ref: &str,
-        environment: &str,
-        description: String,
-    ) -> Result<(octocrab::Octocrab, u64), String> {
+    /// Creates the Deployment and sets it in progress.
+    async fn start(req: NewDeploymentRequest) -> Result<Deployment, String> {
+        let api = crate::urls::redact(&req.api);
         let client = octocrab::Octocrab::builder()
-            .base_uri(api)
+            .base_uri(req.api.as_str())
             .map_err(|e| format!("GITHUB_API_URL {api:?}: {e}"))?
-            .personal_token(token.to_string())
+            .personal_token(req.token)
+            .set_connect_timeout(Some(crate::http::CONNECT_TIMEOUT))
+            .set_read_timeout(Some(req.deadline))
+            .set_write_timeout(Some(req.deadline))
+            // One immediate retry of a failed connection or a 5xx; the deadline bounds both.
+            .add_retry_config(octocrab::service::middleware::retry::RetryConfig::Simple(1))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::urls::redact_in_text(&e.to_string()))?;
         let body = NewDeployment {
-            git_ref,
-            environment,
-            description,
+            git_ref: &req.git_ref,
+            environment: &req.environment,
+            description: req.description,
             auto_merge: false,
             required_contexts: Vec::new(),
             transient_environment: false,
-            production_environment: environment.contains("prod"),
+            production_environment: req.environment.contains("prod"),
             payload: serde_json::json!({"tool": "aviary"}),
         };
-        let created: DeploymentCreated = client
-            .post(format!("/repos/{repo}/deployments"), Some(&body))
-            .await
-            .map_err(describe)?;
-        Ok((client, created.id))
+        let created: DeploymentCreated = post(
+            &client,
+            &format!("/repos/{}/deployments", req.repo),
+            &body,
+            req.deadline,
+        )
+        .await?;
+        let d = Deployment {
+            client,
+            repo: req.repo,
+            id: created.id,
+            environment: req.environment,
+            log_url: req.log_url,
+            environment_url: req.environment_url,
+            deadline: req.deadline,
+        };
+        d.status("in_progress", "aviary is rolling out").await?;
+        Ok(d)
     }
 
     async fn status(&self, state: &str, description: &str) -> Result<(), String> {
@@ -164,26 +199,100 @@ impl Deployment {
             environment: &self.environment,
             auto_inactive: true,
         };
-        let _: StatusCreated = self
-            .client
-            .post(
-                format!("/repos/{}/deployments/{}/statuses", self.repo, self.id),
-                Some(&body),
-            )
-            .await
-            .map_err(describe)?;
+        let _: StatusCreated = post(
+            &self.client,
+            &format!("/repos/{}/deployments/{}/statuses", self.repo, self.id),
+            &body,
+            self.deadline,
+        )
+        .await?;
         Ok(())
     }
 }
 
-/// An octocrab error in one line (its Display is terse; the GitHub message is what helps).
+/// `POST route` with a JSON `body`, within `deadline` (retries included), reading at most
+/// [`crate::http::GITHUB_MAX`] of the answer.
+async fn post<B: Serialize, R: DeserializeOwned>(
+    client: &octocrab::Octocrab,
+    route: &str,
+    body: &B,
+    deadline: Duration,
+) -> Result<R, String> {
+    let call = async {
+        let response = client._post(route, Some(body)).await.map_err(describe)?;
+        let status = response.status();
+        let stream = http_body_util::BodyDataStream::new(response.into_body());
+        if !status.is_success() {
+            let excerpt =
+                crate::http::read_at_most(stream, 4096)
+                    .await
+                    .unwrap_or(crate::http::Excerpt {
+                        bytes: Vec::new(),
+                        truncated: false,
+                    });
+            // GitHub's errors are `{"message": ..., "documentation_url": ...}`.
+            let message = serde_json::from_slice::<serde_json::Value>(&excerpt.bytes)
+                .ok()
+                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+                .unwrap_or_else(|| excerpt.text(200));
+            return Err(format!(
+                "GitHub answered {}: {}",
+                status.as_u16(),
+                crate::urls::redact_in_text(&message)
+            ));
+        }
+        let bytes = crate::http::read_capped(stream, crate::http::GITHUB_MAX)
+            .await
+            .map_err(|e| match e {
+                crate::http::CappedError::TooLarge { cap } => format!(
+                    "GitHub answered with more than {}; aviary reads at most that",
+                    crate::http::size(cap)
+                ),
+                crate::http::CappedError::Read(e) => describe(e),
+            })?;
+        serde_json::from_slice::<R>(&bytes)
+            .map_err(|e| format!("GitHub's answer is not the JSON expected: {e}"))
+    };
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "the GitHub API did not answer within {} (AVIARY_GITHUB_TIMEOUT)",
+            crate::spec::duration::format_human(deadline)
+        )),
+    }
+}
+
+/// An octocrab error in one line (its Display is terse; the GitHub message is what helps), any
+/// URL in it redacted.
 fn describe(e: octocrab::Error) -> String {
-    match e {
+    let text = match e {
         octocrab::Error::GitHub { source, .. } => {
             format!("GitHub answered {}: {}", source.status_code, source.message)
         }
-        other => other.to_string(),
-    }
+        other => {
+            let mut parts = vec![other.to_string()];
+            let mut current = std::error::Error::source(&other);
+            while let Some(source) = current {
+                let text = source.to_string();
+                if !parts.iter().any(|p| p.contains(&text)) {
+                    parts.push(text);
+                }
+                current = source.source();
+            }
+            parts.join(": ")
+        }
+    };
+    crate::urls::redact_in_text(&text)
+}
+
+/// A warning annotation from any thread (the background Deployment task has no host).
+fn warn(title: &str, message: &str) {
+    tracing::warn!("{message}");
+    emit(&command(
+        "warning",
+        &[("title", title.to_string())],
+        message,
+    ));
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -199,7 +308,12 @@ pub struct Github {
     env: Box<Env>,
     /// The Deployment's client lives on this runtime (its connections belong to it).
     rt: Option<tokio::runtime::Runtime>,
-    deployment: Option<Deployment>,
+    /// The Deployment being created in the background: `None` inside once it failed (warned).
+    deployment: Option<tokio::task::JoinHandle<Option<Deployment>>>,
+    /// The `environment-url` input, linked from the summary.
+    environment_url: Option<String>,
+    /// Each GitHub API call's deadline.
+    deadline: Duration,
     in_group: bool,
 }
 
@@ -209,6 +323,8 @@ impl Github {
             env,
             rt: None,
             deployment: None,
+            environment_url: None,
+            deadline: crate::http::GITHUB_TIMEOUT,
             in_group: false,
         }
     }
@@ -361,6 +477,8 @@ impl PipelineHost for Github {
             .clone()
             .unwrap_or_else(|| req.target.clone());
         let description = format!("aviary {} of target {}", req.command.as_str(), req.target);
+        self.deadline =
+            crate::http::timeout_from_env("AVIARY_GITHUB_TIMEOUT", crate::http::GITHUB_TIMEOUT);
         let rt = match crate::rollout::runtime() {
             Ok(rt) => rt,
             Err(e) => {
@@ -368,37 +486,38 @@ impl PipelineHost for Github {
                 return;
             }
         };
-        let log_url = self.run_url();
-        let result = rt.block_on(async {
-            let (client, id) =
-                Deployment::create(&api, &token, &repo, &git_ref, &environment, description)
-                    .await?;
-            let d = Deployment {
-                client,
-                repo: repo.clone(),
-                id,
-                environment: environment.clone(),
-                log_url,
-                environment_url: req.environment_url.clone(),
-            };
-            d.status("in_progress", "aviary is rolling out")
-                .await
-                .map(|()| d)
+        let request = NewDeploymentRequest {
+            api,
+            token,
+            repo,
+            git_ref,
+            environment: environment.clone(),
+            description,
+            log_url: self.run_url(),
+            environment_url: req.environment_url.clone(),
+            deadline: self.deadline,
+        };
+        self.environment_url = req.environment_url.clone();
+        // In the background: the release starts now, whatever GitHub does.
+        let task = rt.spawn(async move {
+            match Deployment::start(request).await {
+                Ok(d) => {
+                    tracing::info!("GitHub Deployment {} to {environment} is in progress", d.id);
+                    Some(d)
+                }
+                // The release matters more than its record: warn (the token may lack
+                // `deployments: write`, GitHub may be down) and go on.
+                Err(e) => {
+                    warn(
+                        "aviary: GitHub Deployment",
+                        &format!("could not create a GitHub Deployment: {e}; the release goes on without it (a token needs `permissions: deployments: write`; leave github-token empty to skip the Deployment)"),
+                    );
+                    None
+                }
+            }
         });
-        match result {
-            Ok(d) => {
-                tracing::info!("GitHub Deployment {} to {environment} is in progress", d.id);
-                self.deployment = Some(d);
-                self.rt = Some(rt);
-            }
-            // The release matters more than its record: warn (the token may lack
-            // `deployments: write`) and go on.
-            Err(e) => {
-                let message = format!("could not create a GitHub Deployment: {e}; give the job `permissions: deployments: write`, or leave github-token empty");
-                tracing::warn!("{message}");
-                self.annotate(Level::Warning, "aviary: GitHub Deployment", &message, None);
-            }
-        }
+        self.deployment = Some(task);
+        self.rt = Some(rt);
     }
 
     fn finish(&mut self, report: &Report, report_path: &std::path::Path) -> Result<(), String> {
@@ -411,11 +530,7 @@ impl PipelineHost for Github {
         if let Some(url) = self.run_url() {
             links.push(("workflow run".to_string(), url));
         }
-        if let Some(url) = self
-            .deployment
-            .as_ref()
-            .and_then(|d| d.environment_url.clone())
-        {
+        if let Some(url) = self.environment_url.clone() {
             links.push(("environment".to_string(), url));
         }
         if let Err(e) = self.append("GITHUB_STEP_SUMMARY", &summary::markdown(report, &links)) {
@@ -429,14 +544,44 @@ impl PipelineHost for Github {
             }
             _ => self.annotate(Level::Error, &title, &report.headline(), None),
         }
-        if let (Some(d), Some(rt)) = (self.deployment.take(), self.rt.take()) {
+        if let (Some(task), Some(rt)) = (self.deployment.take(), self.rt.take()) {
             let state = Self::deployment_state(report.verdict);
-            if let Err(e) = rt.block_on(d.status(state, &report.headline())) {
-                problems.push(format!(
-                    "could not set GitHub Deployment {} to {state}: {e}",
-                    d.id
-                ));
-            }
+            let headline = report.headline();
+            let deadline = self.deadline;
+            rt.block_on(async {
+                // The creation had the whole release to finish; give it one more deadline.
+                let created = match tokio::time::timeout(deadline, task).await {
+                    Ok(Ok(created)) => created,
+                    Ok(Err(e)) => {
+                        warn(
+                            "aviary: GitHub Deployment",
+                            &format!("the GitHub Deployment task failed: {e}"),
+                        );
+                        None
+                    }
+                    Err(_) => {
+                        warn(
+                            "aviary: GitHub Deployment",
+                            &format!(
+                                "the GitHub Deployment was still not created after the release; its status is left as is (GitHub did not answer within {})",
+                                crate::spec::duration::format_human(deadline)
+                            ),
+                        );
+                        None
+                    }
+                };
+                if let Some(d) = created {
+                    // Best-effort: a status GitHub does not take is a warning, not a failed step.
+                    if let Err(e) = d.status(state, &headline).await {
+                        warn(
+                            "aviary: GitHub Deployment",
+                            &format!("could not set GitHub Deployment {} to {state}: {e}", d.id),
+                        );
+                    }
+                }
+            });
+            // Connections still open to a GitHub that does not answer are dropped, not awaited.
+            rt.shutdown_background();
         }
         if problems.is_empty() {
             Ok(())

@@ -14,16 +14,22 @@
 //! - a range vector or a string, an HTTP error, a body that is not Prometheus' JSON, or
 //!   `"status": "error"`: [`MetricError::Failed`] with Prometheus' own error text.
 //!
-//! Each attempt has its own timeout. Connection errors, timeouts, 5xx and 429 are retried with
-//! exponential backoff (200 ms doubling, at most 2 s between attempts). Credentials and header
-//! values never appear in messages, logs or `Debug` output, and an address's `user:password@` is
-//! shown as `***@`.
+//! Each attempt has its own timeout, covering the whole request (connecting is also bounded by
+//! [`crate::http::CONNECT_TIMEOUT`]). Connection errors, timeouts, 5xx and 429 are retried with
+//! exponential backoff (200 ms doubling, at most 2 s between attempts). An answer is read chunk by
+//! chunk up to [`crate::http::PROMETHEUS_MAX`] (8 MiB); a larger one fails the query with a message
+//! that says so. Credentials and header values never appear in messages, logs or `Debug` output:
+//! addresses are shown through [`crate::urls::redact`] (`user:password@` as `***@`, secret query
+//! parameters as `***`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
+
+use crate::http::{describe, CappedError};
+use crate::urls::{redact, redact_url};
 use serde_json::Value;
 
 use super::template::collapse_whitespace;
@@ -32,7 +38,7 @@ use super::MetricError;
 /// Flagger's availability probe.
 const ONLINE_QUERY: &str = "vector(1)";
 /// Larger answers are refused rather than buffered.
-const MAX_BODY: usize = 16 * 1024 * 1024;
+const MAX_BODY: usize = crate::http::PROMETHEUS_MAX;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -156,7 +162,7 @@ impl PrometheusClient {
         let invalid = || {
             MetricError::Failed(format!(
                 "prometheus address {} is not a valid URL: write it as http(s)://host:port[/path]",
-                redact_address(trimmed)
+                redact(trimmed)
             ))
         };
         if trimmed.is_empty() {
@@ -192,15 +198,14 @@ impl PrometheusClient {
         if let Some(value) = auth.header()? {
             default_headers.insert(AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("aviary/", env!("CARGO_PKG_VERSION")))
+        let http = crate::http::client_builder()
             .default_headers(default_headers)
             .danger_accept_invalid_certs(insecure_skip_verify)
             .build()
             .map_err(|e| {
                 MetricError::Failed(format!(
                     "cannot create an HTTP client for {shown}: {}",
-                    chain(&e)
+                    describe(&e)
                 ))
             })?;
         Ok(PrometheusClient {
@@ -323,12 +328,19 @@ impl PrometheusClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| self.send_error(e))?;
+            .map_err(|e| self.send_error(&e))?;
         let status = response.status();
-        let body = read_body(response).await.map_err(|e| self.send_error(e))?;
-        let body = body.ok_or_else(|| {
-            Attempt::Final(format!("{shown} answered more than {MAX_BODY} bytes"))
-        })?;
+        let body = match crate::http::read_capped(crate::http::body_stream(response), MAX_BODY).await
+        {
+            Ok(body) => body,
+            Err(CappedError::Read(e)) => return Err(self.send_error(&e)),
+            Err(CappedError::TooLarge { cap }) => {
+                return Err(Attempt::Final(format!(
+                    "{shown} answered {status} with more than {} (aviary reads at most that of an answer): make the query aggregate to the series it needs, e.g. with sum() or topk()",
+                    crate::http::size(cap)
+                )))
+            }
+        };
         if status.is_success() {
             return Ok(body);
         }
@@ -340,16 +352,16 @@ impl PrometheusClient {
         }
     }
 
-    fn send_error(&self, e: reqwest::Error) -> Attempt {
+    fn send_error(&self, e: &reqwest::Error) -> Attempt {
         let shown = &self.shown;
         if e.is_timeout() {
             Attempt::Transient(format!("{shown} timed out after {:?}", self.timeout))
         } else if e.is_connect() {
-            Attempt::Transient(format!("cannot connect to {shown}: {}", chain(&e)))
+            Attempt::Transient(format!("cannot connect to {shown}: {}", describe(e)))
         } else if e.is_builder() {
-            Attempt::Final(format!("cannot query {shown}: {}", chain(&e)))
+            Attempt::Final(format!("cannot query {shown}: {}", describe(e)))
         } else {
-            Attempt::Transient(format!("{shown}: {}", chain(&e)))
+            Attempt::Transient(format!("{shown}: {}", describe(e)))
         }
     }
 }
@@ -358,44 +370,6 @@ enum Attempt {
     /// Worth another attempt: connection errors, timeouts, 5xx, 429.
     Transient(String),
     Final(String),
-}
-
-/// The body, or `None` when it is larger than [`MAX_BODY`].
-async fn read_body(mut response: reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Ok(None);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Some(body))
-}
-
-/// An error and its sources, without the request URL (which `reqwest` would include).
-fn chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    let top = match e.url() {
-        Some(_) => {
-            // Rebuild reqwest's own message without the URL.
-            let text = e.to_string();
-            text.split(" for url (")
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        }
-        None => e.to_string(),
-    };
-    parts.push(top);
-    while let Some(source) = current {
-        let text = source.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = source.source();
-    }
-    parts.join(": ")
 }
 
 /// `: error text` from an error response: Prometheus' `errorType: error`, or the start of the body.
@@ -555,34 +529,6 @@ fn short(promql: &str) -> String {
         s.push('…');
     }
     s
-}
-
-/// `url` without `user:password@`.
-fn redact_url(url: &Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        return url.to_string();
-    }
-    let mut u = url.clone();
-    // Setting these only fails for URLs that cannot have credentials, which have none.
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    let text = u.to_string();
-    match text.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
-        None => text,
-    }
-}
-
-/// An address as typed, for messages about an address that does not parse.
-fn redact_address(address: &str) -> String {
-    match address.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => address.to_string(),
-        },
-        None if address.contains('@') => "***".to_string(),
-        None => address.to_string(),
-    }
 }
 
 /// Standard base64 with padding.
