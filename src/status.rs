@@ -105,6 +105,15 @@ struct Runner {
     expires_in: Option<i64>,
     /// The lease has not expired: a runner may be driving the canary right now.
     live: bool,
+    /// The holder is provably gone (a process of this machine that no longer runs, or an
+    /// earlier attempt of this pipeline job), whatever the lease says.
+    gone: bool,
+}
+
+impl Runner {
+    fn active(&self) -> bool {
+        self.live && !self.gone
+    }
 }
 
 /// What the routing objects say, beside the saved state.
@@ -158,7 +167,7 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
     let observed = traffic.observed_routes();
     let shown = observed.unwrap_or(saved);
     let differ = traffic.differ();
-    let note = differ.then(|| difference(&engine, runner.as_ref()));
+    let note = differ.then(|| difference(&engine, runner.as_ref(), &control));
     if args.json {
         let value = json!({
             "canary": args.name,
@@ -179,7 +188,7 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
             "revision": s.target_revision,
             "last_promoted_revision": s.last_promoted_revision,
             "runner": runner.as_ref().map(|r| &r.holder),
-            "runner_active": runner.as_ref().is_some_and(|r| r.live),
+            "runner_active": runner.as_ref().is_some_and(Runner::active),
             "abort_requested": control.abort.as_ref().map(|a| a.reason.clone()),
             "approved_revision": control.approve,
         });
@@ -237,10 +246,14 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
         s.last_promoted_revision.as_deref().unwrap_or("-")
     )?;
     let runner_line = match &runner {
-        Some(r) if r.live => match r.renewed_ago {
+        Some(r) if r.active() => match r.renewed_ago {
             Some(ago) => format!("{} (lease renewed {ago}s ago)", r.holder),
             None => r.holder.clone(),
         },
+        Some(r) if r.gone => format!(
+            "none running ({} holds the lease, but its process no longer runs)",
+            r.holder
+        ),
         Some(r) => format!("none running (the lease of {} has expired)", r.holder),
         None => "none running".to_string(),
     };
@@ -269,27 +282,43 @@ fn describe(r: &Routes) -> String {
 /// Why the routing objects and the saved state can differ, and what the next run will do about
 /// it: the runner's resume, as `runner::rollout` does it (the saved state is taken as it is, and
 /// the routing objects are rewritten at the engine's next traffic change).
-fn difference(engine: &Engine, runner: Option<&Runner>) -> Vec<String> {
+fn difference(engine: &Engine, runner: Option<&Runner>, control: &state::Control) -> Vec<String> {
     let s = engine.state();
     let cfg = engine.config();
     let saved = s.routes.canary;
     let mut lines = Vec::new();
-    match runner {
-        Some(r) if r.live => lines.push(format!(
+    lines.push(match runner {
+        Some(r) if r.active() => format!(
             "{} holds the lease: if it is running, it is between changing the routes and saving \
              its state, and the two agree again when it saves; if it was killed, its lease \
-             expires {} and the next run behaves as below",
+             expires {} and the next run does as below",
             r.holder,
             match r.expires_in {
                 Some(s) => format!("in {s}s"),
                 None => "when it is no longer renewed".to_string(),
             }
-        )),
-        _ => lines.push(
-            "no runner holds the lease: the last run stopped after changing the routing objects \
-             and before saving its state (killed?), or someone changed them by hand"
-                .to_string(),
         ),
+        Some(r) if r.gone => format!(
+            "the run that holds the lease ({}) no longer runs: it stopped after changing the \
+             routing objects and before saving its state, or someone changed them by hand",
+            r.holder
+        ),
+        _ => "no runner holds the lease: the last run stopped after changing the routing objects \
+              and before saving its state (killed?), or someone changed them by hand"
+            .to_string(),
+    });
+    let active = matches!(
+        s.phase,
+        Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+    );
+    if let Some(abort) = control.abort.as_ref().filter(|_| active) {
+        lines.push(format!(
+            "an abort is pending ({}): the next run rolls the analysis back and sends all \
+             traffic to the primary (if the target is still revision {})",
+            abort.reason,
+            s.target_revision.as_deref().unwrap_or("-")
+        ));
+        return lines;
     }
     let next = match s.phase {
         Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion => {
@@ -383,6 +412,8 @@ async fn runner(client: kube::Client, namespace: &str, canary: &str) -> Option<R
         }
     };
     let holder = spec.holder_identity.filter(|h| !h.is_empty())?;
+    let me = crate::lease::Holder::this_process(&|k| std::env::var(k).ok());
+    let gone = crate::lease::Holder::parse(&holder).is_gone(&me);
     let now = Timestamp::now();
     let renewed = spec.renew_time.or(spec.acquire_time).map(|t| t.0);
     // A lease without a duration is taken as the runner's own (30 s).
@@ -396,6 +427,7 @@ async fn runner(client: kube::Client, namespace: &str, canary: &str) -> Option<R
             Some(until) => until > now,
             None => true,
         },
+        gone,
     })
 }
 

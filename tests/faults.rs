@@ -10,4 +10,5 @@ mod faults {
     pub mod http;
     pub mod input;
     pub mod runner;
+    pub mod status;
 }

@@ -1,0 +1,356 @@
+//! Fault tests: `aviary status` after a runner was killed: the traffic split comes from the
+//! routing objects, a difference from the saved state is flagged, and a bad name is refused
+//! before any API request (item 18).
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// `aviary status podinfo -n test` (plus `extra`) against the cluster.
+fn status(c: &Cluster, name: &str, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(aviary_bin());
+    cmd.args(["status", name, "-n", "test"])
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("AVIARY_LOG");
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_status(c: &Cluster) -> Value {
+    let out = status(c, "podinfo", &["--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!("status --json: {e}: {}", text(&out)),
+    }
+}
+
+/// A JSON merge patch of one object, through the real kube client, as `kubectl patch` would.
+fn merge_patch(c: &Cluster, api_version: &str, kind: &str, name: &str, patch: Value) {
+    let kubeconfig = c.kubeconfig.clone();
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.to_string()),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
+        let plural = format!("{}s", kind.to_lowercase());
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client, "test", &resource);
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("patch {kind} {name}: {e}");
+    }
+}
+
+/// The state as a run saved it, without the Canary saved beside it: what a state written by an
+/// older aviary looks like, so `status` rebuilds the router from the engine's configuration and
+/// the cluster.
+fn drop_saved_spec(c: &Cluster) {
+    merge_patch(
+        c,
+        "v1",
+        "ConfigMap",
+        "podinfo-aviary",
+        json!({"data": {"canary.json": null}}),
+    );
+}
+
+/// SIGKILLs the runner once the saved state has moved off the primary and returns the saved
+/// canary weight.
+fn kill_once_split(c: &Cluster, mut child: std::process::Child) -> i64 {
+    c.wait_for("a saved canary weight", Duration::from_secs(60), |c| {
+        c.saved_weight() > 0
+    });
+    if let Err(e) = child.kill() {
+        panic!("SIGKILL: {e}");
+    }
+    let _ = child.wait();
+    c.saved_weight()
+}
+
+#[test]
+fn f18_status_shows_the_routing_objects_after_a_sigkill() {
+    let (c, _hook, canary) =
+        with_new_revision("gatewayapi", "    maxWeight: 100\n    stepWeight: 20");
+    let saved = kill_once_split(&c, c.spawn(&canary, &[]));
+    assert!((1..100).contains(&saved), "saved weight {saved}");
+
+    // The route moves on without the state: as a run killed between the two writes leaves them.
+    let observed = if saved == 40 { 60 } else { 40 };
+    let mut route = c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo");
+    let Some(backends) = route
+        .pointer_mut("/spec/rules/0/backendRefs")
+        .and_then(Value::as_array_mut)
+    else {
+        panic!("no backendRefs in {route}");
+    };
+    for b in backends.iter_mut() {
+        b["weight"] = json!(if b["name"] == "podinfo-canary" {
+            observed
+        } else {
+            100 - observed
+        });
+    }
+    let rules = route["spec"]["rules"].clone();
+    merge_patch(
+        &c,
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "podinfo",
+        json!({"spec": {"rules": rules}}),
+    );
+    assert_eq!(c.saved_weight(), saved, "nothing runs any more");
+
+    // Both with the Canary saved beside the state and without it (rebuilt from the cluster).
+    for rebuilt in [false, true] {
+        if rebuilt {
+            drop_saved_spec(&c);
+        }
+        let out = status(&c, "podinfo", &[]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let t = text(&out);
+        assert!(
+            t.contains(&format!(
+                "traffic        primary {}% / canary {observed}% (routing objects: HTTPRoute podinfo.test)",
+                100 - observed
+            )),
+            "rebuilt={rebuilt}: {t}"
+        );
+        assert!(
+            t.contains(&format!(
+                "saved state    primary {}% / canary {saved}%: the routing objects differ",
+                100 - saved
+            )),
+            "rebuilt={rebuilt}: {t}"
+        );
+        // Says why (the killed runner is gone) and what the next run does with it.
+        assert!(t.contains("no longer runs"), "rebuilt={rebuilt}: {t}");
+        assert!(
+            t.contains(&format!(
+                "the next run resumes from the saved state (Progressing at canary {saved}%)"
+            )),
+            "rebuilt={rebuilt}: {t}"
+        );
+
+        let s = json_status(&c);
+        assert_eq!(s["observed_routes"]["canary"], observed, "{s}");
+        assert_eq!(s["observed_routes"]["primary"], 100 - observed, "{s}");
+        assert_eq!(s["saved_routes"]["canary"], saved, "{s}");
+        assert_eq!(s["routes_differ"], true, "{s}");
+        assert_eq!(s["canary_weight"], observed, "{s}");
+        assert_eq!(s["weights_from"], "routing objects", "{s}");
+        assert_eq!(s["routing_objects"], "HTTPRoute podinfo.test", "{s}");
+        assert_eq!(s["runner_active"], false, "{s}");
+    }
+
+    // Put back as the state says: no difference is flagged.
+    merge_patch(
+        &c,
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "podinfo",
+        json!({"spec": {"rules": [{"backendRefs": [
+            {"name": "podinfo-primary", "port": 9898, "weight": 100 - saved},
+            {"name": "podinfo-canary", "port": 9898, "weight": saved},
+        ]}]}}),
+    );
+    let s = json_status(&c);
+    assert_eq!(s["routes_differ"], false, "{s}");
+    assert_eq!(s["observed_routes"]["canary"], saved, "{s}");
+    let t = text(&status(&c, "podinfo", &[]));
+    assert!(!t.contains("differ"), "{t}");
+
+    // A route that cannot be read as a split: said, and the saved split shown instead (exit 0).
+    merge_patch(
+        &c,
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "podinfo",
+        json!({"spec": {"rules": [{"backendRefs": [
+            {"name": "podinfo-primary", "port": 9898, "weight": 0},
+            {"name": "podinfo-canary", "port": 9898, "weight": 0},
+        ]}]}}),
+    );
+    let out = status(&c, "podinfo", &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let t = text(&out);
+    assert!(
+        t.contains(&format!(
+            "traffic        primary {}% / canary {saved}% (saved state; the routing objects could not be read: HTTPRoute podinfo.test: both the primary's and the canary's weight are 0",
+            100 - saved
+        )),
+        "{t}"
+    );
+    let s = json_status(&c);
+    assert_eq!(s["weights_from"], "saved state", "{s}");
+    assert_eq!(s["canary_weight"], saved, "{s}");
+    assert_eq!(s["observed_routes"], Value::Null, "{s}");
+    assert_eq!(s["routes_differ"], false, "{s}");
+    assert!(
+        s["routing_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("weight are 0")),
+        "{s}"
+    );
+}
+
+#[test]
+fn f18_status_refuses_an_invalid_name_before_any_api_request() {
+    let c = cluster();
+    c.emu.clear_requests();
+    for (args, says) in [
+        (
+            vec!["status", "Pod_Info"],
+            "invalid canary name \"Pod_Info\"",
+        ),
+        (
+            vec!["status", "podinfo."],
+            "invalid canary name \"podinfo.\"",
+        ),
+        (
+            vec!["status", "podinfo", "-n", "Test"],
+            "invalid namespace \"Test\"",
+        ),
+    ] {
+        let out = match Command::new(aviary_bin())
+            .args(&args)
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .env_remove("KUBECONFIG")
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(err.contains("help:"), "{args:?}: the fix: {err}");
+    }
+    let requests = c.emu.requests();
+    assert!(
+        requests.is_empty(),
+        "API requests were made: {:?}",
+        requests
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn f18_status_reads_a_replica_ratio_from_the_deployments() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml(
+            "kubernetes:replicas",
+            &hook.url,
+            "    maxWeight: 50\n    stepWeight: 10",
+        ),
+    );
+    c.apply_target("podinfo:1", 4);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "bootstrap: {}", stderr(&out));
+    c.apply_target("podinfo:2", 4);
+    let saved = kill_once_split(&c, c.spawn(&canary, &[]));
+    assert!((1..=50).contains(&saved), "saved weight {saved}");
+
+    // What set_routes makes of the saved weight with 4 stable replicas: whole replicas.
+    let canary_replicas = ((4 * saved + 50) / 100).clamp(1, 3);
+    let scale = |primary: i64, canary: i64| {
+        merge_patch(
+            &c,
+            "apps/v1",
+            "Deployment",
+            "podinfo-primary",
+            json!({"spec": {"replicas": primary}}),
+        );
+        merge_patch(
+            &c,
+            "apps/v1",
+            "Deployment",
+            "podinfo",
+            json!({"spec": {"replicas": canary}}),
+        );
+    };
+    scale(4 - canary_replicas, canary_replicas);
+    let s = json_status(&c);
+    assert_eq!(
+        s["observed_routes"]["canary"],
+        canary_replicas * 25,
+        "the share of replicas: {s}"
+    );
+    assert_eq!(
+        s["routes_differ"], false,
+        "{saved}% is {canary_replicas} of 4: {s}"
+    );
+    assert_eq!(
+        s["routing_objects"], "Deployments podinfo-primary.test and podinfo.test",
+        "{s}"
+    );
+
+    // Another split than the saved weight makes: flagged, with the Canary saved or rebuilt.
+    let other = if canary_replicas == 1 { 2 } else { 1 };
+    scale(4 - other, other);
+    for rebuilt in [false, true] {
+        if rebuilt {
+            drop_saved_spec(&c);
+        }
+        let s = json_status(&c);
+        assert_eq!(
+            s["observed_routes"]["canary"],
+            other * 25,
+            "rebuilt={rebuilt}: {s}"
+        );
+        assert_eq!(s["routes_differ"], true, "rebuilt={rebuilt}: {s}");
+        let t = text(&status(&c, "podinfo", &[]));
+        assert!(
+            t.contains(&format!(
+                "primary {}% / canary {}% (routing objects: Deployments",
+                100 - other * 25,
+                other * 25
+            )),
+            "rebuilt={rebuilt}: {t}"
+        );
+        assert!(
+            t.contains("the routing objects differ"),
+            "rebuilt={rebuilt}: {t}"
+        );
+    }
+}
