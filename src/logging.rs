@@ -20,17 +20,46 @@ pub enum LogFormat {
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
+/// The levels `--log-level` accepts, quietest first.
+pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// Checks a `--log-level` value: one of [`LEVELS`] (any case).
+pub fn check_level(level: &str) -> Result<(), String> {
+    if LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid value {level:?} for '--log-level <LOG_LEVEL>' [possible values: {}]",
+            LEVELS.join(", ")
+        ))
+    }
+}
+
 /// Installs the global subscriber. Logs go to stderr; stdout is for the command's own output.
-/// `AVIARY_LOG` (e.g. `debug`, `aviary=trace`) overrides `level`.
-pub fn init(format: LogFormat, level: &str) {
+/// `AVIARY_LOG` (e.g. `debug`, `aviary=trace`) overrides `level`; one that is not a valid filter
+/// is an error (the caller exits 2), not silently ignored.
+pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     let _ = FORMAT.set(format);
     // kube-client's HTTP trace layer logs every 5xx as an error with no context ("failed with
     // status 503"); aviary retries those and reports what it was doing when it gives up, so the
     // layer stays quiet unless AVIARY_LOG asks for it.
     const QUIET: &str = "kube_client::client::builder=off";
-    let filter = EnvFilter::try_from_env("AVIARY_LOG")
-        .or_else(|_| EnvFilter::try_new(format!("{level},{QUIET}")))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")));
+    let from_env = std::env::var("AVIARY_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match from_env {
+        Some(spec) => EnvFilter::try_new(&spec).map_err(|e| {
+            format!(
+                "AVIARY_LOG={spec:?} is not a log filter ({e}); use a level ({}) or directives such as aviary=debug",
+                LEVELS.join(", ")
+            )
+        })?,
+        None => {
+            check_level(level)?;
+            EnvFilter::try_new(format!("{},{QUIET}", level.to_ascii_lowercase()))
+                .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")))
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -44,6 +73,7 @@ pub fn init(format: LogFormat, level: &str) {
     };
     // A subscriber is already installed only in tests that call init twice; keep the first.
     let _ = result;
+    Ok(())
 }
 
 /// Reports a diagnostic: as plain `file:line: path: message` text on stderr for people, or as a
@@ -70,5 +100,17 @@ fn prefix(severity: Severity) -> &'static str {
         Severity::Error => "error: ",
         // The warning prefix is part of the diagnostic's own rendering.
         Severity::Warning => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_checked() {
+        assert!(check_level("debug").is_ok() && check_level("WARN").is_ok());
+        let e = check_level("bogus").err().unwrap_or_default();
+        assert!(e.contains("error, warn, info, debug, trace"), "{e}");
     }
 }

@@ -1,6 +1,12 @@
 //! `aviary plan`: the schedule a Canary implies, computed by running the engine itself on a
 //! simulated clock, once with every check passing and once with every check failing, so the plan
 //! can never disagree with what a real run does.
+//!
+//! Long schedules are not run tick by tick. With every answer the same, each iteration of an
+//! A/B or blue/green analysis is one tick exactly like the one before, and so is each failed
+//! check on the way to the threshold; so the engine runs with at most [`SIMULATED_COUNT`]
+//! iterations and threshold, and the ticks left out are added back as whole intervals. A plan
+//! of `iterations: 1000000` takes as long as one of 16 (a test checks the two ways agree).
 
 use std::io::Write;
 
@@ -8,7 +14,7 @@ use serde::{Serialize, Serializer};
 
 use crate::app::{self, AppError};
 use crate::cli::PlanArgs;
-use crate::engine::sim::{self, Run};
+use crate::engine::sim;
 use crate::engine::{
     Answer, Command, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State,
     Strategy,
@@ -107,19 +113,74 @@ fn failing(request: &Request, _: u64) -> Answer {
     }
 }
 
-fn simulate(config: &Config, oracle: &mut dyn sim::Oracle) -> Result<Run, AppError> {
+/// Iterations and failed checks the engine runs at most for a plan; the rest are added back.
+pub const SIMULATED_COUNT: u32 = 16;
+
+/// What a plan needs from one simulated run.
+#[derive(Debug, Default)]
+struct Outline {
+    /// The first tick that promoted.
+    promoted_at: Option<u64>,
+    /// The last tick.
+    last_at: Option<u64>,
+    verdict: Option<Phase>,
+    /// Canary weights set before the promotion, consecutive repeats removed.
+    weights: Vec<u32>,
+}
+
+fn simulate(config: &Config, oracle: &mut dyn sim::Oracle) -> Result<Outline, AppError> {
     let mut engine = Engine::new(
         config.clone(),
         State::initialized_with_new_revision("current", "next"),
     );
-    Ok(sim::run(&mut engine, oracle, tick_budget(config))?)
+    let mut outline = Outline::default();
+    let end = sim::run_with(&mut engine, oracle, tick_budget(config), &mut |tick| {
+        outline.last_at = Some(tick.at);
+        for c in &tick.commands {
+            match c {
+                Command::Promote { .. } if outline.promoted_at.is_none() => {
+                    outline.promoted_at = Some(tick.at);
+                }
+                Command::SetRoutes { routes } if outline.promoted_at.is_none() => {
+                    if outline.weights.last() != Some(&routes.canary) {
+                        outline.weights.push(routes.canary);
+                    }
+                }
+                _ => {}
+            }
+        }
+    })?;
+    outline.verdict = end.verdict;
+    Ok(outline)
 }
 
 pub fn compute(config: &Config) -> Result<Plan, AppError> {
-    let good = simulate(config, &mut passing(config))?;
-    let bad = simulate(config, &mut failing)?;
+    compute_with(config, SIMULATED_COUNT)
+}
 
-    let promoted_at = good.first_time(|c| matches!(c, Command::Promote));
+/// The plan, running the engine with at most `count` iterations and failed checks and adding
+/// the ticks left out back as intervals.
+fn compute_with(config: &Config, count: u32) -> Result<Plan, AppError> {
+    let count = count.max(2);
+    let mut short = config.clone();
+    // Iterations count only for A/B testing and blue/green: one tick each, all alike.
+    let extra_iterations = if config.strategy == Strategy::Canary {
+        0
+    } else {
+        config.iterations.saturating_sub(count)
+    };
+    short.iterations -= extra_iterations;
+    // With every check failing, each tick until the threshold adds one failed check.
+    let extra_failures = config.threshold.saturating_sub(count);
+    short.threshold -= extra_failures;
+    let later = |at: u64, extra: u32| {
+        at.saturating_add(config.interval_ms.max(1).saturating_mul(u64::from(extra)))
+    };
+
+    let good = simulate(&short, &mut passing(&short))?;
+    let bad = simulate(&short, &mut failing)?;
+
+    let promoted_at = good.promoted_at.map(|t| later(t, extra_iterations));
     let (Some(promoted_at), Some(Phase::Succeeded)) = (promoted_at, good.verdict) else {
         return Err(AppError::input(format!(
             "{}: this Canary never promotes, even when every check passes",
@@ -127,21 +188,17 @@ pub fn compute(config: &Config) -> Result<Plan, AppError> {
         ))
         .with_help("check that the analysis has a strategy (stepWeight, stepWeights or iterations) and that the Canary is not suspended"));
     };
-    let completed_at = good.ticks.last().map(|t| t.at).unwrap_or(promoted_at);
+    let completed_at = good
+        .last_at
+        .map_or(promoted_at, |t| later(t, extra_iterations));
     let rollback_at = match bad.verdict {
-        Some(Phase::Failed) => bad.ticks.last().map(|t| Secs::from_ms(t.at)),
+        Some(Phase::Failed) => bad.last_at.map(|t| Secs::from_ms(later(t, extra_failures))),
         _ => None,
     };
 
     // The steps up to promotion; a mirroring step sends the canary no traffic and is not a weight.
     let weights: Vec<u32> = if config.strategy == Strategy::Canary && config.traffic_shifting {
-        sim::weight_path(
-            good.commands()
-                .take_while(|c| !matches!(c, Command::Promote)),
-        )
-        .into_iter()
-        .filter(|w| *w > 0)
-        .collect()
+        good.weights.into_iter().filter(|w| *w > 0).collect()
     } else {
         Vec::new()
     };

@@ -36,14 +36,12 @@ impl Timeline {
     /// Reads a timeline and checks it against the Canary it will drive.
     pub fn load(path: &Path, config: &Config) -> Result<Timeline, AppError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = crate::spec::read_input(path)?;
         Timeline::parse(&file, &text, config)
     }
 
     pub fn parse(file: &str, text: &str, config: &Config) -> Result<Timeline, AppError> {
+        let text = crate::spec::input::strip_bom(text);
         let invalid = |errors: Vec<Diagnostic>| {
             AppError::Spec(SpecError::Invalid {
                 errors,
@@ -289,21 +287,37 @@ impl sim::Oracle for Scripted<'_> {
 
 pub use crate::report::{Report, TickReport, Verdict};
 
+/// The most ticks `--max-ticks` may ask for: ten times the longest analysis `validate` accepts
+/// (a million iterations), and about a minute of simulation.
+pub const MAX_TICKS: usize = 10_000_000;
+
 /// The report of a finished simulation (`simulate --json`).
 pub fn report(run: &Run) -> Report {
-    let verdict = match run.verdict {
-        Some(crate::engine::Phase::Succeeded) => Verdict::Promoted,
-        Some(_) => Verdict::RolledBack,
-        None => Verdict::NoVerdict,
-    };
-    let mut report = Report::from_ticks(verdict, &run.ticks);
+    let mut recorder = crate::report::Recorder::new();
+    for tick in &run.ticks {
+        recorder.push(tick);
+    }
+    let mut report = recorder.report(verdict_of(run.verdict));
     report.failed_checks = run.state.failed_checks;
-    report.weights = run.weight_path();
     report
 }
 
-/// Runs `config` against `timeline` from a freshly seen revision.
-pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Result<Run, AppError> {
+fn verdict_of(phase: Option<crate::engine::Phase>) -> Verdict {
+    match phase {
+        Some(crate::engine::Phase::Succeeded) => Verdict::Promoted,
+        Some(_) => Verdict::RolledBack,
+        None => Verdict::NoVerdict,
+    }
+}
+
+/// Runs `config` against `timeline` from a freshly seen revision, handing each tick to `record`
+/// as it ends (nothing is kept, so a long simulation runs in constant memory).
+pub fn simulate(
+    config: &Config,
+    timeline: &Timeline,
+    max_ticks: usize,
+    record: &mut dyn FnMut(sim::TickLog),
+) -> Result<sim::End, AppError> {
     let mut engine = Engine::new(
         config.clone(),
         State::initialized_with_new_revision("current", "next"),
@@ -312,7 +326,22 @@ pub fn simulate(config: &Config, timeline: &Timeline, max_ticks: usize) -> Resul
         timeline,
         calls: BTreeMap::new(),
     };
-    Ok(sim::run(&mut engine, &mut oracle, max_ticks)?)
+    Ok(sim::run_with(&mut engine, &mut oracle, max_ticks, record)?)
+}
+
+/// Runs `config` against `timeline` and keeps every tick (tests, short runs).
+pub fn simulate_run(
+    config: &Config,
+    timeline: &Timeline,
+    max_ticks: usize,
+) -> Result<Run, AppError> {
+    let mut ticks = Vec::new();
+    let end = simulate(config, timeline, max_ticks, &mut |t| ticks.push(t))?;
+    Ok(Run {
+        ticks,
+        state: end.state,
+        verdict: end.verdict,
+    })
 }
 
 pub fn run(args: &SimulateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
@@ -334,17 +363,14 @@ pub fn run_report(args: &SimulateArgs) -> Result<(Config, Report), AppError> {
     let max_ticks = args
         .max_ticks
         .unwrap_or_else(|| crate::plan::tick_budget(&config));
-    if max_ticks == 0 {
-        return Err(AppError::input("--max-ticks must be at least 1"));
+    if max_ticks == 0 || max_ticks > MAX_TICKS {
+        return Err(AppError::input(format!(
+            "--max-ticks must be 1-{MAX_TICKS}, got {max_ticks}"
+        ))
+        .with_help("leave it out to run the schedule's length plus 250 ticks"));
     }
-    let run = simulate(&config, &timeline, max_ticks)?;
-    let mut report = report(&run);
-    report.command = Some("simulate".into());
-    report.canary = Some(config.qualified());
-    report.threshold = Some(config.threshold);
-    let exit = crate::rollout::exit_of(&report);
-    let report = report.exit(exit);
-    for tick in &run.ticks {
+    let mut recorder = crate::report::Recorder::new();
+    let end = simulate(&config, &timeline, max_ticks, &mut |tick| {
         for command in &tick.commands {
             if let Command::Event { severity, message } = command {
                 match severity {
@@ -355,12 +381,20 @@ pub fn run_report(args: &SimulateArgs) -> Result<(Config, Report), AppError> {
                 }
             }
         }
-    }
+        recorder.push(&tick);
+    })?;
+    let mut report = recorder.report(verdict_of(end.verdict));
+    report.failed_checks = end.state.failed_checks;
+    report.command = Some("simulate".into());
+    report.canary = Some(config.qualified());
+    report.threshold = Some(config.threshold);
+    let exit = crate::rollout::exit_of(&report);
+    let report = report.exit(exit);
     if report.verdict == Verdict::NoVerdict {
         tracing::warn!(
             "no verdict after {} ticks; the last phase was {}",
-            run.ticks.len(),
-            run.state.phase
+            end.ticks,
+            end.state.phase
         );
     }
     Ok((config, report))
@@ -396,25 +430,21 @@ fn write_human(config: &Config, report: &Report, out: &mut dyn Write) -> std::io
         write!(out, "  {:<w$}", n, w = width(n))?;
     }
     writeln!(out, "  events")?;
-    for t in &report.checks {
-        write!(
-            out,
-            "{:>7}  {:<16} {:>5}% {:>4} {:>6}",
-            secs(t.at_s),
-            t.phase,
-            t.canary_weight,
-            t.iteration,
-            t.failed_checks
-        )?;
-        for n in &names {
-            let cell = match (t.metrics.get(*n), t.verdicts.get(*n)) {
-                (Some(Some(v)), Some(ok)) => format!("{v:.2} {}", if *ok { "ok" } else { "FAIL" }),
-                (Some(None), _) => "no values FAIL".to_string(),
-                _ => String::new(),
-            };
-            write!(out, "  {:<w$}", cell, w = width(n))?;
+    for row in &report.checks {
+        if let Some(last) = &row.last {
+            write_row(out, &names, row)?;
+            if row.ticks > 2 {
+                writeln!(
+                    out,
+                    "{:>7}  … {} more ticks like the one above and the one below",
+                    "",
+                    row.ticks - 2
+                )?;
+            }
+            write_row(out, &names, last)?;
+        } else {
+            write_row(out, &names, row)?;
         }
-        writeln!(out, "  {}", t.message)?;
     }
     let verdict = match report.verdict {
         Verdict::NoVerdict => "no verdict (stopped at the tick limit)",
@@ -427,4 +457,27 @@ fn write_human(config: &Config, report: &Report, out: &mut dyn Write) -> std::io
         report.failed_checks,
         config.threshold
     )
+}
+
+/// One row of the human table.
+fn write_row(out: &mut dyn Write, names: &[&str], t: &TickReport) -> std::io::Result<()> {
+    let width = |n: &str| n.len().max(9);
+    write!(
+        out,
+        "{:>7}  {:<16} {:>5}% {:>4} {:>6}",
+        secs(t.at_s),
+        t.phase,
+        t.canary_weight,
+        t.iteration,
+        t.failed_checks
+    )?;
+    for n in names {
+        let cell = match (t.metrics.get(*n), t.verdicts.get(*n)) {
+            (Some(Some(v)), Some(ok)) => format!("{v:.2} {}", if *ok { "ok" } else { "FAIL" }),
+            (Some(None), _) => "no values FAIL".to_string(),
+            _ => String::new(),
+        };
+        write!(out, "  {:<w$}", cell, w = width(n))?;
+    }
+    writeln!(out, "  {}", t.message)
 }

@@ -91,15 +91,43 @@ pub fn tick(
     })
 }
 
-/// Ticks every `interval_ms` from `t = 0` until a verdict or `max_ticks` ticks.
+/// Ticks every `interval_ms` from `t = 0` until a verdict or `max_ticks` ticks, keeping every
+/// tick (for tests and short runs; [`run_with`] keeps none).
 pub fn run(
     engine: &mut Engine,
     oracle: &mut dyn Oracle,
     max_ticks: usize,
 ) -> Result<Run, EngineError> {
-    let interval = engine.config().interval_ms.max(1);
     let mut ticks = Vec::new();
+    let end = run_with(engine, oracle, max_ticks, &mut |t| ticks.push(t))?;
+    Ok(Run {
+        ticks,
+        state: end.state,
+        verdict: end.verdict,
+    })
+}
+
+/// How a run that kept no ticks ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct End {
+    /// Ticks run.
+    pub ticks: usize,
+    pub state: State,
+    /// `Some(Succeeded | Failed)` when the run reached a verdict within the tick budget.
+    pub verdict: Option<Phase>,
+}
+
+/// Ticks every `interval_ms` from `t = 0` until a verdict or `max_ticks` ticks, handing each tick
+/// to `record` as it ends. Nothing is kept here, so memory does not grow with the ticks.
+pub fn run_with(
+    engine: &mut Engine,
+    oracle: &mut dyn Oracle,
+    max_ticks: usize,
+    record: &mut dyn FnMut(TickLog),
+) -> Result<End, EngineError> {
+    let interval = engine.config().interval_ms.max(1);
     let mut verdict = None;
+    let mut count = 0;
     for k in 0..max_ticks {
         let now = interval.saturating_mul(k as u64);
         let log = tick(engine, now, oracle)?;
@@ -107,14 +135,15 @@ pub fn run(
             Command::SetPhase { phase } if phase.is_verdict() => Some(*phase),
             _ => None,
         });
-        ticks.push(log);
+        record(log);
+        count = k + 1;
         if reached.is_some() {
             verdict = reached;
             break;
         }
     }
-    Ok(Run {
-        ticks,
+    Ok(End {
+        ticks: count,
         state: engine.state().clone(),
         verdict,
     })

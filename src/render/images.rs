@@ -45,11 +45,7 @@ pub fn parse_image_flag(value: &str) -> Result<(String, String), RenderError> {
 /// Reads a `skaffold build --file-output` file: `{"builds":[{"imageName": "...", "tag": "..."}]}`.
 pub fn read_build_artifacts(path: &Path) -> Result<Vec<(String, String)>, RenderError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| RenderError::Io {
-        path: file.clone(),
-        what: "the build-artifacts file",
-        source,
-    })?;
+    let text = super::read_input(path, &file, "the build-artifacts file")?;
     parse_build_artifacts(&file, &text)
 }
 

@@ -75,32 +75,85 @@ pub(crate) fn is_executable(p: &Path) -> bool {
 }
 
 /// Builds the kustomization at `dir` (a directory, or a remote URL kustomize understands) and
-/// returns its stdout. `extra_args` are Skaffold's `manifests.kustomize.buildArgs`.
+/// returns its stdout. `extra_args` are Skaffold's `manifests.kustomize.buildArgs`. The output is
+/// read like an input file ([`crate::spec::input`]): at most 16 MiB, else the build is stopped and
+/// refused; kustomize's stderr is kept up to 64 KiB for the message.
 pub fn build(tool: &Tool, dir: &str, extra_args: &[String]) -> Result<String, RenderError> {
+    use std::io::Read;
+    use std::process::Stdio;
+    const STDERR_KEPT: u64 = 64 * 1024;
+
     let mut cmd = tool.command();
-    cmd.arg(dir).args(extra_args);
+    cmd.arg(dir)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     tracing::debug!("running {} {dir} {}", tool.describe(), extra_args.join(" "));
-    let out = cmd.output().map_err(|source| RenderError::KustomizeSpawn {
+    let mut child = cmd.spawn().map_err(|source| RenderError::KustomizeSpawn {
         tool: tool.describe(),
         source,
     })?;
-    if !out.status.success() {
-        return Err(RenderError::KustomizeFailed {
-            tool: tool.describe(),
-            path: dir.to_string(),
-            status: out
-                .status
-                .code()
-                .map_or_else(|| "a signal".to_string(), |c| format!("exit code {c}")),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+    // stderr on its own thread, so that a chatty kustomize cannot block on a full pipe while
+    // stdout is read; everything past what is kept is drained and dropped.
+    let stderr = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let _ = (&mut err).take(STDERR_KEPT).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut err, &mut std::io::sink());
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
+    let mut bytes = Vec::new();
+    let read = match child.stdout.take() {
+        Some(out) => out
+            .take(crate::spec::input::MAX_INPUT_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map(|_| ()),
+        None => Ok(()),
+    };
+    let too_large = bytes.len() as u64 > crate::spec::input::MAX_INPUT_BYTES;
+    if too_large {
+        let _ = child.kill();
     }
-    String::from_utf8(out.stdout).map_err(|_| RenderError::KustomizeFailed {
+    let status = child.wait();
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    let label = format!("{} {dir}", tool.describe());
+    if too_large {
+        return Err(RenderError::Config(
+            crate::spec::Diagnostic::error(
+                &label,
+                0,
+                "",
+                format!(
+                    "the output is larger than {}, the most aviary reads from one input; the build was stopped",
+                    crate::spec::input::cap_text()
+                ),
+            )
+            .with_help("render less in one kustomization (split it into several Skaffold manifests entries)"),
+        ));
+    }
+    let failed = |status: String| RenderError::KustomizeFailed {
         tool: tool.describe(),
         path: dir.to_string(),
-        status: "output that is not UTF-8".to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+        status,
+        stderr: stderr.clone(),
+    };
+    if let Err(e) = read {
+        return Err(failed(format!("output that could not be read: {e}")));
+    }
+    let status = status.map_err(|source| RenderError::KustomizeSpawn {
+        tool: tool.describe(),
+        source,
+    })?;
+    if !status.success() {
+        return Err(failed(status.code().map_or_else(
+            || "a signal".to_string(),
+            |c| format!("exit code {c}"),
+        )));
+    }
+    crate::spec::input::decode_utf8(bytes)
+        .map_err(|_| failed("output that is not UTF-8".to_string()))
 }
 
 #[cfg(test)]

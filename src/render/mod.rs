@@ -168,6 +168,27 @@ pub enum RenderError {
     },
 }
 
+/// Reads one input file of a render (the Skaffold config, a manifest, the build-artifacts file)
+/// through [`crate::spec::input`]: at most 16 MiB, UTF-8, a byte-order mark dropped.
+pub(crate) fn read_input(
+    path: &std::path::Path,
+    label: &str,
+    what: &'static str,
+) -> Result<String, RenderError> {
+    use crate::spec::input::{read_text, ReadError};
+    read_text(path).map_err(|e| match e {
+        ReadError::Io(source) => RenderError::Io {
+            path: label.to_string(),
+            what,
+            source,
+        },
+        other => match other.diagnostic(label) {
+            Some(d) => RenderError::Config(d),
+            None => RenderError::Config(Diagnostic::error(label, 0, "", "cannot read the file")),
+        },
+    })
+}
+
 impl From<Diagnostic> for RenderError {
     fn from(d: Diagnostic) -> Self {
         RenderError::Config(d)
@@ -274,11 +295,7 @@ pub fn render(opts: &RenderOptions) -> Result<Rendered, RenderError> {
             }
             for f in files {
                 let label = clean_label(&f);
-                let text = std::fs::read_to_string(&f).map_err(|source| RenderError::Io {
-                    path: label.clone(),
-                    what: "the manifest",
-                    source,
-                })?;
+                let text = read_input(&f, &label, "the manifest")?;
                 docs.extend(manifests::parse_objects(&label, &text)?);
             }
         }

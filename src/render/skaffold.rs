@@ -316,11 +316,7 @@ impl Loader {
         select: Select<'_>,
         activations: &[Activation],
     ) -> Result<(), RenderError> {
-        let text = std::fs::read_to_string(path).map_err(|source| RenderError::Io {
-            path: label.to_string(),
-            what: "the Skaffold config",
-            source,
-        })?;
+        let text = super::read_input(path, label, "the Skaffold config")?;
         let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let docs = parse_documents(label, &text).map_err(RenderError::Yaml)?;
         if docs.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::TickLog;
-use crate::engine::{Command, Phase, Severity};
+use crate::engine::{Command, Millis, Phase, Severity};
 use crate::exit::Exit;
 use crate::plan::Secs;
 
@@ -113,6 +113,30 @@ pub struct TickReport {
     /// Each webhook called in this tick: pass or fail.
     pub webhooks: BTreeMap<String, bool>,
     pub message: String,
+    /// How many consecutive ticks this row stands for: 1, or more for a folded row (see
+    /// [`Recorder`]), whose ticks all had this row's phase, weight, failed checks and check
+    /// results.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub ticks: u64,
+    /// The last tick of a folded row (its time, iteration, values and message); the row itself
+    /// is its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Box<TickReport>>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+impl TickReport {
+    /// The time of the last tick this row stands for.
+    pub fn until_s(&self) -> Secs {
+        self.last.as_ref().map_or(self.at_s, |l| l.at_s)
+    }
 }
 
 /// The full verdict of a run. The first five fields are `simulate --json`'s historical schema;
@@ -178,74 +202,11 @@ impl Report {
 
     /// The report of a run whose ticks are `ticks` (times relative to the run's start).
     pub fn from_ticks(verdict: Verdict, ticks: &[TickLog]) -> Report {
-        let mut checks = Vec::new();
-        let mut failed_metrics: Vec<String> = Vec::new();
-        // Why a run failed: Flagger's "Rolling back ..." line and the last "Halt ..." reason.
-        let mut last_warning = None;
-        let mut last_halt: Option<String> = None;
-        let mut rolling_back: Option<String> = None;
+        let mut recorder = Recorder::default();
         for tick in ticks {
-            let mut metrics = BTreeMap::new();
-            let mut verdicts = BTreeMap::new();
-            let mut webhooks = BTreeMap::new();
-            let mut messages = Vec::new();
-            for command in &tick.commands {
-                match command {
-                    Command::Check { check } => {
-                        if check.kind == "metric" {
-                            metrics.insert(check.name.clone(), check.value);
-                            verdicts.insert(check.name.clone(), check.passed);
-                        } else {
-                            webhooks.insert(check.name.clone(), check.passed);
-                        }
-                        // A closed confirm gate is a wait, not a failed check.
-                        let gate = check.kind.starts_with("confirm-");
-                        if !check.passed && !gate && !failed_metrics.contains(&check.name) {
-                            failed_metrics.push(check.name.clone());
-                        }
-                    }
-                    Command::Event { severity, message } => {
-                        if *severity == Severity::Warning {
-                            last_warning = Some(message.clone());
-                            if message.starts_with("Halt") {
-                                last_halt = Some(message.clone());
-                            } else if message.starts_with("Rolling back") {
-                                rolling_back = Some(message.clone());
-                            }
-                        }
-                        messages.push(message.clone());
-                    }
-                    _ => {}
-                }
-            }
-            checks.push(TickReport {
-                at_s: Secs(tick.at as f64 / 1000.0),
-                phase: tick.phase.to_string(),
-                canary_weight: tick.routes.canary,
-                iteration: tick.iterations,
-                failed_checks: tick.failed_checks,
-                metrics,
-                verdicts,
-                webhooks,
-                message: messages.join("; "),
-            });
+            recorder.push(tick);
         }
-        let mut report = Report::new(verdict);
-        report.failed_checks = ticks.last().map_or(0, |t| t.failed_checks);
-        report.weights = crate::engine::sim::weight_path(ticks.iter().flat_map(|t| &t.commands));
-        report.duration_s = Secs(ticks.last().map_or(0, |t| t.at) as f64 / 1000.0);
-        report.canary_weight = ticks.last().map_or(0, |t| t.routes.canary);
-        report.checks = checks;
-        report.failed_metrics = failed_metrics;
-        if !verdict.is_success() {
-            report.message = match (rolling_back, last_halt) {
-                (Some(r), Some(h)) => Some(format!("{r}; last failure: {h}")),
-                (Some(r), None) => Some(r),
-                (None, Some(h)) => Some(h),
-                (None, None) => last_warning,
-            };
-        }
-        report
+        recorder.report(verdict)
     }
 
     /// Sets the exit code (and so finishes the report).
@@ -299,10 +260,251 @@ impl Report {
     }
 }
 
+/// Alike ticks in a row that keep a row each before the rest of them are folded into one.
+pub const FOLD_AFTER: u32 = 20;
+/// Past this many rows, ticks also fold when only their values differ (same verdicts).
+pub const MAX_ROWS: usize = 2_000;
+/// Past this many rows, the oldest rows after the first `MAX_ROWS / 2` are dropped (and counted
+/// in a warning), so a report never holds more than this.
+pub const HARD_ROWS: usize = 4_000;
+/// Weight changes listed in `weights` at most.
+const MAX_WEIGHTS: usize = 1_000;
+
+/// Builds a [`Report`] tick by tick in memory that does not grow with the number of ticks.
+///
+/// Every tick becomes a row, except that in a run of *alike* ticks (the same phase, weight,
+/// failed checks, check results and values, and the same message up to its numbers, such as
+/// "iteration 7/1000") the first [`FOLD_AFTER`] keep rows of their own and the rest fold into
+/// one row that counts them (`ticks`) and holds the last of them (`last`). So an A/B test of a
+/// million iterations reports a few dozen rows. Past [`MAX_ROWS`] rows, ticks fold even when
+/// their values differ (a real run's metrics vary every tick); past [`HARD_ROWS`], the middle of
+/// the run is dropped and a warning says which ticks the report leaves out. The totals (failed
+/// checks, weights, failed metrics, the reason) always cover every tick.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    rows: Vec<TickReport>,
+    /// Separate alike rows so far in the current run of alike ticks (the first included).
+    streak: u32,
+    /// Whether the last row is the folded row of the current run of alike ticks.
+    folding: bool,
+    ticks: u64,
+    last_phase: Option<Phase>,
+    last_at: Millis,
+    last_failed: u32,
+    last_canary: u32,
+    weights: Vec<u32>,
+    weights_cut: bool,
+    failed_metrics: Vec<String>,
+    last_warning: Option<String>,
+    last_halt: Option<String>,
+    rolling_back: Option<String>,
+    /// Ticks dropped by the hard cap, and the span they covered (seconds).
+    dropped: u64,
+    dropped_span: Option<(f64, f64)>,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder::default()
+    }
+
+    /// How many ticks were recorded.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// How many rows the report has now.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The phase after the last tick.
+    pub fn last_phase(&self) -> Option<Phase> {
+        self.last_phase
+    }
+
+    /// Records one tick.
+    pub fn push(&mut self, tick: &TickLog) {
+        self.ticks += 1;
+        self.last_phase = Some(tick.phase);
+        self.last_at = tick.at;
+        self.last_failed = tick.failed_checks;
+        self.last_canary = tick.routes.canary;
+        let mut metrics = BTreeMap::new();
+        let mut verdicts = BTreeMap::new();
+        let mut webhooks = BTreeMap::new();
+        let mut messages = Vec::new();
+        for command in &tick.commands {
+            match command {
+                Command::Check { check } => {
+                    if check.kind == "metric" {
+                        metrics.insert(check.name.clone(), check.value);
+                        verdicts.insert(check.name.clone(), check.passed);
+                    } else {
+                        webhooks.insert(check.name.clone(), check.passed);
+                    }
+                    // A closed confirm gate is a wait, not a failed check.
+                    let gate = check.kind.starts_with("confirm-");
+                    if !check.passed && !gate && !self.failed_metrics.contains(&check.name) {
+                        self.failed_metrics.push(check.name.clone());
+                    }
+                }
+                Command::Event { severity, message } => {
+                    if *severity == Severity::Warning {
+                        self.last_warning = Some(message.clone());
+                        if message.starts_with("Halt") {
+                            self.last_halt = Some(message.clone());
+                        } else if message.starts_with("Rolling back") {
+                            self.rolling_back = Some(message.clone());
+                        }
+                    }
+                    messages.push(message.clone());
+                }
+                Command::SetRoutes { routes } => {
+                    if self.weights.last() != Some(&routes.canary) {
+                        if self.weights.len() < MAX_WEIGHTS {
+                            self.weights.push(routes.canary);
+                        } else {
+                            self.weights_cut = true;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let row = TickReport {
+            at_s: Secs(tick.at as f64 / 1000.0),
+            phase: tick.phase.to_string(),
+            canary_weight: tick.routes.canary,
+            iteration: tick.iterations,
+            failed_checks: tick.failed_checks,
+            metrics,
+            verdicts,
+            webhooks,
+            message: messages.join("; "),
+            ticks: 1,
+            last: None,
+        };
+        self.add_row(row);
+    }
+
+    fn add_row(&mut self, row: TickReport) {
+        let loose = self.rows.len() >= MAX_ROWS;
+        let alike = self.rows.last().is_some_and(|prev| {
+            let prev = prev.last.as_deref().unwrap_or(prev);
+            alike(prev, &row, loose)
+        });
+        if !alike {
+            self.streak = 1;
+            self.folding = false;
+            self.rows.push(row);
+        } else if self.folding {
+            if let Some(fold) = self.rows.last_mut() {
+                fold.ticks += 1;
+                fold.last = Some(Box::new(row));
+            }
+        } else if self.streak < FOLD_AFTER {
+            self.streak += 1;
+            self.rows.push(row);
+        } else {
+            self.folding = true;
+            self.rows.push(row);
+        }
+        if self.rows.len() > HARD_ROWS {
+            let dropped = self.rows.remove(HARD_ROWS / 2);
+            self.dropped += dropped.ticks;
+            let (from, to) = (dropped.at_s.0, dropped.until_s().0);
+            self.dropped_span = Some(match self.dropped_span {
+                Some((a, _)) => (a, to),
+                None => (from, to),
+            });
+        }
+    }
+
+    /// The report of the ticks so far.
+    pub fn report(&self, verdict: Verdict) -> Report {
+        let mut report = Report::new(verdict);
+        if self.ticks > 0 {
+            report.failed_checks = self.last_failed;
+            report.duration_s = Secs(self.last_at as f64 / 1000.0);
+            report.canary_weight = self.last_canary;
+        }
+        report.weights = self.weights.clone();
+        report.checks = self.rows.clone();
+        report.failed_metrics = self.failed_metrics.clone();
+        if !verdict.is_success() {
+            report.message = match (&self.rolling_back, &self.last_halt) {
+                (Some(r), Some(h)) => Some(format!("{r}; last failure: {h}")),
+                (Some(r), None) => Some(r.clone()),
+                (None, Some(h)) => Some(h.clone()),
+                (None, None) => self.last_warning.clone(),
+            };
+        }
+        if let Some((from, to)) = self.dropped_span {
+            report.warnings.push(format!(
+                "the run changed course too often to list: {} ticks from {from}s to {to}s are left out of the rows of this report (it keeps at most {HARD_ROWS}); the counts per check cover the rows shown, the totals cover every tick",
+                self.dropped
+            ));
+        }
+        if self.weights_cut {
+            report.warnings.push(format!(
+                "the canary weight changed more than {MAX_WEIGHTS} times; `weights` lists the first {MAX_WEIGHTS}"
+            ));
+        }
+        report
+    }
+}
+
+/// Whether `row` may fold into a row ending with `prev`: the same phase, weight, failed checks,
+/// checks and results, and the same message once its numbers are left out; the same values
+/// too unless `loose`.
+fn alike(prev: &TickReport, row: &TickReport, loose: bool) -> bool {
+    let same_values = || {
+        prev.metrics.len() == row.metrics.len()
+            && prev
+                .metrics
+                .iter()
+                .zip(&row.metrics)
+                .all(|((ka, va), (kb, vb))| {
+                    ka == kb && (loose || va.map(f64::to_bits) == vb.map(f64::to_bits))
+                })
+    };
+    prev.phase == row.phase
+        && prev.canary_weight == row.canary_weight
+        && prev.failed_checks == row.failed_checks
+        && prev.verdicts == row.verdicts
+        && prev.webhooks == row.webhooks
+        && same_values()
+        && without_numbers(&prev.message) == without_numbers(&row.message)
+}
+
+/// The message with every run of digits (and the `.` between them) as `#`.
+fn without_numbers(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_number = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() || (in_number && c == '.') {
+            if !in_number {
+                out.push('#');
+                in_number = true;
+            }
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Called with every tick as it is recorded.
 pub type Observer = Box<dyn FnMut(&TickLog) + Send>;
 
-/// What a runner did, tick by tick, shared with whoever reports it. Cloning shares the log.
+/// The engine ticks a [`Log`] keeps as they are (for [`Log::ticks`]): the first and the last
+/// half of this many.
+const KEPT_TICKS: usize = 1_000;
+
+/// What a runner did, tick by tick, shared with whoever reports it. Cloning shares the log. Its
+/// memory does not grow with the run: [`Log::report`] comes from a [`Recorder`].
 #[derive(Clone, Default)]
 pub struct Log {
     inner: Arc<Mutex<LogInner>>,
@@ -310,7 +512,10 @@ pub struct Log {
 
 #[derive(Default)]
 struct LogInner {
-    ticks: Vec<TickLog>,
+    recorder: Recorder,
+    /// The first `KEPT_TICKS / 2` ticks, then a window of the last ones.
+    head: Vec<TickLog>,
+    tail: std::collections::VecDeque<TickLog>,
     observer: Option<Observer>,
 }
 
@@ -331,15 +536,46 @@ impl Log {
             if let Some(f) = inner.observer.as_mut() {
                 f(&tick);
             }
-            inner.ticks.push(tick);
+            inner.recorder.push(&tick);
+            if inner.head.len() < KEPT_TICKS / 2 {
+                inner.head.push(tick);
+            } else {
+                if inner.tail.len() >= KEPT_TICKS / 2 {
+                    inner.tail.pop_front();
+                }
+                inner.tail.push_back(tick);
+            }
         }
     }
 
+    /// The report of every tick so far. Prefer it to `Report::from_ticks(verdict, &log.ticks())`,
+    /// which sees only the ticks [`Log::ticks`] keeps.
+    pub fn report(&self, verdict: Verdict) -> Report {
+        self.inner
+            .lock()
+            .map(|inner| inner.recorder.report(verdict))
+            .unwrap_or_else(|_| Report::new(verdict))
+    }
+
+    /// The engine's ticks: all of them for a run of up to 1,000 ticks; for a longer one the
+    /// first and the last 500 (see [`Log::report`] for a report of all of them).
     pub fn ticks(&self) -> Vec<TickLog> {
         self.inner
             .lock()
-            .map(|inner| inner.ticks.clone())
+            .map(|inner| inner.head.iter().chain(&inner.tail).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// How many ticks were recorded.
+    pub fn len(&self) -> u64 {
+        self.inner
+            .lock()
+            .map(|inner| inner.recorder.ticks())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The phase of the last tick.
@@ -347,15 +583,13 @@ impl Log {
         self.inner
             .lock()
             .ok()
-            .and_then(|inner| inner.ticks.last().map(|t| t.phase))
+            .and_then(|inner| inner.recorder.last_phase())
     }
 }
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log")
-            .field("ticks", &self.ticks().len())
-            .finish()
+        f.debug_struct("Log").field("ticks", &self.len()).finish()
     }
 }
 

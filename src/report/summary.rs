@@ -1,7 +1,8 @@
 //! The report as GitHub-flavoured Markdown: the verdict, a table per check, and Mermaid
 //! `xychart-beta` charts of the canary weight and each metric over time (GitHub renders Mermaid
 //! in step summaries). A step summary may hold at most 1 MiB, so long runs are sampled and the
-//! event list is cut to its end.
+//! event list is cut to its end. A folded row (many alike ticks, see `report::Recorder`) counts
+//! as all its ticks in the table and as its first and last tick in the charts.
 
 use std::fmt::Write;
 
@@ -127,19 +128,22 @@ fn checks_table(md: &mut String, report: &Report) {
         }
     }
     for tick in &report.checks {
+        // Every tick of a folded row had the same results; its values end with its last tick's.
+        let n = usize::try_from(tick.ticks.max(1)).unwrap_or(usize::MAX);
+        let last = tick.last.as_deref().unwrap_or(tick);
         for (name, passed) in &tick.verdicts {
             let i = entry(&mut rows, name, "metric");
             let r = &mut rows[i].1;
-            r.runs += 1;
-            r.failed += usize::from(!passed);
-            r.last = Some(tick.metrics.get(name).copied().flatten());
+            r.runs = r.runs.saturating_add(n);
+            r.failed = r.failed.saturating_add(if *passed { 0 } else { n });
+            r.last = Some(last.metrics.get(name).copied().flatten());
             r.last_passed = *passed;
         }
         for (name, passed) in &tick.webhooks {
             let i = entry(&mut rows, name, "webhook");
             let r = &mut rows[i].1;
-            r.runs += 1;
-            r.failed += usize::from(!passed);
+            r.runs = r.runs.saturating_add(n);
+            r.failed = r.failed.saturating_add(if *passed { 0 } else { n });
             r.last_passed = *passed;
         }
     }
@@ -214,21 +218,25 @@ fn chart(md: &mut String, title: &str, y_label: &str, points: &[(f64, f64)], y_r
     );
 }
 
+/// Each row's tick, and the last tick of a folded row after it.
+fn points(report: &Report) -> impl Iterator<Item = &super::TickReport> {
+    report
+        .checks
+        .iter()
+        .flat_map(|t| std::iter::once(t).chain(t.last.as_deref()))
+}
+
 fn charts(md: &mut String, report: &Report) {
-    if report.checks.len() < 2 {
+    if points(report).nth(1).is_none() {
         return;
     }
     md.push_str("### Canary weight and metrics over time\n\n");
-    let weights: Vec<(f64, f64)> = report
-        .checks
-        .iter()
+    let weights: Vec<(f64, f64)> = points(report)
         .map(|t| (t.at_s.0, f64::from(t.canary_weight)))
         .collect();
     chart(md, "Canary weight", "weight (%)", &weights, (0.0, 100.0));
     for name in report.metric_names().into_iter().take(MAX_METRIC_CHARTS) {
-        let points: Vec<(f64, f64)> = report
-            .checks
-            .iter()
+        let points: Vec<(f64, f64)> = points(report)
             .filter_map(|t| {
                 t.metrics
                     .get(&name)
@@ -250,12 +258,23 @@ fn charts(md: &mut String, report: &Report) {
 }
 
 fn events(md: &mut String, report: &Report) {
-    let events: Vec<(f64, &str)> = report
-        .checks
-        .iter()
-        .filter(|t| !t.message.is_empty())
-        .map(|t| (t.at_s.0, t.message.as_str()))
-        .collect();
+    let mut events: Vec<(f64, String)> = Vec::new();
+    for t in &report.checks {
+        if !t.message.is_empty() {
+            events.push((t.at_s.0, t.message.clone()));
+        }
+        if let Some(last) = &t.last {
+            if t.ticks > 2 {
+                events.push((
+                    t.at_s.0,
+                    format!("… {} more ticks like this one", t.ticks - 2),
+                ));
+            }
+            if !last.message.is_empty() {
+                events.push((last.at_s.0, last.message.clone()));
+            }
+        }
+    }
     if events.is_empty() {
         return;
     }
@@ -265,7 +284,7 @@ fn events(md: &mut String, report: &Report) {
         let _ = writeln!(md, "| | … {skip} earlier events |");
     }
     for (at, message) in events.into_iter().skip(skip) {
-        let _ = writeln!(md, "| {}s | {} |", number(at), cell(message));
+        let _ = writeln!(md, "| {}s | {} |", number(at), cell(&message));
     }
     md.push_str("\n</details>\n");
 }
@@ -292,6 +311,8 @@ mod tests {
             verdicts,
             webhooks: BTreeMap::new(),
             message: message.into(),
+            ticks: 1,
+            last: None,
         }
     }
 

@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::duration::parse_go_duration;
+use super::duration::{format_human, parse_go_duration};
+use super::placeholders;
 use super::types::*;
 use super::yaml::{parse_documents, quote, Node, Value};
-use super::{Diagnostic, Documents, SpecError};
+use super::{Diagnostic, Documents, SpecError, TemplateUse};
 
 const FLAGGER_API: &str = "flagger.app/v1beta1";
 const AVIARY_API: &str = "aviary.dev/v1alpha1";
@@ -23,6 +24,22 @@ const OLD_FLAGGER_APIS: [&str; 3] = [
 const TYPE_HELP: &str = "add apiVersion: flagger.app/v1beta1 and kind: Canary";
 /// Kubernetes `int32`: the largest value of a field without a stated maximum.
 const INT32_MAX: i64 = i32::MAX as i64;
+
+/// The most `iterations` and `threshold` aviary accepts. Flagger's CRD sets no maximum; each counts
+/// analysis ticks, and a million ticks is 11.6 days at aviary's shortest interval (1s) and 116
+/// days at Flagger's (10s): no real analysis comes near it, while `2147483647` would be 68 years
+/// at 1s.
+pub const MAX_TICK_COUNT: i64 = 1_000_000;
+/// The longest analysis `interval`: a day between two checks. Flagger's CRD allows any number of
+/// minutes; a canary checked less than daily is not being analysed.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The most `retries` of one webhook call (Flagger: no maximum). Each retry waits up to 5s plus
+/// the webhook's timeout, so 100 retries already hold one tick for many minutes.
+pub const MAX_WEBHOOK_RETRIES: i64 = 100;
+/// Kubernetes' limit on a Service name (an RFC 1035 label) and on a name that must be one.
+const DNS_LABEL_MAX: usize = 63;
+/// Kubernetes' limit on most object names (an RFC 1123 subdomain).
+const DNS_SUBDOMAIN_MAX: usize = 253;
 
 /// Providers aviary can route traffic for, in Flagger's spelling.
 const ROUTED_PROVIDERS: [&str; 8] = [
@@ -71,6 +88,7 @@ const MATCH_KINDS: [&str; 4] = ["exact", "prefix", "suffix", "regex"];
 /// Reads every Canary and MetricTemplate of `text` (named `file` in messages). Documents of other kinds
 /// are listed in [`Documents::skipped`]. Any error makes the whole file invalid; all of them are reported.
 pub fn decode_documents(file: &str, text: &str) -> Result<Documents, SpecError> {
+    let text = super::input::strip_bom(text);
     let docs = match parse_documents(file, text) {
         Ok(docs) => docs,
         Err(errors) => {
@@ -80,11 +98,21 @@ pub fn decode_documents(file: &str, text: &str) -> Result<Documents, SpecError> 
             })
         }
     };
-    let mut cx = Cx::new(file);
+    let mut cx = Cx::new(file, text);
     let mut out = Documents::default();
     for doc in &docs {
         decode_document(&mut cx, doc, &mut out);
     }
+    // `{{ variables.X }}` of the templates in this file against the metrics that use them.
+    let local: Vec<TemplateUse> = cx
+        .uses
+        .iter()
+        .filter(|u| u.find(&out.templates).is_some())
+        .cloned()
+        .collect();
+    cx.errors
+        .extend(super::check_template_uses(&local, &out.templates));
+    out.template_uses = std::mem::take(&mut cx.uses);
     // Unknown fields are found when a mapping is finished; present everything in file order.
     cx.errors.sort_by_key(|d| d.line);
     for d in cx.errors.iter_mut().filter(|d| d.help.is_none()) {
@@ -108,20 +136,55 @@ pub fn decode_documents(file: &str, text: &str) -> Result<Documents, SpecError> 
 /// What has been found so far.
 struct Cx<'f> {
     file: &'f str,
+    /// The whole file, to find the line of a placeholder inside a multi-line query.
+    text: &'f str,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// `aviary.dev/v1alpha1`: unknown fields are errors, not warnings.
     strict: bool,
+    /// Canary metrics that use a MetricTemplate, in file order.
+    uses: Vec<TemplateUse>,
 }
 
 impl<'f> Cx<'f> {
-    fn new(file: &'f str) -> Self {
+    fn new(file: &'f str, text: &'f str) -> Self {
         Cx {
             file,
+            text,
             errors: Vec::new(),
             warnings: Vec::new(),
             strict: false,
+            uses: Vec::new(),
         }
+    }
+
+    /// The line, at or after `from`, that holds `needle` (a placeholder of a query); `from`
+    /// when none does.
+    fn line_with(&self, from: usize, needle: &str) -> usize {
+        self.text
+            .lines()
+            .enumerate()
+            .skip(from.saturating_sub(1))
+            .find(|(_, l)| l.contains(needle))
+            .map_or(from, |(i, _)| i + 1)
+    }
+
+    /// Reports every problem with the placeholders of the query at `field`; returns them.
+    fn check_query(&mut self, field: &Field, query: &str) -> Vec<placeholders::Placeholder> {
+        let (found, problems) = placeholders::scan(query);
+        for p in problems {
+            let excerpt: String = query[p.offset..]
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .take(12)
+                .collect();
+            let excerpt = excerpt.trim_end();
+            let line = self.line_with(field.line(), excerpt);
+            self.error(line, &field.path, p.message).hint(p.help);
+        }
+        found
     }
 
     fn error(&mut self, line: usize, path: &str, message: impl Into<String>) -> &mut Diagnostic {
@@ -245,8 +308,9 @@ fn field_help(path: &str) -> Option<&'static str> {
         "maxWeight" => "maxWeight is the largest percentage of traffic the canary gets before promotion, e.g. maxWeight: 50",
         "stepWeights" => "stepWeights lists the canary's traffic percentages in increasing order, e.g. stepWeights: [1, 10, 50]",
         "stepWeightPromotion" => "stepWeightPromotion is the percentage moved back to the primary at each promotion step, e.g. stepWeightPromotion: 25",
-        "threshold" => "threshold is how many failed checks roll the canary back, e.g. threshold: 5",
-        "iterations" => "iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10",
+        "threshold" => "threshold is how many failed checks roll the canary back, e.g. threshold: 5 (at most 1000000)",
+        "iterations" => "iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10 (at most 1000000: 11.6 days at a 1s interval)",
+        "retries" => "retries is how many times a failed webhook call is tried again within one check, e.g. retries: 3 (at most 100)",
         "interval" => "a Go duration such as 30s, 1m or 1m30s",
         "timeout" => "a Go duration such as 10s or 1m",
         "port" => "a port number 1-65535, e.g. port: 9898",
@@ -373,7 +437,15 @@ impl<'n> Field<'n> {
     fn number(&self, cx: &mut Cx) -> Option<f64> {
         match &self.node.value {
             Value::Int(i) => Some(*i as f64),
-            Value::Float(f) if !f.is_nan() => Some(*f),
+            Value::Float(f) if f.is_finite() => Some(*f),
+            Value::Float(f) if f.is_infinite() => {
+                let text = self.node.scalar_text().unwrap_or_default();
+                let field = self.path.rsplit('.').next().unwrap_or("the field");
+                self.expected(cx, "a finite number").hint(format!(
+                    "{text} is not a usable value; to set no limit, leave {field} out"
+                ));
+                None
+            }
             Value::Str(s) if s.trim().parse::<f64>().is_ok_and(|f| f.is_finite()) => {
                 self.expected(cx, "a number")
                     .hint(format!("remove the quotes: {}", s.trim()));
@@ -793,7 +865,16 @@ fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
         return;
     };
     if kind == "Canary" {
+        let uses_before = cx.uses.len();
+        let name_line = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .map_or(origin_line, |n| n.line);
         if let Some(mut canary) = decode_canary(cx, version, spec) {
+            check_state_name(cx, &name, name_line);
+            for u in &mut cx.uses[uses_before..] {
+                u.canary_namespace = namespace.clone();
+            }
             canary.name = name;
             canary.namespace = namespace;
             canary.namespace_explicit = namespace_explicit;
@@ -847,6 +928,94 @@ fn decode_metadata(cx: &mut Cx, top: &mut Reader) -> Option<(String, String, boo
     }
     md.finish(cx);
     name.map(|n| (n, namespace, explicit))
+}
+
+/// The state ConfigMap and the Lease aviary keeps for a Canary are named `<name>-aviary`, which
+/// must still be a Kubernetes name.
+fn check_state_name(cx: &mut Cx, name: &str, line: usize) {
+    let state = crate::state::object_name(name);
+    if state.len() > DNS_SUBDOMAIN_MAX {
+        cx.error(
+            line,
+            "metadata.name",
+            format!(
+                "the Canary's name is {} characters, so the ConfigMap and Lease aviary keeps for it ({}...-aviary) would be {}, over Kubernetes' limit of {DNS_SUBDOMAIN_MAX}",
+                name.len(),
+                &name[..20.min(name.len())],
+                state.len()
+            ),
+        )
+        .hint(format!(
+            "use a name of at most {} characters",
+            DNS_SUBDOMAIN_MAX - "-aviary".len()
+        ));
+    }
+}
+
+/// Checks that `<base>-primary` and `<base>-canary`, the Services aviary creates, are valid
+/// Service names (RFC 1035 labels of at most 63 characters). `what` says where `base` comes
+/// from, for the message.
+fn check_service_base(cx: &mut Cx, base: &str, line: usize, path: &str, what: &str) {
+    let (what, alt) = match what.split_once(" | ") {
+        Some((w, a)) => (w, a),
+        None => (what, ""),
+    };
+    let longest = format!("{base}-primary");
+    let starts_with_letter = base.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    let label_chars = base
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let max = DNS_LABEL_MAX - "-primary".len();
+    if longest.len() > DNS_LABEL_MAX {
+        cx.error(
+            line,
+            path,
+            format!(
+                "{} is {} characters, so the primary's Service {} would be {}, over Kubernetes' limit of {DNS_LABEL_MAX} for a Service name",
+                quote(base),
+                base.len(),
+                quote(&longest),
+                longest.len()
+            ),
+        )
+        .hint(format!(
+            "shorten {what} to at most {max} characters{alt} (aviary names the Services <name>, <name>-primary and <name>-canary)"
+        ));
+    } else if !starts_with_letter || !label_chars {
+        cx.error(
+            line,
+            path,
+            format!(
+                "{} cannot name a Service: Service names are lowercase letters, digits and '-', starting with a letter",
+                quote(base)
+            ),
+        )
+        .hint(format!(
+            "use such a name for {what}{alt} (aviary names the Services <name>, <name>-primary and <name>-canary)"
+        ));
+    }
+}
+
+/// Checks that `<base>-primary` (a Deployment, an autoscaler) or `<base>-canary` (an Ingress) is
+/// still a valid object name.
+fn check_derived_name(cx: &mut Cx, base: &str, suffix: &str, line: usize, path: &str, what: &str) {
+    let derived = format!("{base}{suffix}");
+    if derived.len() > DNS_SUBDOMAIN_MAX {
+        cx.error(
+            line,
+            path,
+            format!(
+                "{what} is {} characters, so the {} aviary creates from it would be {}, over Kubernetes' limit of {DNS_SUBDOMAIN_MAX}",
+                base.len(),
+                quote(&format!("<name>{suffix}")),
+                derived.len()
+            ),
+        )
+        .hint(format!(
+            "use a name of at most {} characters",
+            DNS_SUBDOMAIN_MAX - suffix.len()
+        ));
+    }
 }
 
 // =============================================================================================
@@ -937,24 +1106,45 @@ fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> Option<Cana
     let provider = s.field("provider").and_then(|f| parse_provider(cx, &f));
     let metrics_server = s.string(cx, "metricsServer").filter(|m| !m.is_empty());
 
+    // Where each name is written, for the checks of the names aviary derives from them.
+    let name_line =
+        |r: &Reader, fallback: usize| r.lookup("name").map_or(fallback, |(_, v)| v.line);
+    let mut target_line = s.key_line("targetRef");
     let target_ref = s.req(cx, "targetRef", |f, cx| {
         let r = f.map(cx)?;
+        target_line = name_line(&r, f.key_line);
         let t = decode_ref(cx, r, false, Some(&TARGET_KINDS))?;
+        let path = join(&f.path, "name");
         if !is_dns_subdomain(&t.name) {
             cx.error(
-                f.key_line,
-                &join(&f.path, "name"),
+                target_line,
+                &path,
                 format!("{} is not a valid Kubernetes name", quote(&t.name)),
+            );
+        } else {
+            check_derived_name(
+                cx,
+                &t.name,
+                "-primary",
+                target_line,
+                &path,
+                "targetRef.name",
             );
         }
         Some(t)
     });
-    let autoscaler_ref = s
-        .map(cx, "autoscalerRef")
-        .and_then(|r| decode_autoscaler(cx, r));
-    let ingress_ref = s
-        .map(cx, "ingressRef")
-        .and_then(|r| decode_ref(cx, r, false, None));
+    let autoscaler_ref = s.map(cx, "autoscalerRef").and_then(|r| {
+        let (line, path) = (name_line(&r, r.line), join(&r.path, "name"));
+        let a = decode_autoscaler(cx, r)?;
+        check_derived_name(cx, &a.name, "-primary", line, &path, "autoscalerRef.name");
+        Some(a)
+    });
+    let ingress_ref = s.map(cx, "ingressRef").and_then(|r| {
+        let (line, path) = (name_line(&r, r.line), join(&r.path, "name"));
+        let i = decode_ref(cx, r, false, None)?;
+        check_derived_name(cx, &i.name, "-canary", line, &path, "ingressRef.name");
+        Some(i)
+    });
     let route_ref = s
         .map(cx, "routeRef")
         .and_then(|r| decode_ref(cx, r, false, None));
@@ -965,7 +1155,24 @@ fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> Option<Cana
     let target_name = target_ref.as_ref().map(|t| t.name.clone());
     let service = s.req(cx, "service", |f, cx| {
         let r = f.map(cx)?;
-        decode_service(cx, r, target_name.as_deref().unwrap_or(""))
+        let explicit = r
+            .lookup("name")
+            .filter(|(_, v)| v.as_str().is_some_and(|n| !n.is_empty()))
+            .map(|(_, v)| v.line);
+        let path = join(&r.path, "name");
+        let service = decode_service(cx, r, target_name.as_deref().unwrap_or(""))?;
+        match explicit {
+            Some(line) => check_service_base(cx, &service.name, line, &path, "service.name"),
+            None if is_dns_subdomain(&service.name) => check_service_base(
+                cx,
+                &service.name,
+                target_line,
+                "spec.targetRef.name",
+                "targetRef.name | , or set service.name to a shorter name for the Services",
+            ),
+            None => {}
+        }
+        Some(service)
     });
 
     // `analysis`, or the deprecated `canaryAnalysis`.
@@ -1345,12 +1552,23 @@ fn decode_analysis(cx: &mut Cx, version: ApiVersion, mut r: Reader) -> (Analysis
                     )
                     .hint("the shortest analysis interval is 1s");
                 }
+                _ if d > MAX_INTERVAL => {
+                    f.error(
+                        cx,
+                        format!(
+                            "expected an interval of at most {}, got {}",
+                            format_human(MAX_INTERVAL),
+                            quote(&text)
+                        ),
+                    )
+                    .hint("the interval is the time between two checks of the canary, e.g. 1m; for a longer analysis, raise iterations or lower stepWeight");
+                }
                 _ => {}
             }
         }
     }
     let threshold = r
-        .int(cx, "threshold", 0, None)
+        .int(cx, "threshold", 0, Some(MAX_TICK_COUNT))
         .map_or(1, |t| to_u32(t).max(1));
     let max_weight = r.int(cx, "maxWeight", 1, Some(100)).map_or(0, to_u32);
     let errors_before = cx.errors.len();
@@ -1376,7 +1594,9 @@ fn decode_analysis(cx: &mut Cx, version: ApiVersion, mut r: Reader) -> (Analysis
     let step_weight_promotion = r
         .int(cx, "stepWeightPromotion", 1, Some(100))
         .map_or(0, to_u32);
-    let iterations = r.int(cx, "iterations", 0, None).map_or(0, to_u32);
+    let iterations = r
+        .int(cx, "iterations", 0, Some(MAX_TICK_COUNT))
+        .map_or(0, to_u32);
     written.strategy_errors = cx.errors.len() > errors_before;
     let mirror = r.flag(cx, "mirror");
     let mirror_weight = r.int(cx, "mirrorWeight", 0, Some(100)).map(to_u32);
@@ -1706,7 +1926,18 @@ fn decode_metric(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) -
     }
     let (interval, interval_text) = r
         .field("interval")
-        .and_then(|f| f.duration(cx))
+        .and_then(|f| {
+            let (d, text) = f.duration(cx)?;
+            if d < Duration::from_secs(1) {
+                f.error(
+                    cx,
+                    format!("expected a query window of at least 1s, got {}", quote(&text)),
+                )
+                .hint("the metric's interval is the range its query looks back over ({{ interval }}), e.g. interval: 1m; an empty range has no samples");
+                return None;
+            }
+            Some((d, text))
+        })
         .unwrap_or((Duration::from_secs(60), "1m".to_string()));
     let range_field = r.field("thresholdRange");
     let range = range_field.as_ref().and_then(|f| {
@@ -1729,7 +1960,26 @@ fn decode_metric(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) -
     let threshold_field = r.field("threshold");
     let threshold = threshold_field.as_ref().and_then(|f| f.number(cx));
     let query_field = r.field("query");
-    let query = query_field.as_ref().and_then(|f| f.string(cx));
+    let query = query_field.as_ref().and_then(|f| {
+        let q = f.string(cx)?;
+        for p in cx.check_query(f, &q) {
+            if let Some(key) = p.variable().filter(|k| !k.is_empty()) {
+                let line = cx.line_with(f.line(), &p.text);
+                cx.error(
+                    line,
+                    &f.path,
+                    format!(
+                        "{} in an inline query: only a MetricTemplate's query gets templateVariables",
+                        p.text
+                    ),
+                )
+                .hint(format!(
+                    "move the query into a MetricTemplate and set `{key}` under the metric's templateVariables"
+                ));
+            }
+        }
+        Some(q)
+    });
     let tref_field = r.field("templateRef");
     let template = tref_field.as_ref().and_then(|f| {
         let tr = f.map(cx)?;
@@ -1753,10 +2003,27 @@ fn decode_metric(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) -
             .hint("remove query: the MetricTemplate holds the query");
             return None;
         }
-        (Some(_), None) => MetricSource::Template {
-            template: template?,
-            variables,
-        },
+        (Some(t), None) => {
+            let template = template?;
+            let (line, path) = match &vars_field {
+                Some(v) => (v.key_line, v.path.clone()),
+                None => (t.key_line, t.path.clone()),
+            };
+            cx.uses.push(TemplateUse {
+                file: cx.file.to_string(),
+                line,
+                path,
+                metric: name.clone(),
+                template: template.name.clone(),
+                template_namespace: template.namespace.clone(),
+                canary_namespace: String::new(),
+                variables: variables.keys().cloned().collect(),
+            });
+            MetricSource::Template {
+                template,
+                variables,
+            }
+        }
         (None, Some(q)) => {
             let query = query?;
             cx.warn(q.line(), &q.path, "query is deprecated")
@@ -1801,7 +2068,9 @@ fn decode_metric(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) -
             .hint("remove threshold");
         }
         let range = range?;
-        if range.min.is_none() && range.max.is_none() {
+        let bounds_written = matches!(&rf.node.value, Value::Map(entries)
+            if entries.iter().any(|(k, v)| matches!(k.as_str(), Some("min" | "max")) && !v.is_null()));
+        if range.min.is_none() && range.max.is_none() && !bounds_written {
             cx.warn(
                 rf.key_line,
                 &rf.path,
@@ -1916,7 +2185,9 @@ fn decode_webhook(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) 
         .field("timeout")
         .and_then(|f| f.duration(cx))
         .map_or(Duration::from_secs(10), |(d, _)| d);
-    let retries = r.int(cx, "retries", 0, None).map_or(0, to_u32);
+    let retries = r
+        .int(cx, "retries", 0, Some(MAX_WEBHOOK_RETRIES))
+        .map_or(0, to_u32);
     let mute_alert = r.flag(cx, "muteAlert");
     let metadata = r.str_map(cx, "metadata");
     r.finish(cx);
@@ -1962,7 +2233,11 @@ fn decode_template_spec(cx: &mut Cx, mut s: Reader) -> Option<(MetricProvider, S
             headers,
         })
     });
-    let query = s.req_string(cx, "query");
+    let query = s.req(cx, "query", |f, cx| {
+        let q = f.nonempty_string(cx)?;
+        cx.check_query(f, &q);
+        Some(q)
+    });
     s.finish(cx);
     Some((provider?, query?))
 }
@@ -2556,7 +2831,7 @@ spec:
             errors(&text),
             vec![
                 "canary.yaml:12: spec.analysis.stepWeight: expected an integer 1-100, got 0\n  help: stepWeight is the percentage of traffic added to the canary at each step, e.g. stepWeight: 10",
-                "canary.yaml:26: spec.analysis.iterations: expected an integer >= 0, got -1\n  help: iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10",
+                "canary.yaml:26: spec.analysis.iterations: expected an integer 0-1000000, got -1\n  help: iterations is how many analysis ticks A/B testing or blue/green runs, e.g. iterations: 10 (at most 1000000: 11.6 days at a 1s interval)",
             ]
         );
     }

@@ -7,6 +7,8 @@
 
 pub mod decode;
 pub mod duration;
+pub mod input;
+pub mod placeholders;
 pub mod types;
 pub mod yaml;
 
@@ -101,6 +103,88 @@ pub struct Documents {
     /// Documents of other kinds (a Deployment next to its Canary, say), as `(apiVersion, kind, origin)`.
     pub skipped: Vec<(String, String, Origin)>,
     pub warnings: Vec<Diagnostic>,
+    /// Every Canary metric that uses a MetricTemplate, for checking its `{{ variables.X }}`
+    /// against templates in other files ([`check_template_uses`]); those in the same file are
+    /// checked already.
+    pub template_uses: Vec<TemplateUse>,
+}
+
+/// A Canary metric's `templateRef`, with where it is written and the `templateVariables` it sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplateUse {
+    pub file: String,
+    pub line: usize,
+    /// `spec.analysis.metrics[0].templateRef`, or `...templateVariables` when it is written.
+    pub path: String,
+    pub metric: String,
+    pub template: String,
+    /// `templateRef.namespace`, when set.
+    pub template_namespace: Option<String>,
+    /// The Canary's namespace (the template's when `templateRef` names none).
+    pub canary_namespace: String,
+    pub variables: Vec<String>,
+}
+
+impl TemplateUse {
+    /// The template this metric would use among `templates`, as the runner finds it: the one
+    /// with its name and namespace, else the only one with its name.
+    pub fn find<'t>(&self, templates: &'t [MetricTemplate]) -> Option<&'t MetricTemplate> {
+        let namespace = self
+            .template_namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.canary_namespace);
+        if let Some(t) = templates
+            .iter()
+            .find(|t| t.name == self.template && t.namespace == namespace)
+        {
+            return Some(t);
+        }
+        let mut by_name = templates.iter().filter(|t| t.name == self.template);
+        match (by_name.next(), by_name.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// An error for each `{{ variables.X }}` of a used template that the metric's
+/// `templateVariables` does not set (aviary would fail that metric at run time, and Flagger
+/// would query with `<no value>` in its place). Uses whose template is not among `templates`
+/// are left alone: it may be in the cluster.
+pub fn check_template_uses(uses: &[TemplateUse], templates: &[MetricTemplate]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for u in uses {
+        let Some(t) = u.find(templates) else {
+            continue;
+        };
+        let (found, _) = placeholders::scan(&t.query);
+        let mut reported: Vec<&str> = Vec::new();
+        for key in found.iter().filter_map(|p| p.variable()) {
+            if key.is_empty() || u.variables.iter().any(|v| v == key) || reported.contains(&key) {
+                continue;
+            }
+            reported.push(key);
+            let set = if u.variables.is_empty() {
+                "the metric sets no templateVariables".to_string()
+            } else {
+                format!("templateVariables sets {}", u.variables.join(", "))
+            };
+            out.push(
+                Diagnostic::error(
+                    &u.file,
+                    u.line,
+                    &u.path,
+                    format!(
+                        "metric {:?} uses MetricTemplate {}.{} ({}:{}), whose query needs {{{{ variables.{key} }}}}, but {set}",
+                        u.metric, t.name, t.namespace, t.origin.file, t.origin.line
+                    ),
+                )
+                .with_help(format!("add `{key}: VALUE` under templateVariables")),
+            );
+        }
+    }
+    out
 }
 
 /// Why a spec could not be read.
@@ -134,14 +218,28 @@ fn render_errors(errors: &[Diagnostic]) -> String {
 /// Reads every document of `path`. The file is named in messages as it was given.
 pub fn load_file(path: &Path) -> Result<Documents, SpecError> {
     let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: label.clone(),
-        source,
-    })?;
+    let text = read_input(path)?;
     load_str(&label, &text)
 }
 
-/// Reads every document of `text`, naming it `file` in messages.
+/// Reads an input file as text through [`input::read_text`] (at most [`input::MAX_INPUT_BYTES`],
+/// UTF-8, byte-order mark dropped), with its problems as spec errors naming the file.
+pub fn read_input(path: &Path) -> Result<String, SpecError> {
+    let label = path.display().to_string();
+    input::read_text(path).map_err(|e| match e {
+        input::ReadError::Io(source) => SpecError::Io {
+            path: label.clone(),
+            source,
+        },
+        other => SpecError::Invalid {
+            errors: other.diagnostic(&label).into_iter().collect(),
+            warnings: Vec::new(),
+        },
+    })
+}
+
+/// Reads every document of `text`, naming it `file` in messages. A leading byte-order mark is
+/// ignored.
 pub fn load_str(file: &str, text: &str) -> Result<Documents, SpecError> {
-    decode::decode_documents(file, text)
+    decode::decode_documents(file, input::strip_bom(text))
 }
