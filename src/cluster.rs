@@ -71,7 +71,12 @@ pub async fn connect(
     };
     let mut config = config;
     // A request that hangs must not hang the rollout: give up and let `retry` try again.
+    config.connect_timeout = Some(request_timeout);
     config.read_timeout = Some(request_timeout);
+    config.write_timeout = Some(request_timeout);
+    // One retry policy, ours ([`retry`], with a total deadline): kube's own layer (15 attempts,
+    // backoff up to minutes) would stack under it and keep a command retrying for half an hour.
+    config.default_retry = false;
     let namespace = config.default_namespace.clone();
     let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
     Ok((client, namespace))
@@ -104,20 +109,41 @@ pub fn is_transient(e: &kube::Error) -> bool {
 
 /// Attempts per request before giving up.
 const ATTEMPTS: u32 = 8;
+/// No new attempt starts this long after the first one did: with one attempt's own timeout on
+/// top (`--request-timeout`), a failing call is reported within about half a minute at worst.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(12);
 
 /// Runs an idempotent API call, retrying transient failures with exponential backoff
-/// (100 ms doubling to 3.2 s, eight attempts, about 12 s in all).
-pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T, ClusterError>
+/// (100 ms doubling to 3.2 s; at most eight attempts and none started after [`RETRY_BUDGET`]).
+pub async fn retry<T, F, Fut>(what: &str, call: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
 {
+    retry_within(what, RETRY_BUDGET, call).await
+}
+
+/// [`retry`] with another budget: how long after the first attempt a new one may still start.
+pub async fn retry_within<T, F, Fut>(
+    what: &str,
+    budget: Duration,
+    mut call: F,
+) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     let mut attempt = 1;
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && is_transient(&e)
+                    && started.elapsed() + delay <= budget =>
+            {
                 tracing::debug!(attempt, "{what}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(3200));
@@ -125,5 +151,56 @@ where
             }
             Err(e) => return Err(ClusterError::api(what, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn unavailable() -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("unavailable", "ServiceUnavailable")
+                .with_code(503)
+                .boxed(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_always_fails_gives_up_within_the_budget() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: Result<(), _> = retry("read ConfigMap x", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(unavailable()) }
+        })
+        .await;
+        assert!(result.is_err());
+        assert!(started.elapsed() <= RETRY_BUDGET, "{:?}", started.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), ATTEMPTS);
+        let small: Result<(), _> = retry_within("x", Duration::from_millis(350), || async {
+            Err(unavailable())
+        })
+        .await;
+        assert!(small.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_error_is_not_retried() {
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = retry("x", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err(kube::Error::Api(
+                    kube::core::Status::failure("nope", "NotFound")
+                        .with_code(404)
+                        .boxed(),
+                ))
+            }
+        })
+        .await;
+        assert!(result.is_err_and(|e| e.is_not_found()));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

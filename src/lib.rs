@@ -13,6 +13,7 @@ pub mod engine;
 pub mod exit;
 pub mod host;
 pub mod http;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod plan;

@@ -6,6 +6,7 @@ use crate::app::{self, AppError};
 use crate::cli::{AbortArgs, ClusterArgs, ControlArgs, DeployArgs, RolloutArgs};
 use crate::cluster::{self, ClusterError};
 use crate::exit::Exit;
+use crate::lease::{Holder, LeaseGuard};
 use crate::report::{Log, Report, Verdict};
 use crate::runner::{self, ExternalPhase, Options, Outcome, RunError};
 use crate::spec::duration::parse_go_duration;
@@ -93,6 +94,11 @@ pub fn write_report(report: &Report, path: Option<&std::path::Path>) -> Result<(
 pub fn failed_report(err: &AppError, command: &str) -> Report {
     let mut report = Report::new(Verdict::Failed);
     report.command = Some(command.to_string());
+    if let AppError::Run(run) = err {
+        if let RunError::GaveUp { traffic, .. } = run.as_ref() {
+            report.traffic = Some(*traffic);
+        }
+    }
     report.message = Some(match err {
         AppError::Spec(crate::spec::SpecError::Invalid { errors, .. }) => errors
             .iter()
@@ -174,52 +180,87 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
     };
     let log = ctx.log.clone();
     let target = objects.as_ref().map(|(t, _)| t.clone());
+    let prometheus_auth = match (
+        &args.prometheus_token,
+        &args.prometheus_username,
+        &args.prometheus_password,
+    ) {
+        (Some(token), _, _) if !token.is_empty() => crate::metrics::Auth::Bearer(token.clone()),
+        (_, Some(username), Some(password)) if !username.is_empty() && !password.is_empty() => {
+            crate::metrics::Auth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            }
+        }
+        _ => crate::metrics::Auth::None,
+    };
+    let options = Options {
+        provider: provider.clone(),
+        poll: Duration::from_millis(500),
+        templates,
+        prometheus: args.prometheus_url.clone(),
+        prometheus_auth,
+        log: log.clone(),
+        phase: ctx.phase,
+    };
     let rt = runtime()?;
     let outcome = rt.block_on(async {
-        let (client, default_ns) = connect(&args.cluster).await?;
+        // From here on a signal or the time limit stops the command wherever it is.
+        let mut stop = runner::Stop::new(timeout)?;
+        let connected = stop.guard(connect(&args.cluster)).await;
+        let (client, default_ns) = match connected {
+            Ok(connected) => connected?,
+            Err(reason) => return Ok((stopped_early(reason)?, canary)),
+        };
         if !canary.namespace_explicit && args.namespace.is_none() {
             canary.namespace = default_ns;
         }
-        if let Some((target, objects)) = objects {
-            apply_for_rollout(&client, &canary, &target, objects).await?;
-        }
-        let options = Options {
-            provider: provider.clone(),
-            timeout,
-            holder: state::holder_identity(),
-            poll: Duration::from_millis(500),
-            templates,
-            prometheus: args.prometheus_url.clone(),
-            prometheus_auth: match (
-                &args.prometheus_token,
-                &args.prometheus_username,
-                &args.prometheus_password,
-            ) {
-                (Some(token), _, _) if !token.is_empty() => {
-                    crate::metrics::Auth::Bearer(token.clone())
-                }
-                (_, Some(username), Some(password))
-                    if !username.is_empty() && !password.is_empty() =>
-                {
-                    crate::metrics::Auth::Basic {
-                        username: username.clone(),
-                        password: password.clone(),
-                    }
-                }
-                _ => crate::metrics::Auth::None,
-            },
-            log: log.clone(),
-            phase: ctx.phase,
+        // The lease first: a runner that cannot have it changes nothing (exit 4), not even the
+        // target Deployment a rendered target would apply.
+        let me = Holder::this_process(&|k| std::env::var(k).ok());
+        let acquired = stop
+            .guard(LeaseGuard::acquire(
+                client.clone(),
+                &canary.namespace,
+                &canary.name,
+                &me,
+            ))
+            .await;
+        let lease = match acquired {
+            Ok(lease) => lease.map_err(RunError::from)?,
+            Err(reason) => return Ok((stopped_early(reason)?, canary)),
         };
+        stop.watch_lease(lease.keep());
         tracing::info!(
             "rolling out {} (lease holder {})",
             canary.qualified_name(),
-            options.holder
+            lease.identity()
         );
-        let outcome = runner::rollout(client, canary.clone(), options).await?;
-        Ok::<_, AppError>((outcome, canary))
+        let run = async {
+            if let Some((target, objects)) = objects {
+                match stop
+                    .guard(apply_for_rollout(&client, &canary, &target, objects))
+                    .await
+                {
+                    Ok(applied) => applied?,
+                    Err(reason) => return stopped_early(reason),
+                }
+            }
+            runner::rollout(client.clone(), canary.clone(), options, &mut stop)
+                .await
+                .map_err(AppError::from)
+        };
+        let outcome = run.await;
+        drop(stop);
+        match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
+            Err(_) => tracing::warn!("could not release the lease in time; it expires by itself"),
+        }
+        Ok::<_, AppError>((outcome?, canary))
     })?;
     let (outcome, canary) = outcome;
+    let mut traffic = None;
     let (verdict, exit, message) = match outcome {
         Outcome::Promoted => (Verdict::Promoted, Exit::Success, None),
         Outcome::Bootstrapped => (
@@ -239,17 +280,29 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
             Exit::Success,
             Some("this revision already went through a rollout; nothing to do".to_string()),
         ),
-        Outcome::RolledBack => (Verdict::RolledBack, Exit::RolledBack, None),
-        Outcome::Cancelled => (
-            Verdict::Cancelled,
-            Exit::Cancelled,
-            Some("cancelled; all traffic is on the primary".to_string()),
+        Outcome::RolledBack { aborted } => (
+            Verdict::RolledBack,
+            Exit::RolledBack,
+            aborted.map(|reason| format!("aborted: {reason}; all traffic is on the primary")),
         ),
-        Outcome::TimedOut => (
-            Verdict::NoVerdict,
-            Exit::NoVerdict,
-            Some("no verdict within --timeout; all traffic is on the primary".to_string()),
-        ),
+        Outcome::Cancelled { signal, traffic: t } => {
+            traffic = Some(t);
+            let exit = if t.on_primary { Exit::Cancelled } else { Exit::Runtime };
+            (
+                Verdict::Cancelled,
+                exit,
+                Some(format!("cancelled by {signal}; {}", t.describe())),
+            )
+        }
+        Outcome::TimedOut { traffic: t } => {
+            traffic = Some(t);
+            let exit = if t.on_primary { Exit::NoVerdict } else { Exit::Runtime };
+            (
+                Verdict::NoVerdict,
+                exit,
+                Some(format!("no verdict within --timeout; {}", t.describe())),
+            )
+        }
         Outcome::Held { weight } => (
             Verdict::Advanced,
             Exit::Success,
@@ -257,9 +310,10 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
         ),
     };
     let mut report = Report::from_ticks(verdict, &log.ticks());
-    if report.message.is_none() {
-        report.message = message;
+    if report.message.is_none() || traffic.is_some() {
+        report.message = message.or(report.message);
     }
+    report.traffic = traffic;
     let config = crate::engine::Config::from_canary(&canary, &provider);
     report.command = Some("rollout".into());
     report.canary = Some(canary.qualified_name());
@@ -272,6 +326,28 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
         _ => tracing::info!("verdict: {} ({})", verdict.human(), report.headline()),
     }
     Ok(report.exit(exit))
+}
+
+/// The outcome of a run stopped before its rollout began: it moved no traffic.
+fn stopped_early(reason: runner::StopReason) -> Result<Outcome, AppError> {
+    let on_primary = crate::report::TrafficLeft {
+        primary: 100,
+        canary: 0,
+        on_primary: true,
+    };
+    match reason {
+        runner::StopReason::Signal(signal) => Ok(Outcome::Cancelled {
+            signal,
+            traffic: on_primary,
+        }),
+        runner::StopReason::TimedOut(_) => Ok(Outcome::TimedOut {
+            traffic: on_primary,
+        }),
+        runner::StopReason::Lease(lost) => Err(AppError::from(RunError::GaveUp {
+            reason: lost.to_string(),
+            traffic: on_primary,
+        })),
+    }
 }
 
 /// Applies a rendered target before its rollout: everything, the canary's target Deployment
@@ -431,18 +507,127 @@ pub fn promote(args: &ControlArgs) -> Result<Exit, AppError> {
     })
 }
 
+/// `aviary abort`: asks the canary's runner to roll back, and waits until it has. The request
+/// is durable (an annotation on the state ConfigMap, naming the revision under analysis): when
+/// no runner holds the lease, or its holder turns out to be gone (its lease expires without it
+/// acting), `abort` takes the lease and rolls back itself, so an abort never waits for a runner
+/// that will not come back.
 pub fn abort(args: &AbortArgs) -> Result<Exit, AppError> {
     let rt = runtime()?;
     let c = &args.control;
     rt.block_on(async {
+        let mut stop = runner::Stop::new(None)?;
         let (client, ns) = namespace(c).await?;
-        state::request(client, &ns, &c.name, ABORT_ANNOTATION, &args.reason)
+        let name = c.name.as_str();
+        let cluster_err = |e: ClusterError| AppError::from(RunError::from(e));
+        let mut store = state::StateStore::new(client.clone(), &ns, name);
+        let (engine, _) = store.load().await.map_err(cluster_err)?;
+        let Some(engine) = engine else {
+            return Err(AppError::input(format!(
+                "no rollout of canary {name}.{ns} was found (no ConfigMap {}); is the name and namespace right?",
+                state::object_name(name)
+            )));
+        };
+        let request = state::AbortRequest {
+            reason: args.reason.clone(),
+            revision: engine.state().target_revision.clone(),
+        };
+        state::request(client.clone(), &ns, name, ABORT_ANNOTATION, &request.to_annotation())
             .await
-            .map_err(|e: ClusterError| AppError::from(RunError::from(e)))?;
-        tracing::info!(
-            "asked the runner of {}.{ns} to roll back; it acts within a second",
-            c.name
-        );
-        Ok(Exit::Success)
+            .map_err(cluster_err)?;
+        let me = Holder {
+            run: "aviary abort".into(),
+            ..Holder::this_process(&|k| std::env::var(k).ok())
+        };
+        let give_up = tokio::time::Instant::now()
+            + crate::lease::lease_duration()
+            + Duration::from_secs(10);
+        let mut told = false;
+        loop {
+            let (engine, control) = store.load().await.map_err(cluster_err)?;
+            if control.abort.is_none() {
+                // A runner acted on it.
+                let phase = engine.map(|e| e.state().phase);
+                if phase == Some(crate::engine::Phase::Failed) {
+                    tracing::info!("the runner of {name}.{ns} rolled it back: all traffic is on the primary");
+                } else {
+                    tracing::info!(
+                        "the runner of {name}.{ns} took the request; nothing was being analysed (phase {})",
+                        phase.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                    );
+                }
+                return Ok(Exit::Success);
+            }
+            match LeaseGuard::acquire(client.clone(), &ns, name, &me).await {
+                Ok(lease) => {
+                    stop.watch_lease(lease.keep());
+                    let result = abort_here(&mut stop, &client, &mut store, name, &ns, &args.reason).await;
+                    drop(stop);
+                    if let Err(e) = lease.release().await {
+                        tracing::warn!("could not release the lease: {e}");
+                    }
+                    return result;
+                }
+                Err(crate::lease::LockError::Held { holder, until, .. }) => {
+                    if !told {
+                        tracing::info!(
+                            "asked the runner of {name}.{ns} ({holder}) to roll back; waiting for it (if it does not act, this command rolls back itself once its lease expires at {until})"
+                        );
+                        told = true;
+                    }
+                }
+                Err(crate::lease::LockError::Cluster(e)) => return Err(cluster_err(e)),
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(AppError::Runtime(format!(
+                    "the runner of {name}.{ns} keeps its lease but did not act on the abort; the request stays, and the canary is rolled back by its runner or by the next `aviary rollout` of this revision"
+                )));
+            }
+            if let Err(reason) = stop.guard(tokio::time::sleep(Duration::from_millis(500))).await {
+                tracing::warn!(
+                    "stopped ({reason:?}); the abort request stays: the runner or the next run of this revision rolls back"
+                );
+                return Ok(Exit::Cancelled);
+            }
+        }
     })
+}
+
+/// The rollback of an abort that no runner will carry out (the caller holds the lease).
+async fn abort_here(
+    stop: &mut runner::Stop,
+    client: &kube::Client,
+    store: &mut state::StateStore,
+    name: &str,
+    ns: &str,
+    reason: &str,
+) -> Result<Exit, AppError> {
+    let cluster_err = |e: ClusterError| AppError::from(RunError::from(e));
+    // Read again under the lease: a runner may have acted just before it ended.
+    let (_, control) = store.load().await.map_err(cluster_err)?;
+    if control.abort.is_none() {
+        tracing::info!("the runner of {name}.{ns} acted on the abort before it ended");
+        return Ok(Exit::Success);
+    }
+    let Some(spec) = store.saved_spec().cloned() else {
+        return Err(AppError::Runtime(format!(
+            "no runner is rolling out {name}.{ns}, and its saved state does not record the Canary (an older aviary wrote it); the abort request stays: the next `aviary rollout` of this revision rolls back"
+        )));
+    };
+    tracing::info!("no runner is rolling out {name}.{ns}; rolling it back here");
+    let work = runner::abort_without_runner(client.clone(), spec, reason, Log::new());
+    match stop.guard(work).await {
+        Ok(Ok(Some(traffic))) => {
+            tracing::info!("rolled {name}.{ns} back: {}", traffic.describe());
+            Ok(Exit::Success)
+        }
+        Ok(Ok(None)) => {
+            tracing::info!("nothing to abort: no analysis of {name}.{ns} is running");
+            Ok(Exit::Success)
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(reason) => Err(AppError::Runtime(format!(
+            "stopped during the rollback ({reason:?}); the abort request stays: re-run `aviary abort`"
+        ))),
+    }
 }

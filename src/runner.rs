@@ -1,6 +1,13 @@
 //! The imperative shell around the engine: drives it with a real clock against a cluster, carries
-//! out its commands, answers its requests, persists its state after every step, holds the lease,
-//! and listens for `aviary abort`/`aviary promote`, SIGTERM/SIGINT and the run's timeout.
+//! out its commands, answers its requests, persists its state after every step, and listens for
+//! `aviary abort`/`aviary promote`.
+//!
+//! Everything that can stop a run early (SIGTERM/SIGINT, the run's time limit, a lease that can
+//! no longer be proven ours) is one [`Stop`], raced against the whole loop: whatever the loop is
+//! awaiting (a webhook, a metric query, an API call, the wait for the next tick) is dropped at
+//! once, and traffic goes back to the primary under a budget of its own ([`CANCEL_BUDGET`]).
+//! A run that gives up on an error does the same before it reports the error, and the report
+//! says where traffic was left ([`TrafficLeft`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,18 +16,27 @@ use tokio::time::Instant;
 
 use crate::cluster::ClusterError;
 use crate::engine::{
-    Answer, Command, Config, Engine, Input, Phase, Request, Severity, State, Step, Workload,
+    Answer, Command, Config, Engine, Input, Phase, Request, Routes, Severity, State, Step, Workload,
 };
+use crate::lease::{Keeper, LeaseLost, LockError};
+use crate::report::TrafficLeft;
 use crate::routing::{self, TrafficRouter};
 use crate::spec::{Canary, HookType, Provider};
-use crate::state::{LeaseGuard, LockError, StateStore, ABORT_ANNOTATION, APPROVE_ANNOTATION};
+use crate::state::{SavedSpec, StateStore, ABORT_ANNOTATION, APPROVE_ANNOTATION};
 use crate::webhooks::WebhookCaller;
-use crate::workload::Workloads;
+use crate::workload::{Promotion, Workloads};
 
 /// How soon a tick that waited on a workload's readiness is repeated.
 const READINESS_POLL: Duration = Duration::from_secs(2);
 /// The first re-check of a workload that was not ready; it doubles up to [`READINESS_POLL`].
 const FIRST_READINESS_POLL: Duration = Duration::from_millis(250);
+/// How long returning traffic to the primary may take when a run stops early (its API calls
+/// are retried within it); the state is saved after that, within [`SAVE_BUDGET`].
+pub const CANCEL_BUDGET: Duration = Duration::from_secs(10);
+/// How long the last save of a stopping run may take.
+const SAVE_BUDGET: Duration = Duration::from_secs(3);
+/// Ticks in a row whose cluster calls failed before the run gives up.
+const FAILED_TICKS: u32 = 3;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,12 +47,15 @@ pub enum Outcome {
     Bootstrapped,
     /// No new revision: nothing to do. Carries the last verdict.
     UpToDate { phase: Phase },
-    /// The revision was rolled back.
-    RolledBack,
-    /// Stopped by a signal; traffic is back on the primary.
-    Cancelled,
-    /// The run's time limit passed first; traffic is back on the primary.
-    TimedOut,
+    /// The revision was rolled back; `aborted` carries the reason when an abort asked for it.
+    RolledBack { aborted: Option<String> },
+    /// Stopped by a signal.
+    Cancelled {
+        signal: &'static str,
+        traffic: TrafficLeft,
+    },
+    /// The run's time limit passed first.
+    TimedOut { traffic: TrafficLeft },
     /// An externally driven canary phase ([`ExternalPhase::Canary`]) reached its weight and
     /// passed its analysis there; traffic stays split until the next phase.
     Held { weight: u32 },
@@ -66,6 +85,20 @@ pub enum RunError {
     Unsupported(String),
     #[error("internal error: {0}")]
     Engine(#[from] crate::engine::EngineError),
+    /// A workload applied before the run did not become ready.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
+    /// The run stopped after it had begun changing the cluster: `reason` says why, `traffic`
+    /// where it left the traffic (back on the primary whenever that could be done).
+    #[error("{reason}; {}", traffic.describe())]
+    GaveUp {
+        reason: String,
+        traffic: TrafficLeft,
+    },
+    /// The target is no longer the revision that was analysed (only inside a run: it restarts
+    /// the analysis).
+    #[error("the target changed to revision {found} before the analysed revision was promoted")]
+    RevisionChanged { found: String },
 }
 
 impl From<LockError> for RunError {
@@ -79,11 +112,7 @@ impl From<LockError> for RunError {
 
 pub struct Options {
     pub provider: Provider,
-    /// Stop (returning traffic to the primary) after this long.
-    pub timeout: Option<Duration>,
-    /// Who holds the lease.
-    pub holder: String,
-    /// How often to look for abort/promote requests and signals between ticks.
+    /// How often to look for abort/promote requests between ticks.
     pub poll: Duration,
     /// MetricTemplates known locally (from the spec file or the rendered target).
     pub templates: Vec<crate::spec::MetricTemplate>,
@@ -149,12 +178,101 @@ pub fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What stops a wait between ticks early.
-enum Wake {
-    Tick,
+/// Why a run stops before its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
     Signal(&'static str),
-    Abort(String),
-    TimedOut,
+    TimedOut(Duration),
+    Lease(LeaseLost),
+}
+
+/// What stops a run early: SIGTERM/SIGINT, the run's time limit and, once the lease is taken,
+/// its loss. Created before anything changes, so a signal during render or apply counts too.
+pub struct Stop {
+    signals: Signals,
+    deadline: Option<(Instant, Duration)>,
+    keeper: Option<Keeper>,
+}
+
+impl Stop {
+    /// Listens for signals from now on; `timeout` counts from now.
+    pub fn new(timeout: Option<Duration>) -> Result<Stop, RunError> {
+        Ok(Stop {
+            signals: Signals::new()?,
+            deadline: timeout.map(|t| (Instant::now() + t, t)),
+            keeper: None,
+        })
+    }
+
+    /// Also stop when this lease is lost.
+    pub fn watch_lease(&mut self, keeper: Keeper) {
+        self.keeper = Some(keeper);
+    }
+
+    /// Waits for the first reason to stop. Cancel-safe: dropping the future loses nothing.
+    pub async fn wait(&mut self) -> StopReason {
+        let deadline = async {
+            match self.deadline {
+                Some((at, limit)) => {
+                    tokio::time::sleep_until(at).await;
+                    limit
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let lease = async {
+            match self.keeper.as_mut() {
+                Some(k) => k.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            signal = self.signals.recv() => StopReason::Signal(signal),
+            lost = lease => StopReason::Lease(lost),
+            limit = deadline => StopReason::TimedOut(limit),
+        }
+    }
+
+    /// Runs `work` unless a reason to stop comes first (then `work` is dropped where it is).
+    pub async fn guard<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, StopReason> {
+        tokio::select! {
+            biased;
+            reason = self.wait() => Err(reason),
+            value = work => Ok(value),
+        }
+    }
+}
+
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, RunError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let io = |e: std::io::Error| {
+            RunError::Cluster(ClusterError::Invalid(format!(
+                "cannot listen for signals: {e}"
+            )))
+        };
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(io)?,
+            int: signal(SignalKind::interrupt()).map_err(io)?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 struct Shell {
@@ -163,6 +281,7 @@ struct Shell {
     router: Box<dyn TrafficRouter>,
     hooks: WebhookCaller,
     store: StateStore,
+    /// The target's revision as last read (what the engine was told).
     revision: String,
     approved: bool,
     /// The last tick stopped because a workload was not ready yet.
@@ -174,20 +293,84 @@ struct Shell {
     done: Vec<Command>,
     log: crate::report::Log,
     started_ms: u64,
+    /// The routes last put in place successfully (at the start: what the saved state says).
+    applied: Routes,
 }
 
 impl Shell {
-    async fn execute(&mut self, command: &Command) -> Result<(), ClusterError> {
+    /// Finds the canary's workloads, builds its router and reads its saved state.
+    async fn open(
+        client: Client,
+        canary: Canary,
+        provider: &Provider,
+        options: &Options,
+    ) -> Result<(Shell, Option<Engine>, crate::state::Control), RunError> {
+        let workloads = Workloads::discover(client.clone(), &canary, provider).await?;
+        // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
+        let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
+            ClusterError::Invalid(message) => RunError::Unsupported(message),
+            other => RunError::Cluster(other),
+        })?;
+        let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
+        let (saved, control) = store.load().await?;
+        store.set_spec(&SavedSpec {
+            canary: canary.clone(),
+            provider: provider.clone(),
+        });
+        let applied = saved
+            .as_ref()
+            .map(|e| e.state().routes)
+            .unwrap_or(Routes::PRIMARY);
+        let metrics = crate::metrics::Evaluator::new(
+            &canary,
+            provider,
+            options.templates.clone(),
+            Some(client),
+            options.prometheus.clone(),
+            options.prometheus_auth.clone(),
+        );
+        let shell = Shell {
+            canary,
+            workloads,
+            router,
+            hooks: WebhookCaller::new(),
+            store,
+            revision: String::new(),
+            approved: false,
+            waiting_for_readiness: false,
+            metrics,
+            phase_gate: None,
+            done: Vec::new(),
+            log: options.log.clone(),
+            started_ms: wall_ms(),
+            applied,
+        };
+        Ok((shell, saved, control))
+    }
+
+    async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
         self.done.push(command.clone());
         match command {
-            Command::Bootstrap => self.workloads.bootstrap().await,
-            Command::ScaleCanaryUp => self.workloads.scale_canary_up().await,
-            Command::ScaleCanaryToZero => self.workloads.scale_canary_to_zero().await,
-            Command::SetRoutes { routes } => self.router.set_routes(routes).await,
-            Command::Promote => self.workloads.promote().await,
+            Command::Bootstrap => self.workloads.bootstrap().await?,
+            Command::ScaleCanaryUp => self.workloads.scale_canary_up().await?,
+            Command::ScaleCanaryToZero => self.workloads.scale_canary_to_zero().await?,
+            Command::SetRoutes { routes } => {
+                self.router.set_routes(routes).await?;
+                self.applied = *routes;
+            }
+            Command::Promote { revision } => {
+                let Some(revision) = revision else {
+                    return Err(RunError::Unsupported(
+                        "internal error: a promotion without the analysed revision".into(),
+                    ));
+                };
+                if let Promotion::Changed { found } = self.workloads.promote(Some(revision)).await?
+                {
+                    return Err(RunError::RevisionChanged { found });
+                }
+            }
             Command::SetPhase { phase } => {
                 tracing::info!(phase = %phase, "phase {phase}");
-                Ok(())
             }
             Command::Event { severity, message } => {
                 match severity {
@@ -195,7 +378,6 @@ impl Shell {
                     Severity::Warning => tracing::warn!("{message}"),
                 }
                 self.send_event(*severity, message).await;
-                Ok(())
             }
             Command::Check { check } => {
                 let value = check
@@ -206,9 +388,9 @@ impl Shell {
                     check = %check.name, kind = %check.kind, passed = check.passed, value = check.value,
                     "check {} {}{value}", check.name, if check.passed { "passed" } else { "failed" }
                 );
-                Ok(())
             }
         }
+        Ok(())
     }
 
     /// Posts an event to the `event` webhooks, as Flagger does. Failures are logged only.
@@ -331,13 +513,83 @@ impl Shell {
             step = engine.handle(Input::Answer { id, answer })?;
         }
     }
+
+    /// Saves the engine (and the Canary beside it).
+    async fn save(&mut self, engine: &Engine) -> Result<(), RunError> {
+        let owner = self.workloads.primary_owner().await.unwrap_or(None);
+        self.store.save(engine, owner).await?;
+        Ok(())
+    }
+
+    /// Where traffic is, as far as this run knows.
+    fn traffic(&self) -> TrafficLeft {
+        TrafficLeft {
+            primary: self.applied.primary,
+            canary: self.applied.canary,
+            on_primary: self.applied.canary == 0 && !self.applied.mirror,
+        }
+    }
+
+    /// Returns traffic to the primary and saves a state from which the next run restarts the
+    /// analysis, within `budget` (and [`SAVE_BUDGET`] for the save). Says where traffic was left.
+    async fn cancel(&mut self, engine: &mut Engine, reason: &str, budget: Duration) -> TrafficLeft {
+        let step = match engine.handle(Input::Cancel {
+            now: wall_ms(),
+            reason: reason.to_string(),
+        }) {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::error!("cannot cancel: {e}");
+                return self.traffic();
+            }
+        };
+        match tokio::time::timeout(budget, self.run_step(engine, step)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("while returning traffic to the primary: {e}"),
+            Err(_) => tracing::error!(
+                "returning traffic to the primary took longer than {}s; giving up",
+                budget.as_secs()
+            ),
+        }
+        self.record(engine);
+        let traffic = self.traffic();
+        let save = async {
+            self.save(engine).await?;
+            self.store.clear_control(APPROVE_ANNOTATION).await?;
+            Ok::<_, RunError>(())
+        };
+        match tokio::time::timeout(SAVE_BUDGET, save).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("could not save the state: {e}"),
+            Err(_) => tracing::error!("could not save the state in time"),
+        }
+        if !traffic.on_primary {
+            tracing::error!("{}", traffic.describe());
+        }
+        traffic
+    }
+
+    /// Acts on an abort request: rolls the analysis back and clears the request.
+    async fn abort(&mut self, engine: &mut Engine, reason: &str) -> Result<(), RunError> {
+        let step = engine.handle(Input::Abort {
+            now: wall_ms(),
+            reason: reason.to_string(),
+        })?;
+        self.run_step(engine, step).await?;
+        self.record(engine);
+        self.save(engine).await?;
+        self.store.clear_control(ABORT_ANNOTATION).await?;
+        Ok(())
+    }
 }
 
-/// Drives `canary` on the cluster until a verdict.
+/// Drives `canary` on the cluster until a verdict. The caller holds the canary's lease (and
+/// has told `stop` to watch it).
 pub async fn rollout(
     client: Client,
     canary: Canary,
     options: Options,
+    stop: &mut Stop,
 ) -> Result<Outcome, RunError> {
     let provider = canary
         .provider
@@ -352,31 +604,14 @@ pub async fn rollout(
         )));
     }
     let config = Config::from_canary(&canary, &options.provider);
-    let ns = canary.namespace.clone();
-    let lease = LeaseGuard::acquire(client.clone(), &ns, &canary.name, &options.holder).await?;
-    let result = drive(client, canary, config, &provider, &options, &lease).await;
-    if let Err(e) = lease.release().await {
-        tracing::warn!("could not release the lease: {e}");
-    }
-    result
-}
-
-async fn drive(
-    client: Client,
-    canary: Canary,
-    config: Config,
-    provider: &Provider,
-    options: &Options,
-    lease: &LeaseGuard,
-) -> Result<Outcome, RunError> {
-    let workloads = Workloads::discover(client.clone(), &canary, provider).await?;
-    // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
-    let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
-        ClusterError::Invalid(message) => RunError::Unsupported(message),
-        other => RunError::Cluster(other),
-    })?;
-    let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
-    let (saved, control) = store.load().await?;
+    let opened = match stop
+        .guard(Shell::open(client, canary, &provider, &options))
+        .await
+    {
+        Ok(opened) => opened?,
+        Err(reason) => return Err(stopped_before_start(reason)),
+    };
+    let (mut shell, saved, control) = opened;
     let resumed = saved.is_some();
     let state = saved
         .map(|e| e.state().clone())
@@ -385,39 +620,52 @@ async fn drive(
         Some(phase) => phase_config(config, phase, &state)?,
         None => (config, None),
     };
+    shell.phase_gate = phase_gate;
     let mut engine = Engine::new(config.clone(), state);
-    if control.abort.is_some() {
-        tracing::info!("clearing an abort request left from an earlier run");
-        store.clear_control(ABORT_ANNOTATION).await?;
-    }
-    let revision = workloads.revision().await?;
-    let canary_for_metrics = canary.clone();
-    let mut shell = Shell {
-        canary,
-        workloads,
-        router,
-        hooks: WebhookCaller::new(),
-        store,
-        revision: revision.clone(),
-        approved: control.approve.as_deref() == Some(revision.as_str()),
-        waiting_for_readiness: false,
-        metrics: crate::metrics::Evaluator::new(
-            &canary_for_metrics,
-            provider,
-            options.templates.clone(),
-            Some(client.clone()),
-            options.prometheus.clone(),
-            options.prometheus_auth.clone(),
-        ),
-        phase_gate,
-        done: Vec::new(),
-        log: options.log.clone(),
-        started_ms: wall_ms(),
-    };
-    engine.handle(Input::Revision {
-        revision: revision.clone(),
-    })?;
     let start_phase = engine.state().phase;
+
+    let begin = async {
+        let revision = shell.workloads.revision().await?;
+        shell.revision = revision.clone();
+        shell.approved = control.approve.as_deref() == Some(revision.as_str());
+        // An abort asked while no runner was there: act on it if it is for the revision whose
+        // analysis it interrupted and that is still the target; otherwise it is stale.
+        if let Some(abort) = &control.abort {
+            let analysed = engine.state().target_revision.clone();
+            let active = matches!(
+                engine.state().phase,
+                Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+            );
+            if active
+                && analysed.as_deref() == Some(revision.as_str())
+                && abort.applies_to(analysed.as_deref())
+            {
+                tracing::warn!(
+                    "an abort was requested while no runner was there ({}); rolling back",
+                    abort.reason
+                );
+                shell.abort(&mut engine, &abort.reason).await?;
+                return Ok(Some(Outcome::RolledBack {
+                    aborted: Some(abort.reason.clone()),
+                }));
+            }
+            tracing::info!(
+                "clearing an abort request for another revision ({}; the target is {revision})",
+                abort.revision.as_deref().unwrap_or("-")
+            );
+            shell.store.clear_control(ABORT_ANNOTATION).await?;
+        }
+        engine.handle(Input::Revision {
+            revision: revision.clone(),
+        })?;
+        Ok::<_, RunError>(None)
+    };
+    match stop.guard(begin).await {
+        Ok(Ok(Some(outcome))) => return Ok(outcome),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(reason) => return Err(stopped_before_start(reason)),
+    }
     if resumed {
         tracing::info!(
             "resuming {} in phase {start_phase} at canary weight {}%",
@@ -425,6 +673,7 @@ async fn drive(
             engine.state().routes.canary
         );
     }
+    let revision = shell.revision.clone();
     if start_phase.is_verdict() && !engine.state().has_new_revision() {
         tracing::info!(
             "{}: revision {revision} already went through a rollout ({start_phase}); nothing to do",
@@ -440,30 +689,108 @@ async fn drive(
         return Ok(Outcome::UpToDate { phase: start_phase });
     }
 
+    let result = stop
+        .guard(drive(
+            &mut shell,
+            &mut engine,
+            &config,
+            &options,
+            start_phase,
+        ))
+        .await;
+    match result {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) => {
+            // Whatever went wrong, the canary must not keep its share of traffic.
+            let reason = e.to_string();
+            tracing::error!("{}: giving up: {reason}", config.qualified());
+            let traffic = shell
+                .cancel(&mut engine, &format!("giving up: {reason}"), CANCEL_BUDGET)
+                .await;
+            Err(RunError::GaveUp { reason, traffic })
+        }
+        Err(StopReason::Signal(signal)) => {
+            let traffic = shell
+                .cancel(&mut engine, &format!("received {signal}"), CANCEL_BUDGET)
+                .await;
+            Ok(Outcome::Cancelled { signal, traffic })
+        }
+        Err(StopReason::TimedOut(limit)) => {
+            let traffic = shell
+                .cancel(
+                    &mut engine,
+                    &format!("the run's time limit of {}s passed", limit.as_secs()),
+                    CANCEL_BUDGET,
+                )
+                .await;
+            Ok(Outcome::TimedOut { traffic })
+        }
+        Err(StopReason::Lease(lost)) => {
+            let reason = lost.to_string();
+            tracing::error!("{}: {reason}", config.qualified());
+            let traffic = match lost {
+                // Someone else drives the canary now: touch nothing.
+                LeaseLost::Taken(_) => shell.traffic(),
+                // The lease still lasts a few seconds: return traffic within them.
+                LeaseLost::Unrenewable(..) => {
+                    let left = crate::lease::lease_duration()
+                        .saturating_sub(crate::lease::GIVE_UP_AFTER)
+                        .saturating_sub(SAVE_BUDGET)
+                        .max(Duration::from_secs(1));
+                    shell
+                        .cancel(&mut engine, "the lease could not be renewed", left)
+                        .await
+                }
+            };
+            Err(RunError::GaveUp { reason, traffic })
+        }
+    }
+}
+
+/// A stop before the first tick: the run itself changed nothing yet.
+fn stopped_before_start(reason: StopReason) -> RunError {
+    let reason = match reason {
+        StopReason::Signal(signal) => format!("received {signal} before the rollout started"),
+        StopReason::TimedOut(limit) => format!(
+            "the run's time limit of {}s passed before the rollout started",
+            limit.as_secs()
+        ),
+        StopReason::Lease(lost) => lost.to_string(),
+    };
+    RunError::GaveUp {
+        reason,
+        traffic: TrafficLeft {
+            primary: 100,
+            canary: 0,
+            on_primary: true,
+        },
+    }
+}
+
+/// The tick loop: runs until a verdict or an error it cannot ride out. Everything it awaits may
+/// be dropped by [`Stop`]; the caller then cancels from the engine's last settled state.
+async fn drive(
+    shell: &mut Shell,
+    engine: &mut Engine,
+    config: &Config,
+    options: &Options,
+    start_phase: Phase,
+) -> Result<Outcome, RunError> {
     let interval = Duration::from_millis(config.interval_ms.max(1));
-    let started = Instant::now();
-    let deadline = options.timeout.map(|t| started + t);
-    let mut signals = Signals::new()?;
     let mut failures = 0u32;
-    let mut last_renew = Instant::now();
-    let mut revision = revision;
     let mut readiness_poll = FIRST_READINESS_POLL;
     loop {
         // Ticks keep to the interval from when each one started, so the time a tick spends on
         // the cluster and the metrics does not add up over a release.
         let tick_started = Instant::now();
-        // This tick ended an externally driven phase at its weight.
-        let mut held = false;
         // A new revision applied while we run restarts the analysis, as in Flagger.
         match shell.workloads.revision().await {
-            Ok(current) if current != revision => {
-                tracing::info!("the target changed: revision {current} replaces {revision}");
-                revision = current;
-                shell.revision = revision.clone();
-                shell.approved = false;
-                engine.handle(Input::Revision {
-                    revision: revision.clone(),
-                })?;
+            Ok(current) if current != shell.revision => {
+                tracing::info!(
+                    "the target changed: revision {current} replaces {}",
+                    shell.revision
+                );
+                new_revision(shell, engine, current)?;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!("could not read the target's revision: {e}"),
@@ -471,25 +798,36 @@ async fn drive(
         let snapshot = engine.clone();
         shell.waiting_for_readiness = false;
         let step = engine.handle(Input::Tick { now: wall_ms() })?;
-        let result = shell.run_step(&mut engine, step).await;
-        match result {
+        let mut held = false;
+        match shell.run_step(engine, step).await {
             Ok(()) => {
                 failures = 0;
                 held = shell.phase_gate.is_some()
                     && shell.done.iter().any(|c| {
                         matches!(c, Command::Check { check } if check.name == PHASE_GATE && !check.passed)
                     });
-                shell.record(&engine);
-                let owner = shell.workloads.primary_owner().await.unwrap_or(None);
-                shell.store.save(&engine, owner).await?;
+                shell.record(engine);
+                shell.save(engine).await?;
+            }
+            Err(RunError::RevisionChanged { found }) => {
+                // The promotion found another revision than the one analysed: copy nothing,
+                // analyse the new one from the start.
+                *engine = snapshot;
+                shell.done.clear();
+                tracing::warn!(
+                    "{}: not promoting: the target changed to revision {found} during the analysis of {}; restarting the analysis",
+                    config.qualified(),
+                    shell.revision
+                );
+                new_revision(shell, engine, found)?;
+                continue;
             }
             Err(RunError::Cluster(e)) => {
                 failures += 1;
                 tracing::warn!("tick failed ({failures} in a row): {e}; it will be retried");
-                engine = snapshot;
+                *engine = snapshot;
                 shell.done.clear();
-                if failures >= 3 {
-                    cancel(&mut shell, &mut engine, "the cluster keeps failing").await;
+                if failures >= FAILED_TICKS {
                     return Err(RunError::Cluster(e));
                 }
             }
@@ -509,10 +847,12 @@ async fn drive(
             config.threshold
         );
         match state.phase {
-            Phase::Succeeded if state.last_promoted_revision.as_deref() == Some(&revision) => {
+            Phase::Succeeded
+                if state.last_promoted_revision.as_deref() == Some(shell.revision.as_str()) =>
+            {
                 return Ok(Outcome::Promoted)
             }
-            Phase::Failed => return Ok(Outcome::RolledBack),
+            Phase::Failed => return Ok(Outcome::RolledBack { aborted: None }),
             Phase::WaitingPromotion if held => {
                 return Ok(Outcome::Held {
                     weight: state.routes.canary,
@@ -524,8 +864,8 @@ async fn drive(
             _ => {}
         }
 
-        // Wait for the next tick, watching for requests, signals and the deadline. A tick that
-        // only waited for a workload to become ready comes back sooner than the interval (after
+        // Wait for the next tick, watching for abort and promote requests. A tick that only
+        // waited for a workload to become ready comes back sooner than the interval (after
         // 250 ms, doubling up to 2 s): it counts no check, and a pipeline should not idle a
         // whole interval on a rollout.
         let wait = if shell.waiting_for_readiness {
@@ -537,24 +877,33 @@ async fn drive(
             interval
         };
         let next = tick_started + wait;
-        let wake = loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                break Wake::TimedOut;
-            }
-            if last_renew.elapsed() >= Duration::from_secs(10) {
-                if let Err(e) = lease.renew().await {
-                    tracing::warn!("could not renew the lease: {e}");
-                }
-                last_renew = Instant::now();
-            }
+        loop {
             match shell.store.control().await {
                 Ok(c) => {
-                    if let Some(reason) = c.abort {
-                        break Wake::Abort(reason);
+                    if let Some(abort) = c.abort {
+                        let analysed = engine.state().target_revision.clone();
+                        if abort.applies_to(analysed.as_deref()) {
+                            shell.abort(engine, &abort.reason).await?;
+                            if engine.state().phase == Phase::Failed {
+                                return Ok(Outcome::RolledBack {
+                                    aborted: Some(abort.reason),
+                                });
+                            }
+                        } else {
+                            tracing::info!(
+                                "ignoring an abort request for revision {}: this run analyses {}",
+                                abort.revision.as_deref().unwrap_or("-"),
+                                analysed.as_deref().unwrap_or("-")
+                            );
+                            shell.store.clear_control(ABORT_ANNOTATION).await?;
+                        }
                     }
-                    let approved = c.approve.as_deref() == Some(revision.as_str());
+                    let approved = c.approve.as_deref() == Some(shell.revision.as_str());
                     if approved && !shell.approved {
-                        tracing::info!("gates opened by `aviary promote` for revision {revision}");
+                        tracing::info!(
+                            "gates opened by `aviary promote` for revision {}",
+                            shell.revision
+                        );
                     }
                     shell.approved = approved;
                 }
@@ -562,96 +911,61 @@ async fn drive(
             }
             let now = Instant::now();
             if now >= next {
-                break Wake::Tick;
+                break;
             }
-            let nap = options.poll.min(next - now);
-            tokio::select! {
-                sig = signals.recv() => break Wake::Signal(sig),
-                _ = tokio::time::sleep(nap) => {}
-            }
-        };
-        match wake {
-            Wake::Tick => {}
-            Wake::Signal(name) => {
-                cancel(&mut shell, &mut engine, &format!("received {name}")).await;
-                return Ok(Outcome::Cancelled);
-            }
-            Wake::TimedOut => {
-                let limit = options.timeout.unwrap_or_default();
-                cancel(
-                    &mut shell,
-                    &mut engine,
-                    &format!("the run's time limit of {}s passed", limit.as_secs()),
-                )
-                .await;
-                return Ok(Outcome::TimedOut);
-            }
-            Wake::Abort(reason) => {
-                let step = engine.handle(Input::Abort {
-                    now: wall_ms(),
-                    reason: reason.clone(),
-                })?;
-                shell.run_step(&mut engine, step).await?;
-                shell.record(&engine);
-                let owner = shell.workloads.primary_owner().await.unwrap_or(None);
-                shell.store.save(&engine, owner).await?;
-                shell.store.clear_control(ABORT_ANNOTATION).await?;
-                if engine.state().phase == Phase::Failed {
-                    return Ok(Outcome::RolledBack);
-                }
-            }
+            tokio::time::sleep(options.poll.min(next - now)).await;
         }
     }
 }
 
-/// Returns traffic to the primary and saves a state from which the next run restarts the
-/// analysis. Best effort: failures are logged, the caller is exiting anyway.
-async fn cancel(shell: &mut Shell, engine: &mut Engine, reason: &str) {
-    let step = match engine.handle(Input::Cancel {
-        now: wall_ms(),
-        reason: reason.to_string(),
-    }) {
-        Ok(step) => step,
-        Err(e) => {
-            tracing::error!("cannot cancel: {e}");
-            return;
-        }
+/// Tells the engine about a new revision of the target (it restarts the analysis).
+fn new_revision(shell: &mut Shell, engine: &mut Engine, revision: String) -> Result<(), RunError> {
+    shell.revision = revision.clone();
+    shell.approved = false;
+    engine.handle(Input::Revision { revision })?;
+    Ok(())
+}
+
+/// `aviary abort` when no runner holds the lease (the caller holds it now): rolls the saved
+/// analysis back itself. Returns where traffic is, or `None` when no analysis was running.
+pub async fn abort_without_runner(
+    client: Client,
+    spec: SavedSpec,
+    reason: &str,
+    log: crate::report::Log,
+) -> Result<Option<TrafficLeft>, RunError> {
+    let options = Options {
+        provider: spec.provider.clone(),
+        poll: Duration::from_millis(500),
+        templates: Vec::new(),
+        prometheus: None,
+        prometheus_auth: crate::metrics::Auth::None,
+        log,
+        phase: None,
     };
-    if let Err(e) = shell.run_step(engine, step).await {
-        tracing::error!("while returning traffic to the primary: {e}");
+    let config = Config::from_canary(&spec.canary, &spec.provider);
+    let (mut shell, saved, _) = Shell::open(client, spec.canary, &spec.provider, &options).await?;
+    let Some(saved) = saved else {
+        return Ok(None);
+    };
+    let mut engine = Engine::new(config, saved.state().clone());
+    if !matches!(
+        engine.state().phase,
+        Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+    ) {
+        shell.store.clear_control(ABORT_ANNOTATION).await?;
+        return Ok(None);
     }
-    shell.record(engine);
-    let owner = shell.workloads.primary_owner().await.unwrap_or(None);
-    if let Err(e) = shell.store.save(engine, owner).await {
-        tracing::error!("could not save the state: {e}");
+    shell.revision = engine.state().target_revision.clone().unwrap_or_default();
+    if let Err(e) = shell.abort(&mut engine, reason).await {
+        // Half done: put traffic back on the primary at least.
+        let traffic = shell
+            .cancel(&mut engine, &format!("abort failed: {e}"), CANCEL_BUDGET)
+            .await;
+        return Err(RunError::GaveUp {
+            reason: format!("the rollback failed: {e}"),
+            traffic,
+        });
     }
-    let _ = shell.store.clear_control(APPROVE_ANNOTATION).await;
-}
-
-/// SIGTERM and SIGINT.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals, RunError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let io = |e: std::io::Error| {
-            RunError::Cluster(ClusterError::Invalid(format!(
-                "cannot listen for signals: {e}"
-            )))
-        };
-        Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(io)?,
-            int: signal(SignalKind::interrupt()).map_err(io)?,
-        })
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
-    }
+    Ok(Some(shell.traffic()))
 }

@@ -2,19 +2,21 @@
 //!
 //! The engine's state is kept in a ConfigMap `<canary>-aviary` next to the primary (owned by it, so
 //! it goes when the primary goes), written with optimistic concurrency on `resourceVersion`, so a
-//! run that was killed can be resumed by the next one. `aviary abort` and `aviary promote` talk to
-//! a running rollout through annotations on the same ConfigMap. A `coordination.k8s.io/v1` Lease of
-//! the same name makes sure only one runner drives a canary at a time.
+//! run that was killed can be resumed by the next one. Beside the engine it keeps the Canary the
+//! run was started with, so that `aviary abort` and `aviary status` can reach the canary's
+//! workloads and routes with nothing but its name. `aviary abort` and `aviary promote` talk to
+//! a running rollout through annotations on the same ConfigMap; an abort request stays there
+//! until a runner (or `aviary abort` itself) has acted on it. A `coordination.k8s.io/v1` Lease
+//! of the same name ([`crate::lease`]) makes sure only one runner drives a canary at a time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::cluster::{managed_labels, retry, ClusterError};
@@ -26,6 +28,8 @@ pub const ABORT_ANNOTATION: &str = "aviary.dev/abort";
 pub const APPROVE_ANNOTATION: &str = "aviary.dev/approve";
 /// Key of the serialised engine in the ConfigMap.
 const ENGINE_KEY: &str = "engine.json";
+/// Key of the Canary (and the provider in effect) the run was started with.
+const SPEC_KEY: &str = "canary.json";
 
 /// The name of the state ConfigMap and of the Lease for a Canary.
 pub fn object_name(canary: &str) -> String {
@@ -35,8 +39,51 @@ pub fn object_name(canary: &str) -> String {
 /// Requests from other processes, read from the state ConfigMap's annotations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Control {
-    pub abort: Option<String>,
+    pub abort: Option<AbortRequest>,
     pub approve: Option<String>,
+}
+
+/// `aviary abort`'s request: roll back `revision` (the one under analysis when it was asked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortRequest {
+    pub reason: String,
+    /// `None` in a request written by hand (a bare reason): it applies to whatever is analysed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+impl AbortRequest {
+    /// The annotation's value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.reason.clone())
+    }
+
+    /// Reads the annotation: the JSON this module writes, or a bare reason.
+    pub fn from_annotation(value: &str) -> AbortRequest {
+        serde_json::from_str(value).unwrap_or_else(|_| AbortRequest {
+            reason: value.to_string(),
+            revision: None,
+        })
+    }
+
+    /// Whether it asks to roll back `revision`.
+    pub fn applies_to(&self, revision: Option<&str>) -> bool {
+        self.revision.is_none() || self.revision.as_deref() == revision
+    }
+}
+
+impl std::fmt::Display for AbortRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// The Canary a run was started with and the provider in effect: enough to rebuild its
+/// workloads and router without the spec file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSpec {
+    pub canary: crate::spec::Canary,
+    pub provider: crate::spec::Provider,
 }
 
 /// The persisted engine of one Canary.
@@ -48,6 +95,10 @@ pub struct StateStore {
     resource_version: Option<String>,
     /// The engine text we last wrote, to tell our own writes from someone else's.
     last_written: Option<String>,
+    /// The [`SavedSpec`] to write beside the engine, as JSON.
+    spec_text: Option<String>,
+    /// The [`SavedSpec`] found by [`StateStore::load`].
+    saved_spec: Option<SavedSpec>,
 }
 
 impl StateStore {
@@ -58,7 +109,19 @@ impl StateStore {
             namespace: namespace.to_string(),
             resource_version: None,
             last_written: None,
+            spec_text: None,
+            saved_spec: None,
         }
+    }
+
+    /// Keeps `spec` beside the engine from the next save on.
+    pub fn set_spec(&mut self, spec: &SavedSpec) {
+        self.spec_text = serde_json::to_string(spec).ok();
+    }
+
+    /// The Canary the saved run was started with, as [`StateStore::load`] found it.
+    pub fn saved_spec(&self) -> Option<&SavedSpec> {
+        self.saved_spec.as_ref()
     }
 
     pub fn name(&self) -> &str {
@@ -76,6 +139,11 @@ impl StateStore {
         let control = control_of(&cm);
         let text = cm.data.as_ref().and_then(|d| d.get(ENGINE_KEY)).cloned();
         self.last_written = text.clone();
+        self.saved_spec = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SPEC_KEY))
+            .and_then(|t| serde_json::from_str(t).ok());
         let engine = match text {
             Some(t) => Some(serde_json::from_str(&t).map_err(|e| {
                 ClusterError::Invalid(format!(
@@ -121,7 +189,15 @@ impl StateStore {
                     resource_version: self.resource_version.clone(),
                     ..ObjectMeta::default()
                 },
-                data: Some(BTreeMap::from([(ENGINE_KEY.to_string(), text.clone())])),
+                data: Some(
+                    [
+                        (ENGINE_KEY, Some(&text)),
+                        (SPEC_KEY, self.spec_text.as_ref()),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v?.clone())))
+                    .collect(),
+                ),
                 ..ConfigMap::default()
             };
             let result = match &self.resource_version {
@@ -204,7 +280,9 @@ impl StateStore {
 fn control_of(cm: &ConfigMap) -> Control {
     let annotations = cm.metadata.annotations.clone().unwrap_or_default();
     Control {
-        abort: annotations.get(ABORT_ANNOTATION).cloned(),
+        abort: annotations
+            .get(ABORT_ANNOTATION)
+            .map(|v| AbortRequest::from_annotation(v)),
         approve: annotations.get(APPROVE_ANNOTATION).cloned(),
     }
 }
@@ -247,186 +325,4 @@ pub async fn read(
     canary: &str,
 ) -> Result<(Option<Engine>, Control), ClusterError> {
     StateStore::new(client, namespace, canary).load().await
-}
-
-/// How long a lease lasts without renewal.
-pub const LEASE_SECONDS: i32 = 30;
-
-/// The lock one runner holds on one canary.
-pub struct LeaseGuard {
-    api: Api<Lease>,
-    name: String,
-    namespace: String,
-    holder: String,
-}
-
-/// Why the lock could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("canary {canary} is being rolled out by {holder} (its lease {lease} is held until {until}); wait for that run to finish, or stop it with `aviary abort`")]
-    Held {
-        canary: String,
-        holder: String,
-        lease: String,
-        until: String,
-    },
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-}
-
-fn now() -> MicroTime {
-    MicroTime(Timestamp::now())
-}
-
-impl LeaseGuard {
-    /// Takes the lease for `holder`, or says who has it. A lease whose holder stopped renewing it
-    /// for `LEASE_SECONDS` is taken over.
-    pub async fn acquire(
-        client: Client,
-        namespace: &str,
-        canary: &str,
-        holder: &str,
-    ) -> Result<LeaseGuard, LockError> {
-        let api: Api<Lease> = Api::namespaced(client, namespace);
-        let name = object_name(canary);
-        let what = format!("read Lease {name}.{namespace}");
-        let guard = LeaseGuard {
-            api: api.clone(),
-            name: name.clone(),
-            namespace: namespace.to_string(),
-            holder: holder.to_string(),
-        };
-        let spec = LeaseSpec {
-            holder_identity: Some(holder.to_string()),
-            lease_duration_seconds: Some(LEASE_SECONDS),
-            acquire_time: Some(now()),
-            renew_time: Some(now()),
-            ..LeaseSpec::default()
-        };
-        let held = |lease: &Lease| -> Result<(), LockError> {
-            let spec = lease.spec.clone().unwrap_or_default();
-            let other = spec.holder_identity.clone().unwrap_or_default();
-            if other.is_empty() || other == holder {
-                return Ok(());
-            }
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
-            let until = spec
-                .renew_time
-                .map(|t| t.0)
-                .and_then(|t| t.checked_add(SignedDuration::from_secs(duration)).ok());
-            match until {
-                Some(until) if until > Timestamp::now() => Err(LockError::Held {
-                    canary: format!("{canary}.{namespace}"),
-                    holder: other,
-                    lease: name.clone(),
-                    until: until.to_string(),
-                }),
-                _ => Ok(()),
-            }
-        };
-        match retry(&what, || api.get_opt(&name)).await? {
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(namespace.to_string()),
-                        labels: Some(managed_labels(BTreeMap::new())),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(spec),
-                };
-                match api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(guard),
-                    Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409) => {
-                        // Someone created it between our read and our write.
-                        let current = retry(&what, || api.get_opt(&name)).await?;
-                        match current {
-                            Some(l) => {
-                                held(&l)?;
-                                Err(LockError::Cluster(ClusterError::Invalid(format!(
-                                    "Lease {name}.{namespace} was just taken; try again"
-                                ))))
-                            }
-                            None => Err(LockError::Cluster(ClusterError::api(&what, e))),
-                        }
-                    }
-                    Err(e) => Err(LockError::Cluster(ClusterError::api(
-                        format!("create Lease {name}.{namespace}"),
-                        e,
-                    ))),
-                }
-            }
-            Some(mut lease) => {
-                held(&lease)?;
-                lease.spec = Some(spec);
-                match api.replace(&name, &PostParams::default(), &lease).await {
-                    Ok(_) => Ok(guard),
-                    Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409) => {
-                        let current = retry(&what, || api.get_opt(&name)).await?;
-                        if let Some(l) = current {
-                            held(&l)?;
-                        }
-                        Err(LockError::Cluster(ClusterError::Invalid(format!(
-                            "Lease {name}.{namespace} changed while we took it; try again"
-                        ))))
-                    }
-                    Err(e) => Err(LockError::Cluster(ClusterError::api(
-                        format!("update Lease {name}.{namespace}"),
-                        e,
-                    ))),
-                }
-            }
-        }
-    }
-
-    /// Extends the lease.
-    pub async fn renew(&self) -> Result<(), ClusterError> {
-        let what = format!("renew Lease {}.{}", self.name, self.namespace);
-        let patch = json!({ "spec": { "holderIdentity": self.holder, "renewTime": now() } });
-        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
-        retry(&what, || self.api.patch(&self.name, &params, &patch)).await?;
-        Ok(())
-    }
-
-    /// Gives the lease up so the next runner need not wait for it to expire.
-    pub async fn release(self) -> Result<(), ClusterError> {
-        let what = format!("release Lease {}.{}", self.name, self.namespace);
-        let patch = json!({ "spec": { "holderIdentity": null, "renewTime": null } });
-        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
-        retry(&what, || self.api.patch(&self.name, &params, &patch)).await?;
-        Ok(())
-    }
-
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-}
-
-/// Who this runner is: the pipeline run when there is one, else host and process.
-pub fn holder_identity() -> String {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    // Any other pipeline names its run here, so that a re-run resumes at once.
-    if let Some(run) = env("AVIARY_RUN_ID") {
-        return format!("run:{run}");
-    }
-    if let (Some(repo), Some(run)) = (env("GITHUB_REPOSITORY"), env("GITHUB_RUN_ID")) {
-        return format!("github:{repo}/actions/runs/{run}");
-    }
-    if let Some(rollout) = env("CLOUD_DEPLOY_ROLLOUT") {
-        return format!("clouddeploy:{rollout}");
-    }
-    if let Some(run) = env("TEKTON_PIPELINE_RUN")
-        .or_else(|| env("PIPELINE_RUN"))
-        .or_else(|| env("TEKTON_TASK_RUN"))
-    {
-        return format!("tekton:{run}");
-    }
-    let host = env("HOSTNAME")
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown-host".into());
-    format!("{host}/pid-{}", std::process::id())
 }

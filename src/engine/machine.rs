@@ -321,7 +321,9 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
             cfg.target_qualified(),
             primary_name(cfg)
         ));
-        cx.emit(Command::Promote);
+        cx.emit(Command::Promote {
+            revision: cx.st.last_applied_revision.clone(),
+        });
         cx.emit(Command::ScaleCanaryToZero);
         cx.st.last_promoted_revision = cx.st.last_applied_revision.clone();
         cx.set_phase(Phase::Succeeded);
@@ -620,7 +622,9 @@ fn promote(cx: &mut Cx<'_>) {
         cfg.target_qualified(),
         primary_name(cfg)
     ));
-    cx.emit(Command::Promote);
+    cx.emit(Command::Promote {
+        revision: cx.st.last_applied_revision.clone(),
+    });
     cx.set_phase(Phase::Promoting);
 }
 

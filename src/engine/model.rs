@@ -272,8 +272,13 @@ pub enum Command {
     ScaleCanaryToZero,
     /// Put these routes in place.
     SetRoutes { routes: Routes },
-    /// Copy the canary's pod template (and tracked config) to the primary.
-    Promote,
+    /// Copy the canary's pod template (and tracked config) to the primary, provided the canary
+    /// still is `revision`, the one that was analysed: a runner that finds another revision
+    /// there must not copy it (it restarts the analysis instead).
+    Promote {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revision: Option<String>,
+    },
     /// Record the new phase (and persist the state).
     SetPhase { phase: Phase },
     /// A Flagger-style event for the log, the report and `event` webhooks.

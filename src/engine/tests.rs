@@ -137,7 +137,7 @@ fn canary_promotes_with_flagger_timing_and_messages() {
         Some(0)
     );
     assert_eq!(
-        run.first_time(|c| matches!(c, Command::Promote)),
+        run.first_time(|c| matches!(c, Command::Promote { .. })),
         Some(360_000)
     );
     assert_eq!(run.ticks.last().map(|t| t.at), Some(480_000));
@@ -417,7 +417,7 @@ fn ab_testing_routes_matched_requests_for_iterations_then_promotes() {
     assert!(has_event(&run, "Advance podinfo.test canary iteration 3/3"));
     // t0 scale up, t1 pre-rollout + it1, t2 it2, t3 it3, t4 promote.
     assert_eq!(
-        run.first_time(|c| matches!(c, Command::Promote)),
+        run.first_time(|c| matches!(c, Command::Promote { .. })),
         Some(240_000)
     );
 }
@@ -434,7 +434,7 @@ fn blue_green_on_kubernetes_never_touches_routes() {
     assert!(weights(&run).is_empty());
     // it1, it2, switch tick, promote, finalise, succeed.
     assert_eq!(
-        run.first_time(|c| matches!(c, Command::Promote)),
+        run.first_time(|c| matches!(c, Command::Promote { .. })),
         Some(240_000)
     );
 }
@@ -548,7 +548,7 @@ fn confirm_promotion_parks_in_waiting_promotion_where_analysis_continues() {
         "Halt podinfo.test advancement waiting for promotion approval ship-it"
     ));
     assert_eq!(run.verdict, Some(Phase::Failed));
-    assert!(!run.commands().any(|c| matches!(c, Command::Promote)));
+    assert!(!run.commands().any(|c| matches!(c, Command::Promote { .. })));
 }
 
 #[test]
@@ -560,7 +560,7 @@ fn confirm_promotion_opening_promotes() {
     assert_eq!(run.verdict, Some(Phase::Succeeded));
     // Gate asked at t6 (closed), t7 (closed), t8 (open): promote at t8.
     assert_eq!(
-        run.first_time(|c| matches!(c, Command::Promote)),
+        run.first_time(|c| matches!(c, Command::Promote { .. })),
         Some(480_000)
     );
     assert!(has_event(&run, "Confirm-promotion check ship-it passed"));
@@ -1081,12 +1081,13 @@ mod properties {
             let mut failed_before = 0;
             for t in &run.ticks {
                 if failed_before >= config.threshold {
-                    prop_assert!(!t.commands.iter().any(|c| matches!(c, Command::Promote)));
+                    let promotes = t.commands.iter().any(|c| matches!(c, Command::Promote { .. }));
+                    prop_assert!(!promotes);
                 }
                 failed_before = t.failed_checks;
             }
             if run.verdict == Some(Phase::Succeeded) {
-                let promote_tick = run.ticks.iter().position(|t| t.commands.iter().any(|c| matches!(c, Command::Promote)));
+                let promote_tick = run.ticks.iter().position(|t| t.commands.iter().any(|c| matches!(c, Command::Promote { .. })));
                 if let Some(p) = promote_tick {
                     let before = if p == 0 { 0 } else { run.ticks[p - 1].failed_checks };
                     prop_assert!(before < config.threshold);

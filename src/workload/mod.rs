@@ -168,8 +168,9 @@ impl Workloads {
     /// Creates what Flagger's initialisation creates: the primary (only if absent), the `-primary`
     /// config copies, the primary autoscaler and the three services, the apex selecting the primary.
     pub async fn bootstrap(&self) -> Result<(), ClusterError> {
-        let target = self.get_target().await?;
-        self.copy_configs(&target).await?;
+        let snapshot = self.snapshot().await?;
+        self.copy_configs(&snapshot).await?;
+        let target = &snapshot.deployment;
         if self.get(&self.primary).await?.is_none() {
             let replicas = target
                 .spec
@@ -177,7 +178,7 @@ impl Workloads {
                 .and_then(|s| s.replicas)
                 .unwrap_or(1)
                 .max(self.primary_min_replicas.unwrap_or(1));
-            let primary = self.primary_from(&target, Some(replicas))?;
+            let primary = self.primary_from(target, Some(replicas))?;
             self.apply_deployment(&self.primary, &primary).await?;
         }
         self.apply_primary_autoscaler().await?;
@@ -407,38 +408,29 @@ impl Workloads {
         Ok(())
     }
 
-    /// Creates or refreshes the `-primary` copies of the ConfigMaps and Secrets the target uses.
-    async fn copy_configs(&self, target: &Deployment) -> Result<(), ClusterError> {
-        let configs = tracked_configs(target);
+    /// Creates or refreshes the `-primary` copies of the ConfigMaps and Secrets of a snapshot.
+    async fn copy_configs(&self, snapshot: &TargetSnapshot) -> Result<(), ClusterError> {
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        for name in &configs.config_maps {
-            let what = format!("read ConfigMap {name}.{}", self.namespace);
-            let Some(cm) = retry(&what, || cms.get_opt(name)).await? else {
-                continue; // optional references may point at nothing, as in Flagger
-            };
+        for (name, cm) in &snapshot.config_maps {
+            let copy_name = format!("{name}-primary");
             let copy = ConfigMap {
-                metadata: copy_meta(&format!("{name}-primary"), &self.namespace),
-                data: cm.data,
-                binary_data: cm.binary_data,
+                metadata: copy_meta(&copy_name, &self.namespace),
+                data: cm.data.clone(),
+                binary_data: cm.binary_data.clone(),
                 immutable: None,
             };
-            let copy_name = format!("{name}-primary");
             let what = format!("apply ConfigMap {copy_name}.{}", self.namespace);
             let (params, patch) = (apply_params(), Patch::Apply(&copy));
             retry(&what, || cms.patch(&copy_name, &params, &patch)).await?;
         }
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        for name in &configs.secrets {
-            let what = format!("read Secret {name}.{}", self.namespace);
-            let Some(secret) = retry(&what, || secrets.get_opt(name)).await? else {
-                continue;
-            };
+        for (name, secret) in &snapshot.secrets {
             let copy_name = format!("{name}-primary");
             let copy = Secret {
                 metadata: copy_meta(&copy_name, &self.namespace),
-                data: secret.data,
+                data: secret.data.clone(),
                 string_data: None,
-                type_: secret.type_,
+                type_: secret.type_.clone(),
                 immutable: None,
             };
             let what = format!("apply Secret {copy_name}.{}", self.namespace);
@@ -448,41 +440,40 @@ impl Workloads {
         Ok(())
     }
 
-    /// The canary's revision: a hash of its pod template (aviary's own labels and annotations left
-    /// out) and of the data of the ConfigMaps and Secrets it references.
-    pub async fn revision(&self) -> Result<String, ClusterError> {
-        let target = self.get_target().await?;
-        let mut template = target
-            .spec
-            .as_ref()
-            .map(|s| serde_json::to_value(&s.template).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null);
-        for field in ["/metadata/labels", "/metadata/annotations"] {
-            if let Some(map) = template.pointer_mut(field).and_then(Value::as_object_mut) {
-                map.retain(|k, _| !k.starts_with(AVIARY_PREFIX));
-            }
-        }
-        let mut hasher = Sha256::new();
-        hasher.update(canonical(&template).as_bytes());
-        let configs = tracked_configs(&target);
+    /// Reads the target once: its Deployment and the ConfigMaps and Secrets it references
+    /// (optional references may point at nothing, as in Flagger), and the revision they make.
+    pub async fn snapshot(&self) -> Result<TargetSnapshot, ClusterError> {
+        let deployment = self.get_target().await?;
+        let configs = tracked_configs(&deployment);
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut config_maps = Vec::new();
         for name in &configs.config_maps {
             let what = format!("read ConfigMap {name}.{}", self.namespace);
             if let Some(cm) = retry(&what, || cms.get_opt(name)).await? {
-                hasher.update(format!("configmap/{name}").as_bytes());
-                hasher.update(canonical(&json!({"d": cm.data, "b": cm.binary_data})).as_bytes());
+                config_maps.push((name.clone(), cm));
             }
         }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secrets_api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut secrets = Vec::new();
         for name in &configs.secrets {
             let what = format!("read Secret {name}.{}", self.namespace);
-            if let Some(s) = retry(&what, || secrets.get_opt(name)).await? {
-                hasher.update(format!("secret/{name}").as_bytes());
-                hasher.update(canonical(&json!({"d": s.data})).as_bytes());
+            if let Some(secret) = retry(&what, || secrets_api.get_opt(name)).await? {
+                secrets.push((name.clone(), secret));
             }
         }
-        let digest = hasher.finalize();
-        Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+        let revision = revision_of(&deployment, &config_maps, &secrets);
+        Ok(TargetSnapshot {
+            deployment,
+            config_maps,
+            secrets,
+            revision,
+        })
+    }
+
+    /// The canary's revision: a hash of its pod template (aviary's own labels and annotations left
+    /// out) and of the data of the ConfigMaps and Secrets it references.
+    pub async fn revision(&self) -> Result<String, ClusterError> {
+        Ok(self.snapshot().await?.revision)
     }
 
     /// Flagger's readiness check for one Deployment.
@@ -535,10 +526,21 @@ impl Workloads {
     }
 
     /// Copies the canary's pod template, strategy, minReadySeconds, labels and annotations (and
-    /// replicas when there is no autoscaler) to the primary, with the configs refreshed first.
-    pub async fn promote(&self) -> Result<(), ClusterError> {
-        let target = self.get_target().await?;
-        self.copy_configs(&target).await?;
+    /// replicas when there is no autoscaler) to the primary, with the configs refreshed first —
+    /// provided the target still is `analysed`, the revision the analysis judged. The template
+    /// and configs copied are the very ones whose hash was compared (one read), so a release
+    /// applied meanwhile is never copied: it is reported as [`Promotion::Changed`] instead.
+    pub async fn promote(&self, analysed: Option<&str>) -> Result<Promotion, ClusterError> {
+        let snapshot = self.snapshot().await?;
+        if let Some(analysed) = analysed {
+            if snapshot.revision != analysed {
+                return Ok(Promotion::Changed {
+                    found: snapshot.revision,
+                });
+            }
+        }
+        let target = &snapshot.deployment;
+        self.copy_configs(&snapshot).await?;
         let replicas = if self.autoscaler.is_some() {
             None
         } else if self.shared_label.is_some() {
@@ -555,9 +557,60 @@ impl Workloads {
                     .unwrap_or(primary_replicas),
             )
         };
-        let primary = self.primary_from(&target, replicas)?;
-        self.apply_deployment(&self.primary, &primary).await
+        let primary = self.primary_from(target, replicas)?;
+        self.apply_deployment(&self.primary, &primary).await?;
+        Ok(Promotion::Done)
     }
+}
+
+/// The target as read at one moment: what a promotion copies, and the revision it is.
+#[derive(Debug, Clone)]
+pub struct TargetSnapshot {
+    pub deployment: Deployment,
+    pub config_maps: Vec<(String, ConfigMap)>,
+    pub secrets: Vec<(String, Secret)>,
+    pub revision: String,
+}
+
+/// What a pinned promotion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promotion {
+    /// The analysed revision is now the primary's.
+    Done,
+    /// The target is no longer the analysed revision (a new release was applied during the
+    /// analysis): nothing was copied.
+    Changed { found: String },
+}
+
+/// The revision of a target and the configs it references: a hash of its pod template (aviary's
+/// own labels and annotations left out) and of the data of those ConfigMaps and Secrets.
+pub fn revision_of(
+    target: &Deployment,
+    config_maps: &[(String, ConfigMap)],
+    secrets: &[(String, Secret)],
+) -> String {
+    let mut template = target
+        .spec
+        .as_ref()
+        .map(|s| serde_json::to_value(&s.template).unwrap_or(Value::Null))
+        .unwrap_or(Value::Null);
+    for field in ["/metadata/labels", "/metadata/annotations"] {
+        if let Some(map) = template.pointer_mut(field).and_then(Value::as_object_mut) {
+            map.retain(|k, _| !k.starts_with(AVIARY_PREFIX));
+        }
+    }
+    let mut hasher = Sha256::new();
+    hasher.update(canonical(&template).as_bytes());
+    for (name, cm) in config_maps {
+        hasher.update(format!("configmap/{name}").as_bytes());
+        hasher.update(canonical(&json!({"d": cm.data, "b": cm.binary_data})).as_bytes());
+    }
+    for (name, s) in secrets {
+        hasher.update(format!("secret/{name}").as_bytes());
+        hasher.update(canonical(&json!({"d": s.data})).as_bytes());
+    }
+    let digest = hasher.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn copy_meta(name: &str, namespace: &str) -> ObjectMeta {

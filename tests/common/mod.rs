@@ -129,6 +129,14 @@ pub fn cluster_with(namespaces: &[&str]) -> Cluster {
     }
 }
 
+/// The binary under test: `AVIARY_TEST_BIN` when set (to run the fault suite against an older
+/// build and see each test fail before its fix), else the one cargo built for these tests.
+pub fn aviary_bin() -> PathBuf {
+    std::env::var_os("AVIARY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aviary")))
+}
+
 pub fn rand_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -217,7 +225,7 @@ impl Cluster {
     }
 
     pub fn aviary(&self, canary: &Path, env: &[(&str, &str)]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+        let mut cmd = Command::new(aviary_bin());
         cmd.args(["rollout", "-f"])
             .arg(canary)
             .arg("--kubeconfig")

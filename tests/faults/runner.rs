@@ -1,4 +1,879 @@
-//! Fault tests: the runner against the cluster: promotion pinning, signals, leases, aborts, API outages.
+//! Fault tests: the runner against the cluster: promotion pinning, signals, leases, aborts, API
+//! outages. Each runs the real `aviary` binary against the API emulator, with webhook servers
+//! on loopback that the test holds and releases to put the runner exactly where a fault bites.
 
-#[allow(unused_imports)]
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kube_emulator::{Fault, FaultKind};
+use serde_json::Value;
+
 use crate::common::*;
+
+/// What a [`Gate`] does with one call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answer {
+    Status(u16),
+    /// Hold the call until the test calls [`Gate::release`], then answer 200.
+    Hold,
+    /// Keep the connection open and never answer.
+    Never,
+}
+
+/// A webhook server whose every answer the test decides: `policy(n)` for the n-th call
+/// (1-based). Each call is announced on `arrivals` as it comes in.
+struct Gate {
+    url: String,
+    arrivals: mpsc::Receiver<usize>,
+    released: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Gate {
+    fn start(policy: impl Fn(usize) -> Answer + Send + Sync + 'static) -> Gate {
+        let listener = match TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let url = match listener.local_addr() {
+            Ok(a) => format!("http://{a}/"),
+            Err(e) => panic!("{e}"),
+        };
+        let (tx, arrivals) = mpsc::channel();
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let policy = Arc::new(policy);
+        let rel = released.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for stream in listener.incoming().flatten() {
+                n += 1;
+                let (tx, rel, policy) = (tx.clone(), rel.clone(), policy.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(&stream);
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim().to_ascii_lowercase();
+                        if let Some(v) = l.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if l.is_empty() {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    let _ = tx.send(n);
+                    let code = match policy(n) {
+                        Answer::Status(code) => code,
+                        Answer::Hold => {
+                            let (lock, cvar) = &*rel;
+                            let mut open = lock.lock().unwrap_or_else(|e| e.into_inner());
+                            while !*open {
+                                open = cvar.wait(open).unwrap_or_else(|e| e.into_inner());
+                            }
+                            200
+                        }
+                        Answer::Never => loop {
+                            std::thread::park();
+                        },
+                    };
+                    let mut w = &stream;
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 {code} X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                    );
+                });
+            }
+        });
+        Gate {
+            url,
+            arrivals,
+            released,
+        }
+    }
+
+    /// Waits for the n-th call to arrive.
+    fn wait_for_call(&self, n: usize, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            let left = limit.saturating_sub(start.elapsed());
+            match self.arrivals.recv_timeout(left) {
+                Ok(k) if k >= n => return,
+                Ok(_) => {}
+                Err(_) => panic!("webhook call {n} did not come within {limit:?}"),
+            }
+        }
+    }
+
+    fn release(&self) {
+        let (lock, cvar) = &*self.released;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+    }
+}
+
+/// A Canary whose `rollout` webhook (called once per analysis, at each weight) is `hook`.
+fn canary_with(c: &Cluster, hook: &str, analysis: &str) -> std::path::PathBuf {
+    c.write("canary.yaml", &canary_yaml("gatewayapi", hook, analysis))
+}
+
+/// A cluster with podinfo:1 bootstrapped as the primary and podinfo:2 applied to the target.
+fn bootstrapped(hook: &Gate, analysis: &str) -> (Cluster, std::path::PathBuf) {
+    let c = cluster();
+    let canary = canary_with(&c, &hook.url, analysis);
+    c.apply_target("podinfo:1", 2);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "bootstrap: {}", stderr(&out));
+    c.apply_target("podinfo:2", 2);
+    (c, canary)
+}
+
+fn route_weight(c: &Cluster) -> i64 {
+    canary_weight(&c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo")).unwrap_or(-1)
+}
+
+fn kill(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status();
+    assert!(status.map(|s| s.success()).unwrap_or(false));
+}
+
+/// Waits for a child with a generous bound (a hang is a failure, not a wait).
+fn wait_bounded(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let out = child.wait_with_output();
+                panic!(
+                    "aviary still ran after {limit:?}: {}",
+                    out.map(|o| stderr(&o)).unwrap_or_default()
+                );
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let took = start.elapsed();
+    match child.wait_with_output() {
+        Ok(o) => (o, took),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// `aviary <args> --kubeconfig ...` (status, abort, promote).
+fn control(c: &Cluster, args: &[&str]) -> Output {
+    let mut cmd = Command::new(aviary_bin());
+    cmd.args(args)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("AVIARY_LOG");
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The images the Deployment `name` had, in order, consecutive repeats removed, each with the
+/// resourceVersion it was stored at.
+fn image_history(c: &Cluster, name: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for v in c.emu.history("apps/v1", "deployments", Some("test"), name) {
+        let img = image(&v);
+        let rv = rv(&v);
+        if out.last().map(|(i, _)| i) != Some(&img) {
+            out.push((img, rv));
+        }
+    }
+    out
+}
+
+fn rv(v: &Value) -> u64 {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The HTTPRoute's canary weights, consecutive repeats removed, with their resourceVersions.
+fn route_history(c: &Cluster) -> Vec<(i64, u64)> {
+    let mut out: Vec<(i64, u64)> = Vec::new();
+    for v in c.emu.history(
+        "gateway.networking.k8s.io/v1",
+        "httproutes",
+        Some("test"),
+        "podinfo",
+    ) {
+        if let Some(w) = canary_weight(&v) {
+            if out.last().map(|(x, _)| *x) != Some(w) {
+                out.push((w, rv(&v)));
+            }
+        }
+    }
+    out
+}
+
+fn saved_engine(c: &Cluster) -> Value {
+    let cm = c.get("v1", "configmaps", "podinfo-aviary");
+    cm["data"]["engine.json"]
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn report(path: &Path) -> Value {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// `kubectl annotate configmap <name> key=value`, through the real kube client.
+fn annotate(kubeconfig: &Path, name: &str, key: &str, value: &str) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client, "test");
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("annotate: {e}");
+    }
+}
+
+fn always(method: Option<&str>, path_regex: &str, kind: FaultKind) -> Fault {
+    Fault {
+        method: method.map(str::to_string),
+        path_regex: path_regex.into(),
+        probability: 1.0,
+        kind,
+        seed: 1,
+    }
+}
+
+const STEPS_TO_60: &str = "    maxWeight: 60\n    stepWeight: 20";
+
+/// Item 1: a release applied to the target while the last analysis tick runs (its webhook held
+/// at 60%) must not be promoted as if it had been analysed: the promotion finds another
+/// revision than the analysed one, copies nothing, and the new revision is analysed from 0%.
+#[test]
+fn f01_a_new_image_during_the_last_analysis_tick_is_not_promoted() {
+    // Rollout webhook calls: 1 at 20%, 2 at 40%, 3 at 60% (the last analysis), then the new
+    // revision's 4, 5, 6.
+    let gate = Gate::start(|n| {
+        if n == 3 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let child = c.spawn(&canary, &[]);
+    gate.wait_for_call(3, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 60, "the last analysis runs at 60%");
+    c.apply_target("podinfo:3", 2);
+    let applied_rv = c.emu.resource_version();
+    gate.release();
+    let (out, _) = wait_bounded(child, Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not promoting: the target changed"),
+        "{}",
+        stderr(&out)
+    );
+    let primary = image_history(&c, "podinfo-primary");
+    let images: Vec<&str> = primary.iter().map(|(i, _)| i.as_str()).collect();
+    assert_eq!(
+        images,
+        ["podinfo:1", "podinfo:3"],
+        "podinfo:2 was superseded"
+    );
+    // podinfo:3 reached the primary only after its own analysis went through 20, 40 and 60%.
+    let promoted_at = primary[1].1;
+    let after: Vec<i64> = route_history(&c)
+        .into_iter()
+        .filter(|(_, v)| *v > applied_rv && *v < promoted_at)
+        .map(|(w, _)| w)
+        .collect();
+    assert_eq!(after, [0, 20, 40, 60], "{:?}", route_history(&c));
+}
+
+/// Item 2: SIGTERM while a webhook never answers (its own timeout is an hour) interrupts the
+/// call, returns traffic and exits 130, without waiting for the tick to end.
+#[test]
+fn f02_sigterm_interrupts_a_webhook_that_never_answers() {
+    let gate = Gate::start(|n| {
+        if n == 2 {
+            Answer::Never
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let c = cluster();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml("gatewayapi", &gate.url, STEPS_TO_60)
+            .replace("        url: ", "        timeout: 1h\n        url: "),
+    );
+    c.apply_target("podinfo:1", 2);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 2);
+    let child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    kill(&child, "TERM");
+    let (out, took) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(route_weight(&c), 0);
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo")["spec"]["replicas"],
+        0
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:1"
+    );
+}
+
+/// Item 2, metrics side: a Prometheus that accepts the query and never answers.
+#[test]
+fn f02_sigterm_interrupts_a_metric_query_that_never_answers() {
+    let listener = match TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let prometheus = match listener.local_addr() {
+        Ok(a) => format!("http://{a}"),
+        Err(e) => panic!("{e}"),
+    };
+    let (tx, queried) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let _ = tx.send(());
+            held.push(stream); // never answered, never closed
+        }
+    });
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(
+        &gate,
+        "    maxWeight: 60\n    stepWeight: 20\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 1m",
+    );
+    let child = match c
+        .aviary(&canary, &[])
+        .args(["--prometheus-url", &prometheus])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    if queried.recv_timeout(Duration::from_secs(60)).is_err() {
+        panic!("no metric query came");
+    }
+    kill(&child, "TERM");
+    let (out, took) = wait_bounded(child, Duration::from_secs(40));
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert_eq!(route_weight(&c), 0);
+}
+
+/// Item 3: `aviary abort` while the runner is dead (killed at 40%) rolls back itself instead
+/// of saying a runner will act, and the next run of the same revision does not promote it.
+#[test]
+fn f03_abort_with_the_runner_dead_rolls_back_and_the_next_run_does_not_promote() {
+    let gate = Gate::start(|n| {
+        if n == 2 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let mut child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    let _ = child.kill(); // SIGKILL: no chance to clean up; its lease is still valid
+    let _ = child.wait();
+    gate.release();
+    let abort = control(&c, &["abort", "podinfo", "-n", "test", "--reason", "pager"]);
+    assert_eq!(code(&abort), 0, "{}", stderr(&abort));
+    assert!(
+        stderr(&abort).contains("no runner is rolling out podinfo.test"),
+        "{}",
+        stderr(&abort)
+    );
+    assert_eq!(route_weight(&c), 0, "traffic is back on the primary");
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo")["spec"]["replicas"],
+        0
+    );
+    assert_eq!(saved_engine(&c)["state"]["phase"], "Failed");
+    assert!(
+        c.get("v1", "configmaps", "podinfo-aviary")["metadata"]["annotations"]["aviary.dev/abort"]
+            .is_null()
+    );
+    // The next pipeline run of this revision says it was rolled back; it does not promote it.
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:1"
+    );
+}
+
+/// Item 3, the durable half: an abort request left with no runner (written, and the
+/// command killed before it could act) is acted on by the next run of that revision.
+#[test]
+fn f03_an_abort_left_behind_is_acted_on_by_the_next_run() {
+    let gate = Gate::start(|n| {
+        if n == 2 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let mut child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.release();
+    // What `aviary abort` writes, left there as if it had been killed right after.
+    let revision = saved_engine(&c)["state"]["targetRevision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!revision.is_empty());
+    let value = format!(r#"{{"reason":"left behind","revision":"{revision}"}}"#);
+    annotate(
+        c.kubeconfig.as_path(),
+        "podinfo-aviary",
+        "aviary.dev/abort",
+        &value,
+    );
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("left behind"), "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 0);
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:1"
+    );
+}
+
+/// Item 4: two rollouts with the same AVIARY_RUN_ID (two jobs of one workflow run) cannot both
+/// drive the canary: the second is refused with exit 4 and changes nothing, and the first keeps
+/// its lease and finishes alone.
+#[test]
+fn f04_two_rollouts_with_the_same_run_id_cannot_both_drive() {
+    let gate = Gate::start(|n| {
+        if n == 1 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let run = [("AVIARY_RUN_ID", "42")];
+    let first = c.spawn(&canary, &run);
+    gate.wait_for_call(1, Duration::from_secs(60));
+    let holder = c.get("coordination.k8s.io/v1", "leases", "podinfo-aviary")["spec"]
+        ["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(holder.starts_with("run:42"), "{holder}");
+    let writes_before = c
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/leases/"))
+        .count();
+    let second = match c.aviary(&canary, &run).output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&second), 4, "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("is being rolled out by run:42"),
+        "{}",
+        stderr(&second)
+    );
+    let writes_after = c
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("/leases/"))
+        .count();
+    assert_eq!(writes_before, writes_after, "the refused run wrote nothing");
+    assert_eq!(
+        c.get("coordination.k8s.io/v1", "leases", "podinfo-aviary")["spec"]["holderIdentity"],
+        Value::String(holder),
+        "the refused run left the lease alone"
+    );
+    gate.release();
+    let (out, _) = wait_bounded(first, Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(c.route_weights(), vec![0, 20, 40, 60, 0]);
+}
+
+/// Item 4b: a runner whose lease renewals keep failing stops before the lease expires (so no
+/// other runner can take over while it drives), returns traffic, and exits 3 saying why.
+#[test]
+fn f04b_a_runner_that_cannot_renew_its_lease_returns_traffic_and_stops() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(&gate, "    maxWeight: 100\n    stepWeight: 1");
+    let child = c.spawn(&canary, &[]);
+    c.wait_for("weight 2", Duration::from_secs(60), |c| {
+        route_weight(c) >= 2
+    });
+    c.emu
+        .set_faults(vec![always(None, "/leases/", FaultKind::Status(503))]);
+    let (out, _) = wait_bounded(child, Duration::from_secs(90));
+    c.emu.set_faults(Vec::new());
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the lease could not be renewed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(route_weight(&c), 0, "traffic is back on the primary");
+    assert!(route_weight(&c) == 0 && c.route_weights().iter().max() < Some(&100));
+}
+
+/// Item 5: `rollout --target` of a new release while another pipeline analyses one takes the
+/// lease before it applies anything: refused with exit 4, the target never sees its image.
+#[test]
+fn f05_a_locked_rollout_of_a_target_changes_nothing() {
+    let c = cluster_with(&["default", "dev", "prod", "test"]);
+    let gate = Gate::start(|n| {
+        if n == 1 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let project = c.dir.join("project");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gatewayapi"),
+        &project,
+    );
+    let canary = format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+spec:
+  provider: gatewayapi
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service:
+    port: 9898
+    gatewayRefs: [{{name: public, namespace: gateway-system}}]
+  analysis:
+    interval: 1s
+    threshold: 2
+    maxWeight: 50
+    stepWeight: 25
+    webhooks:
+      - name: acceptance
+        url: {}
+",
+        gate.url
+    );
+    if let Err(e) = std::fs::write(project.join("overlays/prod/canary.yaml"), canary) {
+        panic!("{e}");
+    }
+    let rollout = |tag: &str| {
+        let mut cmd = Command::new(aviary_bin());
+        cmd.args([
+            "rollout",
+            "--target",
+            "prod",
+            "--images",
+            &format!("ghcr.io/stefanprodan/podinfo=ghcr.io/stefanprodan/podinfo:{tag}"),
+            "--timeout",
+            "2m",
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .current_dir(&project)
+        .env_remove("KUBECONFIG")
+        .env_remove("AVIARY_LOG")
+        .env_remove("GITHUB_RUN_ID")
+        .env_remove("GITHUB_REPOSITORY");
+        cmd
+    };
+    let out = rollout("6.6.0").output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let first = match rollout("6.7.0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    gate.wait_for_call(1, Duration::from_secs(60));
+    let second = match rollout("6.8.0").output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&second), 4, "{}", stderr(&second));
+    let images: Vec<String> = c
+        .emu
+        .history("apps/v1", "deployments", Some("prod"), "podinfo")
+        .iter()
+        .map(image)
+        .collect();
+    assert!(
+        !images.iter().any(|i| i.ends_with(":6.8.0")),
+        "the locked run applied its image: {images:?}"
+    );
+    gate.release();
+    let (out, _) = wait_bounded(first, Duration::from_secs(120));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        image(
+            &c.emu
+                .get("apps/v1", "deployments", Some("prod"), "podinfo-primary")
+                .unwrap_or(Value::Null)
+        ),
+        "ghcr.io/stefanprodan/podinfo:6.7.0"
+    );
+}
+
+/// Item 6: an API server that answers 503 to everything: `status` gives up within the retry
+/// budget (exit 3) instead of retrying for half an hour.
+#[test]
+fn f06_status_gives_up_on_an_api_that_always_answers_503() {
+    let c = cluster();
+    c.emu
+        .set_faults(vec![always(None, ".*", FaultKind::Status(503))]);
+    let child = match Command::new(aviary_bin())
+        .args(["status", "podinfo", "-n", "test", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let (out, _) = wait_bounded(child, Duration::from_secs(60));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("503"), "{}", stderr(&out));
+}
+
+/// Item 6, with a signal: the API fails every request while a webhook holds the tick; SIGTERM
+/// is honoured at once, and as traffic cannot be returned, the exit is 3 and the report says
+/// where traffic was left.
+#[test]
+fn f06_sigterm_is_honoured_while_the_api_answers_503() {
+    let gate = Gate::start(|n| {
+        if n == 2 {
+            Answer::Never
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let report_path = c.dir.join("report.json");
+    let child = match c
+        .aviary(&canary, &[])
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    c.emu
+        .set_faults(vec![always(None, ".*", FaultKind::Status(503))]);
+    kill(&child, "TERM");
+    let (out, _) = wait_bounded(child, Duration::from_secs(60));
+    c.emu.set_faults(Vec::new());
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 40, "the API refused every change");
+    let r = report(&report_path);
+    assert_eq!(r["traffic"]["canary"], 40, "{r}");
+    assert_eq!(r["traffic"]["on_primary"], false, "{r}");
+    assert!(
+        stderr(&out).contains("traffic could not be returned to the primary"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Item 10: the state ConfigMap cannot be saved (409 on every write) mid-analysis: the run
+/// returns traffic to the primary before it exits 3.
+#[test]
+fn f10_a_state_that_cannot_be_saved_returns_traffic_before_exiting() {
+    let gate = Gate::start(|n| {
+        if n == 1 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let report_path = c.dir.join("report.json");
+    let child = match c
+        .aviary(&canary, &[])
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    gate.wait_for_call(1, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 20);
+    c.emu.set_faults(vec![
+        always(
+            Some("PUT"),
+            "/configmaps/podinfo-aviary$",
+            FaultKind::Status(409),
+        ),
+        always(
+            Some("PATCH"),
+            "/configmaps/podinfo-aviary$",
+            FaultKind::Status(409),
+        ),
+    ]);
+    gate.release();
+    let (out, _) = wait_bounded(child, Duration::from_secs(90));
+    c.emu.set_faults(Vec::new());
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 0, "traffic is back on the primary");
+    let r = report(&report_path);
+    assert_eq!(r["traffic"]["on_primary"], true, "{r}");
+    assert_eq!(r["exit_code"], 3, "{r}");
+}
+
+/// Item 10, the route side: the route update keeps failing; the run gives up, and its report
+/// and its last words say traffic was left split (and at what weights).
+#[test]
+fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
+    let gate = Gate::start(|n| {
+        if n == 1 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let report_path = c.dir.join("report.json");
+    let child = match c
+        .aviary(&canary, &[])
+        .arg("--report")
+        .arg(&report_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    gate.wait_for_call(1, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 20);
+    c.emu.set_faults(vec![
+        always(Some("PATCH"), "/httproutes/", FaultKind::Status(503)),
+        always(Some("PUT"), "/httproutes/", FaultKind::Status(503)),
+    ]);
+    gate.release();
+    let (out, _) = wait_bounded(child, Duration::from_secs(120));
+    c.emu.set_faults(Vec::new());
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 20);
+    let r = report(&report_path);
+    assert_eq!(r["traffic"]["canary"], 20, "{r}");
+    assert_eq!(r["traffic"]["on_primary"], false, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("traffic could not be returned to the primary"),
+        "{r}"
+    );
+}
+
+/// Item 11: a Prometheus address that is not an http(s) URL is refused (exit 2) before anything
+/// changes: no traffic shifted, nothing written.
+#[test]
+fn f11_a_bad_prometheus_url_changes_nothing() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(
+        &gate,
+        "    maxWeight: 60\n    stepWeight: 20\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 1m",
+    );
+    for bad in ["ftp://x", "not a url"] {
+        c.emu.clear_requests();
+        let out = match c
+            .aviary(&canary, &[])
+            .args(["--prometheus-url", bad])
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--prometheus-url"),
+            "{}",
+            stderr(&out)
+        );
+        let writes = c
+            .emu
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .count();
+        assert_eq!(writes, 0, "{bad}: a refused run changed the cluster");
+    }
+    assert_eq!(c.route_weights(), vec![0], "only the bootstrap's route");
+}
