@@ -39,6 +39,11 @@ fn json_status(c: &Cluster) -> Value {
 
 /// A JSON merge patch of one object, through the real kube client, as `kubectl patch` would.
 fn merge_patch(c: &Cluster, api_version: &str, kind: &str, name: &str, patch: Value) {
+    let plural = if kind.ends_with('s') {
+        format!("{}es", kind.to_lowercase())
+    } else {
+        format!("{}s", kind.to_lowercase())
+    };
     let kubeconfig = c.kubeconfig.clone();
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
@@ -58,7 +63,6 @@ fn merge_patch(c: &Cluster, api_version: &str, kind: &str, name: &str, patch: Va
             .map_err(|e| e.to_string())?;
         let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
         let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
-        let plural = format!("{}s", kind.to_lowercase());
         let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
         let api: kube::Api<kube::api::DynamicObject> =
             kube::Api::namespaced_with(client, "test", &resource);
@@ -353,4 +357,187 @@ fn f18_status_reads_a_replica_ratio_from_the_deployments() {
             "rebuilt={rebuilt}: {t}"
         );
     }
+}
+
+/// A rollout of `provider` (with the Canary's extra `spec` lines) killed once the saved state has
+/// moved off the primary; then, with the state as an older aviary saved it (no Canary beside
+/// it), `set_canary` puts another weight in the routing objects: `status` rebuilds the router
+/// from the cluster, names `objects` and reads that weight back.
+fn rebuilt_router_reads(
+    provider: &str,
+    spec: &str,
+    objects: &str,
+    set_canary: impl Fn(&Cluster, i64),
+    before: impl Fn(&Cluster),
+) {
+    let c = cluster();
+    let hook = Hook::start();
+    before(&c);
+    let canary = c.write(
+        "canary.yaml",
+        &format!(
+            "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: {provider}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+{spec}
+  progressDeadlineSeconds: 30
+  service:
+    port: 9898
+  analysis:
+    interval: 1s
+    threshold: 2
+    maxWeight: 100
+    stepWeight: 20
+    webhooks:
+      - name: acceptance
+        type: rollout
+        url: {}
+",
+            hook.url
+        ),
+    );
+    c.apply_target("podinfo:1", 2);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "{provider} bootstrap: {}", stderr(&out));
+    c.apply_target("podinfo:2", 2);
+    let saved = kill_once_split(&c, c.spawn(&canary, &[]));
+    assert!(
+        (1..100).contains(&saved),
+        "{provider}: saved weight {saved}"
+    );
+    drop_saved_spec(&c);
+
+    let observed = if saved == 40 { 60 } else { 40 };
+    set_canary(&c, observed);
+    let s = json_status(&c);
+    assert_eq!(s["routing_objects"], objects, "{provider}: {s}");
+    assert_eq!(s["routing_error"], Value::Null, "{provider}: {s}");
+    assert_eq!(s["observed_routes"]["canary"], observed, "{provider}: {s}");
+    assert_eq!(s["saved_routes"]["canary"], saved, "{provider}: {s}");
+    assert_eq!(s["routes_differ"], true, "{provider}: {s}");
+
+    set_canary(&c, saved);
+    let s = json_status(&c);
+    assert_eq!(s["observed_routes"]["canary"], saved, "{provider}: {s}");
+    assert_eq!(s["routes_differ"], false, "{provider}: {s}");
+}
+
+/// Sets the weights of the destinations at `destinations` (a JSON pointer) in the object
+/// `podinfo`: `canary` on the one whose name (at `name`) is `canary_name`, the rest on the
+/// others, patching `spec.<top>` whole.
+fn set_weights(
+    c: &Cluster,
+    (api_version, plural, kind): (&str, &str, &str),
+    top: &str,
+    destinations: &str,
+    name: &str,
+    canary_name: &str,
+    canary: i64,
+) {
+    let mut object = c.get(api_version, plural, "podinfo");
+    let Some(list) = object
+        .pointer_mut(destinations)
+        .and_then(Value::as_array_mut)
+    else {
+        panic!("no {destinations} in {object}");
+    };
+    for d in list.iter_mut() {
+        let is_canary = d.pointer(name).and_then(Value::as_str) == Some(canary_name);
+        d["weight"] = json!(if is_canary { canary } else { 100 - canary });
+    }
+    let field = object["spec"][top].clone();
+    merge_patch(
+        c,
+        api_version,
+        kind,
+        "podinfo",
+        json!({"spec": {top: field}}),
+    );
+}
+
+#[test]
+fn f18_status_reads_an_istio_virtual_service_without_the_saved_canary() {
+    rebuilt_router_reads(
+        "istio",
+        "",
+        "VirtualService podinfo.test",
+        |c, w| {
+            set_weights(
+                c,
+                (
+                    "networking.istio.io/v1beta1",
+                    "virtualservices",
+                    "VirtualService",
+                ),
+                "http",
+                "/spec/http/0/route",
+                "/destination/host",
+                "podinfo-canary",
+                w,
+            )
+        },
+        |_| {},
+    );
+}
+
+#[test]
+fn f18_status_reads_a_gloo_route_table_without_the_saved_canary() {
+    rebuilt_router_reads(
+        "gloo",
+        "",
+        "RouteTable podinfo.test",
+        |c, w| {
+            set_weights(
+                c,
+                ("gateway.solo.io/v1", "routetables", "RouteTable"),
+                "routes",
+                "/spec/routes/0/routeAction/multi/destinations",
+                "/destination/upstream/name",
+                "test-podinfo-canaryupstream-9898",
+                w,
+            )
+        },
+        |_| {},
+    );
+}
+
+#[test]
+fn f18_status_reads_an_nginx_canary_ingress_without_the_saved_canary() {
+    // The user's Ingress is not named like the Service: status finds its canary copy by what
+    // it routes to.
+    rebuilt_router_reads(
+        "nginx",
+        "  ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: web}",
+        "Ingress web-canary.test",
+        |c, w| {
+            merge_patch(
+                c,
+                "networking.k8s.io/v1",
+                "Ingress",
+                "web-canary",
+                json!({"metadata": {"annotations": {
+                    "nginx.ingress.kubernetes.io/canary-weight": w.to_string()}}}),
+            )
+        },
+        |c| {
+            let ingress = json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": "test"},
+                "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com",
+                    "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "podinfo", "port": {"number": 9898}}}}]}}]},
+            });
+            if let Err(e) = c.emu.insert(ingress) {
+                panic!("insert: {e}");
+            }
+        },
+    );
 }
