@@ -178,6 +178,13 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
         })?),
         None => None,
     };
+    // Every address the run would call, checked before anything changes (exit 2).
+    crate::urls::check_addresses(&canary, &templates, args.prometheus_url.as_deref()).map_err(
+        |errors| spec::SpecError::Invalid {
+            errors,
+            warnings: Vec::new(),
+        },
+    )?;
     let log = ctx.log.clone();
     let target = objects.as_ref().map(|(t, _)| t.clone());
     let prometheus_auth = match (
@@ -477,6 +484,11 @@ pub fn deploy_objects(
 }
 
 pub(crate) async fn namespace(args: &ControlArgs) -> Result<(kube::Client, String), AppError> {
+    // Names the API would refuse are the user's to fix (exit 2), before any request.
+    crate::status::check_canary_name(&args.name)?;
+    if let Some(ns) = &args.namespace {
+        crate::status::check_namespace(ns)?;
+    }
     let (client, default_ns) = connect(&args.cluster).await?;
     Ok((client, args.namespace.clone().unwrap_or(default_ns)))
 }
