@@ -146,8 +146,9 @@ struct NewDeploymentRequest {
 }
 
 impl Deployment {
-    /// Creates the Deployment and sets it in progress.
-    async fn start(req: NewDeploymentRequest) -> Result<Deployment, String> {
+    /// Creates the Deployment and sets it in progress (a status that fails is only a warning,
+    /// returned beside it).
+    async fn start(req: NewDeploymentRequest) -> Result<(Deployment, Option<String>), String> {
         let api = crate::urls::redact(&req.api);
         let client = octocrab::Octocrab::builder()
             .base_uri(req.api.as_str())
@@ -186,8 +187,15 @@ impl Deployment {
             environment_url: req.environment_url,
             deadline: req.deadline,
         };
-        d.status("in_progress", "aviary is rolling out").await?;
-        Ok(d)
+        // A Deployment that exists gets its final status even if this one is not taken.
+        let warning = match d.status("in_progress", "aviary is rolling out").await {
+            Ok(()) => None,
+            Err(e) => Some(format!(
+                "could not set GitHub Deployment {} to in_progress: {e}",
+                d.id
+            )),
+        };
+        Ok((d, warning))
     }
 
     async fn status(&self, state: &str, description: &str) -> Result<(), String> {
@@ -285,7 +293,9 @@ fn describe(e: octocrab::Error) -> String {
     crate::urls::redact_in_text(&text)
 }
 
-/// A warning annotation from any thread (the background Deployment task has no host).
+/// A warning in the log and as an annotation. Main thread only: the command holds stdout's
+/// lock while it runs, so a background task logs with `tracing` and leaves annotations to
+/// [`Github::finish`].
 fn warn(title: &str, message: &str) {
     tracing::warn!("{message}");
     emit(&command(
@@ -294,6 +304,10 @@ fn warn(title: &str, message: &str) {
         message,
     ));
 }
+
+/// What the background task leaves: the Deployment if it was created, and the warnings to
+/// annotate.
+type Started = (Option<Deployment>, Vec<String>);
 
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -308,8 +322,8 @@ pub struct Github {
     env: Box<Env>,
     /// The Deployment's client lives on this runtime (its connections belong to it).
     rt: Option<tokio::runtime::Runtime>,
-    /// The Deployment being created in the background: `None` inside once it failed (warned).
-    deployment: Option<tokio::task::JoinHandle<Option<Deployment>>>,
+    /// The Deployment being created in the background.
+    deployment: Option<tokio::task::JoinHandle<Started>>,
     /// The `environment-url` input, linked from the summary.
     environment_url: Option<String>,
     /// Each GitHub API call's deadline.
@@ -501,18 +515,19 @@ impl PipelineHost for Github {
         // In the background: the release starts now, whatever GitHub does.
         let task = rt.spawn(async move {
             match Deployment::start(request).await {
-                Ok(d) => {
+                Ok((d, warning)) => {
                     tracing::info!("GitHub Deployment {} to {environment} is in progress", d.id);
-                    Some(d)
+                    if let Some(w) = &warning {
+                        tracing::warn!("{w}");
+                    }
+                    (Some(d), warning.into_iter().collect())
                 }
                 // The release matters more than its record: warn (the token may lack
                 // `deployments: write`, GitHub may be down) and go on.
                 Err(e) => {
-                    warn(
-                        "aviary: GitHub Deployment",
-                        &format!("could not create a GitHub Deployment: {e}; the release goes on without it (a token needs `permissions: deployments: write`; leave github-token empty to skip the Deployment)"),
-                    );
-                    None
+                    let message = format!("could not create a GitHub Deployment: {e}; the release goes on without it (a token needs `permissions: deployments: write`; leave github-token empty to skip the Deployment)");
+                    tracing::warn!("{message}");
+                    (None, vec![message])
                 }
             }
         });
@@ -551,7 +566,16 @@ impl PipelineHost for Github {
             rt.block_on(async {
                 // The creation had the whole release to finish; give it one more deadline.
                 let created = match tokio::time::timeout(deadline, task).await {
-                    Ok(Ok(created)) => created,
+                    Ok(Ok((created, warnings))) => {
+                        for w in warnings {
+                            emit(&command(
+                                "warning",
+                                &[("title", "aviary: GitHub Deployment".to_string())],
+                                &w,
+                            ));
+                        }
+                        created
+                    }
                     Ok(Err(e)) => {
                         warn(
                             "aviary: GitHub Deployment",
@@ -563,7 +587,7 @@ impl PipelineHost for Github {
                         warn(
                             "aviary: GitHub Deployment",
                             &format!(
-                                "the GitHub Deployment was still not created after the release; its status is left as is (GitHub did not answer within {})",
+                                "no GitHub Deployment: GitHub did not answer within {} (AVIARY_GITHUB_TIMEOUT); its status is left as is",
                                 crate::spec::duration::format_human(deadline)
                             ),
                         );
