@@ -569,6 +569,46 @@ impl Shell {
         traffic
     }
 
+    /// Makes the routing objects say `saved` (the saved state's routes) when they say something
+    /// else. Best effort: a failure is logged, and the next traffic change rewrites them anyway.
+    async fn reconcile_routes(&mut self, saved: Routes) {
+        let observed = match self.router.observed().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!("could not read the routing objects back: {e}");
+                return;
+            }
+        };
+        let Some(live) = observed.routes else {
+            return; // not created yet: the next traffic change creates them
+        };
+        let expected = match self.router.expressed(&saved).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("could not tell what the routing objects should say: {e}");
+                return;
+            }
+        };
+        if live == expected {
+            return;
+        }
+        tracing::warn!(
+            "{} says primary {}% / canary {}%, the saved state primary {}% / canary {}% (the last run stopped between the two); putting the saved routes back",
+            observed.objects,
+            live.primary,
+            live.canary,
+            saved.primary,
+            saved.canary
+        );
+        match self.router.set_routes(&saved).await {
+            Ok(()) => self.applied = saved,
+            Err(e) => {
+                self.applied = live;
+                tracing::warn!("could not put the saved routes back: {e}");
+            }
+        }
+    }
+
     /// Acts on an abort request: rolls the analysis back and clears the request.
     async fn abort(&mut self, engine: &mut Engine, reason: &str) -> Result<(), RunError> {
         let step = engine.handle(Input::Abort {
@@ -609,7 +649,7 @@ pub async fn rollout(
         .await
     {
         Ok(opened) => opened?,
-        Err(reason) => return Err(stopped_before_start(reason)),
+        Err(reason) => return stopped_before_start(reason, ALL_ON_PRIMARY),
     };
     let (mut shell, saved, control) = opened;
     let resumed = saved.is_some();
@@ -664,7 +704,7 @@ pub async fn rollout(
         Ok(Ok(Some(outcome))) => return Ok(outcome),
         Ok(Ok(None)) => {}
         Ok(Err(e)) => return Err(e),
-        Err(reason) => return Err(stopped_before_start(reason)),
+        Err(reason) => return stopped(&mut shell, &mut engine, &config, reason).await,
     }
     if resumed {
         tracing::info!(
@@ -672,6 +712,12 @@ pub async fn rollout(
             config.qualified(),
             engine.state().routes.canary
         );
+        // A run killed between changing the routes and saving its state left them ahead of the
+        // state: put them back to what the state says before anything else.
+        let saved = engine.state().routes;
+        if let Err(reason) = stop.guard(shell.reconcile_routes(saved)).await {
+            return stopped(&mut shell, &mut engine, &config, reason).await;
+        }
     }
     let revision = shell.revision.clone();
     if start_phase.is_verdict() && !engine.state().has_new_revision() {
@@ -709,23 +755,36 @@ pub async fn rollout(
                 .await;
             Err(RunError::GaveUp { reason, traffic })
         }
-        Err(StopReason::Signal(signal)) => {
+        Err(reason) => stopped(&mut shell, &mut engine, &config, reason).await,
+    }
+}
+
+/// A run stopped by `reason` once its shell is open: traffic back to the primary (unless the
+/// lease is in other hands), and the outcome or error that says where it was left.
+async fn stopped(
+    shell: &mut Shell,
+    engine: &mut Engine,
+    config: &Config,
+    reason: StopReason,
+) -> Result<Outcome, RunError> {
+    match reason {
+        StopReason::Signal(signal) => {
             let traffic = shell
-                .cancel(&mut engine, &format!("received {signal}"), CANCEL_BUDGET)
+                .cancel(engine, &format!("received {signal}"), CANCEL_BUDGET)
                 .await;
             Ok(Outcome::Cancelled { signal, traffic })
         }
-        Err(StopReason::TimedOut(limit)) => {
+        StopReason::TimedOut(limit) => {
             let traffic = shell
                 .cancel(
-                    &mut engine,
+                    engine,
                     &format!("the run's time limit of {}s passed", limit.as_secs()),
                     CANCEL_BUDGET,
                 )
                 .await;
             Ok(Outcome::TimedOut { traffic })
         }
-        Err(StopReason::Lease(lost)) => {
+        StopReason::Lease(lost) => {
             let reason = lost.to_string();
             tracing::error!("{}: {reason}", config.qualified());
             let traffic = match lost {
@@ -738,7 +797,7 @@ pub async fn rollout(
                         .saturating_sub(SAVE_BUDGET)
                         .max(Duration::from_secs(1));
                     shell
-                        .cancel(&mut engine, "the lease could not be renewed", left)
+                        .cancel(engine, "the lease could not be renewed", left)
                         .await
                 }
             };
@@ -747,25 +806,24 @@ pub async fn rollout(
     }
 }
 
-/// A stop before the first tick: the run itself changed nothing yet.
-fn stopped_before_start(reason: StopReason) -> RunError {
-    let reason = match reason {
-        StopReason::Signal(signal) => format!("received {signal} before the rollout started"),
-        StopReason::TimedOut(limit) => format!(
-            "the run's time limit of {}s passed before the rollout started",
-            limit.as_secs()
-        ),
-        StopReason::Lease(lost) => lost.to_string(),
-    };
-    RunError::GaveUp {
-        reason,
-        traffic: TrafficLeft {
-            primary: 100,
-            canary: 0,
-            on_primary: true,
-        },
+/// A stop before the first tick: the run itself moved no traffic; `traffic` is where the saved
+/// state (or, before it was read, the assumption of a first run) puts it.
+fn stopped_before_start(reason: StopReason, traffic: TrafficLeft) -> Result<Outcome, RunError> {
+    match reason {
+        StopReason::Signal(signal) => Ok(Outcome::Cancelled { signal, traffic }),
+        StopReason::TimedOut(_) => Ok(Outcome::TimedOut { traffic }),
+        StopReason::Lease(lost) => Err(RunError::GaveUp {
+            reason: lost.to_string(),
+            traffic,
+        }),
     }
 }
+
+const ALL_ON_PRIMARY: TrafficLeft = TrafficLeft {
+    primary: 100,
+    canary: 0,
+    on_primary: true,
+};
 
 /// The tick loop: runs until a verdict or an error it cannot ride out. Everything it awaits may
 /// be dropped by [`Stop`]; the caller then cancels from the engine's last settled state.

@@ -280,8 +280,8 @@ fn describe(r: &Routes) -> String {
 }
 
 /// Why the routing objects and the saved state can differ, and what the next run will do about
-/// it: the runner's resume, as `runner::rollout` does it (the saved state is taken as it is, and
-/// the routing objects are rewritten at the engine's next traffic change).
+/// it: the runner's resume, as `runner::rollout` does it (before its first tick, a resumed run
+/// puts the routing objects back to the saved split when they say something else).
 fn difference(engine: &Engine, runner: Option<&Runner>, control: &state::Control) -> Vec<String> {
     let s = engine.state();
     let cfg = engine.config();
@@ -334,24 +334,26 @@ fn difference(engine: &Engine, runner: Option<&Runner>, control: &state::Control
                 String::new()
             };
             format!(
-                "the next run resumes from the saved state ({} at canary {saved}%): it leaves the \
-                 routing objects as they are until its next traffic change, which starts from \
-                 {saved}%{step}; a failed analysis, an abort, a cancel or a new revision sends all \
-                 traffic back to the primary",
+                "the next run first puts the routing objects back to the saved split (canary \
+                 {saved}%), then resumes from the saved state ({}){step}; a failed analysis, an \
+                 abort, a cancel or a new revision sends all traffic back to the primary",
                 s.phase
             )
         }
         Phase::Promoting | Phase::Finalising => format!(
-            "the next run finishes the promotion from the saved state ({}), moving traffic back \
-             to the primary from the saved {saved}%",
+            "the next run first puts the routing objects back to the saved split (canary \
+             {saved}%), then finishes the promotion from the saved state ({}), moving traffic \
+             to the primary",
             s.phase
         ),
         Phase::Initializing => {
-            "the next run bootstraps again and sends all traffic to the primary".to_string()
+            "the next run puts the routing objects back to the saved split and bootstraps again"
+                .to_string()
         }
         Phase::Initialized | Phase::Succeeded | Phase::Failed => format!(
-            "the next run leaves the routing objects as they are until it analyses a new \
-             revision (phase {} is not resumed), and then starts from all traffic on the primary",
+            "the next run puts the routing objects back to the saved split (canary {saved}%) \
+             before anything else, then analyses a new revision if there is one (phase {} is \
+             not resumed)",
             s.phase
         ),
     };

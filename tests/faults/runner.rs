@@ -272,6 +272,58 @@ fn annotate(kubeconfig: &Path, name: &str, key: &str, value: &str) {
     }
 }
 
+/// Sets the HTTPRoute's weights by hand (as a run killed between its two writes leaves them).
+fn set_route_weights(c: &Cluster, primary: i64, canary: i64) {
+    let mut route = c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo");
+    let Some(refs) = route["spec"]["rules"][0]["backendRefs"].as_array_mut() else {
+        panic!("no backendRefs: {route}");
+    };
+    for r in refs.iter_mut() {
+        r["weight"] = if r["name"] == "podinfo-canary" {
+            canary.into()
+        } else {
+            primary.into()
+        };
+    }
+    let rules = route["spec"]["rules"].clone();
+    let kubeconfig = c.kubeconfig.clone();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("{e}"),
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let resource = kube::discovery::ApiResource {
+            group: "gateway.networking.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "HTTPRoute".into(),
+            plural: "httproutes".into(),
+        };
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client, "test", &resource);
+        let patch = serde_json::json!({"spec": {"rules": rules}});
+        api.patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("patch the HTTPRoute: {e}");
+    }
+}
+
 fn always(method: Option<&str>, path_regex: &str, kind: FaultKind) -> Fault {
     Fault {
         method: method.map(str::to_string),
@@ -493,6 +545,43 @@ fn f03_an_abort_left_behind_is_acted_on_by_the_next_run() {
         image(&c.get("apps/v1", "deployments", "podinfo-primary")),
         "podinfo:1"
     );
+}
+
+/// Item 18, the runner's half: a run killed between changing the route and saving its state
+/// leaves the route ahead of the state; the next run puts the saved split back before its first
+/// tick, so traffic never sits at a weight the analysis did not choose.
+#[test]
+fn f18_a_resumed_run_puts_the_saved_routes_back_first() {
+    let gate = Gate::start(|n| {
+        if n == 2 {
+            Answer::Hold
+        } else {
+            Answer::Status(200)
+        }
+    });
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let mut child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.release();
+    assert_eq!(c.saved_weight(), 40);
+    set_route_weights(&c, 40, 60);
+    let patched = c.emu.resource_version();
+    assert_eq!(route_weight(&c), 60);
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("putting the saved routes back"),
+        "{}",
+        stderr(&out)
+    );
+    let after: Vec<i64> = route_history(&c)
+        .into_iter()
+        .filter(|(_, v)| *v > patched)
+        .map(|(w, _)| w)
+        .collect();
+    assert_eq!(after, [40, 60, 0], "{:?}", route_history(&c));
 }
 
 /// Item 4: two rollouts with the same AVIARY_RUN_ID (two jobs of one workflow run) cannot both

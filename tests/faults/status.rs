@@ -165,7 +165,7 @@ fn f18_status_shows_the_routing_objects_after_a_sigkill() {
         assert!(t.contains("no longer runs"), "rebuilt={rebuilt}: {t}");
         assert!(
             t.contains(&format!(
-                "the next run resumes from the saved state (Progressing at canary {saved}%)"
+                "the next run first puts the routing objects back to the saved split (canary {saved}%), then resumes from the saved state (Progressing)"
             )),
             "rebuilt={rebuilt}: {t}"
         );
