@@ -102,3 +102,93 @@ impl WebhookCaller {
         HookOutcome::Fail(last)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::HookType;
+
+    fn hook(url: &str) -> Webhook {
+        Webhook {
+            name: "acceptance".into(),
+            hook_type: HookType::Rollout,
+            url: url.into(),
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            mute_alert: false,
+            metadata: Default::default(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(f),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn fail_message(outcome: HookOutcome) -> String {
+        match outcome {
+            HookOutcome::Fail(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failing_hook_is_named_without_its_credentials_with_the_start_of_its_answer() {
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let message = block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(wiremock::matchers::method("POST"))
+                .respond_with(ResponseTemplate::new(503).set_body_string("y".repeat(5000)))
+                .mount(&server)
+                .await;
+            let url = server.uri().replace("http://", "http://aviary:hunter2@")
+                + "/hook?token=s3cr3t&v=1";
+            let outcome = WebhookCaller::new()
+                .call(&hook(&url), "podinfo", "test", Phase::Progressing, "abc")
+                .await;
+            (fail_message(outcome), server.uri())
+        });
+        let (message, uri) = message;
+        let host = uri.trim_start_matches("http://");
+        assert!(
+            message.starts_with(&format!(
+                "http://***@{host}/hook?token=***&v=1 returned 503 Service Unavailable: yyy"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2") && !message.contains("s3cr3t"));
+        // 300 characters of the answer and an ellipsis, not 5000.
+        assert!(message.ends_with('…') && message.len() < 500, "{message}");
+    }
+
+    #[test]
+    fn a_hook_that_cannot_be_reached_is_named_without_its_credentials() {
+        let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(a) => a.port(),
+            Err(e) => panic!("{e}"),
+        };
+        let url = format!("http://aviary:hunter2@127.0.0.1:{port}/?api_key=s3cr3t");
+        let message = fail_message(block_on(WebhookCaller::new().call(
+            &hook(&url),
+            "podinfo",
+            "test",
+            Phase::Progressing,
+            "abc",
+        )));
+        assert!(
+            message.starts_with(&format!(
+                "http://***@127.0.0.1:{port}/?api_key=***: error sending request"
+            )),
+            "{message}"
+        );
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+}

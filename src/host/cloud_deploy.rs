@@ -605,3 +605,59 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
     report.command = Some(format!("cloud-deploy deploy {}", req.phase));
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const SECRET: &[u8] =
+        b"apiVersion: v1\nkind: Config\nusers: [{name: u, user: {token: s3cr3t}}]\n";
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_secret_file_lives_in_memory_readable_only_by_its_path() {
+        let file = match SecretFile::in_memory("kubeconfig", SECRET) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(
+            file.path.starts_with("/proc/self/fd/"),
+            "{}",
+            file.path.display()
+        );
+        assert_eq!(std::fs::read(&file.path).ok().as_deref(), Some(SECRET));
+        // Not a file on any disk: the descriptor points at an anonymous memfd.
+        let target = std::fs::read_link(&file.path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        assert!(target.starts_with("/memfd:aviary-kubeconfig"), "{target}");
+        let mode = std::fs::metadata(&file.path)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn the_fallback_is_a_private_file_in_a_private_directory_removed_on_drop() {
+        let file = match SecretFile::on_disk("kubeconfig", SECRET) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        };
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0)
+        };
+        let dir = file
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        assert_eq!(mode(&file.path), 0o600);
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(std::fs::read(&file.path).ok().as_deref(), Some(SECRET));
+        drop(file);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
