@@ -141,10 +141,11 @@ fn simulate(config: &Config, oracle: &mut dyn sim::Oracle) -> Result<Outline, Ap
                 Command::Promote { .. } if outline.promoted_at.is_none() => {
                     outline.promoted_at = Some(tick.at);
                 }
-                Command::SetRoutes { routes } if outline.promoted_at.is_none() => {
-                    if outline.weights.last() != Some(&routes.canary) {
-                        outline.weights.push(routes.canary);
-                    }
+                Command::SetRoutes { routes }
+                    if outline.promoted_at.is_none()
+                        && outline.weights.last() != Some(&routes.canary) =>
+                {
+                    outline.weights.push(routes.canary);
                 }
                 _ => {}
             }
@@ -323,4 +324,105 @@ fn write_human(p: &Plan, out: &mut dyn Write) -> std::io::Result<()> {
         out,
         "  (times count from the first tick that sees the new revision)"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{self, Provider};
+
+    fn config(provider: &str, analysis: &str) -> Config {
+        let text = format!(
+            "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: {provider}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 10s
+{analysis}"
+        );
+        let docs = match spec::load_str("c.yaml", &text) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        Config::from_canary(&docs.canaries[0], &Provider::Istio)
+    }
+
+    const METRIC: &str =
+        "    metrics:\n    - name: request-success-rate\n      thresholdRange:\n        min: 99\n";
+    const PRE: &str =
+        "    webhooks:\n    - name: smoke\n      type: pre-rollout\n      url: http://t.test/\n";
+    const GATE: &str = "    webhooks:\n    - name: gate\n      type: confirm-promotion\n      url: http://t.test/\n    - name: stop\n      type: rollback\n      url: http://t.test/\n";
+    const ROLLOUT_HOOK: &str = "    webhooks:\n    - name: load\n      url: http://t.test/\n";
+
+    /// The plan with iterations and threshold cut to 2 and added back must be the plan the
+    /// engine gives tick by tick, for every strategy and kind of check.
+    #[test]
+    fn extrapolated_plans_equal_simulated_ones() {
+        let shapes = [
+            (
+                "gloo",
+                "    match:\n    - headers:\n        x: {exact: y}\n",
+            ),
+            ("istio", ""),
+            ("kubernetes", ""),
+        ];
+        let checks = ["", METRIC, PRE, GATE, ROLLOUT_HOOK];
+        for (provider, matches) in shapes {
+            for checks in checks {
+                for iterations in [1, 2, 3, 7, 40] {
+                    for threshold in [1, 2, 3, 9, 33] {
+                        let analysis = format!(
+                            "    threshold: {threshold}\n    iterations: {iterations}\n{matches}{checks}"
+                        );
+                        let c = config(provider, &analysis);
+                        let fast = compute_with(&c, 2).map_err(|e| e.to_string());
+                        let slow = compute_with(&c, u32::MAX).map_err(|e| e.to_string());
+                        assert_eq!(fast, slow, "{provider} {analysis}");
+                    }
+                }
+            }
+        }
+        // A canary release has no iterations; its threshold is extrapolated all the same.
+        for threshold in [1, 4, 30] {
+            let c = config(
+                "istio",
+                &format!(
+                    "    threshold: {threshold}\n    stepWeight: 20\n    maxWeight: 60\n{METRIC}"
+                ),
+            );
+            let (fast, slow) = (compute_with(&c, 2).ok(), compute_with(&c, u32::MAX).ok());
+            assert!(fast.is_some());
+            assert_eq!(fast, slow);
+        }
+    }
+
+    #[test]
+    fn the_largest_schedules_plan_at_once_and_exactly() {
+        let mut c = config(
+            "gloo",
+            &format!("    threshold: 2\n    iterations: 10\n    match:\n    - headers:\n        x: {{exact: y}}\n{METRIC}"),
+        );
+        c.iterations = u32::try_from(i32::MAX).unwrap_or(u32::MAX);
+        c.threshold = 1_000_000;
+        let started = std::time::Instant::now();
+        let plan = compute(&c).map_err(|e| e.to_string());
+        let Ok(plan) = plan else { panic!("{plan:?}") };
+        // One tick per iteration after the first, then the promotion: (n + 1) intervals.
+        assert_eq!(plan.min_promotion_s, Secs(21_474_836_480.0));
+        assert_eq!(plan.min_completion_s, Secs(21_474_836_500.0));
+        // Ticks 0 and 1 start the analysis and its first iteration, ticks 2 to 1000001 fail a
+        // check each, tick 1000002 rolls back.
+        assert_eq!(plan.min_rollback_s, Some(Secs(10_000_020.0)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
 }

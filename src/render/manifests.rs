@@ -257,6 +257,17 @@ mod tests {
         for (p, n) in yes {
             assert!(glob_match(p, n), "{p} should match {n}");
         }
+        // Go's filepath.Match: braces are literal, a backslash escapes, a star stays within
+        // one path component.
+        assert!(glob_match("{a,b}.yaml", "{a,b}.yaml"));
+        assert!(!glob_match("{a,b}.yaml", "a.yaml"));
+        assert!(glob_match("\\*.yaml", "*.yaml"));
+        assert!(!glob_match("\\*.yaml", "a.yaml"));
+        assert!(!glob_match("*", "a/b"));
+        // Many stars against a long name that does not match: linear, not exponential.
+        let stars = "*a".repeat(16) + "b";
+        assert!(!glob_match(&stars, &"a".repeat(200)));
+        assert!(glob_match(&stars, &("a".repeat(200) + "b")));
         for (p, n) in no {
             assert!(!glob_match(p, n), "{p} should not match {n}");
         }

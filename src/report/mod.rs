@@ -360,13 +360,11 @@ impl Recorder {
                     }
                     messages.push(message.clone());
                 }
-                Command::SetRoutes { routes } => {
-                    if self.weights.last() != Some(&routes.canary) {
-                        if self.weights.len() < MAX_WEIGHTS {
-                            self.weights.push(routes.canary);
-                        } else {
-                            self.weights_cut = true;
-                        }
+                Command::SetRoutes { routes } if self.weights.last() != Some(&routes.canary) => {
+                    if self.weights.len() < MAX_WEIGHTS {
+                        self.weights.push(routes.canary);
+                    } else {
+                        self.weights_cut = true;
                     }
                 }
                 _ => {}
@@ -703,5 +701,105 @@ mod tests {
         log.push(tick(1, 20, 0, vec![]));
         assert_eq!(*seen.lock().unwrap_or_else(|e| e.into_inner()), vec![0, 20]);
         assert_eq!(log.ticks().len(), 2);
+    }
+
+    fn advance(i: u32, value: f64) -> TickLog {
+        let mut t = tick(
+            u64::from(i) * 10_000,
+            100,
+            0,
+            vec![
+                check("request-success-rate", "metric", Some(value), true),
+                Command::Event {
+                    severity: Severity::Info,
+                    message: format!("Advance podinfo.test canary iteration {i}/100000"),
+                },
+            ],
+        );
+        t.iterations = i;
+        t
+    }
+
+    #[test]
+    fn alike_ticks_fold_after_a_few_rows_and_every_tick_is_counted() {
+        let mut r = Recorder::new();
+        r.push(&tick(0, 0, 0, vec![]));
+        for i in 1..=100_000 {
+            r.push(&advance(i, 99.5));
+        }
+        let report = r.report(Verdict::NoVerdict);
+        let rows = &report.checks;
+        assert_eq!(rows.len(), 1 + FOLD_AFTER as usize + 1, "{:?}", rows.len());
+        assert_eq!(rows.iter().map(|t| t.ticks).sum::<u64>(), 100_001);
+        let fold = &rows[rows.len() - 1];
+        assert_eq!(fold.ticks, 100_000 - u64::from(FOLD_AFTER));
+        let last = fold
+            .last
+            .as_deref()
+            .map(|l| (l.iteration, l.message.as_str()));
+        assert_eq!(
+            last,
+            Some((
+                100_000,
+                "Advance podinfo.test canary iteration 100000/100000"
+            ))
+        );
+        assert_eq!(report.duration_s, Secs(1_000_000.0));
+        // A different value is a new row.
+        r.push(&advance(100_001, 80.0));
+        assert_eq!(r.rows(), rows.len() + 1);
+    }
+
+    #[test]
+    fn varying_values_fold_past_max_rows_and_rows_stop_at_the_hard_cap() {
+        let mut r = Recorder::new();
+        for i in 0..20_000u32 {
+            r.push(&advance(i, f64::from(i)));
+        }
+        // Values differ every tick: rows up to MAX_ROWS, then alike but for their values, they
+        // fold as any alike ticks do.
+        assert_eq!(r.rows(), MAX_ROWS + FOLD_AFTER as usize);
+        // Failed checks that change every tick never fold: the hard cap holds.
+        let mut r = Recorder::new();
+        for i in 0..20_000u32 {
+            r.push(&tick(u64::from(i) * 1000, 10, i, vec![]));
+        }
+        assert_eq!(r.rows(), HARD_ROWS);
+        let report = r.report(Verdict::NoVerdict);
+        assert_eq!(report.failed_checks, 19_999, "totals cover every tick");
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.contains("16000 ticks from 2000s to 17999s are left out")),
+            "{:?}",
+            report.warnings
+        );
+        assert_eq!(report.checks[HARD_ROWS / 2].at_s, Secs(18_000.0));
+    }
+
+    #[test]
+    fn the_log_keeps_a_bounded_window_of_ticks_and_reports_all_of_them() {
+        let log = Log::new();
+        for i in 0..5_000u32 {
+            log.push(advance(i, f64::from(i % 7)));
+        }
+        assert_eq!(log.len(), 5_000);
+        let kept = log.ticks();
+        assert_eq!(kept.len(), KEPT_TICKS);
+        assert_eq!(kept.last().map(|t| t.iterations), Some(4_999));
+        let report = log.report(Verdict::NoVerdict);
+        assert_eq!(report.duration_s, Secs(49_990.0));
+        assert_eq!(report.checks.iter().map(|t| t.ticks).sum::<u64>(), 5_000);
+        // For a short run the report is the one from_ticks makes.
+        let log = Log::new();
+        let ticks: Vec<TickLog> = (0..30).map(|i| advance(i, 99.0)).collect();
+        for t in &ticks {
+            log.push(t.clone());
+        }
+        assert_eq!(
+            log.report(Verdict::Promoted),
+            Report::from_ticks(Verdict::Promoted, &ticks)
+        );
     }
 }

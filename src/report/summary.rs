@@ -375,4 +375,39 @@ mod tests {
         assert!(md.contains("… 470 earlier events"), "{md}");
         assert!(md.len() < 64 * 1024);
     }
+
+    #[test]
+    fn a_folded_row_counts_all_its_ticks_and_charts_its_last() {
+        let mut r = report();
+        let mut fold = tick(
+            10.0,
+            100,
+            Some(99.9),
+            true,
+            "Advance podinfo.prod canary iteration 2/5000",
+        );
+        fold.ticks = 4_998;
+        fold.last = Some(Box::new(tick(
+            49_990.0,
+            100,
+            Some(99.9),
+            true,
+            "Advance podinfo.prod canary iteration 4999/5000",
+        )));
+        r.checks = vec![tick(0.0, 0, Some(99.0), true, ""), fold];
+        let md = markdown(&r, &[]);
+        assert!(
+            md.contains("| request-success-rate | metric | 4999 | 0 | 99.90 | ✅ pass |"),
+            "{md}"
+        );
+        assert!(md.contains("x-axis [\"0s\", \"10s\", \"49990s\"]"), "{md}");
+        assert!(
+            md.contains("| 10s | … 4996 more ticks like this one |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 49990s | Advance podinfo.prod canary iteration 4999/5000 |"),
+            "{md}"
+        );
+    }
 }
