@@ -67,7 +67,7 @@ pub fn redact_url(url: &Url) -> String {
 
 /// Every URL (`scheme://...`) inside `text` redacted; the rest unchanged.
 pub fn redact_in_text(text: &str) -> String {
-    if !text.contains("://") && !text.contains('@') {
+    if !text.contains("://") {
         return text.to_string();
     }
     let bytes = text.as_bytes();
@@ -87,10 +87,6 @@ pub fn redact_in_text(text: &str) -> String {
         // Punctuation that ends a sentence is not part of the URL.
         while end > sep + 3 && matches!(bytes[end - 1], b'.' | b',' | b';' | b':') {
             end -= 1;
-        }
-        if start == sep {
-            // `://` without a scheme before it: not a URL, but still cut any userinfo.
-            start = sep;
         }
         out.push_str(&text[copied..start]);
         out.push_str(&redact(&text[start..end]));
@@ -119,6 +115,8 @@ fn redact_params(params: &str) -> String {
         .split('&')
         .map(|pair| match pair.split_once('=') {
             Some((name, _)) if is_secret_param(name) => format!("{name}={HIDDEN}"),
+            // A URL as a parameter (`?next=https://u:p@host/`) is redacted in turn.
+            Some((name, value)) if value.contains("://") => format!("{name}={}", redact(value)),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -371,6 +369,10 @@ mod tests {
         assert_eq!(
             redact("https://h.test/cb#access_token=xyz&state=1"),
             "https://h.test/cb#access_token=***&state=1"
+        );
+        assert_eq!(
+            redact("https://h.test/login?next=https://u:pw@inner.test/x&a=1"),
+            "https://h.test/login?next=https://***@inner.test/x&a=1"
         );
         assert_eq!(
             redact("https://h.test/?pass%77ord=x"),
