@@ -316,7 +316,7 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
             Some(format!("the canary passed its analysis at {weight}%; traffic stays split until the next phase")),
         ),
     };
-    let mut report = Report::from_ticks(verdict, &log.ticks());
+    let mut report = log.report(verdict);
     if report.message.is_none() || traffic.is_some() {
         report.message = message.or(report.message);
     }

@@ -176,6 +176,36 @@ pub struct Report {
     /// Things a person should know that did not stop the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Where a run that stopped before its verdict (a signal, the time limit, a cluster that
+    /// kept failing, a lost lease) left the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficLeft>,
+}
+
+/// Where traffic was when a run stopped before its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficLeft {
+    /// The weights the routing objects were last set to (by this run, or as its saved state
+    /// says when it set none).
+    pub primary: u32,
+    pub canary: u32,
+    /// Whether all traffic is on the primary: false when returning it failed, and the canary
+    /// keeps serving `canary`% until a re-run or a person moves it.
+    pub on_primary: bool,
+}
+
+impl TrafficLeft {
+    /// One sentence for messages and annotations.
+    pub fn describe(&self) -> String {
+        if self.on_primary {
+            "all traffic is on the primary".to_string()
+        } else {
+            format!(
+                "traffic could not be returned to the primary: the routes were last set to primary {}% / canary {}%; re-run the rollout or `aviary abort` to return it",
+                self.primary, self.canary
+            )
+        }
+    }
 }
 
 impl Report {
@@ -197,6 +227,7 @@ impl Report {
             failed_metrics: Vec::new(),
             message: None,
             warnings: Vec::new(),
+            traffic: None,
         }
     }
 

@@ -48,9 +48,8 @@ impl Gate {
         let policy = Arc::new(policy);
         let rel = released.clone();
         std::thread::spawn(move || {
-            let mut n = 0;
-            for stream in listener.incoming().flatten() {
-                n += 1;
+            for (i, stream) in listener.incoming().flatten().enumerate() {
+                let n = i + 1;
                 let (tx, rel, policy) = (tx.clone(), rel.clone(), policy.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(&stream);
