@@ -2175,8 +2175,15 @@ fn decode_webhook(cx: &mut Cx, item: &Field, seen: &mut HashMap<String, usize>) 
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("https://"));
         if !matches!(rest, Some(r) if !r.is_empty()) {
-            f.expected(cx, "an http:// or https:// URL")
-                .hint("write the full address, such as http://flagger-loadtester.test/");
+            // Not `expected`: it would repeat the address, credentials and all.
+            f.error(
+                cx,
+                format!(
+                    "expected an http:// or https:// URL, got {}",
+                    quote(&crate::urls::redact(&url))
+                ),
+            )
+            .hint("write the full address, such as http://flagger-loadtester.test/");
             return None;
         }
         Some(url)
@@ -2818,6 +2825,18 @@ spec:
                 "canary.yaml:16: spec.analysis.webhooks[0].url: expected an http:// or https:// URL, got \"ftp://x\"\n  help: write the full address, such as http://flagger-loadtester.test/",
             ]
         );
+    }
+
+    #[test]
+    fn a_refused_webhook_url_is_shown_without_its_credentials() {
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    webhooks:\n    - name: a\n      url: ftp://deploy:hunter2@x/hook\n",
+        );
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].contains("webhooks[0].url"), "{errs:?}");
+        assert!(!errs[0].contains("hunter2"), "{errs:?}");
     }
 
     #[test]

@@ -929,39 +929,3 @@ fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
         "{r}"
     );
 }
-
-/// Item 11: a Prometheus address that is not an http(s) URL is refused (exit 2) before anything
-/// changes: no traffic shifted, nothing written.
-#[test]
-fn f11_a_bad_prometheus_url_changes_nothing() {
-    let gate = Gate::start(|_| Answer::Status(200));
-    let (c, canary) = bootstrapped(
-        &gate,
-        "    maxWeight: 60\n    stepWeight: 20\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n        interval: 1m",
-    );
-    for bad in ["ftp://x", "not a url"] {
-        c.emu.clear_requests();
-        let out = match c
-            .aviary(&canary, &[])
-            .args(["--prometheus-url", bad])
-            .output()
-        {
-            Ok(o) => o,
-            Err(e) => panic!("{e}"),
-        };
-        assert_eq!(code(&out), 2, "{bad}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("--prometheus-url"),
-            "{}",
-            stderr(&out)
-        );
-        let writes = c
-            .emu
-            .requests()
-            .into_iter()
-            .filter(|r| r.method != "GET")
-            .count();
-        assert_eq!(writes, 0, "{bad}: a refused run changed the cluster");
-    }
-    assert_eq!(c.route_weights(), vec![0], "only the bootstrap's route");
-}
