@@ -508,6 +508,13 @@ fn spawn(binary: &Path, config: &Path) -> std::io::Result<Spawned> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    {
+        use std::os::unix::process::CommandExt;
+        // A process group of its own: a terminal's Ctrl-C goes to the owner's group, and
+        // HAProxy stops on SIGINT at once, dropping every connection; its owner stops it
+        // when it is done with it (Drop, `shutdown`).
+        command.process_group(0);
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
@@ -607,10 +614,15 @@ defaults
     timeout server 30s
     timeout http-request 30s
     timeout http-keep-alive 30s
-    option http-keep-alive
+    # Clients keep their connections alive; each request gets a server connection of its own.
+    # A kept server connection outlives `set server addr`: with keep-alive, HAProxy went on
+    # sending requests to a server's old address for up to ~200 ms after the change under
+    # load, so a moved primary still got requests after `apply` had returned.
+    option http-server-close
     option forwardfor
-    # A backend that restarts closes its idle connections; a request that met one as it closed
-    # is sent again (idempotent requests only, as HAProxy decides), so no client sees it.
+    # A request that meets a backend as it stops (connection refused or closed without an
+    # answer) is sent again (idempotent requests only, as HAProxy decides), so no client sees
+    # it.
     retries 3
     retry-on conn-failure empty-response
 

@@ -67,7 +67,8 @@ pub struct Split {
 /// Which proxy does the splitting.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Engine {
-    /// HAProxy (2.4 or newer) run as a child process; see [`find_haproxy`].
+    /// HAProxy (2.4 or newer) run as a child process, in a process group of its own (a
+    /// terminal's Ctrl-C reaches its owner, which stops it when done); see [`find_haproxy`].
     Haproxy { binary: PathBuf },
     /// The in-process tokio + hyper reverse proxy.
     Embedded,

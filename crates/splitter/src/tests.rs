@@ -261,6 +261,7 @@ both_engines!(
     ab_cookie_regex_and_clear,
     ab_prefix_suffix,
     address_change,
+    address_change_under_concurrency,
     no_backend_is_503,
     only_set_backends_are_weighted,
     forwards_method_path_body_and_xff,
@@ -996,4 +997,66 @@ fn splitter_is_send_and_sync(s: &'static Splitter, split: &'static Split) {
         workdir: "/tmp".into(),
         match_headers: vec![],
     }));
+}
+
+/// While 32 clients send requests back to back on their keep-alive connections, the primary
+/// moves between three backends, ten times: every request that starts after `apply` returned
+/// reaches the new address, none the one it moved from (HAProxy kept sending requests over
+/// server connections to the old address for up to ~150 ms after `set server addr`, until its
+/// server connections were made per request).
+async fn address_change_under_concurrency(kind: Kind) {
+    let Some(r) = start(kind).await else { return };
+    let backends = [backend("a").await, backend("b").await, backend("c").await];
+    let names = ["a", "b", "c"];
+    let canary = backend("canary").await;
+    r.splitter
+        .apply(&split(&backends[0], &canary, 0))
+        .await
+        .unwrap();
+    let addr = r.splitter.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut c = Conn::open(addr).await;
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                seen.push((started, c.get(&[]).await.served_by));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (applied, from, to)
+    let mut moves: Vec<(Instant, &str, &str)> = Vec::new();
+    for i in 1..=10 {
+        r.splitter
+            .apply(&split(&backends[i % 3], &canary, 0))
+            .await
+            .unwrap();
+        moves.push((Instant::now(), names[(i - 1) % 3], names[i % 3]));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut checked, mut stale) = (0, Vec::new());
+    for c in clients {
+        for (started, served_by) in c.await.unwrap() {
+            if let Some((applied, from, _)) = moves.iter().rev().find(|m| m.0 < started) {
+                checked += 1;
+                if served_by == *from {
+                    stale.push(started - *applied);
+                }
+            }
+        }
+    }
+    assert!(checked > 500, "{kind:?}: only {checked} requests");
+    assert!(
+        stale.is_empty(),
+        "{kind:?}: {} of {checked} requests started after apply returned reached the address the primary had moved from, up to {:?} after: {stale:?}",
+        stale.len(),
+        stale.iter().max()
+    );
+    r.splitter.shutdown().await;
 }
