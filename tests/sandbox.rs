@@ -207,36 +207,51 @@ async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
     let samples = sb.shutdown().await;
     assert_eq!(r.exit_code, 0, "{}", messages(&r));
     assert_eq!(r.report.as_ref().unwrap().verdict, Verdict::Promoted);
-    // The window in which the proxy routed by header, from its own change log.
-    let start = changes
+    // Every answer names the Deployment whose process served it: the canary is `podinfo`,
+    // the primary `podinfo-primary`. The version alone cannot tell them apart once the
+    // promotion has copied 2.0.0 to the primary.
+    let canary = aviary::sandbox::CANARY;
+    let primary = format!("{canary}-primary");
+    // No request without the header ever reached the canary: not before, during or after
+    // the A/B test, nor while the primary was promoted (its weight stays 0 throughout).
+    let leaked: Vec<&Sample> = samples
         .iter()
-        .find(|c| c.matches > 0 && c.canary.is_some())
-        .expect("the split routed by header")
-        .at_ms;
-    // It ends when the matches go, or when the promotion gives the primary the new version.
-    let end = changes
+        .filter(|s| !s.tagged && s.workload.as_deref() != Some(primary.as_str()) && s.status != 0)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "untagged requests were served by another workload than {primary}: {leaked:#?}\nsplit changes: {changes:#?}"
+    );
+    // While the proxy routed by header, the canary (2.0.0) served every tagged request: those
+    // sent after the A/B split was fully in effect and answered before the next change of
+    // the split began (so the proxy surely routed them by it).
+    let ab = changes
         .iter()
-        .find(|c| c.at_ms > start && (c.matches == 0 || c.primary.as_deref() != Some(STABLE_TAG)))
-        .map_or(u64::MAX, |c| c.at_ms);
-    // Requests sent inside it (with 100 ms of slack at each end for requests in flight).
-    let window = during(&samples, start + 100, end.saturating_sub(100));
-    let tagged: Vec<&Sample> = window.iter().filter(|s| s.tagged).collect();
-    let untagged: Vec<&Sample> = window.iter().filter(|s| !s.tagged).collect();
+        .position(|c| c.matches > 0 && c.canary.is_some())
+        .expect("the split routed by header");
+    let start = changes[ab].at_ms;
+    let end = changes[ab + 1..]
+        .iter()
+        .find(|c| c.matches == 0 || c.canary.is_none())
+        .map_or(u64::MAX, |c| c.requested_ms);
+    let window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.sent_ms >= start && s.answered_ms < end)
+        .collect();
+    let tagged: Vec<&Sample> = window.iter().copied().filter(|s| s.tagged).collect();
+    let untagged = window.len() - tagged.len();
     assert!(
-        tagged.len() >= 50 && untagged.len() >= 100,
-        "{} {}",
-        tagged.len(),
-        untagged.len()
+        tagged.len() >= 50 && untagged >= 100,
+        "{} tagged and {untagged} untagged requests while the split routed by header",
+        tagged.len()
     );
+    let missed: Vec<&&Sample> = tagged
+        .iter()
+        .filter(|s| s.workload.as_deref() != Some(canary) || s.version.as_deref() != Some("2.0.0"))
+        .collect();
     assert!(
-        tagged.iter().all(|s| s.version.as_deref() == Some("2.0.0")),
-        "a tagged request reached the primary"
-    );
-    assert!(
-        untagged
-            .iter()
-            .all(|s| s.version.as_deref() == Some(STABLE_TAG)),
-        "an untagged request reached the canary"
+        missed.is_empty(),
+        "tagged requests not served by the canary {canary} (2.0.0) while the split routed by header: {missed:#?}\nsplit changes: {changes:#?}"
     );
     assert_eq!(Stats::of(&samples).errors, 0);
 }
@@ -430,4 +445,344 @@ fn a_workdir_haproxy_cannot_use_is_refused() {
         stderr.contains("--workdir") && stderr.contains("choose a plain path"),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 12, item 19: the `aviary sandbox` command stops its whole tree cleanly on SIGTERM, on
+// SIGINT to it alone, and on SIGINT to its process group (a terminal's Ctrl-C): the rollout
+// child gets the signal and returns the traffic to the primary while the demo apps still
+// serve, then the clients, the apps, HAProxy and Prometheus stop, and it exits 130.
+
+/// A process as /proc shows it.
+#[derive(Debug, Clone, PartialEq)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    /// Clock ticks after boot: with the pid, it names the process even if the pid is reused.
+    start: u64,
+    cmdline: String,
+}
+
+fn proc_of(pid: u32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`: comm may hold anything, so split after its last ')'.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(Proc {
+        pid,
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+        cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+    })
+}
+
+fn all_procs() -> Vec<Proc> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(proc_of)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every descendant of `root`.
+fn descendants(root: u32) -> Vec<Proc> {
+    let all = all_procs();
+    let mut found: Vec<Proc> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for p in all.iter().filter(|p| p.ppid == parent) {
+            parents.push(p.pid);
+            found.push(p.clone());
+        }
+    }
+    found
+}
+
+/// The live processes whose environment holds `marker` (the sandbox's, and every child's:
+/// they inherit it), wherever they were reparented to.
+fn marked_processes(marker: &str) -> Vec<Proc> {
+    let needle = format!("AVIARY_F19_MARK={marker}");
+    all_procs()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.pid))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+        })
+        .collect()
+}
+
+/// Kills whatever carries the marker when dropped, so that a failing test leaves nothing
+/// running.
+struct KillLeftovers(String);
+
+impl Drop for KillLeftovers {
+    fn drop(&mut self) {
+        for p in marked_processes(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &p.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// How the signal is delivered.
+#[derive(Clone, Copy)]
+enum Deliver {
+    /// To the sandbox process alone.
+    Process,
+    /// To its whole process group, as a terminal's Ctrl-C does.
+    Group,
+}
+
+/// What a signalled sandbox did.
+struct Signalled {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+    /// When the signal was sent (Unix ms).
+    signal_ms: u64,
+    /// The sandbox's descendants just before the signal.
+    tree: Vec<Proc>,
+    marker: String,
+    dir: PathBuf,
+    _leftovers: KillLeftovers,
+}
+
+impl Signalled {
+    fn output(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr (last 4000 bytes)\n{}",
+            self.status,
+            self.stdout,
+            &self.stderr[self.stderr.len().saturating_sub(4000)..]
+        )
+    }
+}
+
+/// The binary the f19 tests signal: `AVIARY_TEST_BIN` when set (an older build, to see them
+/// fail before the fix, as with the fault suite), else the one cargo built for these tests.
+fn aviary_under_test() -> PathBuf {
+    std::env::var_os("AVIARY_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aviary")))
+}
+
+/// Runs `aviary sandbox` (good scenario, Prometheus and HAProxy) in a process group of its
+/// own, waits until its release 2 has shifted 20% of the traffic to the canary, sends
+/// `signal` as `deliver` says, and waits for it to exit.
+fn signal_the_sandbox(name: &str, signal: &str, deliver: Deliver) -> Signalled {
+    use std::io::BufRead as _;
+    use std::os::unix::process::CommandExt as _;
+    require_real_components();
+    let dir = workdir(name);
+    let marker = format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        aviary::runner::wall_ms()
+    );
+    let leftovers = KillLeftovers(marker.clone());
+    let mut child = std::process::Command::new(aviary_under_test())
+        .args(["sandbox", "--metrics", "prometheus", "--proxy", "haproxy"])
+        .arg("--workdir")
+        .arg(&dir)
+        .env("AVIARY_F19_MARK", &marker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("aviary sandbox starts");
+    let pid = child.id();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped stdout");
+    let out_reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // The event: the live view shows the split at 20% (release 2 is under way). The bound
+    // only ends a run that went wrong.
+    let mut seen = Vec::new();
+    let bound = std::time::Instant::now() + Duration::from_secs(240);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("split: canary 20%"))
+    {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => seen.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if std::time::Instant::now() < bound => {}
+            Err(e) => {
+                drop(leftovers);
+                let _ = child.wait();
+                panic!("release 2 never reached 20% ({e:?}):\n{}", seen.join("\n"));
+            }
+        }
+    }
+    let tree = descendants(pid);
+    let signal_ms = aviary::runner::wall_ms();
+    let target = match deliver {
+        Deliver::Process => pid.to_string(),
+        Deliver::Group => format!("-{pid}"),
+    };
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), "--", &target])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success(), "kill -{signal} -- {target}");
+    let bound = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the sandbox") {
+            break status;
+        }
+        if std::time::Instant::now() > bound {
+            drop(leftovers);
+            let _ = child.wait();
+            panic!(
+                "the sandbox did not exit within 120 s of {signal}:\n{}",
+                seen.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = out_reader.join();
+    seen.extend(lines.try_iter());
+    Signalled {
+        status,
+        stdout: seen.join("\n"),
+        stderr: err_reader.join().unwrap_or_default(),
+        signal_ms,
+        tree,
+        marker,
+        dir,
+        _leftovers: leftovers,
+    }
+}
+
+/// What every signal must lead to.
+fn assert_stopped_cleanly(s: &Signalled, signal: &str) {
+    let out = s.output();
+    // The tree the signal met: the rollout, the primary's and the canary's demo apps,
+    // HAProxy and Prometheus.
+    let running = |program: &str, command: &str| {
+        s.tree
+            .iter()
+            .filter(|p| {
+                let mut args = p.cmdline.split(' ');
+                args.next().is_some_and(|exe| exe.ends_with(program))
+                    && (command.is_empty() || args.any(|a| a == command))
+            })
+            .count()
+    };
+    assert!(
+        running("/aviary", "rollout") == 1
+            && running("/aviary", "demo-app") >= 2
+            && running("/haproxy", "") == 1
+            && running("/prometheus", "") == 1,
+        "the sandbox's tree before the signal: {:#?}",
+        s.tree
+    );
+    // 1. Exit 130, like the rollout it stopped.
+    assert_eq!(s.status.code(), Some(130), "{out}");
+    // 2. No component failed on the way: the proxy applied every split asked of it.
+    assert!(!s.stdout.contains("sandbox problem"), "{out}");
+    // 3. Nothing is left: no process of the tree (by pid and start time), and no process
+    //    carrying the run's marker in its environment (children inherit it), wherever it was
+    //    reparented.
+    let left: Vec<&Proc> = s
+        .tree
+        .iter()
+        .filter(|p| proc_of(p.pid).is_some_and(|now| now.start == p.start))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:#?}\n{out}");
+    let marked = marked_processes(&s.marker);
+    assert!(marked.is_empty(), "left running: {marked:#?}\n{out}");
+    // 4. The rollout got the signal: it cancelled, returning the traffic to the primary.
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.join("report.json")).expect("the rollout's report"),
+    )
+    .expect("a JSON report");
+    assert_eq!(report["verdict"], "cancelled", "{out}");
+    // 5. The split the proxy applied last, after the signal, sends everything to the
+    //    primary (1.0.0); before the signal it had sent 20% to the canary.
+    let changes: Vec<aviary::sandbox::kubelet::SplitChange> = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.join("splits.json")).expect("the split log"),
+    )
+    .expect("a JSON split log");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.canary_weight == 20 && c.at_ms < s.signal_ms),
+        "{changes:#?}"
+    );
+    let last = changes.last().expect("split changes");
+    assert!(
+        last.at_ms >= s.signal_ms
+            && last.canary_weight == 0
+            && last.matches == 0
+            && last.primary.as_deref() == Some(STABLE_TAG),
+        "the last split: {last:#?}\n{out}"
+    );
+    // 6. No error burst from the shutdown: every client request sent from the signal on was
+    //    answered 200 (none failed: no 5xx, no refused or dropped connection), and the
+    //    clients were still running, all served by the primary's demo app, once the traffic
+    //    was back on it (at least 5 requests sent after that split was in effect): the apps
+    //    and the proxy outlived the return of the traffic, and the clients stopped before
+    //    them.
+    let samples: Vec<Sample> = serde_json::from_str(
+        &std::fs::read_to_string(s.dir.join("clients.json")).expect("the client log"),
+    )
+    .expect("a JSON client log");
+    let after_signal: Vec<&Sample> = samples
+        .iter()
+        .filter(|r| r.sent_ms >= s.signal_ms)
+        .collect();
+    let failed: Vec<&&Sample> = after_signal.iter().filter(|r| r.status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests sent after the signal failed: {failed:#?}",
+        failed.len(),
+        after_signal.len()
+    );
+    let on_primary: Vec<&Sample> = samples.iter().filter(|r| r.sent_ms >= last.at_ms).collect();
+    assert!(
+        on_primary.len() >= 5
+            && on_primary.iter().all(|r| {
+                r.status == 200
+                    && r.workload.as_deref() == Some("podinfo-primary")
+                    && r.version.as_deref() == Some(STABLE_TAG)
+            }),
+        "requests after the traffic returned: {on_primary:#?}"
+    );
+    // 7. And it says so.
+    assert!(s.stdout.contains(&format!("stopped by {signal}")), "{out}");
+}
+
+#[test]
+fn f19_sigterm_stops_the_whole_sandbox_and_returns_traffic() {
+    let s = signal_the_sandbox("f19-term", "TERM", Deliver::Process);
+    assert_stopped_cleanly(&s, "SIGTERM");
+}
+
+#[test]
+fn f19_sigint_to_the_sandbox_alone_stops_it_and_returns_traffic() {
+    let s = signal_the_sandbox("f19-int", "INT", Deliver::Process);
+    assert_stopped_cleanly(&s, "SIGINT");
+}
+
+#[test]
+fn f19_ctrl_c_to_the_process_group_keeps_the_apps_serving_until_traffic_returns() {
+    let s = signal_the_sandbox("f19-group", "INT", Deliver::Group);
+    assert_stopped_cleanly(&s, "SIGINT");
 }

@@ -2,8 +2,9 @@
 //! behaviour its image tag chooses, and which exposes the metrics a real cluster would have
 //! for it, so that Flagger's built-in queries and the statistical judge find real data.
 //!
-//! * `GET /` answers `{"version", "pod", "message"}` with an `x-version` header, after a
-//!   latency drawn from the version's range; a broken version answers a share of its requests
+//! * `GET /` answers `{"version", "workload", "pod", "message"}` with `x-version` and
+//!   `x-workload` headers (the image tag, and the Deployment the process runs for, e.g.
+//!   `podinfo` or `podinfo-primary`), after a latency drawn from the version's range; a broken version answers a share of its requests
 //!   with a 500 (spread evenly: exactly that share of any run of requests);
 //! * `GET /healthz`, `GET /readyz`: 200;
 //! * `GET /metrics`: podinfo's `http_request_duration_seconds` histogram (labels `method`,
@@ -253,16 +254,24 @@ async fn root(State(demo): State<Arc<Demo>>) -> Response {
     tokio::time::sleep(latency).await;
     let version = HeaderValue::from_str(&demo.behaviour.version)
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let workload = HeaderValue::from_str(&demo.workload)
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let (status, body) = if fails {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({"error": "injected failure", "version": demo.behaviour.version, "pod": demo.pod}),
+            serde_json::json!({
+                "error": "injected failure",
+                "version": demo.behaviour.version,
+                "workload": demo.workload,
+                "pod": demo.pod,
+            }),
         )
     } else {
         (
             StatusCode::OK,
             serde_json::json!({
                 "version": demo.behaviour.version,
+                "workload": demo.workload,
                 "pod": demo.pod,
                 "message": format!("greetings from demo {}", demo.behaviour.version),
             }),
@@ -273,6 +282,7 @@ async fn root(State(demo): State<Arc<Demo>>) -> Response {
         status,
         [
             ("x-version", version),
+            ("x-workload", workload),
             (
                 header::CONTENT_TYPE.as_str(),
                 HeaderValue::from_static("application/json"),

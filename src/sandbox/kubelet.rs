@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube_emulator::Emulator;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use splitter::{Split, Splitter};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -30,9 +30,12 @@ type Target = (String, BTreeMap<String, String>);
 pub const SYNC_PERIOD: Duration = Duration::from_millis(50);
 
 /// One change of the traffic split, as the proxy applied it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SplitChange {
-    /// When the proxy had it in effect (Unix milliseconds).
+    /// When the node began to apply it (Unix milliseconds): from here on, requests may
+    /// already follow it (HAProxy takes it one runtime API command at a time).
+    pub requested_ms: u64,
+    /// When the proxy had all of it in effect (Unix milliseconds).
     pub at_ms: u64,
     pub canary_weight: u8,
     /// Number of A/B conditions.
@@ -73,20 +76,34 @@ pub struct Node {
 }
 
 impl Node {
-    /// Runs until `stop` turns true; then stops every process it started.
+    /// Runs until `stop` turns true; then stops every process it started (gracefully, see
+    /// [`retire`]) and returns once all of them are gone.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut processes: HashMap<String, Process> = HashMap::new();
+        let mut retiring = tokio::task::JoinSet::new();
         let mut applied: Option<Split> = None;
         let mut scraped: Vec<Target> = Vec::new();
         loop {
-            self.sync(&mut processes, &mut applied, &mut scraped).await;
+            let mut retired = Vec::new();
+            self.sync(&mut processes, &mut retired, &mut applied, &mut scraped)
+                .await;
+            // A retired process first gets no new requests (the split no longer names it);
+            // a second later it stops.
+            for old in retired {
+                retiring.spawn(retire(old, Duration::from_secs(1), stop.clone()));
+            }
+            while retiring.try_join_next().is_some() {}
             tokio::select! {
                 _ = tokio::time::sleep(SYNC_PERIOD) => {}
                 _ = stop.changed() => break,
             }
         }
-        for (_, mut p) in processes.drain() {
-            let _ = p.child.kill().await;
+        for (_, p) in processes.drain() {
+            retiring.spawn(retire(p, Duration::ZERO, stop.clone()));
+        }
+        while retiring.join_next().await.is_some() {}
+        if let Ok(mut s) = self.state.lock() {
+            s.running.clear();
         }
     }
 
@@ -102,6 +119,7 @@ impl Node {
     async fn sync(
         &self,
         processes: &mut HashMap<String, Process>,
+        retired: &mut Vec<Process>,
         applied: &mut Option<Split>,
         scraped: &mut Vec<Target>,
     ) {
@@ -130,7 +148,6 @@ impl Node {
 
         // Start what is missing or changed; the replaced process stops a moment later, once
         // the proxy no longer sends it new requests.
-        let mut retired = Vec::new();
         for (name, (image, pod)) in &wanted {
             let current = processes.get(name);
             if current.is_some_and(|p| &p.image == image && &p.pod == pod) {
@@ -202,9 +219,11 @@ impl Node {
             matches: desired.matches,
         };
         if applied.as_ref() != Some(&split) {
+            let requested_ms = crate::runner::wall_ms();
             match self.splitter.apply(&split).await {
                 Ok(()) => {
                     let change = SplitChange {
+                        requested_ms,
                         at_ms: crate::runner::wall_ms(),
                         canary_weight: split.canary_weight,
                         matches: split.matches.len(),
@@ -225,26 +244,14 @@ impl Node {
                 .map(|(n, p)| (n.clone(), (p.image.clone(), p.addr)))
                 .collect();
         }
-        // A retired process first gets no new requests (the split no longer names it); a
-        // second later its stdin closes, which makes it stop gracefully: it closes its idle
-        // keep-alive connections and finishes what it is serving. It is killed if it is still
-        // there 5 s later.
-        for mut old in retired {
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                drop(old.child.stdin.take());
-                if tokio::time::timeout(Duration::from_secs(5), old.child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = old.child.kill().await;
-                }
-            });
-        }
     }
 
     async fn start(&self, name: &str, image: &str, pod: &str) -> std::io::Result<Process> {
-        let mut child = Command::new(&self.app_binary)
+        let mut command = Command::new(&self.app_binary);
+        // Its own process group: a Ctrl-C at the sandbox's terminal must not stop it while
+        // the rollout still returns the traffic; the sandbox stops it after that.
+        super::signals::own_group(&mut command);
+        let mut child = command
             .args(["demo-app", "--listen", "127.0.0.1:0", "--image", image])
             .args([
                 "--workload",
@@ -283,6 +290,26 @@ impl Node {
             addr,
             child,
         })
+    }
+}
+
+/// Stops a demo-app process gracefully: after `notice` (cut short when the node stops) its
+/// stdin closes, which makes it close its idle keep-alive connections and finish what it is
+/// serving; it is killed if it is still there 5 s later. It is reaped either way.
+async fn retire(mut p: Process, notice: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if !notice.is_zero() && !*stop.borrow() {
+        tokio::select! {
+            _ = tokio::time::sleep(notice) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    drop(p.child.stdin.take());
+    if tokio::time::timeout(Duration::from_secs(5), p.child.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("sandbox: the demo app for {} did not stop: killed", p.pod);
+        let _ = p.child.kill().await;
     }
 }
 

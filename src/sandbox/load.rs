@@ -1,5 +1,6 @@
 //! The sandbox's clients: a paced HTTP load on the traffic split's frontend, recording what
-//! every request saw (status, the version that answered, latency), so that a test or the
+//! every request saw (status, the version and the workload that answered, when it was sent
+//! and answered, latency), so that a test or the
 //! live view can tell from the client's side where traffic went and how it fared.
 
 use std::collections::BTreeMap;
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What the load sends.
 #[derive(Debug, Clone)]
@@ -31,7 +32,7 @@ pub struct TaggedRequests {
 }
 
 /// One request as the client saw it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sample {
     /// When it was sent (Unix milliseconds).
     pub sent_ms: u64,
@@ -39,6 +40,12 @@ pub struct Sample {
     pub status: u16,
     /// The `x-version` the answer carried.
     pub version: Option<String>,
+    /// The `x-workload` the answer carried: the Deployment whose process served it
+    /// (`podinfo` for the canary, `podinfo-primary` for the primary).
+    pub workload: Option<String>,
+    /// When the answer (or the failure) came (Unix milliseconds). The proxy routed the request
+    /// somewhere between `sent_ms` and this.
+    pub answered_ms: u64,
     /// Round-trip time.
     pub latency_ms: f64,
     /// Whether it carried the A/B header.
@@ -98,6 +105,9 @@ impl Stats {
 /// A running load. Dropping it stops the clients.
 pub struct Load {
     samples: Arc<Mutex<Vec<Sample>>>,
+    /// One permit per client; a request in flight holds one.
+    permits: Arc<tokio::sync::Semaphore>,
+    concurrency: u32,
     active: Arc<std::sync::atomic::AtomicBool>,
     stop: tokio::sync::watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -113,7 +123,9 @@ impl Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let url = format!("http://{}/", config.target);
-        let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+        let concurrency = u32::try_from(config.concurrency.clamp(1, 1024)).unwrap_or(1);
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
+        let in_flight = permits.clone();
         let recorded = samples.clone();
         let active = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sending = active.clone();
@@ -130,7 +142,7 @@ impl Load {
                 if !sending.load(std::sync::atomic::Ordering::Relaxed) {
                     continue;
                 }
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                     continue; // all clients busy: this beat is skipped, as a closed-loop client would
                 };
                 n += 1;
@@ -149,24 +161,29 @@ impl Load {
                     if let Some((h, v)) = &tag {
                         request = request.header(h.as_str(), v.as_str());
                     }
-                    let (status, version) = match request.send().await {
+                    let (status, version, workload) = match request.send().await {
                         Ok(response) => {
-                            let version = response
-                                .headers()
-                                .get("x-version")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_string);
+                            let header = |name: &str| {
+                                response
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            };
+                            let (version, workload) = (header("x-version"), header("x-workload"));
                             let status = response.status().as_u16();
                             // Read the body so the connection goes back to the pool.
                             let _ = response.bytes().await;
-                            (status, version)
+                            (status, version, workload)
                         }
-                        Err(_) => (0, None),
+                        Err(_) => (0, None, None),
                     };
                     let sample = Sample {
                         sent_ms,
                         status,
                         version,
+                        workload,
+                        answered_ms: crate::runner::wall_ms(),
                         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
                         tagged: tag.is_some(),
                     };
@@ -179,6 +196,8 @@ impl Load {
         });
         Ok(Load {
             samples,
+            permits,
+            concurrency,
             active,
             stop,
             task: Some(task),
@@ -189,6 +208,11 @@ impl Load {
     pub fn resume(&self) {
         self.active
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the clients are sending.
+    pub fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The samples of requests sent at or after `since_ms`.
@@ -209,21 +233,22 @@ impl Load {
         self.since(0)
     }
 
-    /// Stops sending and waits up to 6 s for the requests in flight.
+    /// Stops sending and waits for the requests in flight to be answered (or to time out:
+    /// 5 s); returns every sample.
     pub async fn stop(mut self) -> Vec<Sample> {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        let deadline = Instant::now() + Duration::from_secs(6);
-        let mut last = usize::MAX;
-        while Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = self.samples.lock().map(|s| s.len()).unwrap_or(0);
-            if now == last {
-                break;
-            }
-            last = now;
+        // No request starts any more; each one in flight holds a permit until it is recorded.
+        let all_back = self.permits.acquire_many(self.concurrency);
+        if tokio::time::timeout(Duration::from_secs(6), all_back)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "sandbox: client requests still in flight 6 s after the clients stopped"
+            );
         }
         self.all()
     }
@@ -247,6 +272,8 @@ mod tests {
             sent_ms: 0,
             status,
             version: Some(version.into()),
+            workload: Some("podinfo-primary".into()),
+            answered_ms: 0,
             latency_ms,
             tagged: false,
         }

@@ -167,7 +167,10 @@ async fn start_prometheus(binary: &Path, workdir: &Path) -> std::io::Result<Metr
         .unwrap_or_else(|| "(unknown version)".into());
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("prometheus.log"))?;
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    // Its own process group: the sandbox stops it last, after a Ctrl-C at its terminal.
+    super::signals::own_group(&mut command);
+    let mut child = command
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",

@@ -23,6 +23,7 @@ pub mod kubelet;
 pub mod load;
 pub mod metrics;
 pub mod routes;
+pub mod signals;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ use kubelet::{Node, NodeState};
 use load::{Load, LoadConfig, Stats, TaggedRequests};
 use metrics::{MetricsBackend, MetricsChoice};
 pub use routes::Router;
+pub use signals::{Interrupt, StopSignal};
 
 /// The namespace and name of the example's Canary.
 pub const NAMESPACE: &str = "prod";
@@ -51,6 +53,9 @@ pub const IMAGE: &str = "ghcr.io/aviary-dev/demo";
 pub const STABLE_TAG: &str = "1.0.0";
 /// How long the primary serves alone before the second release.
 pub const BASELINE: Duration = Duration::from_secs(4);
+/// How long the rollout has, after the signal the sandbox passed on, to return the traffic
+/// and exit before it is killed.
+pub const ROLLOUT_GRACE: Duration = Duration::from_secs(30);
 
 /// The shipped example (`examples/sandbox`), built into the binary so that the sandbox runs
 /// from anywhere: (path in the project, contents).
@@ -211,6 +216,9 @@ pub enum SandboxError {
     /// The first release did not leave the primary serving.
     #[error("sandbox: {0}")]
     Bootstrap(String),
+    /// A signal asked the sandbox to stop.
+    #[error("sandbox: stopped by {}", .0.name())]
+    Interrupted(StopSignal),
 }
 
 impl From<SandboxError> for AppError {
@@ -233,6 +241,9 @@ pub struct Sandbox {
     pub kubeconfig: PathBuf,
     /// The example project, written out.
     pub example: PathBuf,
+    /// The signal that stops the sandbox: passed on to a running rollout, and it cuts the
+    /// bootstrap's waits short.
+    interrupt: Interrupt,
     stop: tokio::sync::watch::Sender<bool>,
     node_task: tokio::task::JoinHandle<()>,
 }
@@ -240,7 +251,10 @@ pub struct Sandbox {
 /// How one `aviary rollout` went.
 #[derive(Debug, Clone)]
 pub struct Release {
+    /// Its exit code; 128 + the signal's number when a signal ended it.
     pub exit_code: i32,
+    /// The signal the sandbox passed on to it, and when (Unix ms).
+    pub interrupted: Option<(StopSignal, u64)>,
     pub started_ms: u64,
     pub ended_ms: u64,
     pub wall: Duration,
@@ -355,9 +369,16 @@ impl Sandbox {
             options,
             kubeconfig,
             example,
+            interrupt: Interrupt::never(),
             stop,
             node_task,
         })
+    }
+
+    /// From now on `interrupt` stops the sandbox's releases: a running rollout gets the
+    /// signal (and returns the traffic to the primary), and the bootstrap stops waiting.
+    pub fn stop_on(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
     }
 
     /// Turns the API server's fault injection on: a share of requests under the namespace
@@ -435,10 +456,15 @@ impl Sandbox {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        // Its own process group: it gets one signal, the one the sandbox passes on, not a
+        // second one from the terminal.
+        signals::own_group(&mut cmd);
         cmd
     }
 
-    /// Runs one release to its end. `show` gets every log message as it arrives.
+    /// Runs one release to its end. `show` gets every log message as it arrives. A signal
+    /// (see [`Sandbox::stop_on`]) is passed on to the rollout, which returns the traffic to
+    /// the primary and exits; if it is still running [`ROLLOUT_GRACE`] later, it is killed.
     pub async fn release(
         &self,
         tag: &str,
@@ -459,8 +485,38 @@ impl Sandbox {
         let mut peak_rss_kib = None;
         let mut rollback_decided_ms = None;
         let mut rss_tick = tokio::time::interval(Duration::from_millis(20));
+        let mut interrupted = None;
+        let mut grace = std::pin::pin!(tokio::time::sleep(Duration::MAX));
+        let mut killed = false;
         loop {
             tokio::select! {
+                signal = self.interrupt.wait(), if interrupted.is_none() => {
+                    interrupted = Some((signal, crate::runner::wall_ms()));
+                    let passed = pid.is_some_and(|pid| signals::send(pid, signal));
+                    show(
+                        "INFO",
+                        &format!(
+                            "sandbox: {} received; {}",
+                            signal.name(),
+                            if passed {
+                                "passed on to the rollout, which returns the traffic to the primary"
+                            } else {
+                                "the rollout has already exited"
+                            }
+                        ),
+                    );
+                    grace.as_mut().reset(tokio::time::Instant::now() + ROLLOUT_GRACE);
+                }
+                () = &mut grace, if !killed => {
+                    killed = true;
+                    let message = format!(
+                        "sandbox: the rollout did not exit within {} s of the signal: killed; the traffic may still be split",
+                        ROLLOUT_GRACE.as_secs()
+                    );
+                    tracing::warn!("{message}");
+                    show("WARN", &message);
+                    let _ = child.start_kill();
+                }
                 line = lines.next_line() => match line? {
                     Some(line) => {
                         let now = crate::runner::wall_ms();
@@ -481,12 +537,17 @@ impl Sandbox {
             }
         }
         let status = child.wait().await?;
+        let exit_code = status
+            .code()
+            .or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+            .unwrap_or(-1);
         let report = report.and_then(|p| {
             let text = std::fs::read_to_string(p).ok()?;
             serde_json::from_str(&text).ok()
         });
         Ok(Release {
-            exit_code: status.code().unwrap_or(-1),
+            exit_code,
+            interrupted,
             started_ms,
             ended_ms: crate::runner::wall_ms(),
             wall: started.elapsed(),
@@ -506,6 +567,9 @@ impl Sandbox {
         show: impl FnMut(&str, &str),
     ) -> Result<Release, SandboxError> {
         let first = self.release(STABLE_TAG, profile, None, show).await?;
+        if let Some(signal) = self.interrupt.get() {
+            return Err(SandboxError::Interrupted(signal));
+        }
         if first.exit_code != 0 {
             return Err(SandboxError::Bootstrap(format!(
                 "the first release failed (exit {}); see its messages",
@@ -525,8 +589,10 @@ impl Sandbox {
             ));
         }
         self.load.resume();
-        tokio::time::sleep(BASELINE).await;
-        Ok(first)
+        tokio::select! {
+            () = tokio::time::sleep(BASELINE) => Ok(first),
+            signal = self.interrupt.wait() => Err(SandboxError::Interrupted(signal)),
+        }
     }
 
     /// The version the primary side of the split runs now.
@@ -649,10 +715,19 @@ pub fn run(args: &SandboxArgs) -> Result<Exit, AppError> {
         rate: args.rate,
         tag_every: (args.scenario == Scenario::Ab).then_some(3),
     };
-    runtime.block_on(run_scenario(args, options))
+    runtime.block_on(async {
+        // SIGINT and SIGTERM stop the sandbox in order from here on (see `signals`); before
+        // this nothing has started.
+        let interrupt = Interrupt::listen()?;
+        run_scenario(args, options, interrupt).await
+    })
 }
 
-async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppError> {
+async fn run_scenario(
+    args: &SandboxArgs,
+    options: Options,
+    interrupt: Interrupt,
+) -> Result<Exit, AppError> {
     let scenario = args.scenario;
     let mut out = std::io::stdout();
     let t0 = Instant::now();
@@ -664,21 +739,9 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         scenario.describe(),
         args.router.name()
     )?;
-    // Ctrl-C reaches the rollout too (one process group): it returns the traffic to the
-    // primary and exits 130, and the sandbox then reports that and cleans up.
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        // Creating the listener replaces the default action (dying) at once.
-        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-        let flag = interrupted.clone();
-        tokio::spawn(async move {
-            if sigint.recv().await.is_some() {
-                flag.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-    }
-    let cancelled = || interrupted.load(std::sync::atomic::Ordering::Relaxed);
-    let sandbox = Sandbox::start(options).await?;
+    // A signal while the components start is acted on once they have (a few seconds at most).
+    let mut sandbox = Sandbox::start(options).await?;
+    sandbox.stop_on(interrupt.clone());
     let workdir = sandbox.options.workdir.clone();
     writeln!(
         out,
@@ -704,25 +767,165 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
     )?;
     writeln!(out, "  files    {}", workdir.display())?;
 
+    let report_path = workdir.join("report.json");
+    let second = match releases(&sandbox, args, &report_path, stamp).await {
+        Ok(second) => second,
+        Err(e) => {
+            sandbox.shutdown().await;
+            return Err(e);
+        }
+    };
+
+    // Stopped by a signal: the rollout got it and returned the traffic to the primary before
+    // it exited. The proxy follows within a sync period; then the clients see the primary
+    // alone for a second, and only then do they, the demo apps, the proxy and the metrics
+    // backend stop, in that order.
+    let stopped = interrupt.get();
+    if let Some(signal) = stopped {
+        writeln!(
+            out,
+            "{} {} received: stopping{}",
+            stamp(),
+            signal.name(),
+            match &second {
+                Some(r) if r.interrupted.is_some() && r.exit_code == 130 => {
+                    "; the rollout returned the traffic to the primary and exited 130".to_string()
+                }
+                Some(r) if r.interrupted.is_some() => {
+                    format!("; the rollout exited {}", r.exit_code)
+                }
+                _ => String::new(),
+            }
+        )?;
+        let on_primary = sandbox
+            .wait_for(Duration::from_secs(5), |n| {
+                n.changes
+                    .last()
+                    .map_or(true, |c| c.canary_weight == 0 && c.matches == 0)
+            })
+            .await;
+        if !on_primary {
+            writeln!(
+                out,
+                "{} warning: the split still sends requests to the canary",
+                stamp()
+            )?;
+        }
+    }
+    if sandbox.load.is_active() {
+        let since = crate::runner::wall_ms();
+        let (view, what) = match stopped {
+            Some(_) => (Duration::from_secs(1), "the traffic returned"),
+            None => (Duration::from_millis(1500), "the release"),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(view) => {}
+            _ = interrupt.wait(), if stopped.is_none() => {}
+        }
+        writeln!(
+            out,
+            "{} clients after {what}: {}",
+            stamp(),
+            describe_stats(&Stats::of(&sandbox.load.since(since)))
+        )?;
+    }
+    let primary_after = sandbox.primary_version();
+    let (problems, changes) = sandbox
+        .node
+        .lock()
+        .map(|n| (n.problems.clone(), n.changes.clone()))
+        .unwrap_or_default();
+    let samples = sandbox.shutdown().await;
+    std::fs::write(
+        workdir.join("splits.json"),
+        serde_json::to_string_pretty(&changes).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::write(
+        workdir.join("clients.json"),
+        serde_json::to_string(&samples).map_err(std::io::Error::other)?,
+    )?;
+
+    // The verdict, and what a pipeline would get.
+    writeln!(out)?;
+    if let Some((signal, at_ms)) = interrupt.received() {
+        writeln!(
+            out,
+            "stopped by {}; clients from the signal until they stopped: {}",
+            signal.name(),
+            describe_stats(&Stats::of(samples.iter().filter(|s| s.sent_ms >= at_ms)))
+        )?;
+    }
+    if let Some(second) = &second {
+        report_release(&mut out, args, second, &report_path, &workdir, &samples)?;
+        if let Some(decided) = second.rollback_decided_ms {
+            let primary = primary_after
+                .clone()
+                .unwrap_or_else(|| STABLE_TAG.to_string());
+            writeln!(
+                out,
+                "rollback: clients were all on the primary ({primary}) {} ms after the decision",
+                time_to_primary(&samples, decided, &primary)
+            )?;
+        }
+        if let Some(kib) = second.peak_rss_kib {
+            writeln!(
+                out,
+                "the rollout process peaked at {:.1} MiB resident",
+                kib as f64 / 1024.0
+            )?;
+        }
+    }
+    for p in problems {
+        writeln!(out, "sandbox problem: {p}")?;
+    }
+    if second.is_some() {
+        writeln!(
+            out,
+            "report: {}\nsummary: {}",
+            report_path.display(),
+            workdir.join("summary.md").display()
+        )?;
+    }
+    writeln!(
+        out,
+        "split log: {}\nclient log: {}",
+        workdir.join("splits.json").display(),
+        workdir.join("clients.json").display()
+    )?;
+    Ok(match (stopped.or(interrupt.get()), &second) {
+        (Some(_), _) | (None, None) => Exit::Cancelled,
+        (None, Some(second)) => Exit::from_code(second.exit_code),
+    })
+}
+
+/// Release 1 (the bootstrap), then release 2, live. `None` when a signal stopped the sandbox
+/// before release 2 began.
+async fn releases(
+    sandbox: &Sandbox,
+    args: &SandboxArgs,
+    report_path: &Path,
+    stamp: impl Fn() -> String + Copy,
+) -> Result<Option<Release>, AppError> {
+    let scenario = args.scenario;
+    let mut out = std::io::stdout();
+    if sandbox.interrupt.get().is_some() {
+        return Ok(None);
+    }
     // Release 1: the bootstrap. aviary creates the primary and routes all traffic to it.
     writeln!(
         out,
         "\n{} release 1: {IMAGE}:{STABLE_TAG} (first release: the primary is created)",
         stamp()
     )?;
-    let bootstrapped = sandbox
+    match sandbox
         .bootstrap(scenario.profile(), |_, message| {
             println!("{} {message}", stamp())
         })
-        .await;
-    if let Err(e) = bootstrapped {
-        sandbox.shutdown().await;
-        return Err(e.into());
-    }
-    if cancelled() {
-        sandbox.shutdown().await;
-        writeln!(out, "cancelled")?;
-        return Ok(Exit::Cancelled);
+        .await
+    {
+        Ok(_) => {}
+        Err(SandboxError::Interrupted(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
     }
     let before = crate::runner::wall_ms();
     writeln!(
@@ -745,7 +948,6 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         stamp(),
         scenario.describe()
     )?;
-    let report_path = workdir.join("report.json");
     let live = {
         let node = sandbox.node.clone();
         let samples = &sandbox.load;
@@ -771,28 +973,21 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
         }
     };
     let second = sandbox
-        .release(tag, scenario.profile(), Some(&report_path), live)
+        .release(tag, scenario.profile(), Some(report_path), live)
         .await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = sandbox
-        .load
-        .since(crate::runner::wall_ms().saturating_sub(1500));
-    writeln!(
-        out,
-        "{} clients after the release: {}",
-        stamp(),
-        describe_stats(&Stats::of(&after))
-    )?;
-    let primary_after = sandbox.primary_version();
-    let problems = sandbox
-        .node
-        .lock()
-        .map(|n| n.problems.clone())
-        .unwrap_or_default();
-    let samples = sandbox.shutdown().await;
+    Ok(Some(second))
+}
 
-    // The verdict, and what a pipeline would get.
-    writeln!(out)?;
+/// The verdict of release 2 and the files a pipeline would get.
+fn report_release(
+    out: &mut impl std::io::Write,
+    args: &SandboxArgs,
+    second: &Release,
+    report_path: &Path,
+    workdir: &Path,
+    samples: &[load::Sample],
+) -> Result<(), AppError> {
+    let scenario = args.scenario;
     match &second.report {
         Some(report) => {
             writeln!(
@@ -805,7 +1000,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
             let summary = crate::report::summary::markdown(report, &[]);
             std::fs::write(workdir.join("summary.md"), summary)?;
             if let Some(extra) = &args.report {
-                std::fs::copy(&report_path, extra)?;
+                std::fs::copy(report_path, extra)?;
             }
             if report.verdict != scenario.expected()
                 && report.verdict != crate::report::Verdict::Cancelled
@@ -832,33 +1027,7 @@ async fn run_scenario(args: &SandboxArgs, options: Options) -> Result<Exit, AppE
             (second.started_ms..=second.ended_ms).contains(&s.sent_ms)
         })))
     )?;
-    if let Some(decided) = second.rollback_decided_ms {
-        let primary = primary_after
-            .clone()
-            .unwrap_or_else(|| STABLE_TAG.to_string());
-        writeln!(
-            out,
-            "rollback: clients were all on the primary ({primary}) {} ms after the decision",
-            time_to_primary(&samples, decided, &primary)
-        )?;
-    }
-    if let Some(kib) = second.peak_rss_kib {
-        writeln!(
-            out,
-            "the rollout process peaked at {:.1} MiB resident",
-            kib as f64 / 1024.0
-        )?;
-    }
-    for p in problems {
-        writeln!(out, "sandbox problem: {p}")?;
-    }
-    writeln!(
-        out,
-        "report: {}\nsummary: {}",
-        report_path.display(),
-        workdir.join("summary.md").display()
-    )?;
-    Ok(Exit::from_code(second.exit_code))
+    Ok(())
 }
 
 fn describe_stats(s: &Stats) -> String {
