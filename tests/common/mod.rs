@@ -46,25 +46,11 @@ impl Hook {
             for stream in listener.incoming().flatten() {
                 let (s, c, b) = (s.clone(), c.clone(), b.clone());
                 std::thread::spawn(move || {
-                    let mut reader = BufReader::new(&stream);
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim().to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if l.is_empty() {
-                            break;
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
+                    let Some(request) = read_request(&stream) else {
+                        return;
+                    };
                     if let Ok(mut all) = b.lock() {
-                        all.push(String::from_utf8_lossy(&body).into_owned());
+                        all.push(request.body);
                     }
                     c.fetch_add(1, Ordering::SeqCst);
                     let code = s.load(Ordering::SeqCst);
@@ -87,6 +73,47 @@ impl Hook {
     pub fn set(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
     }
+}
+
+/// One HTTP/1.1 request as a test server reads it.
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+}
+
+/// Reads one request (its head and a `Content-Length` body) from `stream`; `None` when the peer
+/// closed before a whole head arrived.
+pub fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    if reader.read_line(&mut head).ok()? == 0 {
+        return None;
+    }
+    let mut parts = head.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let l = line.trim().to_ascii_lowercase();
+        if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if l.is_empty() {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 pub struct Cluster {
@@ -188,10 +215,13 @@ impl Cluster {
         }
     }
 
-    /// `kubectl apply --server-side --force-conflicts`, through the real kube client.
-    pub fn kubectl_apply(&self, object: &Value) {
-        let kubeconfig = self.kubeconfig.clone();
-        let object = object.clone();
+    /// Runs `work` with a kube client for this cluster (connected as `kubectl` would, through the
+    /// kubeconfig), on a runtime of its own; panics with `what` when it fails.
+    pub fn with_client<T, F, Fut>(&self, what: &str, work: F) -> T
+    where
+        F: FnOnce(kube::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, kube::Error>>,
+    {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -199,23 +229,55 @@ impl Cluster {
             Ok(rt) => rt,
             Err(e) => panic!("{e}"),
         };
-        let result: Result<(), String> = rt.block_on(async move {
-            let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+        let result: Result<T, String> = rt.block_on(async {
+            let kc =
+                kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| e.to_string())?;
             let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
                 .map_err(|e| e.to_string())?;
             let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+            work(client).await.map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(v) => v,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+
+    /// `kubectl apply --server-side --force-conflicts`, through the real kube client.
+    pub fn kubectl_apply(&self, object: &Value) {
+        self.with_client("kubectl apply", |client| async move {
             let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
                 kube::Api::namespaced(client, "test");
             let params = kube::api::PatchParams::apply("kubectl").force();
-            api.patch("podinfo", &params, &kube::api::Patch::Apply(&object))
+            api.patch("podinfo", &params, &kube::api::Patch::Apply(object))
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        });
-        if let Err(e) = result {
-            panic!("kubectl apply: {e}");
-        }
+                .map(|_| ())
+        })
+    }
+
+    /// `kubectl patch --type merge` of one object in namespace `test`, through the real kube
+    /// client.
+    pub fn merge_patch(&self, api_version: &str, kind: &str, name: &str, patch: Value) {
+        let plural = if kind.ends_with('s') {
+            format!("{}es", kind.to_lowercase())
+        } else {
+            format!("{}s", kind.to_lowercase())
+        };
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
+        self.with_client(&format!("patch {kind} {name}"), |client| async move {
+            let api: kube::Api<kube::api::DynamicObject> =
+                kube::Api::namespaced_with(client, "test", &resource);
+            api.patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map(|_| ())
+        })
     }
 
     pub fn get(&self, api: &str, plural: &str, name: &str) -> Value {

@@ -2,7 +2,7 @@
 //! outages. Each runs the real `aviary` binary against the API emulator, with webhook servers
 //! on loopback that the test holds and releases to put the runner exactly where a fault bites.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -52,23 +52,9 @@ impl Gate {
                 let n = i + 1;
                 let (tx, rel, policy) = (tx.clone(), rel.clone(), policy.clone());
                 std::thread::spawn(move || {
-                    let mut reader = BufReader::new(&stream);
-                    let mut length = 0usize;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim().to_ascii_lowercase();
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                        if l.is_empty() {
-                            break;
-                        }
+                    if read_request(&stream).is_none() {
+                        return;
                     }
-                    let mut body = vec![0; length];
-                    let _ = reader.read_exact(&mut body);
                     let _ = tx.send(n);
                     let code = match policy(n) {
                         Answer::Status(code) => code,
@@ -133,6 +119,23 @@ fn bootstrapped(hook: &Gate, analysis: &str) -> (Cluster, std::path::PathBuf) {
     assert_eq!(code(&out), 0, "bootstrap: {}", stderr(&out));
     c.apply_target("podinfo:2", 2);
     (c, canary)
+}
+
+/// Starts `aviary rollout` writing its report to `report.json` in the cluster's directory.
+fn spawn_reporting(c: &Cluster, canary: &Path) -> (Child, std::path::PathBuf) {
+    let path = c.dir.join("report.json");
+    let child = match c
+        .aviary(canary, &[])
+        .arg("--report")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    (child, path)
 }
 
 fn route_weight(c: &Cluster) -> i64 {
@@ -239,38 +242,6 @@ fn report(path: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// `kubectl annotate configmap <name> key=value`, through the real kube client.
-fn annotate(kubeconfig: &Path, name: &str, key: &str, value: &str) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("{e}"),
-    };
-    let result: Result<(), String> = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-        let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-            kube::Api::namespaced(client, "test");
-        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
-        api.patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("annotate: {e}");
-    }
-}
-
 /// Sets the HTTPRoute's weights by hand (as a run killed between its two writes leaves them).
 fn set_route_weights(c: &Cluster, primary: i64, canary: i64) {
     let mut route = c.get("gateway.networking.k8s.io/v1", "httproutes", "podinfo");
@@ -285,42 +256,12 @@ fn set_route_weights(c: &Cluster, primary: i64, canary: i64) {
         };
     }
     let rules = route["spec"]["rules"].clone();
-    let kubeconfig = c.kubeconfig.clone();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("{e}"),
-    };
-    let result: Result<(), String> = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-        let resource = kube::discovery::ApiResource {
-            group: "gateway.networking.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "gateway.networking.k8s.io/v1".into(),
-            kind: "HTTPRoute".into(),
-            plural: "httproutes".into(),
-        };
-        let api: kube::Api<kube::api::DynamicObject> =
-            kube::Api::namespaced_with(client, "test", &resource);
-        let patch = serde_json::json!({"spec": {"rules": rules}});
-        api.patch(
-            "podinfo",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("patch the HTTPRoute: {e}");
-    }
+    c.merge_patch(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "podinfo",
+        serde_json::json!({"spec": {"rules": rules}}),
+    );
 }
 
 fn always(method: Option<&str>, path_regex: &str, kind: FaultKind) -> Fault {
@@ -530,11 +471,11 @@ fn f03_an_abort_left_behind_is_acted_on_by_the_next_run() {
         .to_string();
     assert!(!revision.is_empty());
     let value = format!(r#"{{"reason":"left behind","revision":"{revision}"}}"#);
-    annotate(
-        c.kubeconfig.as_path(),
+    c.merge_patch(
+        "v1",
+        "ConfigMap",
         "podinfo-aviary",
-        "aviary.dev/abort",
-        &value,
+        serde_json::json!({"metadata": {"annotations": {"aviary.dev/abort": value}}}),
     );
     let out = c.run(&canary);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
@@ -804,18 +745,7 @@ fn f06_sigterm_is_honoured_while_the_api_answers_503() {
         }
     });
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let report_path = c.dir.join("report.json");
-    let child = match c
-        .aviary(&canary, &[])
-        .arg("--report")
-        .arg(&report_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(2, Duration::from_secs(60));
     assert_eq!(route_weight(&c), 40);
     c.emu
@@ -847,18 +777,7 @@ fn f10_a_state_that_cannot_be_saved_returns_traffic_before_exiting() {
         }
     });
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let report_path = c.dir.join("report.json");
-    let child = match c
-        .aviary(&canary, &[])
-        .arg("--report")
-        .arg(&report_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(1, Duration::from_secs(60));
     assert_eq!(route_weight(&c), 20);
     c.emu.set_faults(vec![
@@ -895,18 +814,7 @@ fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
         }
     });
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let report_path = c.dir.join("report.json");
-    let child = match c
-        .aviary(&canary, &[])
-        .arg("--report")
-        .arg(&report_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!("{e}"),
-    };
+    let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(1, Duration::from_secs(60));
     assert_eq!(route_weight(&c), 20);
     c.emu.set_faults(vec![

@@ -37,55 +37,11 @@ fn json_status(c: &Cluster) -> Value {
     }
 }
 
-/// A JSON merge patch of one object, through the real kube client, as `kubectl patch` would.
-fn merge_patch(c: &Cluster, api_version: &str, kind: &str, name: &str, patch: Value) {
-    let plural = if kind.ends_with('s') {
-        format!("{}es", kind.to_lowercase())
-    } else {
-        format!("{}s", kind.to_lowercase())
-    };
-    let kubeconfig = c.kubeconfig.clone();
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), api_version.to_string()),
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => panic!("{e}"),
-    };
-    let result: Result<(), String> = rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-        let gvk = kube::api::GroupVersionKind::gvk(&group, &version, kind);
-        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &plural);
-        let api: kube::Api<kube::api::DynamicObject> =
-            kube::Api::namespaced_with(client, "test", &resource);
-        api.patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("patch {kind} {name}: {e}");
-    }
-}
-
 /// The state as a run saved it, without the Canary saved beside it: what a state written by an
 /// older aviary looks like, so `status` rebuilds the router from the engine's configuration and
 /// the cluster.
 fn drop_saved_spec(c: &Cluster) {
-    merge_patch(
-        c,
+    c.merge_patch(
         "v1",
         "ConfigMap",
         "podinfo-aviary",
@@ -130,8 +86,7 @@ fn f18_status_shows_the_routing_objects_after_a_sigkill() {
         });
     }
     let rules = route["spec"]["rules"].clone();
-    merge_patch(
-        &c,
+    c.merge_patch(
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
         "podinfo",
@@ -182,8 +137,7 @@ fn f18_status_shows_the_routing_objects_after_a_sigkill() {
     }
 
     // Put back as the state says: no difference is flagged.
-    merge_patch(
-        &c,
+    c.merge_patch(
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
         "podinfo",
@@ -199,8 +153,7 @@ fn f18_status_shows_the_routing_objects_after_a_sigkill() {
     assert!(!t.contains("differ"), "{t}");
 
     // A route that cannot be read as a split: said, and the saved split shown instead (exit 0).
-    merge_patch(
-        &c,
+    c.merge_patch(
         "gateway.networking.k8s.io/v1",
         "HTTPRoute",
         "podinfo",
@@ -298,15 +251,13 @@ fn f18_status_reads_a_replica_ratio_from_the_deployments() {
     // What set_routes makes of the saved weight with 4 stable replicas: whole replicas.
     let canary_replicas = ((4 * saved + 50) / 100).clamp(1, 3);
     let scale = |primary: i64, canary: i64| {
-        merge_patch(
-            &c,
+        c.merge_patch(
             "apps/v1",
             "Deployment",
             "podinfo-primary",
             json!({"spec": {"replicas": primary}}),
         );
-        merge_patch(
-            &c,
+        c.merge_patch(
             "apps/v1",
             "Deployment",
             "podinfo",
@@ -454,13 +405,7 @@ fn set_weights(
         d["weight"] = json!(if is_canary { canary } else { 100 - canary });
     }
     let field = object["spec"][top].clone();
-    merge_patch(
-        c,
-        api_version,
-        kind,
-        "podinfo",
-        json!({"spec": {top: field}}),
-    );
+    c.merge_patch(api_version, kind, "podinfo", json!({"spec": {top: field}}));
 }
 
 #[test]
@@ -518,8 +463,7 @@ fn f18_status_reads_an_nginx_canary_ingress_without_the_saved_canary() {
         "  ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: web}",
         "Ingress web-canary.test",
         |c, w| {
-            merge_patch(
-                c,
+            c.merge_patch(
                 "networking.k8s.io/v1",
                 "Ingress",
                 "web-canary",
