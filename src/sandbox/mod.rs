@@ -465,6 +465,7 @@ impl Sandbox {
     /// Runs one release to its end. `show` gets every log message as it arrives. A signal
     /// (see [`Sandbox::stop_on`]) is passed on to the rollout, which returns the traffic to
     /// the primary and exits; if it is still running [`ROLLOUT_GRACE`] later, it is killed.
+    /// After a signal, no release starts ([`SandboxError::Interrupted`]).
     pub async fn release(
         &self,
         tag: &str,
@@ -472,6 +473,10 @@ impl Sandbox {
         report: Option<&Path>,
         mut show: impl FnMut(&str, &str),
     ) -> Result<Release, SandboxError> {
+        // Asked to stop already: no new rollout.
+        if let Some(signal) = self.interrupt.get() {
+            return Err(SandboxError::Interrupted(signal));
+        }
         let started_ms = crate::runner::wall_ms();
         let started = Instant::now();
         let mut child = self.rollout_command(tag, profile, report).spawn()?;
@@ -781,6 +786,7 @@ async fn run_scenario(
     // alone for a second, and only then do they, the demo apps, the proxy and the metrics
     // backend stop, in that order.
     let stopped = interrupt.get();
+    let mut on_primary = true;
     if let Some(signal) = stopped {
         writeln!(
             out,
@@ -797,7 +803,7 @@ async fn run_scenario(
                 _ => String::new(),
             }
         )?;
-        let on_primary = sandbox
+        on_primary = sandbox
             .wait_for(Duration::from_secs(5), |n| {
                 n.changes
                     .last()
@@ -815,7 +821,8 @@ async fn run_scenario(
     if sandbox.load.is_active() {
         let since = crate::runner::wall_ms();
         let (view, what) = match stopped {
-            Some(_) => (Duration::from_secs(1), "the traffic returned"),
+            Some(_) if on_primary => (Duration::from_secs(1), "the traffic returned"),
+            Some(_) => (Duration::from_secs(1), "the signal"),
             None => (Duration::from_millis(1500), "the release"),
         };
         tokio::select! {
@@ -972,10 +979,14 @@ async fn releases(
             }
         }
     };
-    let second = sandbox
+    match sandbox
         .release(tag, scenario.profile(), Some(report_path), live)
-        .await?;
-    Ok(Some(second))
+        .await
+    {
+        Ok(second) => Ok(Some(second)),
+        Err(SandboxError::Interrupted(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The verdict of release 2 and the files a pipeline would get.
