@@ -85,6 +85,11 @@ impl Gate {
         }
     }
 
+    /// A gate that answers `special` to call `n` and 200 to every other.
+    fn at(n: usize, special: Answer) -> Gate {
+        Gate::start(move |k| if k == n { special } else { Answer::Status(200) })
+    }
+
     /// Waits for the n-th call to arrive.
     fn wait_for_call(&self, n: usize, limit: Duration) {
         let start = Instant::now();
@@ -136,6 +141,20 @@ fn spawn_reporting(c: &Cluster, canary: &Path) -> (Child, std::path::PathBuf) {
         Err(e) => panic!("{e}"),
     };
     (child, path)
+}
+
+/// A run SIGKILLed during its analysis at 40% (its rollout webhook held there): the state is
+/// saved at 40%, the lease is still valid, and nothing was cleaned up.
+fn killed_at_40() -> (Gate, Cluster, std::path::PathBuf) {
+    let gate = Gate::at(2, Answer::Hold);
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let mut child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.release();
+    (gate, c, canary)
 }
 
 fn route_weight(c: &Cluster) -> i64 {
@@ -283,13 +302,7 @@ const STEPS_TO_60: &str = "    maxWeight: 60\n    stepWeight: 20";
 fn f01_a_new_image_during_the_last_analysis_tick_is_not_promoted() {
     // Rollout webhook calls: 1 at 20%, 2 at 40%, 3 at 60% (the last analysis), then the new
     // revision's 4, 5, 6.
-    let gate = Gate::start(|n| {
-        if n == 3 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(3, Answer::Hold);
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
     let child = c.spawn(&canary, &[]);
     gate.wait_for_call(3, Duration::from_secs(60));
@@ -325,13 +338,7 @@ fn f01_a_new_image_during_the_last_analysis_tick_is_not_promoted() {
 /// call, returns traffic and exits 130, without waiting for the tick to end.
 #[test]
 fn f02_sigterm_interrupts_a_webhook_that_never_answers() {
-    let gate = Gate::start(|n| {
-        if n == 2 {
-            Answer::Never
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(2, Answer::Never);
     let c = cluster();
     let canary = c.write(
         "canary.yaml",
@@ -407,20 +414,7 @@ fn f02_sigterm_interrupts_a_metric_query_that_never_answers() {
 /// of saying a runner will act, and the next run of the same revision does not promote it.
 #[test]
 fn f03_abort_with_the_runner_dead_rolls_back_and_the_next_run_does_not_promote() {
-    let gate = Gate::start(|n| {
-        if n == 2 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
-    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let mut child = c.spawn(&canary, &[]);
-    gate.wait_for_call(2, Duration::from_secs(60));
-    assert_eq!(route_weight(&c), 40);
-    let _ = child.kill(); // SIGKILL: no chance to clean up; its lease is still valid
-    let _ = child.wait();
-    gate.release();
+    let (_gate, c, canary) = killed_at_40();
     let abort = control(&c, &["abort", "podinfo", "-n", "test", "--reason", "pager"]);
     assert_eq!(code(&abort), 0, "{}", stderr(&abort));
     assert!(
@@ -451,19 +445,7 @@ fn f03_abort_with_the_runner_dead_rolls_back_and_the_next_run_does_not_promote()
 /// command killed before it could act) is acted on by the next run of that revision.
 #[test]
 fn f03_an_abort_left_behind_is_acted_on_by_the_next_run() {
-    let gate = Gate::start(|n| {
-        if n == 2 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
-    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let mut child = c.spawn(&canary, &[]);
-    gate.wait_for_call(2, Duration::from_secs(60));
-    let _ = child.kill();
-    let _ = child.wait();
-    gate.release();
+    let (_gate, c, canary) = killed_at_40();
     // What `aviary abort` writes, left there as if it had been killed right after.
     let revision = saved_engine(&c)["state"]["targetRevision"]
         .as_str()
@@ -492,19 +474,7 @@ fn f03_an_abort_left_behind_is_acted_on_by_the_next_run() {
 /// tick, so traffic never sits at a weight the analysis did not choose.
 #[test]
 fn f18_a_resumed_run_puts_the_saved_routes_back_first() {
-    let gate = Gate::start(|n| {
-        if n == 2 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
-    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
-    let mut child = c.spawn(&canary, &[]);
-    gate.wait_for_call(2, Duration::from_secs(60));
-    let _ = child.kill();
-    let _ = child.wait();
-    gate.release();
+    let (_gate, c, canary) = killed_at_40();
     assert_eq!(c.saved_weight(), 40);
     set_route_weights(&c, 40, 60);
     let patched = c.emu.resource_version();
@@ -529,13 +499,7 @@ fn f18_a_resumed_run_puts_the_saved_routes_back_first() {
 /// its lease and finishes alone.
 #[test]
 fn f04_two_rollouts_with_the_same_run_id_cannot_both_drive() {
-    let gate = Gate::start(|n| {
-        if n == 1 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(1, Answer::Hold);
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
     let run = [("AVIARY_RUN_ID", "42")];
     let first = c.spawn(&canary, &run);
@@ -609,13 +573,7 @@ fn f04b_a_runner_that_cannot_renew_its_lease_returns_traffic_and_stops() {
 #[test]
 fn f05_a_locked_rollout_of_a_target_changes_nothing() {
     let c = cluster_with(&["default", "dev", "prod", "test"]);
-    let gate = Gate::start(|n| {
-        if n == 1 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(1, Answer::Hold);
     let project = c.dir.join("project");
     copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gatewayapi"),
@@ -737,13 +695,7 @@ fn f06_status_gives_up_on_an_api_that_always_answers_503() {
 /// where traffic was left.
 #[test]
 fn f06_sigterm_is_honoured_while_the_api_answers_503() {
-    let gate = Gate::start(|n| {
-        if n == 2 {
-            Answer::Never
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(2, Answer::Never);
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
     let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(2, Duration::from_secs(60));
@@ -769,13 +721,7 @@ fn f06_sigterm_is_honoured_while_the_api_answers_503() {
 /// returns traffic to the primary before it exits 3.
 #[test]
 fn f10_a_state_that_cannot_be_saved_returns_traffic_before_exiting() {
-    let gate = Gate::start(|n| {
-        if n == 1 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(1, Answer::Hold);
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
     let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(1, Duration::from_secs(60));
@@ -806,13 +752,7 @@ fn f10_a_state_that_cannot_be_saved_returns_traffic_before_exiting() {
 /// and its last words say traffic was left split (and at what weights).
 #[test]
 fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
-    let gate = Gate::start(|n| {
-        if n == 1 {
-            Answer::Hold
-        } else {
-            Answer::Status(200)
-        }
-    });
+    let gate = Gate::at(1, Answer::Hold);
     let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
     let (child, report_path) = spawn_reporting(&c, &canary);
     gate.wait_for_call(1, Duration::from_secs(60));
