@@ -314,52 +314,54 @@ impl LeaseGuard {
                 until: until.to_string(),
             })
         };
-        match retry(&what, || api.get_opt(&name)).await? {
-            None => {
-                let lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(name.clone()),
-                        namespace: Some(namespace.to_string()),
-                        labels: Some(managed_labels(BTreeMap::new())),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(spec),
-                };
-                match api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(guard),
-                    Err(e) if is_conflict(&e) => {
-                        // Someone created it between our read and our write.
-                        if let Some(l) = retry(&what, || api.get_opt(&name)).await? {
-                            refuse(&l)?;
-                        }
-                        Err(LockError::Cluster(ClusterError::Invalid(format!(
-                            "Lease {name}.{namespace} was just taken by another runner; try again"
-                        ))))
-                    }
-                    Err(e) => Err(LockError::Cluster(ClusterError::api(
-                        format!("create Lease {name}.{namespace}"),
-                        e,
-                    ))),
-                }
+        // Read, decide, write at the read resourceVersion; a write that conflicts or fails
+        // transiently is decided again from a fresh read (our own write may have landed although
+        // its answer was lost: then the lease names us).
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let current = retry(&what, || api.get_opt(&name)).await?;
+            let holder = current
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref());
+            if holder == Some(guard.identity.as_str()) {
+                return Ok(guard);
             }
-            Some(mut lease) => {
-                refuse(&lease)?;
-                lease.spec = Some(spec);
-                // The read resourceVersion rides along: a holder that renewed meanwhile wins.
-                match api.replace(&name, &PostParams::default(), &lease).await {
-                    Ok(_) => Ok(guard),
-                    Err(e) if is_conflict(&e) => {
-                        if let Some(l) = retry(&what, || api.get_opt(&name)).await? {
-                            refuse(&l)?;
-                        }
-                        Err(LockError::Cluster(ClusterError::Invalid(format!(
-                            "Lease {name}.{namespace} changed while we took it; try again"
-                        ))))
-                    }
-                    Err(e) => Err(LockError::Cluster(ClusterError::api(
-                        format!("update Lease {name}.{namespace}"),
+            let written = match current {
+                None => {
+                    let lease = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            namespace: Some(namespace.to_string()),
+                            labels: Some(managed_labels(BTreeMap::new())),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(spec.clone()),
+                    };
+                    api.create(&PostParams::default(), &lease).await
+                }
+                Some(mut lease) => {
+                    refuse(&lease)?;
+                    lease.spec = Some(spec.clone());
+                    api.replace(&name, &PostParams::default(), &lease).await
+                }
+            };
+            match written {
+                Ok(_) => return Ok(guard),
+                Err(e)
+                    if (is_conflict(&e) || crate::cluster::is_transient(&e))
+                        && started.elapsed() + delay <= crate::cluster::RETRY_BUDGET =>
+                {
+                    tracing::debug!("take Lease {name}.{namespace}: {e}; deciding again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(3200));
+                }
+                Err(e) => {
+                    return Err(LockError::Cluster(ClusterError::api(
+                        format!("take Lease {name}.{namespace}"),
                         e,
-                    ))),
+                    )))
                 }
             }
         }
@@ -435,7 +437,11 @@ impl LeaseGuard {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(e) if is_conflict(&e) => continue,
+                // Read again: a write that landed although its answer was lost leaves the lease
+                // to nobody, and then there is nothing left to do.
+                Err(e) if is_conflict(&e) || crate::cluster::is_transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 Err(e) => return Err(ClusterError::api(&what, e)),
             }
         }

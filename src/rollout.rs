@@ -294,7 +294,13 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
         ),
         Outcome::Cancelled { signal, traffic: t } => {
             traffic = Some(t);
-            let exit = if t.on_primary { Exit::Cancelled } else { Exit::Runtime };
+            // Stopped during the promotion, traffic is split between two copies of the analysed
+            // revision: nothing unanalysed serves, so the cancel is clean.
+            let exit = if t.on_primary || t.promoting {
+                Exit::Cancelled
+            } else {
+                Exit::Runtime
+            };
             (
                 Verdict::Cancelled,
                 exit,
@@ -303,7 +309,11 @@ pub fn run_rollout(args: &RolloutArgs, ctx: RunContext) -> Result<Report, AppErr
         }
         Outcome::TimedOut { traffic: t } => {
             traffic = Some(t);
-            let exit = if t.on_primary { Exit::NoVerdict } else { Exit::Runtime };
+            let exit = if t.on_primary || t.promoting {
+                Exit::NoVerdict
+            } else {
+                Exit::Runtime
+            };
             (
                 Verdict::NoVerdict,
                 exit,
@@ -341,6 +351,7 @@ fn stopped_early(reason: runner::StopReason) -> Result<Outcome, AppError> {
         primary: 100,
         canary: 0,
         on_primary: true,
+        promoting: false,
     };
     match reason {
         runner::StopReason::Signal(signal) => Ok(Outcome::Cancelled {

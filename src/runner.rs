@@ -521,12 +521,13 @@ impl Shell {
         Ok(())
     }
 
-    /// Where traffic is, as far as this run knows.
-    fn traffic(&self) -> TrafficLeft {
+    /// Where traffic is, as far as this run knows, with the engine in `phase`.
+    fn traffic_in(&self, phase: Phase) -> TrafficLeft {
         TrafficLeft {
             primary: self.applied.primary,
             canary: self.applied.canary,
             on_primary: self.applied.canary == 0 && !self.applied.mirror,
+            promoting: matches!(phase, Phase::Promoting | Phase::Finalising),
         }
     }
 
@@ -540,7 +541,7 @@ impl Shell {
             Ok(step) => step,
             Err(e) => {
                 tracing::error!("cannot cancel: {e}");
-                return self.traffic();
+                return self.traffic_in(engine.state().phase);
             }
         };
         match tokio::time::timeout(budget, self.run_step(engine, step)).await {
@@ -552,7 +553,7 @@ impl Shell {
             ),
         }
         self.record(engine);
-        let traffic = self.traffic();
+        let traffic = self.traffic_in(engine.state().phase);
         let save = async {
             self.save(engine).await?;
             self.store.clear_control(APPROVE_ANNOTATION).await?;
@@ -563,7 +564,9 @@ impl Shell {
             Ok(Err(e)) => tracing::error!("could not save the state: {e}"),
             Err(_) => tracing::error!("could not save the state in time"),
         }
-        if !traffic.on_primary {
+        if traffic.promoting {
+            tracing::warn!("{}", traffic.describe());
+        } else if !traffic.on_primary {
             tracing::error!("{}", traffic.describe());
         }
         traffic
@@ -789,7 +792,7 @@ async fn stopped(
             tracing::error!("{}: {reason}", config.qualified());
             let traffic = match lost {
                 // Someone else drives the canary now: touch nothing.
-                LeaseLost::Taken(_) => shell.traffic(),
+                LeaseLost::Taken(_) => shell.traffic_in(engine.state().phase),
                 // The lease still lasts a few seconds: return traffic within them.
                 LeaseLost::Unrenewable(..) => {
                     let left = crate::lease::lease_duration()
@@ -823,6 +826,7 @@ const ALL_ON_PRIMARY: TrafficLeft = TrafficLeft {
     primary: 100,
     canary: 0,
     on_primary: true,
+    promoting: false,
 };
 
 /// The tick loop: runs until a verdict or an error it cannot ride out. Everything it awaits may
@@ -1025,5 +1029,5 @@ pub async fn abort_without_runner(
             traffic,
         });
     }
-    Ok(Some(shell.traffic()))
+    Ok(Some(shell.traffic_in(engine.state().phase)))
 }

@@ -192,6 +192,10 @@ pub struct TrafficLeft {
     /// Whether all traffic is on the primary: false when returning it failed, and the canary
     /// keeps serving `canary`% until a re-run or a person moves it.
     pub on_primary: bool,
+    /// The run stopped during the promotion: the primary already runs the analysed revision,
+    /// so both sides serve it, and the next run finishes moving traffic to the primary.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoting: bool,
 }
 
 impl TrafficLeft {
@@ -199,6 +203,11 @@ impl TrafficLeft {
     pub fn describe(&self) -> String {
         if self.on_primary {
             "all traffic is on the primary".to_string()
+        } else if self.promoting {
+            format!(
+                "stopped during the promotion: primary {}% / canary {}% both serve the analysed revision, and the next run finishes moving traffic to the primary",
+                self.primary, self.canary
+            )
         } else {
             format!(
                 "traffic could not be returned to the primary: the routes were last set to primary {}% / canary {}%; re-run the rollout or `aviary abort` to return it",

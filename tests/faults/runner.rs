@@ -295,6 +295,72 @@ fn always(method: Option<&str>, path_regex: &str, kind: FaultKind) -> Fault {
 
 const STEPS_TO_60: &str = "    maxWeight: 60\n    stepWeight: 20";
 
+/// Item 6, the lease's side: writes of the Lease that fail with 503 are retried (a write whose
+/// answer was lost counts as taken when the lease names this runner), so a flaky API server
+/// does not stop a rollout before it starts.
+#[test]
+fn f06_lease_writes_that_fail_transiently_are_retried() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    // Seed 3 rolls 0.11 first: the first write of the Lease (taking it) gets the 503.
+    c.emu.set_faults(vec![Fault {
+        method: Some("PUT".into()),
+        path_regex: "/leases".into(),
+        probability: 0.5,
+        kind: FaultKind::Status(503),
+        seed: 3,
+    }]);
+    let out = c.run(&canary);
+    c.emu.set_faults(Vec::new());
+    let injected = c
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.injected_fault && r.path.contains("/leases") && r.method != "GET")
+        .count();
+    assert!(injected >= 1, "no lease write met a fault");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+}
+
+/// Item 2, during the promotion: the primary already runs the analysed revision and traffic
+/// moves to it step by step; a signal then leaves both sides serving the analysed revision,
+/// which is a clean cancel (130), and the next run finishes the promotion.
+#[test]
+fn f02_a_signal_during_the_promotion_is_a_clean_cancel() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(
+        &gate,
+        "    maxWeight: 60\n    stepWeight: 20\n    stepWeightPromotion: 10",
+    );
+    let (child, report_path) = spawn_reporting(&c, &canary);
+    c.wait_for("the promotion", Duration::from_secs(60), |c| {
+        saved_engine(c)["state"]["phase"] == "Promoting" && route_weight(c) < 60
+    });
+    kill(&child, "TERM");
+    let (out, _) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code(&out), 130, "{}", stderr(&out));
+    let r = report(&report_path);
+    assert_eq!(r["traffic"]["promoting"], true, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("both serve the analysed revision"),
+        "{r}"
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+    let out = c.run(&canary);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 0);
+}
+
 /// Item 1: a release applied to the target while the last analysis tick runs (its webhook held
 /// at 60%) must not be promoted as if it had been analysed: the promotion finds another
 /// revision than the analysed one, copies nothing, and the new revision is analysed from 0%.
