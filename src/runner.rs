@@ -839,6 +839,12 @@ async fn drive(
     start_phase: Phase,
 ) -> Result<Outcome, RunError> {
     let interval = Duration::from_millis(config.interval_ms.max(1));
+    // A second reader of the control annotations, for use while a tick holds the shell.
+    let watcher = StateStore::new(
+        shell.workloads.client().clone(),
+        &shell.canary.namespace,
+        &shell.canary.name,
+    );
     let mut failures = 0u32;
     let mut readiness_poll = FIRST_READINESS_POLL;
     loop {
@@ -861,7 +867,40 @@ async fn drive(
         shell.waiting_for_readiness = false;
         let step = engine.handle(Input::Tick { now: wall_ms() })?;
         let mut held = false;
-        match shell.run_step(engine, step).await {
+        // An abort does not wait for the tick to end: the tick is dropped where it is (the
+        // engine rolls back from its last settled state).
+        let analysed = engine.state().target_revision.clone();
+        let abortable = matches!(
+            engine.state().phase,
+            Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+        );
+        let abort = async {
+            if abortable {
+                abort_requested(&watcher, analysed.as_deref()).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let ticked = tokio::select! {
+            biased;
+            abort = abort => Err(abort),
+            result = shell.run_step(engine, step) => Ok(result),
+        };
+        let result = match ticked {
+            Ok(result) => result,
+            Err(abort) => {
+                tracing::warn!("abort requested during a tick: {}", abort.reason);
+                shell.done.clear();
+                shell.abort(engine, &abort.reason).await?;
+                if engine.state().phase == Phase::Failed {
+                    return Ok(Outcome::RolledBack {
+                        aborted: Some(abort.reason),
+                    });
+                }
+                continue;
+            }
+        };
+        match result {
             Ok(()) => {
                 failures = 0;
                 held = shell.phase_gate.is_some()
@@ -977,6 +1016,21 @@ async fn drive(
             }
             tokio::time::sleep(options.poll.min(next - now)).await;
         }
+    }
+}
+
+/// Waits until an abort request for `analysed` (the revision under analysis) is found.
+async fn abort_requested(
+    watcher: &StateStore,
+    analysed: Option<&str>,
+) -> crate::state::AbortRequest {
+    loop {
+        if let Ok(control) = watcher.control().await {
+            if let Some(abort) = control.abort.filter(|a| a.applies_to(analysed)) {
+                return abort;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -507,6 +507,36 @@ fn f03_abort_with_the_runner_dead_rolls_back_and_the_next_run_does_not_promote()
     );
 }
 
+/// Item 3, with a live runner stuck in a tick (its webhook never answers): the abort does not
+/// wait for the tick; the runner drops it, rolls back and exits 1, and `abort` says so.
+#[test]
+fn f03_abort_interrupts_a_tick_that_waits_on_a_webhook() {
+    let gate = Gate::at(2, Answer::Never);
+    let c = cluster();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml("gatewayapi", &gate.url, STEPS_TO_60)
+            .replace("        url: ", "        timeout: 1h\n        url: "),
+    );
+    c.apply_target("podinfo:1", 2);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 2);
+    let child = c.spawn(&canary, &[]);
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    let abort = control(&c, &["abort", "podinfo", "-n", "test", "--reason", "pager"]);
+    assert_eq!(code(&abort), 0, "{}", stderr(&abort));
+    assert!(
+        stderr(&abort).contains("the runner of podinfo.test rolled it back"),
+        "{}",
+        stderr(&abort)
+    );
+    let (out, _) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(route_weight(&c), 0);
+    assert_eq!(saved_engine(&c)["state"]["phase"], "Failed");
+}
+
 /// Item 3, the durable half: an abort request left with no runner (written, and the
 /// command killed before it could act) is acted on by the next run of that revision.
 #[test]
