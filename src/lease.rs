@@ -14,8 +14,9 @@
 //!   it says so on a watch channel and the runner stops writing.
 //!
 //! A lease held by someone else is taken over only when its holder is gone: it released it, it
-//! expired, it was this machine's process that no longer runs, or it was an earlier attempt of
-//! the same pipeline job (a GitHub re-run starts only once the previous attempt has ended).
+//! expired, it was this machine's process that no longer runs, it was an earlier attempt of the
+//! same pipeline job (a GitHub re-run starts only once the previous attempt has ended), or
+//! another job of the same Cloud Deploy rollout (whose jobs run one at a time).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,7 +84,13 @@ impl Holder {
 
     /// Whether `self` (a holder found on the lease) is provably gone, seen from `me`.
     pub fn is_gone(&self, me: &Holder) -> bool {
-        self.ended_attempt(me) || self.dead_process_here(me)
+        self.ended_attempt(me) || self.earlier_job_of_the_rollout(me) || self.dead_process_here(me)
+    }
+
+    /// Another job of the same Cloud Deploy rollout: Cloud Deploy runs a rollout's jobs (its
+    /// phases, and the retry of a failed one) one after the other, never two at once.
+    fn earlier_job_of_the_rollout(&self, me: &Holder) -> bool {
+        self.run.starts_with("clouddeploy:") && self.run == me.run
     }
 
     /// An earlier attempt of the same pipeline job: GitHub starts a re-run only once every job
@@ -599,6 +606,19 @@ mod tests {
             process: "runner-c/pid-1/ns-3/boot-3/3".into(),
         };
         assert!(!other_job.is_gone(&mine));
+        // Jobs of one Cloud Deploy rollout run one after the other.
+        let job = |host: &str| Holder {
+            run: "clouddeploy:projects/p/locations/l/deliveryPipelines/d/releases/r/rollouts/r-1"
+                .into(),
+            process: format!("{host}/pid-1/ns-1/boot-1/1"),
+        };
+        assert!(job("build-a").is_gone(&job("build-b")));
+        let other_rollout = Holder {
+            run: "clouddeploy:projects/p/locations/l/deliveryPipelines/d/releases/r/rollouts/r-2"
+                .into(),
+            process: "build-c/pid-1/ns-1/boot-1/1".into(),
+        };
+        assert!(!other_rollout.is_gone(&job("build-b")));
         // Identities from before this format are all run, never provably gone.
         let old = Holder::parse("github:acme/app/actions/runs/1");
         assert_eq!(old.process, "");

@@ -31,10 +31,11 @@ const READINESS_POLL: Duration = Duration::from_secs(2);
 /// The first re-check of a workload that was not ready; it doubles up to [`READINESS_POLL`].
 const FIRST_READINESS_POLL: Duration = Duration::from_millis(250);
 /// How long returning traffic to the primary may take when a run stops early (its API calls
-/// are retried within it); the state is saved after that, within [`SAVE_BUDGET`].
-pub const CANCEL_BUDGET: Duration = Duration::from_secs(10);
+/// are retried within it); the state is saved after that, within [`SAVE_BUDGET`]. Both fit in
+/// the 10 s a GitHub runner gives a cancelled step between its SIGINT and its SIGKILL.
+pub const CANCEL_BUDGET: Duration = Duration::from_secs(7);
 /// How long the last save of a stopping run may take.
-const SAVE_BUDGET: Duration = Duration::from_secs(3);
+const SAVE_BUDGET: Duration = Duration::from_secs(2);
 /// Ticks in a row whose cluster calls failed before the run gives up.
 const FAILED_TICKS: u32 = 3;
 
