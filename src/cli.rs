@@ -67,10 +67,10 @@ pub enum Command {
     /// See a release on this machine: an emulated cluster, the demo app as real processes, a real
     /// traffic split and metrics from real requests; releases the shipped example live and ends
     /// with the verdict and the report a pipeline would get.
-    Sandbox(crate::sandbox::SandboxArgs),
+    Sandbox(aviary_sandbox::SandboxArgs),
     /// The sandbox's demo app (started by `aviary sandbox`).
     #[command(hide = true)]
-    DemoApp(crate::sandbox::app::DemoAppArgs),
+    DemoApp(aviary_sandbox::app::DemoAppArgs),
 }
 
 /// `aviary step`.
@@ -78,7 +78,7 @@ pub enum Command {
 pub struct StepArgs {
     /// The pipeline host; `auto` finds it from the environment.
     #[arg(long, value_enum, default_value = "auto", env = "AVIARY_HOST")]
-    pub host: crate::host::HostChoice,
+    pub host: aviary_hosts::HostChoice,
 
     /// Where to write the JSON report (default: the `report` input, else the host's default).
     #[arg(long, value_name = "FILE")]

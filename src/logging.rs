@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::spec::{Diagnostic, Severity};
+use aviary_core::spec::{Diagnostic, Severity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {

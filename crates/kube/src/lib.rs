@@ -1,0 +1,30 @@
+//! aviary's world-facing layer: everything that talks to a cluster, a metrics backend, a
+//! webhook, a file or a `kustomize` process, and the runner that carries the core's engine out.
+//!
+//! - [`cluster`] connects (kubeconfig, contexts, timeouts, retries); [`workload`] makes and copies
+//!   the primary and canary workloads; [`routing`] has one file per router (Gateway API, Istio,
+//!   Gloo, NGINX Ingress, plain Kubernetes); [`state`] and [`lease`] keep a rollout's state and its
+//!   one runner in the cluster.
+//! - [`metrics`] answers the engine's metric queries through the [`metrics::MetricsProvider`]
+//!   seam; [`webhooks`] calls Flagger-style webhooks; [`http`] holds the limits every outbound
+//!   call obeys (deadlines, body caps, redaction).
+//! - [`render`] turns a Skaffold/Kustomize project into objects; [`deploy`] applies them and
+//!   waits; [`files`] reads every input file under one cap.
+//! - [`runner`] is the shell around `aviary_core::engine`: it executes the engine's commands
+//!   against the cluster, answers its requests, and stops cleanly on a signal, a timeout or a
+//!   lost lease.
+//!
+//! Data flows one way: this crate uses `aviary_core`, never the hosts or the binary.
+
+pub mod cluster;
+pub mod deploy;
+pub mod files;
+pub mod http;
+pub mod lease;
+pub mod metrics;
+pub mod render;
+pub mod routing;
+pub mod runner;
+pub mod state;
+pub mod webhooks;
+pub mod workload;

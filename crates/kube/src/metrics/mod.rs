@@ -1,0 +1,710 @@
+//! Metric analysis: Flagger's built-in checks and MetricTemplates, queried on Prometheus.
+//!
+//! - [`builtin_query`]: the PromQL of `request-success-rate` / `request-duration` per provider;
+//! - [`render_template`]: a MetricTemplate's (or a deprecated inline `query`'s) placeholders;
+//! - [`PrometheusClient`]: instant queries, retries, auth;
+//! - [`Evaluator`]: answers the engine's metric requests for one Canary.
+//!
+//! Where a query goes: a built-in check or an inline `query` goes to the Canary's `metricsServer`,
+//! else to the runner's default address; a MetricTemplate goes to its `provider.address`, else to
+//! that same address. The runner's default credentials are only ever sent to the runner's default
+//! address, never to an address a spec chose; a template's `secretRef` credentials only to that
+//! template's address. Only the `prometheus` provider type is supported.
+
+mod builtin;
+mod judge;
+mod prometheus;
+mod template;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use builtin::builtin_query;
+pub use prometheus::{Auth, PrometheusClient};
+pub use template::render_template;
+
+use aviary_core::engine::MetricOutcome;
+use aviary_core::spec::{Canary, MetricProvider, MetricSource, MetricTemplate, ObjectRef, Provider};
+
+/// Per-attempt timeout of a query (Flagger's Prometheus client uses 5 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra attempts after a connection error, a timeout, a 5xx or a 429.
+pub const DEFAULT_RETRIES: u32 = 2;
+
+/// What a query template can refer to (Flagger's `MetricTemplateModel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricContext {
+    /// The Canary's name (`{{ name }}`).
+    pub name: String,
+    /// The Canary's namespace (`{{ namespace }}`).
+    pub namespace: String,
+    /// `targetRef.name` (`{{ target }}`).
+    pub target: String,
+    /// The apex Service: `service.name`, else `targetRef.name` (`{{ service }}`).
+    pub service: String,
+    /// `ingressRef.name`, else `targetRef.name` (`{{ ingress }}`).
+    pub ingress: String,
+    /// `routeRef.name`, else `targetRef.name` (`{{ route }}`, as in current Flagger).
+    pub route: String,
+    /// The provider that picks the built-in queries.
+    pub provider: Provider,
+}
+
+impl MetricContext {
+    /// Flagger's `toMetricModel`.
+    pub fn from_canary(c: &Canary, provider: &Provider) -> Self {
+        let target = c.target_ref.name.clone();
+        let or_target = |r: &Option<ObjectRef>| {
+            r.as_ref()
+                .map(|r| r.name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| target.clone())
+        };
+        let service = if c.service.name.is_empty() {
+            target.clone()
+        } else {
+            c.service.name.clone()
+        };
+        MetricContext {
+            name: c.name.clone(),
+            namespace: c.namespace.clone(),
+            target: target.clone(),
+            service,
+            ingress: or_target(&c.ingress_ref),
+            route: or_target(&c.route_ref),
+            provider: provider.clone(),
+        }
+    }
+}
+
+/// Why a metric has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricError {
+    /// The query ran and found nothing usable (no series, NaN, ±Inf): a failed check.
+    NoValues(String),
+    /// The query could not be made or answered.
+    Failed(String),
+}
+
+impl MetricError {
+    pub fn message(&self) -> &str {
+        match self {
+            MetricError::NoValues(m) | MetricError::Failed(m) => m,
+        }
+    }
+
+    fn context(self, prefix: &str) -> Self {
+        match self {
+            MetricError::NoValues(m) => MetricError::NoValues(format!("{prefix}: {m}")),
+            MetricError::Failed(m) => MetricError::Failed(format!("{prefix}: {m}")),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for MetricError {}
+
+impl From<MetricError> for MetricOutcome {
+    fn from(e: MetricError) -> Self {
+        match e {
+            MetricError::NoValues(m) => MetricOutcome::NoValues(m),
+            MetricError::Failed(m) => MetricOutcome::Error(m),
+        }
+    }
+}
+
+/// Answers metric requests for one Canary.
+pub struct Evaluator {
+    canary: Canary,
+    ctx: MetricContext,
+    templates: Vec<MetricTemplate>,
+    client: Option<kube::Client>,
+    default_address: Option<String>,
+    default_auth: Auth,
+    timeout: Duration,
+    retries: u32,
+    /// The client for built-in checks and inline queries, made on first use.
+    builtin: std::sync::OnceLock<Result<PrometheusClient, MetricError>>,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("canary", &self.canary.qualified_name())
+            .field("provider", &self.ctx.provider)
+            .field("templates", &self.templates.len())
+            .field("cluster", &self.client.is_some())
+            .field("default_auth", &self.default_auth)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Evaluator {
+    /// `templates`: MetricTemplates known locally (from the spec file or the rendered target);
+    /// `client`: a kube client for the templates and `secretRef`s not known locally (`None`:
+    /// none are looked up); `default_address`: the Prometheus for built-in checks and inline
+    /// queries when the Canary has no `metricsServer`, and for templates without an address;
+    /// `default_auth`: credentials for `default_address` only.
+    pub fn new(
+        canary: &Canary,
+        provider: &Provider,
+        templates: Vec<MetricTemplate>,
+        client: Option<kube::Client>,
+        default_address: Option<String>,
+        default_auth: Auth,
+    ) -> Self {
+        Evaluator {
+            canary: canary.clone(),
+            ctx: MetricContext::from_canary(canary, provider),
+            templates,
+            client,
+            default_address: default_address
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty()),
+            default_auth,
+            timeout: DEFAULT_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            builtin: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Overrides the per-attempt timeout and the number of retries (default 5 s and 2).
+    pub fn with_timeout(mut self, timeout: Duration, retries: u32) -> Self {
+        self.timeout = timeout;
+        self.retries = retries;
+        self.builtin = std::sync::OnceLock::new();
+        self
+    }
+
+    pub fn context(&self) -> &MetricContext {
+        &self.ctx
+    }
+
+    /// Queries the Canary's metric `metric_name` and returns the engine's answer. Never panics.
+    pub async fn evaluate(&self, metric_name: &str) -> MetricOutcome {
+        match self.value(metric_name).await {
+            Ok(v) => MetricOutcome::Value(v),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// The value of the Canary's metric `metric_name`.
+    pub async fn value(&self, metric_name: &str) -> Result<f64, MetricError> {
+        if metric_name == aviary_core::engine::config::JUDGE_CHECK {
+            if let Some(spec) = self.canary.analysis.as_ref().and_then(|a| a.judge.as_ref()) {
+                return self.judge_score(spec).await;
+            }
+        }
+        let metric = self
+            .canary
+            .analysis
+            .as_ref()
+            .and_then(|a| a.metrics.iter().find(|m| m.name == metric_name))
+            .ok_or_else(|| {
+                MetricError::Failed(format!(
+                    "the Canary {} has no metric named {metric_name}",
+                    self.canary.qualified_name()
+                ))
+            })?;
+        let interval = if metric.interval_text.trim().is_empty() {
+            "1m"
+        } else {
+            metric.interval_text.trim()
+        };
+        match &metric.source {
+            MetricSource::Builtin(builtin) => {
+                let query = builtin_query(*builtin, &self.ctx, interval)?;
+                self.run(self.builtin_client()?, metric_name, &query).await
+            }
+            MetricSource::Query(query) => {
+                let query = render_template(query, &self.ctx, interval, &BTreeMap::new())
+                    .map_err(|e| e.context(&format!("metric {metric_name}: query")))?;
+                self.run(self.builtin_client()?, metric_name, &query).await
+            }
+            MetricSource::Template {
+                template,
+                variables,
+            } => {
+                let namespace = template
+                    .namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| self.canary.namespace.clone());
+                let what = format!("MetricTemplate {}.{namespace}", template.name);
+                let found = self.template(&template.name, &namespace).await?;
+                let query = render_template(&found.query, &self.ctx, interval, variables)
+                    .map_err(|e| e.context(&what))?;
+                let client = self.template_client(&found, &what).await?;
+                self.run(&client, metric_name, &query).await
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        client: &PrometheusClient,
+        metric: &str,
+        query: &str,
+    ) -> Result<f64, MetricError> {
+        tracing::debug!(
+            canary = %self.canary.qualified_name(),
+            metric,
+            endpoint = %client.endpoint(),
+            query = %template::collapse_whitespace(query),
+            "querying Prometheus"
+        );
+        let result = client.query(query).await;
+        match &result {
+            Ok(value) => tracing::debug!(metric, value, "metric value"),
+            Err(e) => tracing::debug!(metric, "metric query: {e}"),
+        }
+        result
+    }
+
+    /// The client for built-in checks and inline queries: `metricsServer`, else the default.
+    fn builtin_client(&self) -> Result<&PrometheusClient, MetricError> {
+        self.builtin
+            .get_or_init(|| self.make_builtin_client())
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn make_builtin_client(&self) -> Result<PrometheusClient, MetricError> {
+        let address = match (&self.canary.metrics_server, &self.default_address) {
+            (Some(server), _) if !server.trim().is_empty() => server.trim().to_string(),
+            (_, Some(default)) => default.clone(),
+            _ => {
+                return Err(MetricError::Failed(format!(
+                    "no Prometheus address for the Canary {}: set spec.metricsServer or give aviary a default Prometheus address",
+                    self.canary.qualified_name()
+                )))
+            }
+        };
+        let auth = self.auth_for(&address);
+        PrometheusClient::new(
+            &address,
+            auth,
+            BTreeMap::new(),
+            false,
+            self.timeout,
+            self.retries,
+        )
+    }
+
+    /// The default credentials, if `address` is the default address.
+    fn auth_for(&self, address: &str) -> Auth {
+        let same =
+            |a: &str, b: &str| a.trim().trim_end_matches('/') == b.trim().trim_end_matches('/');
+        match &self.default_address {
+            Some(default) if same(default, address) => self.default_auth.clone(),
+            _ => Auth::None,
+        }
+    }
+
+    /// The MetricTemplate `name` in `namespace`: a local one with that name and namespace, else
+    /// the only local one with that name (a template in a file often has no namespace), else the
+    /// cluster's.
+    async fn template(&self, name: &str, namespace: &str) -> Result<MetricTemplate, MetricError> {
+        if let Some(t) = self
+            .templates
+            .iter()
+            .find(|t| t.name == name && t.namespace == namespace)
+        {
+            return Ok(t.clone());
+        }
+        let mut by_name = self.templates.iter().filter(|t| t.name == name);
+        if let (Some(t), None) = (by_name.next(), by_name.next()) {
+            return Ok(t.clone());
+        }
+        let Some(client) = &self.client else {
+            return Err(MetricError::Failed(format!(
+                "MetricTemplate {name}.{namespace} not found: it is not in the spec files and no cluster is available"
+            )));
+        };
+        fetch_template(client, name, namespace).await
+    }
+
+    async fn template_client(
+        &self,
+        template: &MetricTemplate,
+        what: &str,
+    ) -> Result<PrometheusClient, MetricError> {
+        let provider = &template.provider;
+        if !provider.provider_type.is_empty() && provider.provider_type != "prometheus" {
+            return Err(MetricError::Failed(format!(
+                "{what}: metric provider type {} is not supported by aviary yet; only prometheus is",
+                provider.provider_type
+            )));
+        }
+        let address = provider
+            .address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .or_else(|| self.default_address.clone());
+        let Some(address) = address else {
+            return Err(MetricError::Failed(format!(
+                "{what} has no provider.address and aviary has no default Prometheus address"
+            )));
+        };
+        let auth = match &provider.secret_ref {
+            Some(secret) => self.secret_auth(template, &secret.name, what).await?,
+            None => self.auth_for(&address),
+        };
+        PrometheusClient::new(
+            &address,
+            auth,
+            provider.headers.clone(),
+            provider.insecure_skip_verify,
+            self.timeout,
+            self.retries,
+        )
+        .map_err(|e| e.context(what))
+    }
+
+    /// Credentials from the template's Secret (in the template's namespace, as Flagger reads it).
+    async fn secret_auth(
+        &self,
+        template: &MetricTemplate,
+        secret: &str,
+        what: &str,
+    ) -> Result<Auth, MetricError> {
+        let namespace = &template.namespace;
+        let Some(client) = &self.client else {
+            return Err(MetricError::Failed(format!(
+                "{what}: its credentials are in the Secret {secret}.{namespace}, and no cluster is available to read it"
+            )));
+        };
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let lookup = format!("read Secret {secret}.{namespace}");
+        let found = crate::cluster::retry(&lookup, || api.get_opt(secret))
+            .await
+            .map_err(|e| MetricError::Failed(format!("{what}: {e}")))?;
+        let Some(found) = found else {
+            return Err(MetricError::Failed(format!(
+                "{what}: Secret {secret}.{namespace} not found"
+            )));
+        };
+        let data: BTreeMap<String, Vec<u8>> = found
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let kind = if template.provider.provider_type.is_empty() {
+            "prometheus"
+        } else {
+            template.provider.provider_type.as_str()
+        };
+        Auth::from_secret_data(kind, &data).map_err(|e| e.context(what))
+    }
+}
+
+/// Reads `flagger.app/v1beta1` MetricTemplate `name` from the cluster.
+async fn fetch_template(
+    client: &kube::Client,
+    name: &str,
+    namespace: &str,
+) -> Result<MetricTemplate, MetricError> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("flagger.app", "v1beta1", "MetricTemplate");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "metrictemplates");
+    let api: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), namespace, &resource);
+    let what = format!("read MetricTemplate {name}.{namespace}");
+    let found = crate::cluster::retry(&what, || api.get_opt(name))
+        .await
+        .map_err(|e| MetricError::Failed(e.to_string()))?;
+    let Some(object) = found else {
+        return Err(MetricError::Failed(format!(
+            "MetricTemplate {name}.{namespace} not found"
+        )));
+    };
+    template_from_json(name, namespace, &object.data)
+}
+
+/// A MetricTemplate from its JSON (`spec.provider` and `spec.query`).
+fn template_from_json(
+    name: &str,
+    namespace: &str,
+    data: &serde_json::Value,
+) -> Result<MetricTemplate, MetricError> {
+    use serde_json::Value;
+    let spec = data.get("spec").unwrap_or(&Value::Null);
+    let provider = spec.get("provider").unwrap_or(&Value::Null);
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+    };
+    let Some(query) = text(spec, "query") else {
+        return Err(MetricError::Failed(format!(
+            "MetricTemplate {name}.{namespace} has no spec.query"
+        )));
+    };
+    let headers = provider
+        .get("headers")
+        .and_then(Value::as_object)
+        .map(|h| {
+            h.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let secret_ref = provider
+        .get("secretRef")
+        .and_then(|s| text(s, "name"))
+        .map(|name| ObjectRef {
+            name,
+            ..ObjectRef::default()
+        });
+    Ok(MetricTemplate {
+        api_version: aviary_core::spec::ApiVersion::FlaggerV1beta1,
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        origin: aviary_core::spec::Origin {
+            file: format!("cluster:metrictemplates/{namespace}/{name}"),
+            line: 0,
+        },
+        provider: MetricProvider {
+            provider_type: text(provider, "type").unwrap_or_else(|| "prometheus".to_string()),
+            address: text(provider, "address"),
+            secret_ref,
+            insecure_skip_verify: provider
+                .get("insecureSkipVerify")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            region: text(provider, "region"),
+            headers,
+        },
+        query,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aviary_core::spec::decode::decode_documents;
+
+    const CANARY: &str = r#"
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: nginx
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo-deploy
+  ingressRef:
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    name: podinfo-ing
+  service:
+    name: podinfo-svc
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 5
+    maxWeight: 50
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+    - name: error-rate
+      templateRef:
+        name: error-rate
+      templateVariables:
+        code: "5.*"
+      thresholdRange:
+        max: 1
+    - name: missing
+      templateRef:
+        name: nowhere
+      thresholdRange:
+        max: 1
+"#;
+
+    fn canary(text: &str) -> Canary {
+        match decode_documents("canary.yaml", text) {
+            Ok(mut d) if !d.canaries.is_empty() => d.canaries.remove(0),
+            Ok(_) => panic!("no canary"),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn the_context_is_flaggers_metric_model() {
+        let c = canary(CANARY);
+        let ctx = MetricContext::from_canary(&c, &Provider::Nginx);
+        assert_eq!(ctx.name, "podinfo");
+        assert_eq!(ctx.namespace, "test");
+        assert_eq!(ctx.target, "podinfo-deploy");
+        assert_eq!(ctx.service, "podinfo-svc");
+        assert_eq!(ctx.ingress, "podinfo-ing");
+        assert_eq!(ctx.route, "podinfo-deploy");
+        let plain = canary(&CANARY.replace(
+            "  ingressRef:\n    apiVersion: networking.k8s.io/v1\n    kind: Ingress\n    name: podinfo-ing\n",
+            "",
+        ));
+        let ctx = MetricContext::from_canary(&plain, &Provider::Istio);
+        assert_eq!(ctx.ingress, "podinfo-deploy");
+        assert_eq!(ctx.provider, Provider::Istio);
+    }
+
+    #[tokio::test]
+    async fn evaluation_errors_are_outcomes_not_panics() {
+        let c = canary(CANARY);
+        let e = Evaluator::new(&c, &Provider::Nginx, Vec::new(), None, None, Auth::None);
+        match e.evaluate("nope").await {
+            MetricOutcome::Error(m) => assert!(m.contains("no metric named nope"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match e.evaluate("request-success-rate").await {
+            MetricOutcome::Error(m) => assert!(m.contains("no Prometheus address"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match e.evaluate("missing").await {
+            MetricOutcome::Error(m) => {
+                assert!(m.contains("MetricTemplate nowhere.test not found"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn templates_with_unsupported_providers_or_unread_secrets_are_errors() {
+        let c = canary(CANARY);
+        let mut t = MetricTemplate {
+            api_version: aviary_core::spec::ApiVersion::FlaggerV1beta1,
+            name: "error-rate".into(),
+            namespace: "test".into(),
+            origin: aviary_core::spec::Origin {
+                file: "t.yaml".into(),
+                line: 1,
+            },
+            provider: MetricProvider {
+                provider_type: "datadog".into(),
+                address: Some("http://127.0.0.1:1".into()),
+                ..MetricProvider::default()
+            },
+            query: "sum(x{code=~\"{{ variables.code }}\"})".into(),
+        };
+        let e = Evaluator::new(
+            &c,
+            &Provider::Nginx,
+            vec![t.clone()],
+            None,
+            None,
+            Auth::None,
+        );
+        match e.evaluate("error-rate").await {
+            MetricOutcome::Error(m) => assert!(m.contains("datadog is not supported"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        t.provider.provider_type = "prometheus".into();
+        t.provider.secret_ref = Some(ObjectRef {
+            name: "prom-auth".into(),
+            ..ObjectRef::default()
+        });
+        let e = Evaluator::new(
+            &c,
+            &Provider::Nginx,
+            vec![t.clone()],
+            None,
+            None,
+            Auth::None,
+        );
+        match e.evaluate("error-rate").await {
+            MetricOutcome::Error(m) => {
+                assert!(
+                    m.contains("Secret prom-auth.test") && m.contains("no cluster"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        t.query = "sum(x{code=~\"{{ variables.status }}\"})".into();
+        t.provider.secret_ref = None;
+        let e = Evaluator::new(&c, &Provider::Nginx, vec![t], None, None, Auth::None);
+        match e.evaluate("error-rate").await {
+            MetricOutcome::Error(m) => {
+                assert!(m.starts_with("MetricTemplate error-rate.test: "), "{m}");
+                assert!(m.contains("`status`"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The runner may spawn evaluations: the evaluator is shareable and its futures are `Send`.
+    #[test]
+    fn evaluations_can_be_spawned() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        let c = canary(CANARY);
+        let e = Evaluator::new(&c, &Provider::Nginx, Vec::new(), None, None, Auth::None);
+        send_sync(&e);
+        send(&e.evaluate("request-success-rate"));
+    }
+
+    #[test]
+    fn default_credentials_go_only_to_the_default_address() {
+        let c = canary(CANARY);
+        let e = Evaluator::new(
+            &c,
+            &Provider::Nginx,
+            Vec::new(),
+            None,
+            Some("https://prom.example/".into()),
+            Auth::Bearer("t".into()),
+        );
+        assert_eq!(e.auth_for("https://prom.example"), Auth::Bearer("t".into()));
+        assert_eq!(e.auth_for("https://elsewhere.example"), Auth::None);
+    }
+
+    #[test]
+    fn cluster_templates_are_read_from_json() {
+        let data = serde_json::json!({
+            "spec": {
+                "provider": {
+                    "type": "prometheus",
+                    "address": "http://prom:9090",
+                    "secretRef": {"name": "auth"},
+                    "insecureSkipVerify": true,
+                    "headers": {"X-Scope-OrgID": "tenant"}
+                },
+                "query": "vector(1)"
+            }
+        });
+        match template_from_json("t", "ns", &data) {
+            Ok(t) => {
+                assert_eq!(t.query, "vector(1)");
+                assert_eq!(t.provider.address.as_deref(), Some("http://prom:9090"));
+                assert_eq!(
+                    t.provider.secret_ref.map(|s| s.name).as_deref(),
+                    Some("auth")
+                );
+                assert!(t.provider.insecure_skip_verify);
+                assert_eq!(
+                    t.provider.headers.get("X-Scope-OrgID").map(String::as_str),
+                    Some("tenant")
+                );
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(template_from_json("t", "ns", &serde_json::json!({"spec": {}})).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Webhooks, called the way Flagger calls them (and so compatible with the flagger-loadtester):
+//! a POST of `{name, namespace, phase, checksum, metadata}`, success for 200-202, a per-hook
+//! timeout (default 10s) and `retries` extra attempts.
+//!
+//! The per-hook timeout bounds the whole call (connect, send, answer); opening the connection is
+//! also bounded by [`crate::http::CONNECT_TIMEOUT`]. Of a failing answer only the first
+//! [`crate::http::WEBHOOK_EXCERPT`] bytes are read, for the message; a successful answer's body is
+//! not read at all. The hook's URL appears in messages redacted ([`aviary_core::urls::redact`]): a
+//! `user:password@` or a `?token=` never reaches a log, a report or an annotation.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use aviary_core::engine::{HookOutcome, Phase};
+use aviary_core::spec::Webhook;
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    name: &'a str,
+    namespace: &'a str,
+    phase: &'a str,
+    checksum: &'a str,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metadata: &'a std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone)]
+pub struct WebhookCaller {
+    http: reqwest::Client,
+}
+
+impl Default for WebhookCaller {
+    fn default() -> Self {
+        WebhookCaller::new()
+    }
+}
+
+impl WebhookCaller {
+    pub fn new() -> WebhookCaller {
+        WebhookCaller {
+            http: crate::http::client_builder().build().unwrap_or_default(),
+        }
+    }
+
+    /// Calls `hook` for canary `name.namespace` in `phase`.
+    pub async fn call(
+        &self,
+        hook: &Webhook,
+        name: &str,
+        namespace: &str,
+        phase: Phase,
+        checksum: &str,
+    ) -> HookOutcome {
+        let payload = Payload {
+            name,
+            namespace,
+            phase: phase.as_str(),
+            checksum,
+            metadata: &hook.metadata,
+        };
+        let shown = aviary_core::urls::redact(&hook.url);
+        let mut last = String::new();
+        for attempt in 0..=hook.retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
+            }
+            let result = self
+                .http
+                .post(&hook.url)
+                .timeout(hook.timeout)
+                .json(&payload)
+                .send()
+                .await;
+            match result {
+                Ok(response) => {
+                    let status = response.status();
+                    if (200..=202).contains(&status.as_u16()) {
+                        return HookOutcome::Pass;
+                    }
+                    // Only the start of the answer is read: a hook that answers with a huge body
+                    // costs one small buffer, and the connection is closed after it.
+                    let excerpt = crate::http::read_at_most(
+                        crate::http::body_stream(response),
+                        crate::http::WEBHOOK_EXCERPT,
+                    )
+                    .await
+                    .map(|e| aviary_core::urls::redact_in_text(&e.text(300)))
+                    .unwrap_or_default();
+                    last = if excerpt.is_empty() {
+                        format!("{shown} returned {status}")
+                    } else {
+                        format!("{shown} returned {status}: {excerpt}")
+                    };
+                }
+                Err(e) if e.is_timeout() => {
+                    last = format!("{shown} timed out after {:?}", hook.timeout)
+                }
+                Err(e) => last = format!("{shown}: {}", crate::http::describe(&e)),
+            }
+        }
+        HookOutcome::Fail(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aviary_core::spec::HookType;
+
+    fn hook(url: &str) -> Webhook {
+        Webhook {
+            name: "acceptance".into(),
+            hook_type: HookType::Rollout,
+            url: url.into(),
+            timeout: Duration::from_secs(5),
+            retries: 0,
+            mute_alert: false,
+            metadata: Default::default(),
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(f),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn fail_message(outcome: HookOutcome) -> String {
+        match outcome {
+            HookOutcome::Fail(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failing_hook_is_named_without_its_credentials_with_the_start_of_its_answer() {
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let message = block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(wiremock::matchers::method("POST"))
+                .respond_with(ResponseTemplate::new(503).set_body_string("y".repeat(5000)))
+                .mount(&server)
+                .await;
+            let url = server.uri().replace("http://", "http://aviary:hunter2@")
+                + "/hook?token=s3cr3t&v=1";
+            let outcome = WebhookCaller::new()
+                .call(&hook(&url), "podinfo", "test", Phase::Progressing, "abc")
+                .await;
+            (fail_message(outcome), server.uri())
+        });
+        let (message, uri) = message;
+        let host = uri.trim_start_matches("http://");
+        assert!(
+            message.starts_with(&format!(
+                "http://***@{host}/hook?token=***&v=1 returned 503 Service Unavailable: yyy"
+            )),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2") && !message.contains("s3cr3t"));
+        // 300 characters of the answer and an ellipsis, not 5000.
+        assert!(message.ends_with('…') && message.len() < 500, "{message}");
+    }
+
+    #[test]
+    fn a_hook_that_cannot_be_reached_is_named_without_its_credentials() {
+        let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(a) => a.port(),
+            Err(e) => panic!("{e}"),
+        };
+        let url = format!("http://aviary:hunter2@127.0.0.1:{port}/?api_key=s3cr3t");
+        let message = fail_message(block_on(WebhookCaller::new().call(
+            &hook(&url),
+            "podinfo",
+            "test",
+            Phase::Progressing,
+            "abc",
+        )));
+        assert!(
+            message.starts_with(&format!(
+                "http://***@127.0.0.1:{port}/?api_key=***: error sending request"
+            )),
+            "{message}"
+        );
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+}
