@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aviary::sandbox::metrics::MetricsChoice;
-use aviary::sandbox::{
+use aviary_sandbox::metrics::MetricsChoice;
+use aviary_sandbox::{
     time_to_primary, Options, ProxyChoice, Router, Sandbox, Scenario, STABLE_TAG,
 };
 
@@ -160,7 +160,7 @@ fn main() {
         .expect("a runtime");
     let (cold_median, cold_max) = cold_start();
     let installed =
-        aviary::sandbox::metrics::find_prometheus().is_some() || splitter::find_haproxy().is_some();
+        aviary_sandbox::metrics::find_prometheus().is_some() || splitter::find_haproxy().is_some();
     let sets: &[Components] = if installed {
         &[Components::Installed, Components::Embedded]
     } else {

@@ -1,8 +1,13 @@
-//! Command-line definitions.
+//! Command-line definitions, and the one place flags become typed requests
+//! (`aviary_core::request`): each `…Args::request` checks its values and names a bad one as the
+//! flag the user typed. Nothing past `cmd` sees a clap struct.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use aviary_core::request::{self, BadValue, CanarySource, Origin};
+use aviary_hosts::HostChoice;
 
 use crate::logging::LogFormat;
 
@@ -67,8 +72,10 @@ pub enum Command {
     /// See a release on this machine: an emulated cluster, the demo app as real processes, a real
     /// traffic split and metrics from real requests; releases the shipped example live and ends
     /// with the verdict and the report a pipeline would get.
+    #[cfg(feature = "sandbox")]
     Sandbox(aviary_sandbox::SandboxArgs),
     /// The sandbox's demo app (started by `aviary sandbox`).
+    #[cfg(feature = "sandbox")]
     #[command(hide = true)]
     DemoApp(aviary_sandbox::app::DemoAppArgs),
 }
@@ -77,8 +84,13 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct StepArgs {
     /// The pipeline host; `auto` finds it from the environment.
-    #[arg(long, value_enum, default_value = "auto", env = "AVIARY_HOST")]
-    pub host: aviary_hosts::HostChoice,
+    #[arg(
+        long,
+        default_value = "auto",
+        env = "AVIARY_HOST",
+        value_parser = host_choice()
+    )]
+    pub host: HostChoice,
 
     /// Where to write the JSON report (default: the `report` input, else the host's default).
     #[arg(long, value_name = "FILE")]
@@ -334,4 +346,119 @@ pub struct DeployArgs {
     /// Write the JSON report to this file, also when the deploy fails.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+/// `--host`: the names clap lists in `--help` and checks, read into a [`HostChoice`].
+fn host_choice() -> impl clap::builder::TypedValueParser<Value = HostChoice> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(HostChoice::NAMES)
+        .try_map(|name| name.parse::<HostChoice>())
+}
+
+impl RenderSource {
+    pub fn source(&self) -> request::RenderSource {
+        request::RenderSource {
+            skaffold_file: self.skaffold_file.clone(),
+            profile: self.profile.clone(),
+            images: self.images.clone(),
+            build_artifacts: self.build_artifacts.clone(),
+        }
+    }
+}
+
+impl ClusterArgs {
+    pub fn cluster(&self) -> Result<request::Cluster, BadValue> {
+        Ok(request::Cluster {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            request_timeout: request::duration(
+                Origin::Flag,
+                "request-timeout",
+                &self.request_timeout,
+                "15s",
+            )?,
+        })
+    }
+}
+
+impl RolloutArgs {
+    pub fn request(&self) -> Result<request::Rollout, BadValue> {
+        // clap requires exactly one of -f and --target.
+        let canary = match (&self.file, &self.target) {
+            (Some(file), _) => CanarySource::File(file.clone()),
+            (None, Some(target)) => CanarySource::Target(target.clone()),
+            (None, None) => {
+                return Err(BadValue {
+                    setting: "--file".into(),
+                    message: "give the Canary with -f FILE, or a target with --target".into(),
+                    help: "for example: aviary rollout --target prod".into(),
+                })
+            }
+        };
+        Ok(request::Rollout {
+            canary,
+            source: self.source.source(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            provider: request::provider(Origin::Flag, "provider", &self.provider)?,
+            cluster: self.cluster.cluster()?,
+            timeout: match &self.timeout {
+                Some(t) => Some(request::duration(Origin::Flag, "timeout", t, "30m")?),
+                None => None,
+            },
+            prometheus: request::Prometheus {
+                url: self.prometheus_url.clone(),
+                token: self.prometheus_token.clone(),
+                username: self.prometheus_username.clone(),
+                password: self.prometheus_password.clone(),
+            },
+            report: self.report.clone(),
+        })
+    }
+}
+
+impl DeployArgs {
+    pub fn request(&self) -> Result<request::Deploy, BadValue> {
+        Ok(request::Deploy {
+            target: self.target.clone(),
+            source: self.source.source(),
+            namespace: self.namespace.clone(),
+            cluster: self.cluster.cluster()?,
+            timeout: request::duration(Origin::Flag, "timeout", &self.timeout, "5m")?,
+            prune: self.prune,
+            report: self.report.clone(),
+        })
+    }
+}
+
+impl RenderArgs {
+    pub fn request(&self) -> request::Render {
+        request::Render {
+            target: self.target.clone(),
+            source: self.source.source(),
+            output: self.output.clone(),
+        }
+    }
+}
+
+impl CanaryArgs {
+    pub fn request(&self) -> Result<request::CanaryFile, BadValue> {
+        Ok(request::CanaryFile {
+            file: self.file.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            provider: request::provider(Origin::Flag, "provider", &self.provider)?,
+        })
+    }
+}
+
+impl SimulateArgs {
+    pub fn request(&self) -> Result<request::Simulate, BadValue> {
+        Ok(request::Simulate {
+            canary: self.canary.request()?,
+            metrics: self.metrics.clone(),
+            max_ticks: self.max_ticks,
+            report: self.report.clone(),
+        })
+    }
 }

@@ -1,27 +1,39 @@
+//! aviary: progressive delivery as one pipeline step.
+//!
+//! The binary is thin: [`cli`] parses flags (clap only), [`logging`] sets up `tracing`, and
+//! [`cmd`] holds one file per command, the only place that wires the crates together:
+//! `aviary-core` (pure: spec, engine, judge, report), `aviary-kube` (the cluster, routers,
+//! metrics, rendering and the runner), `aviary-hosts` (GitHub Actions, Tekton, Cloud Deploy)
+//! and, with the `sandbox` feature, `aviary-sandbox`.
+
+mod cli;
+mod cmd;
+mod logging;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use aviary::cli::Cli;
+use cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // An unknown --log-level is a usage error like any other bad flag: clap's message, exit 2.
-    if let Err(message) = aviary::logging::check_level(&cli.log_level) {
+    if let Err(message) = logging::check_level(&cli.log_level) {
         Cli::command()
             .error(clap::error::ErrorKind::InvalidValue, message)
             .exit();
     }
     // One TLS provider for every client in the process (kube, reqwest, object_store, octocrab).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Err(message) = aviary::logging::init(cli.log_format, &cli.log_level) {
+    if let Err(message) = logging::init(cli.log_format, &cli.log_level) {
         eprintln!("error: {message}");
-        return ExitCode::from(aviary::exit::Exit::InvalidInput.code());
+        return ExitCode::from(aviary_core::exit::Exit::InvalidInput.code());
     }
-    match aviary::app::run(cli) {
+    match cmd::run(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
         // `aviary plan | head`: the reader went away; that is not a failure of ours.
-        Err(aviary::app::AppError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(cmd::AppError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -25,10 +25,9 @@ use proptest::test_runner::{
     Config as RunnerConfig, RngAlgorithm, TestCaseError, TestRng, TestRunner,
 };
 
-use aviary::app::AppError;
-use aviary::engine::Config;
-use aviary::simulate::Timeline;
-use aviary::spec::{self, Provider, SpecError};
+use aviary_core::engine::Config;
+use aviary_core::simulate::Timeline;
+use aviary_core::spec::{self, Provider, SpecError};
 
 /// The most one input may take (read, decode, plan or simulate). Real inputs take milliseconds;
 /// this is far from any slow machine and far below an exponential blow-up.
@@ -290,7 +289,7 @@ fn check_spec(text: &str) -> Result<(), TestCaseError> {
             for c in &docs.canaries {
                 let config = Config::from_canary(c, &Provider::Istio);
                 // Plans may be refused (a Canary that never promotes); they may not panic or hang.
-                let _ = aviary::plan::compute(&config);
+                let _ = aviary_core::plan::compute(&config);
             }
         }
         Err(SpecError::Invalid { errors, warnings }) => {
@@ -313,10 +312,10 @@ fn check_timeline(config: &Config, text: &str) -> Result<(), TestCaseError> {
     let start = Instant::now();
     match Timeline::parse("timeline.yaml", text, config) {
         Ok(timeline) => {
-            let run = aviary::simulate::simulate_run(config, &timeline, 300);
+            let run = aviary_core::simulate::simulate_run(config, &timeline, 300);
             prop_assert!(run.is_ok(), "{:?}", run.err());
         }
-        Err(AppError::Spec(SpecError::Invalid { errors, warnings })) => {
+        Err(SpecError::Invalid { errors, warnings }) => {
             prop_assert!(!errors.is_empty());
             check_diagnostics("timeline.yaml", text, &errors)?;
             check_diagnostics("timeline.yaml", text, &warnings)?;

@@ -694,7 +694,7 @@ fn action_yml_and_dockerfile_agree_with_the_binary() {
     let dockerfile = read(&root().join("Dockerfile"));
     assert!(action.contains("using: docker"), "{action}");
     assert!(action.contains("image: Dockerfile"), "{action}");
-    for input in aviary::host::INPUTS {
+    for input in aviary_hosts::INPUTS {
         assert!(
             action.contains(&format!("\n  {input}:\n")),
             "action.yml does not declare the input {input}"
@@ -724,7 +724,7 @@ fn action_yml_and_dockerfile_agree_with_the_binary() {
     assert!(!final_stage.contains("\nUSER "), "{final_stage}");
     // The Tekton Task reads the same inputs, as PARAM_*.
     let task = read(&root().join("tekton/task/aviary/0.1/aviary.yaml"));
-    for input in aviary::host::INPUTS.iter().filter(|i| {
+    for input in aviary_hosts::INPUTS.iter().filter(|i| {
         !matches!(
             **i,
             "github-token" | "environment" | "environment-url" | "prometheus-token"

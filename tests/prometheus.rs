@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aviary::engine::MetricOutcome;
-use aviary::metrics::{
+use aviary_core::engine::MetricOutcome;
+use aviary_core::spec::{BuiltinMetric, Provider};
+use aviary_kube::metrics::{
     builtin_query, render_template, Auth, Evaluator, MetricContext, MetricError, PrometheusClient,
 };
-use aviary::spec::{BuiltinMetric, Provider};
 use serde_json::json;
 
 // =============================================================================================
@@ -664,7 +664,7 @@ spec:
     ));
     let podinfo = find_canary(&docs, "podinfo");
     let backend = find_canary(&docs, "backend");
-    let evaluator = |canary: &aviary::spec::Canary, provider: Provider| {
+    let evaluator = |canary: &aviary_core::spec::Canary, provider: Provider| {
         Evaluator::new(
             canary,
             &provider,
@@ -842,7 +842,7 @@ spec:
 }
 
 /// MetricTemplates and their Secrets come from the cluster when the spec files do not have them.
-async fn cluster_templates_and_secrets(proxy_base: &str, podinfo: &aviary::spec::Canary) {
+async fn cluster_templates_and_secrets(proxy_base: &str, podinfo: &aviary_core::spec::Canary) {
     use kube_emulator::{Config, Emulator, ResourceType};
     let config = Config {
         namespaces: vec!["default".into(), "test".into(), "monitoring".into()],
@@ -1014,14 +1014,14 @@ spec:
     )
 }
 
-fn decode(text: &str) -> aviary::spec::Documents {
-    match aviary::spec::decode::decode_documents("specs.yaml", text) {
+fn decode(text: &str) -> aviary_core::spec::Documents {
+    match aviary_core::spec::decode::decode_documents("specs.yaml", text) {
         Ok(d) => d,
         Err(e) => panic!("{e:?}\n{text}"),
     }
 }
 
-fn find_canary(docs: &aviary::spec::Documents, name: &str) -> aviary::spec::Canary {
+fn find_canary(docs: &aviary_core::spec::Documents, name: &str) -> aviary_core::spec::Canary {
     match docs.canaries.iter().find(|c| c.name == name) {
         Some(c) => c.clone(),
         None => panic!("no Canary {name}"),
@@ -1524,11 +1524,11 @@ fn judged_prometheus(canary_latency: f64, canary_errors: u64) -> String {
 async fn the_judge_scores_canary_against_primary() {
     let docs = decode(JUDGED);
     let canary = find_canary(&docs, "podinfo");
-    let config = aviary::engine::Config::from_canary(&canary, &Provider::GatewayApi);
+    let config = aviary_core::engine::Config::from_canary(&canary, &Provider::GatewayApi);
     let last = config.metrics.last().map(|m| (m.name.clone(), m.kind));
     assert_eq!(
         last,
-        Some(("judge".to_string(), aviary::engine::MetricKind::Judge))
+        Some(("judge".to_string(), aviary_core::engine::MetricKind::Judge))
     );
 
     let score = |url: String| {

@@ -75,7 +75,7 @@ fn stderr(out: &Output) -> String {
 }
 
 fn parse_yaml(label: &str, text: &str) -> Vec<Value> {
-    match aviary::spec::yaml::parse_documents(label, text) {
+    match aviary_core::spec::yaml::parse_documents(label, text) {
         Ok(docs) => docs.iter().map(|d| d.to_json()).collect(),
         Err(e) => panic!("{label} is not YAML: {e:?}\n{text}"),
     }

@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aviary::report::Verdict;
-use aviary::sandbox::load::{Sample, Stats};
-use aviary::sandbox::metrics::MetricsChoice;
-use aviary::sandbox::{
+use aviary_core::report::Verdict;
+use aviary_sandbox::load::{Sample, Stats};
+use aviary_sandbox::metrics::MetricsChoice;
+use aviary_sandbox::{
     time_to_primary, Options, ProxyChoice, Release, Router, Sandbox, Scenario, STABLE_TAG,
 };
 
@@ -25,7 +25,7 @@ fn workdir(name: &str) -> PathBuf {
 
 fn require_real_components() {
     assert!(
-        aviary::sandbox::metrics::find_prometheus().is_some(),
+        aviary_sandbox::metrics::find_prometheus().is_some(),
         "these tests run Debian's prometheus: install it (bash .ci/run does) or set AVIARY_PROMETHEUS_BIN"
     );
     assert!(
@@ -210,7 +210,7 @@ async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
     // Every answer names the Deployment whose process served it: the canary is `podinfo`,
     // the primary `podinfo-primary`. The version alone cannot tell them apart once the
     // promotion has copied 2.0.0 to the primary.
-    let canary = aviary::sandbox::CANARY;
+    let canary = aviary_sandbox::CANARY;
     let primary = format!("{canary}-primary");
     // No request without the header ever reached the canary: not before, during or after
     // the A/B test, nor while the primary was promoted (its weight stays 0 throughout).
@@ -273,7 +273,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
     );
     child.start_kill().expect("SIGKILL");
     let _ = child.wait().await;
-    let killed_at = aviary::runner::wall_ms();
+    let killed_at = aviary_kube::runner::wall_ms();
     // Killed without warning, it leaves traffic where it was: the clients are still served.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let meanwhile = Stats::of(&sb.load.since(killed_at));
@@ -580,7 +580,7 @@ fn signal_the_sandbox(name: &str, signal: &str, deliver: Deliver) -> Signalled {
     let marker = format!(
         "{name}-{}-{}",
         std::process::id(),
-        aviary::runner::wall_ms()
+        aviary_kube::runner::wall_ms()
     );
     let leftovers = KillLeftovers(marker.clone());
     let mut child = std::process::Command::new(aviary_under_test())
@@ -631,7 +631,7 @@ fn signal_the_sandbox(name: &str, signal: &str, deliver: Deliver) -> Signalled {
         }
     }
     let tree = descendants(pid);
-    let signal_ms = aviary::runner::wall_ms();
+    let signal_ms = aviary_kube::runner::wall_ms();
     let target = match deliver {
         Deliver::Process => pid.to_string(),
         Deliver::Group => format!("-{pid}"),
@@ -716,7 +716,7 @@ fn assert_stopped_cleanly(s: &Signalled, signal: &str) {
     assert_eq!(report["verdict"], "cancelled", "{out}");
     // 5. The split the proxy applied last, after the signal, sends everything to the
     //    primary (1.0.0); before the signal it had sent 20% to the canary.
-    let changes: Vec<aviary::sandbox::kubelet::SplitChange> = serde_json::from_str(
+    let changes: Vec<aviary_sandbox::kubelet::SplitChange> = serde_json::from_str(
         &std::fs::read_to_string(s.dir.join("splits.json")).expect("the split log"),
     )
     .expect("a JSON split log");

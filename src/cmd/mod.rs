@@ -1,12 +1,31 @@
-//! Runs a parsed command line: shared loading of the Canary, error reporting, exit codes.
+//! The commands: one file each, and the only place that wires the crates together. A command
+//! takes its typed request (from `cli`, or from a host in `step` and `cloud-deploy`), calls
+//! `aviary_kube` and `aviary_core`, and returns an exit code; here is what they share: the error
+//! every command can stop with, loading the Canary, and writing reports.
+
+pub mod cloud_deploy;
+pub mod control;
+pub mod deploy;
+pub mod plan;
+pub mod render;
+pub mod rollout;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod simulate;
+pub mod status;
+pub mod step;
+pub mod validate;
 
 use std::io::Write;
 
-use crate::cli::{CanaryArgs, Cli, Command};
 use aviary_core::engine::{Config, EngineError};
 use aviary_core::exit::Exit;
+use aviary_core::report::{Report, Verdict};
+use aviary_core::request::{BadValue, CanaryFile};
+use aviary_core::spec::{self, Canary, Diagnostic, SpecError};
+
+use crate::cli::{Cli, Command};
 use crate::logging;
-use aviary_core::spec::{self, Canary, Diagnostic, Provider, SpecError};
 
 /// Everything that can stop a command, mapped to an exit code.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +49,11 @@ pub enum AppError {
     Deploy(Box<aviary_kube::deploy::DeployError>),
     #[error(transparent)]
     Render(#[from] aviary_kube::render::RenderError),
+    /// A host's inputs that cannot be used.
+    #[error(transparent)]
+    Host(#[from] aviary_hosts::HostError),
+    #[error(transparent)]
+    Plan(#[from] aviary_core::plan::PlanError),
     /// The machine failed us (a process that would not start, a port, a file).
     #[error("{0}")]
     Runtime(String),
@@ -56,7 +80,11 @@ impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
             // A file the user named but we cannot read is bad input, not a broken environment.
-            AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
+            AppError::Spec(_) | AppError::Input { .. } | AppError::Host(_) => Exit::InvalidInput,
+            AppError::Plan(e) => match e {
+                aviary_core::plan::PlanError::Engine(_) => Exit::Runtime,
+                aviary_core::plan::PlanError::NeverPromotes { .. } => Exit::InvalidInput,
+            },
             AppError::Engine(_) | AppError::Output(_) | AppError::Runtime(_) => Exit::Runtime,
             AppError::Render(e) => e.exit(),
             AppError::Deploy(e) => match e.as_ref() {
@@ -88,6 +116,13 @@ impl AppError {
                 message,
                 help: Some(help),
             } => tracing::error!("{message}\n  help: {help}"),
+            AppError::Host(aviary_hosts::HostError {
+                message,
+                help: Some(help),
+            }) => tracing::error!("{message}\n  help: {help}"),
+            AppError::Plan(e) if e.help().is_some() => {
+                tracing::error!("{e}\n  help: {}", e.help().unwrap_or_default())
+            }
             other => tracing::error!("{other}"),
         }
     }
@@ -96,27 +131,29 @@ impl AppError {
 pub fn run(cli: Cli) -> Result<Exit, AppError> {
     let mut out = std::io::stdout().lock();
     let exit = match cli.command {
-        Command::Validate(args) => crate::validate::run(&args, &mut out)?,
-        Command::Plan(args) => aviary_core::plan::run(&args, &mut out)?,
-        Command::Simulate(args) => aviary_core::simulate::run(&args, &mut out)?,
-        Command::Deploy(args) => crate::rollout::deploy(&args)?,
-        Command::Rollout(args) => crate::rollout::rollout(&args)?,
-        Command::Status(args) => crate::status::run(&args, &mut out)?,
-        Command::Promote(args) => crate::rollout::promote(&args)?,
-        Command::Abort(args) => crate::rollout::abort(&args)?,
-        Command::Render(args) => aviary_kube::render::run(&args, &mut out)?,
-        Command::Step(args) => aviary_hosts::run(&args)?,
-        Command::CloudDeploy => aviary_hosts::cloud_deploy::run(aviary_hosts::process_env())?,
-        Command::Sandbox(args) => aviary_sandbox::run(&args)?,
-        Command::DemoApp(args) => aviary_sandbox::app::run(&args)?,
+        Command::Validate(args) => validate::run(&args, &mut out)?,
+        Command::Plan(args) => plan::run(&args.canary.request()?, args.json, &mut out)?,
+        Command::Simulate(args) => simulate::run(&args.request()?, args.json, &mut out)?,
+        Command::Deploy(args) => deploy::run(&args.request()?)?,
+        Command::Rollout(args) => rollout::run(&args.request()?)?,
+        Command::Status(args) => status::run(&args, &mut out)?,
+        Command::Promote(args) => control::promote(&args)?,
+        Command::Abort(args) => control::abort(&args)?,
+        Command::Render(args) => render::run(&args.request(), &mut out)?,
+        Command::Step(args) => step::run(&args)?,
+        Command::CloudDeploy => cloud_deploy::run(aviary_hosts::process_env())?,
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => sandbox::run(&args)?,
+        #[cfg(feature = "sandbox")]
+        Command::DemoApp(args) => sandbox::demo_app(&args)?,
     };
     out.flush()?;
     Ok(exit)
 }
 
 /// Reads the Canary a command works on, reporting the spec's warnings on the way.
-pub fn load_canary(args: &CanaryArgs) -> Result<Canary, AppError> {
-    let docs = spec::load_file(&args.file)?;
+pub fn load_canary(args: &CanaryFile) -> Result<Canary, AppError> {
+    let docs = aviary_kube::files::load_spec_file(&args.file)?;
     let file = args.file.display().to_string();
     pick_canary(docs, &file, args.name.as_deref(), args.namespace.as_deref())
 }
@@ -181,29 +218,10 @@ pub fn pick_canary(
     Ok(canary)
 }
 
-/// Parses `--provider`.
-pub fn default_provider(name: &str) -> Result<Provider, AppError> {
-    Ok(match name {
-        "kubernetes" => Provider::Kubernetes,
-        "kubernetes:replicas" => Provider::KubernetesReplicas,
-        "istio" => Provider::Istio,
-        "gloo" => Provider::Gloo,
-        "nginx" => Provider::Nginx,
-        "gatewayapi" | "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
-        other => {
-            return Err(
-                AppError::input(format!("--provider: unknown provider {other:?}"))
-                    .with_help("use one of kubernetes, istio, gloo, nginx, gatewayapi"),
-            )
-        }
-    })
-}
-
 /// The engine's view of the Canary named by `args`.
-pub fn load_config(args: &CanaryArgs) -> Result<(Canary, Config), AppError> {
-    let provider = default_provider(&args.provider)?;
+pub fn load_config(args: &CanaryFile) -> Result<(Canary, Config), AppError> {
     let canary = load_canary(args)?;
-    let config = Config::from_canary(&canary, &provider);
+    let config = Config::from_canary(&canary, &args.provider);
     Ok((canary, config))
 }
 
@@ -222,4 +240,68 @@ impl From<aviary_kube::deploy::DeployError> for AppError {
     fn from(e: aviary_kube::deploy::DeployError) -> Self {
         AppError::Deploy(Box::new(e))
     }
+}
+
+impl From<BadValue> for AppError {
+    fn from(e: BadValue) -> Self {
+        AppError::Input {
+            message: e.to_string(),
+            help: Some(e.help),
+        }
+    }
+}
+
+/// Writes `--report` (also for a command that failed) and turns a report into its exit code.
+pub fn finish(
+    result: Result<Report, AppError>,
+    path: Option<&std::path::Path>,
+    command: &str,
+) -> Result<Exit, AppError> {
+    let (report, err) = match result {
+        Ok(report) => (report, None),
+        Err(e) => (failed_report(&e, command), Some(e)),
+    };
+    write_report(&report, path)?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(aviary_core::report::exit_of(&report)),
+    }
+}
+
+/// Writes `report` to the `--report` file, when one was asked for.
+pub fn write_report(report: &Report, path: Option<&std::path::Path>) -> Result<(), AppError> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    aviary_kube::files::write_report(report, path).map_err(|e| {
+        AppError::Output(std::io::Error::new(
+            e.kind(),
+            format!("--report {}: {e}", path.display()),
+        ))
+    })
+}
+
+/// The report of a command that stopped on an error.
+pub fn failed_report(err: &AppError, command: &str) -> Report {
+    let mut report = Report::new(Verdict::Failed);
+    report.command = Some(command.to_string());
+    if let AppError::Run(run) = err {
+        if let aviary_kube::runner::RunError::GaveUp { traffic, .. } = run.as_ref() {
+            report.traffic = Some(*traffic);
+        }
+    }
+    report.message = Some(match err {
+        AppError::Spec(SpecError::Invalid { errors, .. }) => errors
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    });
+    report.exit(err.exit())
+}
+
+/// The runtime of a command that talks to the cluster or a host's API.
+pub fn runtime() -> Result<tokio::runtime::Runtime, AppError> {
+    aviary_kube::runtime().map_err(AppError::Output)
 }

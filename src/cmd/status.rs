@@ -10,11 +10,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use crate::app::AppError;
+use super::control::namespace;
+use super::runtime;
+use super::AppError;
 use crate::cli::ControlArgs;
 use aviary_core::engine::{Engine, Phase, RouteScope, Routes, Strategy};
 use aviary_core::exit::Exit;
-use crate::rollout::{namespace, runtime};
 use aviary_kube::routing::{self, Observed};
 use aviary_kube::runner::RunError;
 use aviary_kube::state::{self, StateStore};

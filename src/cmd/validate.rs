@@ -4,10 +4,10 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::app::{self, AppError};
+use super::{self as app, AppError};
 use crate::cli::ValidateArgs;
-use aviary_core::exit::Exit;
 use crate::logging;
+use aviary_core::exit::Exit;
 use aviary_core::spec::{self, Canary, Diagnostic, Documents, MetricTemplate, SpecError};
 
 #[derive(Serialize)]
@@ -24,7 +24,7 @@ pub fn run(args: &ValidateArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
     let mut results = Vec::new();
     for path in &args.files {
         let file = path.display().to_string();
-        match spec::load_file(path) {
+        match aviary_kube::files::load_spec_file(path) {
             Ok(docs) => results.push((file, Ok(docs))),
             Err(SpecError::Invalid { errors, warnings }) => {
                 results.push((file, Err((errors, warnings))))

@@ -760,11 +760,11 @@ spec:
     address: ftp://metrics.test
   query: up
 ";
-    let docs = match aviary::spec::load_str("canary.yaml", canary) {
+    let docs = match aviary_core::spec::load_str("canary.yaml", canary) {
         Ok(d) => d,
         Err(e) => panic!("{e}"),
     };
-    let errors = match aviary::urls::check_addresses(
+    let errors = match aviary_core::urls::check_addresses(
         &docs.canaries[0],
         &docs.templates,
         Some("not a url"),
@@ -808,12 +808,12 @@ spec:
         .replace("prometheus:9090", "http://prometheus:9090")
         .replace("http://admin:hunter2@", "http://admin:hunter2@gate.test/")
         .replace("ftp://metrics.test", "https://metrics.test/prefix");
-    let docs = match aviary::spec::load_str("canary.yaml", &good) {
+    let docs = match aviary_core::spec::load_str("canary.yaml", &good) {
         Ok(d) => d,
         Err(e) => panic!("{e}"),
     };
     assert_eq!(
-        aviary::urls::check_addresses(
+        aviary_core::urls::check_addresses(
             &docs.canaries[0],
             &docs.templates,
             Some("http://prometheus.monitoring:9090")

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::spec::duration::parse_go_duration;
+use crate::spec::Provider;
 
 /// Where the values of a request were given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,26 @@ pub fn duration(
         setting: origin.name(key),
         message: e.to_string(),
         help: origin.example(key, example),
+    })
+}
+
+/// Reads the provider `value` of the setting `key` (`provider`): assumed for a Canary that sets
+/// no `spec.provider`, as Flagger's `-mesh-provider` flag.
+pub fn provider(origin: Origin, key: &str, value: &str) -> Result<Provider, BadValue> {
+    Ok(match value.trim() {
+        "kubernetes" => Provider::Kubernetes,
+        "kubernetes:replicas" => Provider::KubernetesReplicas,
+        "istio" => Provider::Istio,
+        "gloo" => Provider::Gloo,
+        "nginx" => Provider::Nginx,
+        "gatewayapi" | "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
+        other => {
+            return Err(BadValue {
+                setting: origin.name(key),
+                message: format!("unknown provider {other:?}"),
+                help: "use one of kubernetes, istio, gloo, nginx, gatewayapi".into(),
+            })
+        }
     })
 }
 
@@ -198,7 +219,7 @@ pub struct Rollout {
     /// For a Canary (and rendered objects) that name none.
     pub namespace: Option<String>,
     /// Assumed when the Canary sets no `spec.provider` (Flagger's `-mesh-provider`).
-    pub provider: String,
+    pub provider: Provider,
     pub cluster: Cluster,
     /// Give up after this long, returning traffic to the primary.
     pub timeout: Option<Duration>,
@@ -235,7 +256,8 @@ pub struct CanaryFile {
     pub file: PathBuf,
     pub name: Option<String>,
     pub namespace: Option<String>,
-    pub provider: String,
+    /// Assumed when the Canary sets no `spec.provider`.
+    pub provider: Provider,
 }
 
 /// `simulate`: the engine on a simulated clock against a timeline.
@@ -268,6 +290,15 @@ mod tests {
         assert_eq!(
             duration(Origin::Input, "timeout", " 90s ", "30m").ok(),
             Some(Duration::from_secs(90))
+        );
+        let bad = provider(Origin::Input, "provider", "linkerd").unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "input `provider`: unknown provider \"linkerd\""
+        );
+        assert_eq!(
+            provider(Origin::Flag, "provider", "gatewayapi:v1beta1").ok(),
+            Some(Provider::GatewayApi)
         );
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Env, Level, PipelineHost, StepRequest};
+use super::{Env, FinishError, Level, PipelineHost, StepRequest};
 use aviary_core::engine::sim::TickLog;
 use aviary_core::report::{summary, Report, Verdict};
 
@@ -231,13 +231,12 @@ async fn post<B: Serialize, R: DeserializeOwned>(
         let status = response.status();
         let stream = http_body_util::BodyDataStream::new(response.into_body());
         if !status.is_success() {
-            let excerpt =
-                aviary_kube::http::read_at_most(stream, 4096)
-                    .await
-                    .unwrap_or(aviary_kube::http::Excerpt {
-                        bytes: Vec::new(),
-                        truncated: false,
-                    });
+            let excerpt = aviary_kube::http::read_at_most(stream, 4096)
+                .await
+                .unwrap_or(aviary_kube::http::Excerpt {
+                    bytes: Vec::new(),
+                    truncated: false,
+                });
             // GitHub's errors are `{"message": ..., "documentation_url": ...}`.
             let message = serde_json::from_slice::<serde_json::Value>(&excerpt.bytes)
                 .ok()
@@ -358,17 +357,21 @@ impl Github {
         ))
     }
 
-    fn append(&self, var: &str, text: &str) -> Result<(), String> {
+    fn append(&self, var: &str, text: &str) -> Result<(), FinishError> {
         let Some(path) = self.var(var) else {
             return Ok(());
+        };
+        let failed = |source| FinishError::Write {
+            what: format!("${var}"),
+            path: path.clone(),
+            source,
         };
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
-            .map_err(|e| format!("${var} ({path}): {e}"))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| format!("${var} ({path}): {e}"))
+            .map_err(failed)?;
+        f.write_all(text.as_bytes()).map_err(failed)
     }
 
     fn outputs(&self, report: &Report, report_path: &std::path::Path) -> String {
@@ -407,6 +410,10 @@ impl Github {
 impl PipelineHost for Github {
     fn name(&self) -> &'static str {
         "github"
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        Github::var(self, name)
     }
 
     fn raw_input(&self, name: &str) -> Option<String> {
@@ -491,9 +498,12 @@ impl PipelineHost for Github {
             .clone()
             .unwrap_or_else(|| req.target.clone());
         let description = format!("aviary {} of target {}", req.command.as_str(), req.target);
-        self.deadline =
-            aviary_kube::http::timeout_from_env("AVIARY_GITHUB_TIMEOUT", aviary_kube::http::GITHUB_TIMEOUT);
-        let rt = match crate::rollout::runtime() {
+        self.deadline = aviary_kube::http::timeout_from(
+            "AVIARY_GITHUB_TIMEOUT",
+            self.var("AVIARY_GITHUB_TIMEOUT"),
+            aviary_kube::http::GITHUB_TIMEOUT,
+        );
+        let rt = match aviary_kube::runtime() {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::warn!("no GitHub Deployment: {e}");
@@ -535,7 +545,11 @@ impl PipelineHost for Github {
         self.rt = Some(rt);
     }
 
-    fn finish(&mut self, report: &Report, report_path: &std::path::Path) -> Result<(), String> {
+    fn finish(
+        &mut self,
+        report: &Report,
+        report_path: &std::path::Path,
+    ) -> Result<(), FinishError> {
         self.end();
         let mut problems = Vec::new();
         if let Err(e) = self.append("GITHUB_OUTPUT", &self.outputs(report, report_path)) {
@@ -607,11 +621,7 @@ impl PipelineHost for Github {
             // Connections still open to a GitHub that does not answer are dropped, not awaited.
             rt.shutdown_background();
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        FinishError::from_all(problems)
     }
 
     fn default_report(&self) -> PathBuf {

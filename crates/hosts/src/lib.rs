@@ -5,7 +5,12 @@
 //! Tekton's `PARAM_*`, `AVIARY_INPUT_*` elsewhere), maps them onto aviary's commands (render,
 //! deploy, rollout, release, simulate), and reports the verdict in the host's terms
 //! ([`PipelineHost::finish`]). Cloud Deploy's custom target is a different shape of request
-//! (RENDER and DEPLOY with GCS paths) and has its own driver in [`cloud_deploy`].
+//! (RENDER and DEPLOY with GCS paths): [`cloud_deploy`] reads it and writes its `results.json`.
+//!
+//! A host only reads and reports: it turns its inputs into a [`StepRequest`] and from that into
+//! the typed requests of `aviary_core::request` (a bad value named as the input the user set),
+//! and the binary's `step` command runs them. Every environment variable a host reads comes
+//! through the injected [`Env`], so tests give a map and nothing leaks in from the process.
 
 pub mod cloud_deploy;
 pub mod gcs;
@@ -14,14 +19,9 @@ pub mod tekton;
 
 use std::path::{Path, PathBuf};
 
-use crate::app::AppError;
-use crate::cli::{
-    CanaryArgs, ClusterArgs, DeployArgs, RenderArgs, RenderSource, RolloutArgs, SimulateArgs,
-    StepArgs,
-};
 use aviary_core::exit::Exit;
-use aviary_core::report::{Log, Observer, Report, Verdict};
-use crate::rollout::{self, RunContext};
+use aviary_core::report::{Observer, Report};
+use aviary_core::request::{self, BadValue, CanarySource, Origin, RenderSource};
 
 /// Reads one environment variable; `None` when unset. Hosts take one, so tests can give a map.
 pub type Env = dyn Fn(&str) -> Option<String> + Send + Sync;
@@ -31,8 +31,40 @@ pub fn process_env() -> Box<Env> {
     Box::new(|k: &str| std::env::var(k).ok())
 }
 
+/// Why a step's inputs cannot be used (exit 2, bad input).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HostError {
+    pub message: String,
+    /// The fix.
+    pub help: Option<String>,
+}
+
+impl HostError {
+    pub fn new(message: impl Into<String>, help: impl Into<String>) -> HostError {
+        HostError {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    /// Bad input: exit 2.
+    pub fn exit(&self) -> Exit {
+        Exit::InvalidInput
+    }
+}
+
+impl From<BadValue> for HostError {
+    fn from(e: BadValue) -> Self {
+        HostError {
+            help: Some(e.help.clone()),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Which host to speak to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostChoice {
     /// Find out from the environment: `GITHUB_ACTIONS=true`, `CLOUD_DEPLOY_REQUEST_TYPE`,
     /// Tekton's `/tekton/results`; else local.
@@ -42,6 +74,32 @@ pub enum HostChoice {
     Tekton,
     /// No pipeline host: inputs from `AVIARY_INPUT_<NAME>`, the report file only.
     Local,
+}
+
+impl HostChoice {
+    /// The spellings `--host` accepts.
+    pub const NAMES: &'static [&'static str] =
+        &["auto", "github", "cloud-deploy", "tekton", "local"];
+}
+
+impl std::str::FromStr for HostChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "auto" => HostChoice::Auto,
+            "github" => HostChoice::Github,
+            "cloud-deploy" => HostChoice::CloudDeploy,
+            "tekton" => HostChoice::Tekton,
+            "local" => HostChoice::Local,
+            other => {
+                return Err(format!(
+                    "unknown host {other:?}; use one of {}",
+                    HostChoice::NAMES.join(", ")
+                ))
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +146,8 @@ pub trait PipelineHost {
     /// The input `name` (action.yml / Task param spelling, e.g. `kube-context`) as given, `None`
     /// when unset.
     fn raw_input(&self, name: &str) -> Option<String>;
+    /// The environment variable `name` of the step (through the injected [`Env`]).
+    fn var(&self, name: &str) -> Option<String>;
     /// The input `name`, trimmed; `None` when unset or empty.
     fn input(&self, name: &str) -> Option<String> {
         self.raw_input(name)
@@ -108,9 +168,39 @@ pub trait PipelineHost {
     /// Called once the inputs are read, before anything changes.
     fn started(&mut self, _req: &StepRequest) {}
     /// Reports the verdict (outputs, summary, results). An error here fails the step.
-    fn finish(&mut self, report: &Report, report_path: &Path) -> Result<(), String>;
+    fn finish(&mut self, report: &Report, report_path: &Path) -> Result<(), FinishError>;
     /// Where the JSON report goes when the `report` input is not given.
     fn default_report(&self) -> PathBuf;
+}
+
+/// Why a host could not report a verdict (the step then fails).
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// A file the host reads after the step (`$GITHUB_OUTPUT`, a Tekton result).
+    #[error("{what} ({path}): {source}")]
+    Write {
+        what: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Values the host would refuse (Tekton results over their size limit).
+    #[error("the results weigh {total} bytes, over Tekton's {limit}; use a shorter report path")]
+    TooLarge { total: usize, limit: usize },
+    /// More than one of the above.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<FinishError>),
+}
+
+impl FinishError {
+    /// `Ok` when `problems` is empty, else the one problem or all of them.
+    pub fn from_all(mut problems: Vec<FinishError>) -> Result<(), FinishError> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(FinishError::Several(problems)),
+        }
+    }
 }
 
 /// No pipeline host: inputs from `AVIARY_INPUT_<NAME>`.
@@ -130,7 +220,11 @@ impl PipelineHost for Local {
         ))
     }
 
-    fn finish(&mut self, _report: &Report, _report_path: &Path) -> Result<(), String> {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    fn finish(&mut self, _report: &Report, _report_path: &Path) -> Result<(), FinishError> {
         Ok(())
     }
 
@@ -189,6 +283,9 @@ pub struct StepRequest {
     pub timeout: String,
     pub prometheus_url: Option<String>,
     pub prometheus_token: Option<String>,
+    /// Basic auth for Prometheus, from `AVIARY_PROMETHEUS_USERNAME`/`_PASSWORD` only (never inputs).
+    pub prometheus_username: Option<String>,
+    pub prometheus_password: Option<String>,
     pub metrics: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub report: Option<PathBuf>,
@@ -226,7 +323,7 @@ pub const INPUTS: &[&str] = &[
 
 impl StepRequest {
     /// Reads the inputs of `host`.
-    pub fn read(host: &dyn PipelineHost) -> Result<StepRequest, AppError> {
+    pub fn read(host: &dyn PipelineHost) -> Result<StepRequest, HostError> {
         let get = |n: &str| host.input(n);
         let command = match get("command").as_deref() {
             None | Some("release") => StepCommand::Release,
@@ -235,10 +332,10 @@ impl StepRequest {
             Some("rollout") => StepCommand::Rollout,
             Some("simulate") => StepCommand::Simulate,
             Some(other) => {
-                return Err(
-                    AppError::input(format!("input `command`: unknown command {other:?}"))
-                        .with_help("use one of release, render, deploy, rollout, simulate"),
-                )
+                return Err(HostError::new(
+                    format!("input `command`: unknown command {other:?}"),
+                    "use one of release, render, deploy, rollout, simulate",
+                ))
             }
         };
         let path = |n: &str| get(n).map(PathBuf::from);
@@ -270,10 +367,11 @@ impl StepRequest {
             namespace: get("namespace"),
             provider: get("provider").unwrap_or_else(|| "istio".into()),
             timeout: get("timeout").unwrap_or_else(|| "30m".into()),
-            prometheus_url: get("prometheus-url")
-                .or_else(|| std::env::var("AVIARY_PROMETHEUS_URL").ok()),
+            prometheus_url: get("prometheus-url").or_else(|| host.var("AVIARY_PROMETHEUS_URL")),
             prometheus_token: get("prometheus-token")
-                .or_else(|| std::env::var("AVIARY_PROMETHEUS_TOKEN").ok()),
+                .or_else(|| host.var("AVIARY_PROMETHEUS_TOKEN")),
+            prometheus_username: host.var("AVIARY_PROMETHEUS_USERNAME"),
+            prometheus_password: host.var("AVIARY_PROMETHEUS_PASSWORD"),
             metrics: path("metrics"),
             output_dir: path("output-dir").unwrap_or_else(|| "aviary-rendered".into()),
             report: path("report"),
@@ -284,26 +382,32 @@ impl StepRequest {
         if req.command == StepCommand::Simulate
             && (req.canary_file.is_none() || req.metrics.is_none())
         {
-            return Err(AppError::input(
+            return Err(HostError::new(
                 "command simulate needs the inputs `canary-file` and `metrics`",
-            )
-            .with_help("for example canary-file: k8s/canary.yaml, metrics: k8s/timeline.yaml"));
+                "for example canary-file: k8s/canary.yaml, metrics: k8s/timeline.yaml",
+            ));
+        }
+        // A bad value is refused before anything changes, named as the input it came from.
+        match req.command {
+            StepCommand::Rollout | StepCommand::Release => {
+                req.rollout()?;
+            }
+            StepCommand::Simulate => {
+                req.simulate()?;
+            }
+            StepCommand::Render | StepCommand::Deploy => {}
         }
         Ok(req)
     }
 
     /// Values that must never be shown: tokens and passwords, from inputs or the environment.
     pub fn secrets(&self) -> Vec<String> {
-        let mut out: Vec<String> = [&self.github_token, &self.prometheus_token]
+        let mut out: Vec<String> = [&self.github_token]
             .into_iter()
             .flatten()
             .cloned()
             .collect();
-        for var in ["AVIARY_PROMETHEUS_TOKEN", "AVIARY_PROMETHEUS_PASSWORD"] {
-            if let Ok(v) = std::env::var(var) {
-                out.push(v);
-            }
-        }
+        out.extend(self.prometheus().secrets().map(String::from));
         out.retain(|s| !s.trim().is_empty());
         out
     }
@@ -317,46 +421,81 @@ impl StepRequest {
         }
     }
 
-    fn cluster(&self) -> ClusterArgs {
-        ClusterArgs {
+    fn cluster(&self) -> request::Cluster {
+        request::Cluster {
             kubeconfig: self.kubeconfig.clone(),
             context: self.kube_context.clone(),
-            request_timeout: "15s".into(),
+            ..request::Cluster::default()
         }
     }
 
-    fn deploy_args(&self, target: &str) -> DeployArgs {
-        DeployArgs {
+    fn prometheus(&self) -> request::Prometheus {
+        request::Prometheus {
+            url: self.prometheus_url.clone(),
+            token: self.prometheus_token.clone(),
+            username: self.prometheus_username.clone(),
+            password: self.prometheus_password.clone(),
+        }
+    }
+
+    /// The deploy of `target` (the dev target of a release, or the step's target).
+    pub fn deploy(&self, target: &str) -> request::Deploy {
+        request::Deploy {
             target: target.to_string(),
             source: self.source(),
             namespace: self.namespace.clone(),
             cluster: self.cluster(),
-            timeout: "5m".into(),
+            timeout: std::time::Duration::from_secs(300),
             prune: false,
             report: None,
         }
     }
 
-    pub fn rollout_args(&self) -> RolloutArgs {
-        RolloutArgs {
-            file: self.canary_file.clone(),
-            target: if self.canary_file.is_some() {
-                None
-            } else {
-                Some(self.target.clone())
+    /// The rollout of the step's target (or of `canary-file`).
+    pub fn rollout(&self) -> Result<request::Rollout, BadValue> {
+        Ok(request::Rollout {
+            canary: match &self.canary_file {
+                Some(file) => CanarySource::File(file.clone()),
+                None => CanarySource::Target(self.target.clone()),
             },
             source: self.source(),
             name: self.canary_name.clone(),
             namespace: self.namespace.clone(),
-            provider: self.provider.clone(),
+            provider: request::provider(Origin::Input, "provider", &self.provider)?,
             cluster: self.cluster(),
-            timeout: Some(self.timeout.clone()),
-            prometheus_url: self.prometheus_url.clone(),
-            prometheus_token: self.prometheus_token.clone(),
-            prometheus_username: std::env::var("AVIARY_PROMETHEUS_USERNAME").ok(),
-            prometheus_password: std::env::var("AVIARY_PROMETHEUS_PASSWORD").ok(),
+            timeout: Some(request::duration(
+                Origin::Input,
+                "timeout",
+                &self.timeout,
+                "30m",
+            )?),
+            prometheus: self.prometheus(),
             report: None,
+        })
+    }
+
+    /// The render of the step's target into `output-dir`.
+    pub fn render(&self) -> request::Render {
+        request::Render {
+            target: self.target.clone(),
+            source: self.source(),
+            output: self.output_dir.clone(),
         }
+    }
+
+    /// The simulation of `canary-file` against `metrics` (both checked by [`StepRequest::read`]).
+    pub fn simulate(&self) -> Result<request::Simulate, BadValue> {
+        Ok(request::Simulate {
+            canary: request::CanaryFile {
+                file: self.canary_file.clone().unwrap_or_default(),
+                name: self.canary_name.clone(),
+                namespace: self.namespace.clone(),
+                provider: request::provider(Origin::Input, "provider", &self.provider)?,
+            },
+            metrics: self.metrics.clone().unwrap_or_default(),
+            max_ticks: None,
+            report: None,
+        })
     }
 }
 
@@ -367,165 +506,6 @@ pub fn host(kind: HostKind, env: Box<Env>) -> Box<dyn PipelineHost> {
         HostKind::Tekton => Box::new(tekton::Tekton::new(env)),
         HostKind::Local | HostKind::CloudDeploy => Box::new(Local { env }),
     }
-}
-
-/// `aviary step`.
-pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
-    let env = process_env();
-    let kind = detect(args.host, &*env);
-    if kind == HostKind::CloudDeploy {
-        return cloud_deploy::run(env);
-    }
-    let mut host = host(kind, env);
-    let (mut report, report_path) = match StepRequest::read(&*host) {
-        Ok(req) => {
-            for secret in req.secrets() {
-                host.mask(&secret);
-            }
-            let path = args
-                .report
-                .clone()
-                .or_else(|| req.report.clone())
-                .unwrap_or_else(|| host.default_report());
-            tracing::info!(
-                "aviary {} on {}: target {}",
-                req.command.as_str(),
-                host.name(),
-                req.target
-            );
-            host.started(&req);
-            let report = match execute(&req, &mut *host) {
-                Ok(report) => report,
-                Err(e) => failure(&mut *host, &e, req.command.as_str()),
-            };
-            (report, path)
-        }
-        Err(e) => {
-            let path = args.report.clone().unwrap_or_else(|| host.default_report());
-            (failure(&mut *host, &e, "step"), path)
-        }
-    };
-    report.host = Some(host.name().to_string());
-    let mut exit = rollout::exit_of(&report);
-    if let Err(e) = report.write(&report_path) {
-        tracing::error!("cannot write the report {}: {e}", report_path.display());
-        exit = if exit == Exit::Success {
-            Exit::Runtime
-        } else {
-            exit
-        };
-    }
-    if let Err(e) = host.finish(&report, &report_path) {
-        tracing::error!("cannot report to {}: {e}", host.name());
-        exit = if exit == Exit::Success {
-            Exit::Runtime
-        } else {
-            exit
-        };
-    }
-    Ok(exit)
-}
-
-/// Logs an error, annotates the host with it (spec errors at their file and line), and turns it
-/// into a report.
-fn failure(host: &mut dyn PipelineHost, err: &AppError, command: &str) -> Report {
-    host.end();
-    err.report();
-    if let AppError::Spec(aviary_core::spec::SpecError::Invalid { errors, warnings }) = err {
-        for (level, d) in errors
-            .iter()
-            .map(|d| (Level::Error, d))
-            .chain(warnings.iter().map(|d| (Level::Warning, d)))
-        {
-            let title = if d.path.is_empty() {
-                "aviary: invalid spec".to_string()
-            } else {
-                d.path.clone()
-            };
-            let message = match &d.help {
-                Some(help) => format!("{}\nhelp: {help}", d.message),
-                None => d.message.clone(),
-            };
-            host.annotate(level, &title, &message, Some((&d.file, d.line)));
-        }
-    }
-    rollout::failed_report(err, command)
-}
-
-/// Runs the stages of a step, each in its own section of the log.
-fn execute(req: &StepRequest, host: &mut dyn PipelineHost) -> Result<Report, AppError> {
-    match req.command {
-        StepCommand::Render => {
-            host.begin(&format!("aviary render {}", req.target));
-            let args = RenderArgs {
-                target: req.target.clone(),
-                source: req.source(),
-                output: req.output_dir.clone(),
-            };
-            aviary_kube::render::run(&args, &mut std::io::sink())?;
-            host.end();
-            let mut report = Report::new(Verdict::Rendered);
-            report.command = Some("render".into());
-            report.target = Some(req.target.clone());
-            report.message = Some(format!("rendered to {}", req.output_dir.display()));
-            Ok(report.exit(Exit::Success))
-        }
-        StepCommand::Deploy => {
-            host.begin(&format!("aviary deploy {}", req.target));
-            let report = rollout::run_deploy(&req.deploy_args(&req.target))?;
-            host.end();
-            Ok(report)
-        }
-        StepCommand::Rollout => rollout_stage(req, host),
-        StepCommand::Release => {
-            let mut warnings = Vec::new();
-            if let Some(dev) = req.dev_target.as_deref().filter(|d| *d != req.target) {
-                host.begin(&format!("aviary deploy {dev}"));
-                let dev_report = rollout::run_deploy(&req.deploy_args(dev))?;
-                warnings.extend(dev_report.warnings);
-                host.end();
-            }
-            let mut report = rollout_stage(req, host)?;
-            report.command = Some("release".into());
-            warnings.append(&mut report.warnings);
-            report.warnings = warnings;
-            Ok(report)
-        }
-        StepCommand::Simulate => {
-            host.begin("aviary simulate");
-            let args = SimulateArgs {
-                canary: CanaryArgs {
-                    file: req.canary_file.clone().unwrap_or_default(),
-                    name: req.canary_name.clone(),
-                    namespace: req.namespace.clone(),
-                    provider: req.provider.clone(),
-                },
-                metrics: req.metrics.clone().unwrap_or_default(),
-                json: false,
-                max_ticks: None,
-                report: None,
-            };
-            let (_, report) = aviary_core::simulate::run_report(&args)?;
-            host.end();
-            Ok(report)
-        }
-    }
-}
-
-fn rollout_stage(req: &StepRequest, host: &mut dyn PipelineHost) -> Result<Report, AppError> {
-    let title = format!("aviary rollout {}", req.target);
-    host.begin(&title);
-    let log = Log::new();
-    if let Some(observer) = host.progress(title) {
-        log.observe(observer);
-    }
-    let ctx = RunContext {
-        log,
-        ..RunContext::default()
-    };
-    let report = rollout::run_rollout(&req.rollout_args(), ctx)?;
-    host.end();
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::{Env, PipelineHost};
+use super::{Env, FinishError, PipelineHost};
 use aviary_core::report::Report;
 
 /// What all results of a step may weigh together (Tekton's termination message limit).
@@ -49,27 +49,36 @@ impl PipelineHost for Tekton {
         (self.env)(&format!("PARAM_{}", name.replace('-', "_").to_uppercase()))
     }
 
-    fn finish(&mut self, report: &Report, report_path: &std::path::Path) -> Result<(), String> {
+    fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    fn finish(
+        &mut self,
+        report: &Report,
+        report_path: &std::path::Path,
+    ) -> Result<(), FinishError> {
         let results = Self::results(report, report_path);
         let total: usize = results.iter().map(|(n, v)| n.len() + v.len()).sum();
         if total > RESULTS_LIMIT {
-            return Err(format!(
-                "the results weigh {total} bytes, over Tekton's {RESULTS_LIMIT}; use a shorter report path"
-            ));
+            return Err(FinishError::TooLarge {
+                total,
+                limit: RESULTS_LIMIT,
+            });
         }
         let mut problems = Vec::new();
         for (name, value) in results {
             let path = self.result_path(name);
             // Tekton reads a result as written: no trailing newline.
-            if let Err(e) = std::fs::write(&path, value.as_bytes()) {
-                problems.push(format!("result {name} ({}): {e}", path.display()));
+            if let Err(source) = std::fs::write(&path, value.as_bytes()) {
+                problems.push(FinishError::Write {
+                    what: format!("result {name}"),
+                    path: path.display().to_string(),
+                    source,
+                });
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        FinishError::from_all(problems)
     }
 
     fn default_report(&self) -> PathBuf {

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
-use aviary_core::engine::Readiness;
 use crate::workload::deployment_readiness;
+use aviary_core::engine::Readiness;
 
 /// The label that says which deploy target an object belongs to (`--prune` works by it).
 pub const TARGET_LABEL: &str = "aviary.dev/target";

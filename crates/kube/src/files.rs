@@ -49,8 +49,6 @@ fn open(path: &Path) -> std::io::Result<File> {
     File::open(path)
 }
 
-
-
 /// Reads every document of `path`. The file is named in messages as it was given.
 pub fn load_spec_file(path: &Path) -> Result<Documents, SpecError> {
     let label = path.display().to_string();
@@ -73,7 +71,6 @@ pub fn read_spec_input(path: &Path) -> Result<String, SpecError> {
         },
     })
 }
-
 
 /// Writes `report` as pretty JSON to `path`, making its directory when it has none.
 pub fn write_report(report: &Report, path: &Path) -> std::io::Result<()> {

@@ -167,18 +167,28 @@ pub fn size(n: usize) -> String {
 /// A timeout from the environment variable `var` (a Go duration such as `30s`), else `default`.
 /// A value that cannot be read is reported and the default used.
 pub fn timeout_from_env(var: &str, default: Duration) -> Duration {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => match aviary_core::spec::duration::parse_go_duration(v.trim()) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
-                tracing::warn!("{var}=\"{v}\": a timeout must be more than 0; using {default:?}");
-                default
+    timeout_from(var, std::env::var(var).ok(), default)
+}
+
+/// A timeout from `value`, the value of the variable `var` in an environment the caller holds
+/// (a host's), else `default`; as [`timeout_from_env`] for the process environment.
+pub fn timeout_from(var: &str, value: Option<String>, default: Duration) -> Duration {
+    match value {
+        Some(v) if !v.trim().is_empty() => {
+            match aviary_core::spec::duration::parse_go_duration(v.trim()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    tracing::warn!(
+                        "{var}=\"{v}\": a timeout must be more than 0; using {default:?}"
+                    );
+                    default
+                }
+                Err(e) => {
+                    tracing::warn!("{var}=\"{v}\": {e}; using {default:?} (write it as 30s or 2m)");
+                    default
+                }
             }
-            Err(e) => {
-                tracing::warn!("{var}=\"{v}\": {e}; using {default:?} (write it as 30s or 2m)");
-                default
-            }
-        },
+        }
         _ => default,
     }
 }

@@ -28,3 +28,12 @@ pub mod runner;
 pub mod state;
 pub mod webhooks;
 pub mod workload;
+
+/// The async runtime of one command (a cluster command, a host's API calls): two workers, all
+/// drivers. One per process.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

@@ -15,16 +15,16 @@ use kube::Client;
 use tokio::time::Instant;
 
 use crate::cluster::ClusterError;
-use aviary_core::engine::{
-    Answer, Command, Config, Engine, Input, Phase, Request, Routes, Severity, State, Step, Workload,
-};
 use crate::lease::{Keeper, LeaseLost, LockError};
-use aviary_core::report::TrafficLeft;
 use crate::routing::{self, TrafficRouter};
-use aviary_core::spec::{Canary, HookType, Provider};
 use crate::state::{SavedSpec, StateStore, ABORT_ANNOTATION, APPROVE_ANNOTATION};
 use crate::webhooks::WebhookCaller;
 use crate::workload::{Promotion, Workloads};
+use aviary_core::engine::{
+    Answer, Command, Config, Engine, Input, Phase, Request, Routes, Severity, State, Step, Workload,
+};
+use aviary_core::report::TrafficLeft;
+use aviary_core::spec::{Canary, HookType, Provider};
 
 /// How soon a tick that waited on a workload's readiness is repeated.
 const READINESS_POLL: Duration = Duration::from_secs(2);

@@ -4,7 +4,7 @@
 
 use promlite::{eval_instant, eval_range, labels, Storage, Value};
 
-const BUILTIN_RS: &str = include_str!("../../../src/metrics/builtin.rs");
+const BUILTIN_RS: &str = include_str!("../../kube/src/metrics/builtin.rs");
 
 /// `(const name, raw text)` of every `const NAME: &str = r#"..."#;` in builtin.rs.
 fn builtin_texts() -> Vec<(String, String)> {

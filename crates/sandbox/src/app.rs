@@ -28,7 +28,6 @@ use axum::Router;
 use clap::Args;
 use tokio::io::AsyncReadExt;
 
-use crate::app::AppError;
 use aviary_core::exit::Exit;
 
 /// podinfo's histogram buckets (seconds).
@@ -305,7 +304,7 @@ async fn metrics(State(demo): State<Arc<Demo>>) -> Response {
 }
 
 /// Runs the demo app until stdin closes or a signal arrives.
-pub fn run(args: &DemoAppArgs) -> Result<Exit, AppError> {
+pub fn run(args: &DemoAppArgs) -> std::io::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -36,7 +36,6 @@ use kube_emulator::Emulator;
 use splitter::{Engine, Splitter};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::app::AppError;
 use aviary_core::exit::Exit;
 use kubelet::{Node, NodeState};
 use load::{Load, LoadConfig, Stats, TaggedRequests};
@@ -62,19 +61,19 @@ pub const ROLLOUT_GRACE: Duration = Duration::from_secs(30);
 pub const EXAMPLE: [(&str, &str); 4] = [
     (
         "skaffold.yaml",
-        include_str!("../../examples/sandbox/skaffold.yaml"),
+        include_str!("../../../examples/sandbox/skaffold.yaml"),
     ),
     (
         "k8s/deployment.yaml",
-        include_str!("../../examples/sandbox/k8s/deployment.yaml"),
+        include_str!("../../../examples/sandbox/k8s/deployment.yaml"),
     ),
     (
         "k8s/canary.yaml",
-        include_str!("../../examples/sandbox/k8s/canary.yaml"),
+        include_str!("../../../examples/sandbox/k8s/canary.yaml"),
     ),
     (
         "k8s/canary-ab.yaml",
-        include_str!("../../examples/sandbox/k8s/canary-ab.yaml"),
+        include_str!("../../../examples/sandbox/k8s/canary-ab.yaml"),
     ),
 ];
 
@@ -213,6 +212,9 @@ pub enum SandboxError {
     /// A choice this machine cannot honour (exit 2).
     #[error("sandbox: {0}")]
     Setup(String),
+    /// Options that do not go together (exit 2), with the fix.
+    #[error("{message}")]
+    Usage { message: String, help: String },
     /// The first release did not leave the primary serving.
     #[error("sandbox: {0}")]
     Bootstrap(String),
@@ -221,12 +223,10 @@ pub enum SandboxError {
     Interrupted(StopSignal),
 }
 
-impl From<SandboxError> for AppError {
-    fn from(e: SandboxError) -> AppError {
-        match e {
-            SandboxError::Setup(m) => AppError::input(m),
-            other => AppError::Runtime(other.to_string()),
-        }
+impl SandboxError {
+    /// The user's to fix (exit 2), not the machine's.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SandboxError::Setup(_) | SandboxError::Usage { .. })
     }
 }
 
@@ -690,13 +690,15 @@ pub fn time_to_primary(samples: &[load::Sample], decided_ms: u64, primary_versio
 }
 
 /// `aviary sandbox`.
-pub fn run(args: &SandboxArgs) -> Result<Exit, AppError> {
+pub fn run(args: &SandboxArgs) -> Result<Exit, SandboxError> {
     if args.scenario == Scenario::Ab && !args.router.matches_headers() {
-        return Err(AppError::input(format!(
-            "--scenario ab needs a router that can route by header; {} cannot",
-            args.router.name()
-        ))
-        .with_help("use --router gatewayapi or --router istio"));
+        return Err(SandboxError::Usage {
+            message: format!(
+                "--scenario ab needs a router that can route by header; {} cannot",
+                args.router.name()
+            ),
+            help: "use --router gatewayapi or --router istio".into(),
+        });
     }
     let aviary = std::env::current_exe()?;
     let workdir = match &args.workdir {
@@ -732,7 +734,7 @@ async fn run_scenario(
     args: &SandboxArgs,
     options: Options,
     interrupt: Interrupt,
-) -> Result<Exit, AppError> {
+) -> Result<Exit, SandboxError> {
     let scenario = args.scenario;
     let mut out = std::io::stdout();
     let t0 = Instant::now();
@@ -912,7 +914,7 @@ async fn releases(
     args: &SandboxArgs,
     report_path: &Path,
     stamp: impl Fn() -> String + Copy,
-) -> Result<Option<Release>, AppError> {
+) -> Result<Option<Release>, SandboxError> {
     let scenario = args.scenario;
     let mut out = std::io::stdout();
     if sandbox.interrupt.get().is_some() {
@@ -932,7 +934,7 @@ async fn releases(
     {
         Ok(_) => {}
         Err(SandboxError::Interrupted(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
     let before = aviary_kube::runner::wall_ms();
     writeln!(
@@ -985,7 +987,7 @@ async fn releases(
     {
         Ok(second) => Ok(Some(second)),
         Err(SandboxError::Interrupted(_)) => Ok(None),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -997,7 +999,7 @@ fn report_release(
     report_path: &Path,
     workdir: &Path,
     samples: &[load::Sample],
-) -> Result<(), AppError> {
+) -> Result<(), SandboxError> {
     let scenario = args.scenario;
     match &second.report {
         Some(report) => {

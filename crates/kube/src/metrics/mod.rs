@@ -24,7 +24,9 @@ pub use prometheus::{Auth, PrometheusClient};
 pub use template::render_template;
 
 use aviary_core::engine::MetricOutcome;
-use aviary_core::spec::{Canary, MetricProvider, MetricSource, MetricTemplate, ObjectRef, Provider};
+use aviary_core::spec::{
+    Canary, MetricProvider, MetricSource, MetricTemplate, ObjectRef, Provider,
+};
 
 /// Per-attempt timeout of a query (Flagger's Prometheus client uses 5 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -64,13 +64,13 @@ pub fn find_tool() -> Result<Tool, RenderError> {
 }
 
 #[cfg(unix)]
-pub(crate) fn is_executable(p: &Path) -> bool {
+pub fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(not(unix))]
-pub(crate) fn is_executable(p: &Path) -> bool {
+pub fn is_executable(p: &Path) -> bool {
     p.is_file() || p.with_extension("exe").is_file()
 }
 

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use aviary_core::request::RenderSource;
 use aviary_core::exit::Exit;
+use aviary_core::request::RenderSource;
 use aviary_core::spec::Diagnostic;
 
 pub use emit::to_yaml;
@@ -370,7 +370,11 @@ pub fn options(target: &str, source: &RenderSource) -> Result<RenderOptions, Ren
 /// Writes `rendered` to `output`: `manifests.yaml` (and `canary.yaml` when there are Canary
 /// documents) in that directory, or both on `out`, manifests first, when `output` is `-`. Each
 /// file is written through a temporary one, so a reader never sees half a file.
-pub fn write_output(rendered: &Rendered, output: &Path, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn write_output(
+    rendered: &Rendered,
+    output: &Path,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let manifests = to_yaml(&rendered.objects);
     let canary = to_yaml(&rendered.canary_docs);
     if output.as_os_str() == "-" {

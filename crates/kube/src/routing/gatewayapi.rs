@@ -12,9 +12,9 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch};
 use serde_json::{json, Value};
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
+use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
 use aviary_core::spec::{Canary, HeaderOperations, HttpMatch, StringMatch};
-use crate::workload::Workloads;
 
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,

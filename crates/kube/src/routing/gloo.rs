@@ -18,9 +18,9 @@ use kube::Client;
 use serde_json::{json, Map, Value};
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
+use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
 use aviary_core::spec::{Canary, CustomMetadata, HttpMatch, ObjectRef, StringMatch};
-use crate::workload::Workloads;
 
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,

@@ -11,8 +11,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::cluster::{retry, ClusterError};
-use aviary_core::engine::{RouteScope, Routes};
 use crate::workload::Workloads;
+use aviary_core::engine::{RouteScope, Routes};
 
 use super::{canonical, Observed, TrafficRouter};
 

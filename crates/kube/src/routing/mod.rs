@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
 use crate::cluster::ClusterError;
+use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
 use aviary_core::spec::{Canary, Provider};
-use crate::workload::Workloads;
 
 /// What every traffic provider does for the engine.
 pub trait TrafficRouter: Send + Sync {
@@ -211,9 +211,9 @@ mod saved {
 
     use super::{Observed, TrafficRouter};
     use crate::cluster::{retry, ClusterError, MANAGED_BY};
+    use crate::workload::Workloads;
     use aviary_core::engine::{Config, Routes};
     use aviary_core::spec::{self, ApiVersion, Canary, ObjectRef, Origin, Provider};
-    use crate::workload::Workloads;
 
     /// The Canary a saved `Config` implies, with the apex Service `service` on `port`.
     pub(super) fn canary(
@@ -447,7 +447,7 @@ mod saved {
 }
 
 /// Escapes the characters a regular expression gives a meaning to.
-pub(crate) fn regex_escape(s: &str) -> String {
+pub fn regex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if "\\.+*?()|[]{}^$".contains(c) {

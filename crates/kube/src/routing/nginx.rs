@@ -13,9 +13,9 @@ use kube::api::{Api, Patch};
 use serde_json::{json, Map, Value};
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
+use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
 use aviary_core::spec::{Canary, HttpMatch, StringMatch};
-use crate::workload::Workloads;
 
 use super::{canonical, regex_escape, Observed, TrafficRouter};
 
