@@ -5,7 +5,9 @@
 #
 # Size target: under 40 MB uncompressed (a ~20 MB static binary, kustomize ~15 MB, CA roots).
 
-# --- build: a static (musl) release binary --------------------------------------------------
+# --- build: a static (musl) release binary, without the sandbox --------------------------------
+# `--no-default-features` leaves out the `sandbox` feature (the API emulator, the embedded
+# Prometheus, the traffic split and the demo app): a pipeline step needs none of it.
 FROM rust:1-bookworm AS build
 RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get update \
@@ -15,7 +17,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin aviary \
+RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin aviary \
  && cp target/x86_64-unknown-linux-musl/release/aviary /aviary
 
 # --- kustomize, pinned by version ----------------------------------------------------------

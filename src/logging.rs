@@ -6,7 +6,10 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use clap::ValueEnum;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use aviary_core::spec::{Diagnostic, Severity};
 
@@ -60,16 +63,24 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
                 .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET}")))
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let result = match format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .without_time()
+        // People read events; the spans a rollout and its ticks run in (canary, namespace,
+        // revision, tick) would prefix every line, so they are left out here.
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(
+                layer
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false)
+                    .without_time()
+                    .with_filter(filter.and(filter_fn(|meta| meta.is_event()))),
+            )
             .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Machines get each event with its spans (`span`, `spans`), so a log can be filtered
+        // by canary or revision.
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().flatten_event(true).with_filter(filter))
+            .try_init(),
     };
     // A subscriber is already installed only in tests that call init twice; keep the first.
     let _ = result;

@@ -88,6 +88,14 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         args.namespace.as_deref(),
     )?;
     let timeout = args.timeout;
+    // Every event of the run carries the canary (JSON logs: `span`/`spans`); the runner records
+    // the revision once it has read it.
+    let span = tracing::info_span!(
+        "rollout",
+        canary = %canary.name,
+        namespace = tracing::field::Empty,
+        revision = tracing::field::Empty,
+    );
     // Every address the run would call, checked before anything changes (exit 2).
     aviary_core::urls::check_addresses(&canary, &templates, args.prometheus.url.as_deref())
         .map_err(|errors| spec::SpecError::Invalid {
@@ -122,61 +130,67 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         phase: ctx.phase,
     };
     let rt = runtime()?;
-    let outcome = rt.block_on(async {
-        // From here on a signal or the time limit stops the command wherever it is.
-        let mut stop = runner::Stop::new(timeout)?;
-        let connected = stop.guard(connect(&args.cluster)).await;
-        let (client, default_ns) = match connected {
-            Ok(connected) => connected?,
-            Err(reason) => return Ok((stopped_early(reason)?, canary)),
-        };
-        if !canary.namespace_explicit && args.namespace.is_none() {
-            canary.namespace = default_ns;
-        }
-        // The lease first: a runner that cannot have it changes nothing (exit 4), not even the
-        // target Deployment a rendered target would apply.
-        let me = Holder::this_process(&|k| std::env::var(k).ok());
-        let acquired = stop
-            .guard(LeaseGuard::acquire(
-                client.clone(),
-                &canary.namespace,
-                &canary.name,
-                &me,
-            ))
-            .await;
-        let lease = match acquired {
-            Ok(lease) => lease.map_err(RunError::from)?,
-            Err(reason) => return Ok((stopped_early(reason)?, canary)),
-        };
-        stop.watch_lease(lease.keep());
-        tracing::info!(
-            "rolling out {} (lease holder {})",
-            canary.qualified_name(),
-            lease.identity()
-        );
-        let run = async {
-            if let Some((target, objects)) = objects {
-                match stop
-                    .guard(apply_for_rollout(&client, &canary, &target, objects))
+    let outcome = rt.block_on(tracing::Instrument::instrument(
+        async {
+            // From here on a signal or the time limit stops the command wherever it is.
+            let mut stop = runner::Stop::new(timeout)?;
+            let connected = stop.guard(connect(&args.cluster)).await;
+            let (client, default_ns) = match connected {
+                Ok(connected) => connected?,
+                Err(reason) => return Ok((stopped_early(reason)?, canary)),
+            };
+            if !canary.namespace_explicit && args.namespace.is_none() {
+                canary.namespace = default_ns;
+            }
+            tracing::Span::current().record("namespace", canary.namespace.as_str());
+            // The lease first: a runner that cannot have it changes nothing (exit 4), not even the
+            // target Deployment a rendered target would apply.
+            let me = Holder::this_process(&|k| std::env::var(k).ok());
+            let acquired = stop
+                .guard(LeaseGuard::acquire(
+                    client.clone(),
+                    &canary.namespace,
+                    &canary.name,
+                    &me,
+                ))
+                .await;
+            let lease = match acquired {
+                Ok(lease) => lease.map_err(RunError::from)?,
+                Err(reason) => return Ok((stopped_early(reason)?, canary)),
+            };
+            stop.watch_lease(lease.keep());
+            tracing::info!(
+                "rolling out {} (lease holder {})",
+                canary.qualified_name(),
+                lease.identity()
+            );
+            let run = async {
+                if let Some((target, objects)) = objects {
+                    match stop
+                        .guard(apply_for_rollout(&client, &canary, &target, objects))
+                        .await
+                    {
+                        Ok(applied) => applied?,
+                        Err(reason) => return stopped_early(reason),
+                    }
+                }
+                runner::rollout(client.clone(), canary.clone(), options, &mut stop)
                     .await
-                {
-                    Ok(applied) => applied?,
-                    Err(reason) => return stopped_early(reason),
+                    .map_err(AppError::from)
+            };
+            let outcome = run.await;
+            drop(stop);
+            match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
+                Err(_) => {
+                    tracing::warn!("could not release the lease in time; it expires by itself")
                 }
             }
-            runner::rollout(client.clone(), canary.clone(), options, &mut stop)
-                .await
-                .map_err(AppError::from)
-        };
-        let outcome = run.await;
-        drop(stop);
-        match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
-            Err(_) => tracing::warn!("could not release the lease in time; it expires by itself"),
-        }
-        Ok::<_, AppError>((outcome?, canary))
-    })?;
+            Ok::<_, AppError>((outcome?, canary))
+        },
+        span,
+    ))?;
     let (outcome, canary) = outcome;
     let mut traffic = None;
     let (verdict, exit, message) = match outcome {
