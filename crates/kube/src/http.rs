@@ -120,9 +120,17 @@ pub fn body_stream(
 /// A reqwest client with aviary's user agent and connect timeout; each request sets its own
 /// whole-request `timeout`.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
+}
+
+/// Makes ring the process's TLS provider, as the binary does at start, so a client built from a
+/// library or a test gets the same one (reqwest is built without a provider of its own). A
+/// provider already installed stays.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// A reqwest error and its sources in one line, without the request's URL (reqwest prints it

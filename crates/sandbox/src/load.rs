@@ -116,6 +116,7 @@ pub struct Load {
 impl Load {
     /// Starts the clients on the current runtime, paused until [`Load::resume`].
     pub fn start(config: LoadConfig) -> Result<Load, reqwest::Error> {
+        aviary_kube::http::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(config.concurrency.max(1))

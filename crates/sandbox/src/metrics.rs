@@ -187,6 +187,7 @@ async fn start_prometheus(binary: &Path, workdir: &Path) -> std::io::Result<Metr
             std::io::Error::new(e.kind(), format!("cannot start {}: {e}", binary.display()))
         })?;
     let url = format!("http://127.0.0.1:{port}");
+    aviary_kube::http::install_crypto_provider();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
