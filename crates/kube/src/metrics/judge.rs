@@ -1,6 +1,10 @@
 //! The statistical judge's data: for each judged metric, the canary's and the primary's samples
 //! over the window (range queries for values, instant queries for error counts), handed to
 //! [`aviary_core::analysis::judge`]. The check's value is the judgement's 0-100 score.
+//!
+//! Every query goes through the [`MetricsProvider`](super::MetricsProvider) for built-in checks;
+//! a provider without [`query_range`](super::MetricsProvider::query_range) fails the check with
+//! a message that says the judge needs series.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +17,8 @@ use super::{render_template, Evaluator, MetricError};
 impl Evaluator {
     /// The judge's score for the Canary's `analysis.judge`, logging every metric's verdict.
     pub(crate) async fn judge_score(&self, spec: &JudgeSpec) -> Result<f64, MetricError> {
-        let client = self.builtin_client()?;
+        // Through the provider seam: values come from `query_range`, counts from `query`.
+        let provider = self.builtin_provider()?;
         let end = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -43,11 +48,13 @@ impl Evaluator {
                     };
                     Sample::Counts {
                         canary_errors: count(
-                            client.query(&render(errors, &self.ctx.target)?).await,
+                            provider.query(&render(errors, &self.ctx.target)?).await,
                         )?,
-                        canary_total: count(client.query(&render(total, &self.ctx.target)?).await)?,
-                        baseline_errors: count(client.query(&render(errors, &primary)?).await)?,
-                        baseline_total: count(client.query(&render(total, &primary)?).await)?,
+                        canary_total: count(
+                            provider.query(&render(total, &self.ctx.target)?).await,
+                        )?,
+                        baseline_errors: count(provider.query(&render(errors, &primary)?).await)?,
+                        baseline_total: count(provider.query(&render(total, &primary)?).await)?,
                     }
                 }
                 _ => {
@@ -59,7 +66,7 @@ impl Evaluator {
                     };
                     Sample::Values {
                         canary: values(
-                            client
+                            provider
                                 .query_range(
                                     &render(query, &self.ctx.target)?,
                                     start,
@@ -69,7 +76,7 @@ impl Evaluator {
                                 .await,
                         )?,
                         baseline: values(
-                            client
+                            provider
                                 .query_range(&render(query, &primary)?, start, end, spec.step)
                                 .await,
                         )?,

@@ -1,26 +1,43 @@
-//! Metric analysis: Flagger's built-in checks and MetricTemplates, queried on Prometheus.
+//! Metric analysis: Flagger's built-in checks and MetricTemplates, queried through a
+//! [`MetricsProvider`].
 //!
 //! - [`builtin_query`]: the PromQL of `request-success-rate` / `request-duration` per provider;
 //! - [`render_template`]: a MetricTemplate's (or a deprecated inline `query`'s) placeholders;
-//! - [`PrometheusClient`]: instant queries, retries, auth;
-//! - [`Evaluator`]: answers the engine's metric requests for one Canary.
+//! - [`MetricsProvider`] (`provider.rs`): what a metrics backend answers (one number per query,
+//!   whether it is online, and the series the statistical judge needs), and [`new_provider`],
+//!   the one constructor, which dispatches on a MetricTemplate's `spec.provider.type`;
+//! - [`PrometheusClient`] (`prometheus.rs`): the `prometheus` provider: instant and range
+//!   queries, retries, auth;
+//! - [`Evaluator`]: answers the engine's metric requests for one Canary; every query it makes,
+//!   the judge's included, goes through a provider made by [`new_provider`].
+//!
+//! **Adding a provider** (Flagger has Datadog, CloudWatch, New Relic, Graphite, ...): one new file
+//! here with a type implementing [`MetricsProvider`] (its own timeout per request, its own body
+//! cap, credentials kept out of messages and `Debug`), and one arm in [`new_provider`] plus its
+//! name in [`SUPPORTED_TYPES`]. A provider that cannot give series keeps the default
+//! [`MetricsProvider::query_range`], and the judge then says so.
 //!
 //! Where a query goes: a built-in check or an inline `query` goes to the Canary's `metricsServer`,
 //! else to the runner's default address; a MetricTemplate goes to its `provider.address`, else to
 //! that same address. The runner's default credentials are only ever sent to the runner's default
 //! address, never to an address a spec chose; a template's `secretRef` credentials only to that
-//! template's address. Only the `prometheus` provider type is supported.
+//! template's address. Built-in checks, inline queries and the judge always use the `prometheus`
+//! provider (`metricsServer` is a Prometheus); a template may name any type in
+//! [`SUPPORTED_TYPES`], today only `prometheus`.
 
 mod builtin;
 mod judge;
 mod prometheus;
+mod provider;
 mod template;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use builtin::builtin_query;
 pub use prometheus::{Auth, PrometheusClient};
+pub use provider::{new_provider, MetricsProvider, SUPPORTED_TYPES};
 pub use template::render_template;
 
 use aviary_core::engine::MetricOutcome;
@@ -130,8 +147,8 @@ pub struct Evaluator {
     default_auth: Auth,
     timeout: Duration,
     retries: u32,
-    /// The client for built-in checks and inline queries, made on first use.
-    builtin: std::sync::OnceLock<Result<PrometheusClient, MetricError>>,
+    /// The provider for built-in checks, inline queries and the judge, made on first use.
+    builtin: std::sync::OnceLock<Result<Arc<dyn MetricsProvider>, MetricError>>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -189,6 +206,13 @@ impl Evaluator {
         &self.ctx
     }
 
+    /// Uses `provider` for built-in checks, inline queries and the judge (tests of the seam).
+    #[cfg(test)]
+    fn with_builtin_provider(mut self, provider: Arc<dyn MetricsProvider>) -> Self {
+        self.builtin = std::sync::OnceLock::from(Ok(provider));
+        self
+    }
+
     /// Queries the Canary's metric `metric_name` and returns the engine's answer. Never panics.
     pub async fn evaluate(&self, metric_name: &str) -> MetricOutcome {
         match self.value(metric_name).await {
@@ -223,12 +247,14 @@ impl Evaluator {
         match &metric.source {
             MetricSource::Builtin(builtin) => {
                 let query = builtin_query(*builtin, &self.ctx, interval)?;
-                self.run(self.builtin_client()?, metric_name, &query).await
+                self.run(self.builtin_provider()?, metric_name, &query)
+                    .await
             }
             MetricSource::Query(query) => {
                 let query = render_template(query, &self.ctx, interval, &BTreeMap::new())
                     .map_err(|e| e.context(&format!("metric {metric_name}: query")))?;
-                self.run(self.builtin_client()?, metric_name, &query).await
+                self.run(self.builtin_provider()?, metric_name, &query)
+                    .await
             }
             MetricSource::Template {
                 template,
@@ -243,26 +269,27 @@ impl Evaluator {
                 let found = self.template(&template.name, &namespace).await?;
                 let query = render_template(&found.query, &self.ctx, interval, variables)
                     .map_err(|e| e.context(&what))?;
-                let client = self.template_client(&found, &what).await?;
-                self.run(&client, metric_name, &query).await
+                let provider = self.template_provider(&found, &what).await?;
+                self.run(provider.as_ref(), metric_name, &query).await
             }
         }
     }
 
     async fn run(
         &self,
-        client: &PrometheusClient,
+        provider: &dyn MetricsProvider,
         metric: &str,
         query: &str,
     ) -> Result<f64, MetricError> {
         tracing::debug!(
             canary = %self.canary.qualified_name(),
             metric,
-            endpoint = %client.endpoint(),
+            provider = provider.kind(),
+            endpoint = %provider.endpoint(),
             query = %template::collapse_whitespace(query),
-            "querying Prometheus"
+            "querying the metrics provider"
         );
-        let result = client.query(query).await;
+        let result = provider.query(query).await;
         match &result {
             Ok(value) => tracing::debug!(metric, value, "metric value"),
             Err(e) => tracing::debug!(metric, "metric query: {e}"),
@@ -270,15 +297,17 @@ impl Evaluator {
         result
     }
 
-    /// The client for built-in checks and inline queries: `metricsServer`, else the default.
-    fn builtin_client(&self) -> Result<&PrometheusClient, MetricError> {
+    /// The provider for built-in checks, inline queries and the judge: the Prometheus at
+    /// `metricsServer`, else at the default address.
+    fn builtin_provider(&self) -> Result<&dyn MetricsProvider, MetricError> {
         self.builtin
-            .get_or_init(|| self.make_builtin_client())
+            .get_or_init(|| self.make_builtin_provider())
             .as_ref()
+            .map(|p| p.as_ref())
             .map_err(Clone::clone)
     }
 
-    fn make_builtin_client(&self) -> Result<PrometheusClient, MetricError> {
+    fn make_builtin_provider(&self) -> Result<Arc<dyn MetricsProvider>, MetricError> {
         let address = match (&self.canary.metrics_server, &self.default_address) {
             (Some(server), _) if !server.trim().is_empty() => server.trim().to_string(),
             (_, Some(default)) => default.clone(),
@@ -290,7 +319,8 @@ impl Evaluator {
             }
         };
         let auth = self.auth_for(&address);
-        PrometheusClient::new(
+        new_provider(
+            "prometheus",
             &address,
             auth,
             BTreeMap::new(),
@@ -333,18 +363,15 @@ impl Evaluator {
         fetch_template(client, name, namespace).await
     }
 
-    async fn template_client(
+    /// The provider a MetricTemplate names, made by [`new_provider`].
+    async fn template_provider(
         &self,
         template: &MetricTemplate,
         what: &str,
-    ) -> Result<PrometheusClient, MetricError> {
+    ) -> Result<Arc<dyn MetricsProvider>, MetricError> {
         let provider = &template.provider;
-        if !provider.provider_type.is_empty() && provider.provider_type != "prometheus" {
-            return Err(MetricError::Failed(format!(
-                "{what}: metric provider type {} is not supported by aviary yet; only prometheus is",
-                provider.provider_type
-            )));
-        }
+        // Before the Secret is read: an unsupported type is the error to report.
+        let kind = provider::check_type(&provider.provider_type).map_err(|e| e.context(what))?;
         let address = provider
             .address
             .as_deref()
@@ -361,7 +388,8 @@ impl Evaluator {
             Some(secret) => self.secret_auth(template, &secret.name, what).await?,
             None => self.auth_for(&address),
         };
-        PrometheusClient::new(
+        new_provider(
+            kind,
             &address,
             auth,
             provider.headers.clone(),
@@ -402,11 +430,8 @@ impl Evaluator {
             .into_iter()
             .map(|(k, v)| (k, v.0))
             .collect();
-        let kind = if template.provider.provider_type.is_empty() {
-            "prometheus"
-        } else {
-            template.provider.provider_type.as_str()
-        };
+        let kind =
+            provider::check_type(&template.provider.provider_type).map_err(|e| e.context(what))?;
         Auth::from_secret_data(kind, &data).map_err(|e| e.context(what))
     }
 }
@@ -617,6 +642,22 @@ spec:
             MetricOutcome::Error(m) => assert!(m.contains("datadog is not supported"), "{m}"),
             other => panic!("{other:?}"),
         }
+        // The type is checked before the credentials are looked for.
+        let mut secret = t.clone();
+        secret.provider.secret_ref = Some(ObjectRef {
+            name: "dd-auth".into(),
+            ..ObjectRef::default()
+        });
+        let e = Evaluator::new(&c, &Provider::Nginx, vec![secret], None, None, Auth::None);
+        match e.evaluate("error-rate").await {
+            MetricOutcome::Error(m) => assert!(
+                m.starts_with(
+                    "MetricTemplate error-rate.test: metric provider type datadog is not supported"
+                ) && m.ends_with("supported types: prometheus"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
         t.provider.provider_type = "prometheus".into();
         t.provider.secret_ref = Some(ObjectRef {
             name: "prom-auth".into(),
@@ -675,6 +716,172 @@ spec:
         );
         assert_eq!(e.auth_for("https://prom.example"), Auth::Bearer("t".into()));
         assert_eq!(e.auth_for("https://elsewhere.example"), Auth::None);
+    }
+
+    /// A provider that is not Prometheus: answers every instant query with `value` and records
+    /// the queries; keeps the default `query_range`.
+    #[derive(Debug)]
+    struct Fixed {
+        value: f64,
+        queries: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Fixed {
+        fn new(value: f64) -> Arc<Self> {
+            Arc::new(Fixed {
+                value,
+                queries: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+
+        fn queries(&self) -> Vec<String> {
+            self.queries.lock().map(|q| q.clone()).unwrap_or_default()
+        }
+    }
+
+    impl MetricsProvider for Fixed {
+        fn kind(&self) -> &'static str {
+            "fixed"
+        }
+
+        fn endpoint(&self) -> &str {
+            "fixed://test"
+        }
+
+        fn query<'a>(
+            &'a self,
+            query: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<f64, MetricError>> {
+            if let Ok(mut q) = self.queries.lock() {
+                q.push(query.to_string());
+            }
+            Box::pin(futures::future::ready(Ok(self.value)))
+        }
+
+        fn is_online(&self) -> futures::future::BoxFuture<'_, Result<(), MetricError>> {
+            Box::pin(futures::future::ready(Ok(())))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_evaluator_answers_through_its_provider() {
+        let c = canary(CANARY);
+        let fixed = Fixed::new(99.5);
+        let e = Evaluator::new(&c, &Provider::Nginx, Vec::new(), None, None, Auth::None)
+            .with_builtin_provider(fixed.clone());
+        assert_eq!(
+            e.evaluate("request-success-rate").await,
+            MetricOutcome::Value(99.5)
+        );
+        let expected = builtin_query(
+            aviary_core::spec::BuiltinMetric::RequestSuccessRate,
+            e.context(),
+            "1m",
+        );
+        assert_eq!(fixed.queries(), vec![expected.unwrap_or_default()]);
+    }
+
+    const JUDGED: &str = r#"
+apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    judge:
+      window: 10m
+      step: 30s
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: 'sum(errors{pod=~"{{ workload }}-.*"})'
+          totalQuery: 'sum(total{pod=~"{{ workload }}-.*"})'
+        - name: p99-latency
+          kind: latency
+          query: 'latency{pod=~"{{ workload }}-.*"}'
+"#;
+
+    #[tokio::test]
+    async fn the_judge_says_when_its_provider_cannot_give_series() {
+        let c = canary(JUDGED);
+        let fixed = Fixed::new(3.0);
+        let e = Evaluator::new(
+            &c,
+            &Provider::GatewayApi,
+            Vec::new(),
+            None,
+            None,
+            Auth::None,
+        )
+        .with_builtin_provider(fixed.clone());
+        match e.evaluate(aviary_core::engine::config::JUDGE_CHECK).await {
+            MetricOutcome::Error(m) => {
+                assert!(m.contains("judge needs series"), "{m}");
+                assert!(m.contains("metric provider fixed"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The error-rate metric's counts came through the provider's instant queries first.
+        let queries = fixed.queries();
+        assert_eq!(queries.len(), 4, "{queries:?}");
+        assert!(queries.iter().any(|q| q.contains("podinfo-primary-.*")));
+    }
+
+    /// Built-in checks and templates reach a real HTTP endpoint through the factory's provider.
+    #[tokio::test]
+    async fn the_factory_built_provider_queries_prometheus_over_http() {
+        use wiremock::matchers::{method, path, query_param};
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let answer = |v: &str| {
+            ResponseTemplate::new(200).set_body_string(format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#
+            ))
+        };
+        Mock::given(method("GET"))
+            .and(path("/prefix/api/v1/query"))
+            .and(query_param("query", "sum(x{code=~\"5.*\"})"))
+            .respond_with(answer("0.5"))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/prefix/api/v1/query"))
+            .respond_with(answer("99.9"))
+            .mount(&server)
+            .await;
+        let c = canary(CANARY);
+        let template = MetricTemplate {
+            api_version: aviary_core::spec::ApiVersion::FlaggerV1beta1,
+            name: "error-rate".into(),
+            namespace: "test".into(),
+            origin: aviary_core::spec::Origin {
+                file: "t.yaml".into(),
+                line: 1,
+            },
+            provider: MetricProvider::default(),
+            query: "sum(x{code=~\"{{ variables.code }}\"})".into(),
+        };
+        let e = Evaluator::new(
+            &c,
+            &Provider::Nginx,
+            vec![template],
+            None,
+            Some(format!("{}/prefix/", server.uri())),
+            Auth::None,
+        )
+        .with_timeout(Duration::from_secs(2), 0);
+        assert_eq!(
+            e.evaluate("request-success-rate").await,
+            MetricOutcome::Value(99.9)
+        );
+        assert_eq!(e.evaluate("error-rate").await, MetricOutcome::Value(0.5));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! address may carry a path prefix (Google Managed Prometheus'
 //! `https://monitoring.googleapis.com/v1/projects/P/location/global/prometheus`, a Thanos or
 //! Mimir prefix, ...), with a bearer token or basic auth, extra headers and an optional
-//! `insecureSkipVerify`.
+//! `insecureSkipVerify`. It is the `prometheus` [`MetricsProvider`](super::MetricsProvider).
 //!
 //! What a result means:
 //! - a vector: the value of its **last** series, as Flagger reads it (Flagger loops over the
@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{StatusCode, Url};
 
@@ -363,6 +364,35 @@ impl PrometheusClient {
         } else {
             Attempt::Transient(format!("{shown}: {}", describe(e)))
         }
+    }
+}
+
+/// Prometheus through the provider seam: the inherent methods above, unchanged.
+impl super::provider::MetricsProvider for PrometheusClient {
+    fn kind(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, MetricError>> {
+        Box::pin(PrometheusClient::query(self, query))
+    }
+
+    fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>> {
+        Box::pin(PrometheusClient::is_online(self))
+    }
+
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<f64>, MetricError>> {
+        Box::pin(PrometheusClient::query_range(self, query, start, end, step))
     }
 }
 
