@@ -36,11 +36,11 @@ pub struct Cli {
     pub log_level: String,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Commands,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub enum Commands {
     /// Check Canary and MetricTemplate files and report every problem with its line and fix.
     Validate(ValidateArgs),
     /// Show the schedule a Canary implies: strategy, weights or iterations, and the fastest times

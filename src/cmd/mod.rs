@@ -24,7 +24,7 @@ use aviary_core::report::{Report, Verdict};
 use aviary_core::request::{BadValue, CanaryFile};
 use aviary_core::spec::{self, Canary, Diagnostic, SpecError};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Commands};
 use crate::logging;
 
 /// Everything that can stop a command, mapped to an exit code.
@@ -93,7 +93,7 @@ impl AppError {
             },
             AppError::Run(e) => match e.as_ref() {
                 aviary_kube::runner::RunError::Locked(_) => Exit::Locked,
-                aviary_kube::runner::RunError::Unsupported(_) => Exit::InvalidInput,
+                e if e.is_invalid_input() => Exit::InvalidInput,
                 _ => Exit::Runtime,
             },
         }
@@ -131,21 +131,21 @@ impl AppError {
 pub fn run(cli: Cli) -> Result<Exit, AppError> {
     let mut out = std::io::stdout().lock();
     let exit = match cli.command {
-        Command::Validate(args) => validate::run(&args, &mut out)?,
-        Command::Plan(args) => plan::run(&args.canary.request()?, args.json, &mut out)?,
-        Command::Simulate(args) => simulate::run(&args.request()?, args.json, &mut out)?,
-        Command::Deploy(args) => deploy::run(&args.request()?)?,
-        Command::Rollout(args) => rollout::run(&args.request()?)?,
-        Command::Status(args) => status::run(&args, &mut out)?,
-        Command::Promote(args) => control::promote(&args)?,
-        Command::Abort(args) => control::abort(&args)?,
-        Command::Render(args) => render::run(&args.request(), &mut out)?,
-        Command::Step(args) => step::run(&args)?,
-        Command::CloudDeploy => cloud_deploy::run(aviary_hosts::process_env())?,
+        Commands::Validate(args) => validate::run(&args, &mut out)?,
+        Commands::Plan(args) => plan::run(&args.canary.request()?, args.json, &mut out)?,
+        Commands::Simulate(args) => simulate::run(&args.request()?, args.json, &mut out)?,
+        Commands::Deploy(args) => deploy::run(&args.request()?)?,
+        Commands::Rollout(args) => rollout::run(&args.request()?)?,
+        Commands::Status(args) => status::run(&args, &mut out)?,
+        Commands::Promote(args) => control::promote(&args)?,
+        Commands::Abort(args) => control::abort(&args)?,
+        Commands::Render(args) => render::run(&args.request(), &mut out)?,
+        Commands::Step(args) => step::run(&args)?,
+        Commands::CloudDeploy => cloud_deploy::run(aviary_hosts::process_env())?,
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(args) => sandbox::run(&args)?,
+        Commands::Sandbox(args) => sandbox::run(&args)?,
         #[cfg(feature = "sandbox")]
-        Command::DemoApp(args) => sandbox::demo_app(&args)?,
+        Commands::DemoApp(args) => sandbox::demo_app(&args)?,
     };
     out.flush()?;
     Ok(exit)

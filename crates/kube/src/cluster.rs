@@ -17,8 +17,21 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "aviary");
 /// Why the cluster could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot load the kubeconfig: {0}")]
-    Config(String),
+    /// The kubeconfig (the file given, the default one, or the in-cluster service account)
+    /// could not be read or used.
+    #[error("cannot load the kubeconfig: {}{source}", path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default())]
+    Kubeconfig {
+        /// The file, when one was named.
+        path: Option<String>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A client could not be made from a kubeconfig that loaded.
+    #[error("cannot load the kubeconfig: {source}")]
+    Client {
+        #[source]
+        source: Box<kube::Error>,
+    },
     #[error("{context}: {source}")]
     Api {
         context: String,
@@ -54,20 +67,24 @@ pub async fn connect(
         context: context.map(str::to_string),
         ..KubeConfigOptions::default()
     };
+    let failed = |path: Option<&Path>| {
+        let path = path.map(|p| p.display().to_string());
+        move |e: Box<dyn std::error::Error + Send + Sync>| ClusterError::Kubeconfig {
+            path,
+            source: e,
+        }
+    };
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+            let kc = Kubeconfig::read_from(path).map_err(|e| failed(Some(path))(e.into()))?;
             Config::from_custom_kubeconfig(kc, &options)
                 .await
-                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?
+                .map_err(|e| failed(Some(path))(e.into()))?
         }
         None if context.is_some() => Config::from_kubeconfig(&options)
             .await
-            .map_err(|e| ClusterError::Config(e.to_string()))?,
-        None => Config::infer()
-            .await
-            .map_err(|e| ClusterError::Config(e.to_string()))?,
+            .map_err(|e| failed(None)(e.into()))?,
+        None => Config::infer().await.map_err(|e| failed(None)(e.into()))?,
     };
     let mut config = config;
     // A request that hangs must not hang the rollout: give up and let `retry` try again.
@@ -78,7 +95,9 @@ pub async fn connect(
     // backoff up to minutes) would stack under it and keep a command retrying for half an hour.
     config.default_retry = false;
     let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+    let client = Client::try_from(config).map_err(|e| ClusterError::Client {
+        source: Box::new(e),
+    })?;
     Ok((client, namespace))
 }
 

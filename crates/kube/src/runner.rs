@@ -82,8 +82,29 @@ pub enum RunError {
     Locked(LockError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The Canary names a provider aviary has no router for (exit 2).
+    #[error("{canary}: aviary cannot drive the {provider} provider yet (it drives {supported})")]
+    ProviderNotDriven {
+        canary: String,
+        provider: String,
+        supported: String,
+    },
+    /// The router cannot express the Canary (an A/B match NGINX cannot route, say): exit 2.
     #[error("{0}")]
-    Unsupported(String),
+    RouterCannot(String),
+    /// A Cloud Deploy canary phase this Canary cannot run (exit 2).
+    #[error("{canary}: a canary phase at {weight}% needs a canary strategy, but this Canary uses {strategy}; give the target a standard (non-canary) strategy, or the Canary stepWeights")]
+    PhaseNeedsCanaryStrategy {
+        canary: String,
+        weight: u32,
+        strategy: &'static str,
+    },
+    /// A Cloud Deploy canary phase outside 1-99% (exit 2).
+    #[error("{canary}: a canary phase must be between 1% and 99%, not {weight}%")]
+    PhaseOutOfRange { canary: String, weight: u32 },
+    /// The engine asked for something it must not (a bug in aviary).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     #[error("internal error: {0}")]
     Engine(#[from] aviary_core::engine::EngineError),
     /// A workload applied before the run did not become ready.
@@ -100,6 +121,19 @@ pub enum RunError {
     /// the analysis).
     #[error("the target changed to revision {found} before the analysed revision was promoted")]
     RevisionChanged { found: String },
+}
+
+impl RunError {
+    /// Whether the user's input is at fault (exit 2) rather than the cluster or aviary.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            RunError::ProviderNotDriven { .. }
+                | RunError::RouterCannot(_)
+                | RunError::PhaseNeedsCanaryStrategy { .. }
+                | RunError::PhaseOutOfRange { .. }
+        )
+    }
 }
 
 impl From<LockError> for RunError {
@@ -141,17 +175,17 @@ fn phase_config(
     match phase {
         ExternalPhase::Canary(weight) => {
             if config.strategy != aviary_core::engine::Strategy::Canary {
-                return Err(RunError::Unsupported(format!(
-                    "{}: a canary phase at {weight}% needs a canary strategy, but this Canary uses {}; give the target a standard (non-canary) strategy, or the Canary stepWeights",
-                    config.qualified(),
-                    config.strategy.as_str()
-                )));
+                return Err(RunError::PhaseNeedsCanaryStrategy {
+                    canary: config.qualified(),
+                    weight,
+                    strategy: config.strategy.as_str(),
+                });
             }
             if !(1..=99).contains(&weight) {
-                return Err(RunError::Unsupported(format!(
-                    "{}: a canary phase must be between 1% and 99%, not {weight}%",
-                    config.qualified()
-                )));
+                return Err(RunError::PhaseOutOfRange {
+                    canary: config.qualified(),
+                    weight,
+                });
             }
             hold_at(&mut config, weight);
             config.webhooks.push(aviary_core::engine::HookRef {
@@ -309,7 +343,7 @@ impl Shell {
         let workloads = Workloads::discover(client.clone(), &canary, provider).await?;
         // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
         let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
-            ClusterError::Invalid(message) => RunError::Unsupported(message),
+            ClusterError::Invalid(message) => RunError::RouterCannot(message),
             other => RunError::Cluster(other),
         })?;
         let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
@@ -361,8 +395,8 @@ impl Shell {
             }
             Command::Promote { revision } => {
                 let Some(revision) = revision else {
-                    return Err(RunError::Unsupported(
-                        "internal error: a promotion without the analysed revision".into(),
+                    return Err(RunError::Internal(
+                        "a promotion without the analysed revision",
                     ));
                 };
                 if let Promotion::Changed { found } = self.workloads.promote(Some(revision)).await?
@@ -640,12 +674,11 @@ pub async fn rollout(
         .clone()
         .unwrap_or_else(|| options.provider.clone());
     if !routing::supported(&provider) {
-        return Err(RunError::Unsupported(format!(
-            "{}: aviary cannot drive the {} provider yet (it drives {})",
-            canary.qualified_name(),
-            provider.name(),
-            routing::SUPPORTED.join(", ")
-        )));
+        return Err(RunError::ProviderNotDriven {
+            canary: canary.qualified_name(),
+            provider: provider.name().to_string(),
+            supported: routing::SUPPORTED.join(", "),
+        });
     }
     let config = Config::from_canary(&canary, &options.provider);
     let opened = match stop
@@ -671,6 +704,8 @@ pub async fn rollout(
     let begin = async {
         let revision = shell.workloads.revision().await?;
         shell.revision = revision.clone();
+        // The rollout's span (made by the command) carries the revision from here on.
+        tracing::Span::current().record("revision", revision.as_str());
         shell.approved = control.approve.as_deref() == Some(revision.as_str());
         // An abort asked while no runner was there: act on it if it is for the revision whose
         // analysis it interrupted and that is still the target; otherwise it is stale.
@@ -847,6 +882,7 @@ async fn drive(
         &shell.canary.name,
     );
     let mut failures = 0u32;
+    let mut ticks = 0u64;
     let mut readiness_poll = FIRST_READINESS_POLL;
     loop {
         // Ticks keep to the interval from when each one started, so the time a tick spends on
@@ -882,11 +918,26 @@ async fn drive(
                 std::future::pending().await
             }
         };
-        let ticked = tokio::select! {
-            biased;
-            abort = abort => Err(abort),
-            result = shell.run_step(engine, step) => Ok(result),
-        };
+        ticks += 1;
+        // Every event of a tick (queries, webhooks, route changes) in one span: JSON logs can
+        // follow a tick, and its phase and weight as it began.
+        let tick_span = tracing::info_span!(
+            "tick",
+            n = ticks,
+            phase = %engine.state().phase,
+            weight = engine.state().routes.canary,
+        );
+        let ticked = tracing::Instrument::instrument(
+            async {
+                tokio::select! {
+                    biased;
+                    abort = abort => Err(abort),
+                    result = shell.run_step(engine, step) => Ok(result),
+                }
+            },
+            tick_span,
+        )
+        .await;
         let result = match ticked {
             Ok(result) => result,
             Err(abort) => {
@@ -1038,6 +1089,7 @@ async fn abort_requested(
 /// Tells the engine about a new revision of the target (it restarts the analysis).
 fn new_revision(shell: &mut Shell, engine: &mut Engine, revision: String) -> Result<(), RunError> {
     shell.revision = revision.clone();
+    tracing::Span::current().record("revision", revision.as_str());
     shell.approved = false;
     engine.handle(Input::Revision { revision })?;
     Ok(())

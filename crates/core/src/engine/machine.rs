@@ -691,7 +691,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
                 return Ok(false);
             }
         };
-        let failure = judge(&q, metric.kind, &metric.name, value, metric.range);
+        let failure = check_range(&q, metric.kind, &metric.name, value, metric.range);
         cx.check(&metric.name, "metric", Some(value), failure.is_none());
         if let Some(message) = failure {
             cx.warn(message);
@@ -702,7 +702,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
 }
 
 /// Checks a value against its range; `Some(message)` (Flagger's wording) when it is out of range.
-pub(crate) fn judge(
+pub(crate) fn check_range(
     qualified: &str,
     kind: MetricKind,
     name: &str,
