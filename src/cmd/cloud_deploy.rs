@@ -10,7 +10,7 @@ use aviary_core::request::Prerendered;
 use aviary_hosts::cloud_deploy::{
     Request, RequestType, Results, Scratch, SecretFile, SUPPORTED_FEATURES,
 };
-use aviary_hosts::gcs::{self, GsUrl};
+use aviary_hosts::gcs::{self, Gcs, GsUrl};
 use aviary_hosts::Env;
 
 use super::rollout::{self, RunContext};
@@ -27,13 +27,14 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
     // A request that cannot be read still gets its FAILED results.json when it says where to.
     let output =
         Request::var(&*env, "CLOUD_DEPLOY_OUTPUT_GCS_PATH").and_then(|v| GsUrl::parse(&v).ok());
+    let gcs = Gcs::from_env(&*env);
     let req = match Request::read(env).map_err(AppError::from) {
         Ok(req) => req,
         Err(e) => {
             if let Some(output) = output {
                 let mut results = Results::new("FAILED");
                 results.failure_message = Some(e.to_string());
-                upload_results(&rt, &output, &results);
+                upload_results(&rt, &gcs, &output, &results);
             }
             return Err(e);
         }
@@ -84,7 +85,7 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
             let url = req.output.join("aviary-report.json");
             let mut results = results;
             match serde_json::to_vec_pretty(&report) {
-                Ok(body) => match rt.block_on(gcs::put(&url, body)) {
+                Ok(body) => match rt.block_on(gcs.put(&url, body)) {
                     Ok(()) => results.artifact_files.push(url.to_string()),
                     Err(e) => tracing::warn!("could not upload the report: {e}"),
                 },
@@ -94,7 +95,7 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
         }
         None => results,
     };
-    if !upload_results(&rt, &req.output, &results) {
+    if !upload_results(&rt, &gcs, &req.output, &results) {
         return Ok(if exit == Exit::Success {
             Exit::Runtime
         } else {
@@ -105,11 +106,16 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
 }
 
 /// Uploads `<output>/results.json`; false (logged) when it could not.
-fn upload_results(rt: &tokio::runtime::Runtime, output: &GsUrl, results: &Results) -> bool {
+fn upload_results(
+    rt: &tokio::runtime::Runtime,
+    gcs: &Gcs,
+    output: &GsUrl,
+    results: &Results,
+) -> bool {
     let url = output.join("results.json");
     let uploaded = serde_json::to_vec_pretty(results)
         .map_err(|e| e.to_string())
-        .and_then(|body| rt.block_on(gcs::put(&url, body)).map_err(|e| e.to_string()));
+        .and_then(|body| rt.block_on(gcs.put(&url, body)).map_err(|e| e.to_string()));
     match uploaded {
         Ok(()) => {
             tracing::info!("{url}: {}", results.result_status);
@@ -146,7 +152,7 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
         )
     })?;
     let source = rt
-        .block_on(gcs::get(input, "release source", gcs::SOURCE_MAX))
+        .block_on(req.gcs().get(input, "release source", gcs::SOURCE_MAX))
         .map_err(gcs_error)?;
     let scratch = Scratch::new("render")?;
     aviary_hosts::cloud_deploy::unpack_source(&source, &scratch.0).map_err(|e| {
@@ -164,7 +170,7 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
         text.push_str(&aviary_kube::render::to_yaml(&rendered.canary_docs));
     }
     let manifest = req.output.join("manifest.yaml");
-    rt.block_on(gcs::put(&manifest, text.into_bytes()))
+    rt.block_on(req.gcs().put(&manifest, text.into_bytes()))
         .map_err(gcs_error)?;
     let canaries: Vec<String> = rendered
         .canary_docs
@@ -234,7 +240,7 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
         AppError::input("CLOUD_DEPLOY_MANIFEST_GCS_PATH is not set: there is no manifest to deploy")
     })?;
     let text = rt
-        .block_on(gcs::get(manifest_url, "manifest", gcs::MANIFEST_MAX))
+        .block_on(req.gcs().get(manifest_url, "manifest", gcs::MANIFEST_MAX))
         .map_err(gcs_error)?;
     let text = String::from_utf8_lossy(&text).into_owned();
     let label = manifest_url.to_string();
@@ -250,7 +256,7 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
             let url = GsUrl::parse(&k)
                 .map_err(|e| AppError::input(format!("customTarget/kubeconfig: {e}")))?;
             let body = rt
-                .block_on(gcs::get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
+                .block_on(req.gcs().get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
                 .map_err(gcs_error)?;
             let file = SecretFile::new("kubeconfig", &body)?;
             (Some(file.path.clone()), Some(file))

@@ -169,6 +169,11 @@ impl Request {
         Request::var(&*self.env, &format!("CLOUD_DEPLOY_customTarget_{key}"))
     }
 
+    /// The GCS client settings of this request's environment.
+    pub fn gcs(&self) -> super::gcs::Gcs {
+        super::gcs::Gcs::from_env(&*self.env)
+    }
+
     /// Whether the release uses the `CANARY` feature (a `customCanaryDeployment`).
     pub fn canary(&self) -> bool {
         self.features.iter().any(|f| f == "CANARY")

@@ -14,6 +14,8 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+
+use crate::Env;
 use object_store::gcp::{GoogleCloudStorage, GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientConfigKey, ObjectStoreExt, PutPayload, RetryConfig};
@@ -106,12 +108,46 @@ impl std::fmt::Display for GsUrl {
     }
 }
 
-/// The timeout of each operation: `AVIARY_GCS_TIMEOUT`, else [`DEFAULT_TIMEOUT`].
-pub fn timeout() -> Duration {
-    aviary_kube::http::timeout_from_env("AVIARY_GCS_TIMEOUT", DEFAULT_TIMEOUT)
+/// Where and how long: read once from the step's environment (`AVIARY_GCS_ENDPOINT`,
+/// `AVIARY_GCS_TIMEOUT`); Google's credentials are found by `object_store` as usual.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gcs {
+    /// A GCS-compatible server to use instead of Google's (no OAuth).
+    pub endpoint: Option<String>,
+    /// Each operation, retries included.
+    pub timeout: Duration,
 }
 
-fn store(bucket: &str, deadline: Duration) -> Result<GoogleCloudStorage, object_store::Error> {
+impl Gcs {
+    pub fn from_env(env: &Env) -> Gcs {
+        Gcs {
+            endpoint: env("AVIARY_GCS_ENDPOINT").filter(|e| !e.trim().is_empty()),
+            timeout: aviary_kube::http::timeout_from(
+                "AVIARY_GCS_TIMEOUT",
+                env("AVIARY_GCS_TIMEOUT"),
+                DEFAULT_TIMEOUT,
+            ),
+        }
+    }
+
+    /// Reads an object of at most `cap` bytes; `what` names it in messages ("release source").
+    pub async fn get(
+        &self,
+        url: &GsUrl,
+        what: &'static str,
+        cap: usize,
+    ) -> Result<Vec<u8>, GcsError> {
+        get(self, url, what, cap).await
+    }
+
+    /// Writes an object (replacing it).
+    pub async fn put(&self, url: &GsUrl, data: Vec<u8>) -> Result<(), GcsError> {
+        put(self, url, data).await
+    }
+}
+
+fn store(gcs: &Gcs, bucket: &str) -> Result<GoogleCloudStorage, object_store::Error> {
+    let deadline = gcs.timeout;
     let ms = |d: Duration| format!("{}ms", d.as_millis().max(1));
     let client = |key| GoogleConfigKey::Client(key);
     let mut builder = GoogleCloudStorageBuilder::from_env()
@@ -132,10 +168,7 @@ fn store(bucket: &str, deadline: Duration) -> Result<GoogleCloudStorage, object_
             retry_timeout: deadline,
             ..RetryConfig::default()
         });
-    if let Some(endpoint) = std::env::var("AVIARY_GCS_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-    {
+    if let Some(endpoint) = &gcs.endpoint {
         let key = serde_json::json!({
             "gcs_base_url": endpoint.trim_end_matches('/'),
             "disable_oauth": true,
@@ -165,8 +198,7 @@ async fn bounded<T>(
     }
 }
 
-/// Reads an object of at most `cap` bytes; `what` names it in messages ("release source").
-pub async fn get(url: &GsUrl, what: &'static str, cap: usize) -> Result<Vec<u8>, GcsError> {
+async fn get(gcs: &Gcs, url: &GsUrl, what: &'static str, cap: usize) -> Result<Vec<u8>, GcsError> {
     let err = |source| GcsError::Store {
         url: url.to_string(),
         source,
@@ -176,9 +208,9 @@ pub async fn get(url: &GsUrl, what: &'static str, cap: usize) -> Result<Vec<u8>,
         what,
         cap,
     };
-    let deadline = timeout();
+    let deadline = gcs.timeout;
     bounded(url, deadline, async {
-        let store = store(&url.bucket, deadline).map_err(err)?;
+        let store = store(gcs, &url.bucket).map_err(err)?;
         let result = store
             .get(&ObjectPath::from(url.path.as_str()))
             .await
@@ -199,15 +231,14 @@ pub async fn get(url: &GsUrl, what: &'static str, cap: usize) -> Result<Vec<u8>,
     .await
 }
 
-/// Writes an object (replacing it).
-pub async fn put(url: &GsUrl, data: Vec<u8>) -> Result<(), GcsError> {
+async fn put(gcs: &Gcs, url: &GsUrl, data: Vec<u8>) -> Result<(), GcsError> {
     let err = |source| GcsError::Store {
         url: url.to_string(),
         source,
     };
-    let deadline = timeout();
+    let deadline = gcs.timeout;
     bounded(url, deadline, async {
-        let store = store(&url.bucket, deadline).map_err(err)?;
+        let store = store(gcs, &url.bucket).map_err(err)?;
         store
             .put(&ObjectPath::from(url.path.as_str()), PutPayload::from(data))
             .await
