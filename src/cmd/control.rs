@@ -14,22 +14,37 @@ use super::rollout::connect;
 use super::{runtime, AppError};
 use crate::cli::{AbortArgs, ControlArgs};
 
-/// The client and namespace of a control command (`status`, `promote`, `abort`); names the API
-/// would refuse are refused first (exit 2).
-pub async fn namespace(args: &ControlArgs) -> Result<(kube::Client, String), AppError> {
-    // Names the API would refuse are the user's to fix (exit 2), before any request.
-    super::status::check_canary_name(&args.name)?;
-    if let Some(ns) = &args.namespace {
-        super::status::check_namespace(ns)?;
+/// The canary a control command (`status`, `promote`, `abort`) works on. Its names are checked
+/// when it is made (exit 2 for a name the API would refuse), before a runtime or a request.
+pub struct Target {
+    namespace: Option<String>,
+    cluster: aviary_core::request::Cluster,
+}
+
+impl Target {
+    pub fn new(args: &ControlArgs) -> Result<Target, AppError> {
+        super::status::check_canary_name(&args.name)?;
+        if let Some(ns) = &args.namespace {
+            super::status::check_namespace(ns)?;
+        }
+        Ok(Target {
+            namespace: args.namespace.clone(),
+            cluster: args.cluster.cluster()?,
+        })
     }
-    let (client, default_ns) = connect(&args.cluster.cluster()?).await?;
-    Ok((client, args.namespace.clone().unwrap_or(default_ns)))
+
+    /// A client, and the namespace: the one given, else the context's.
+    pub async fn connect(&self) -> Result<(kube::Client, String), AppError> {
+        let (client, default_ns) = connect(&self.cluster).await?;
+        Ok((client, self.namespace.clone().unwrap_or(default_ns)))
+    }
 }
 
 pub fn promote(args: &ControlArgs) -> Result<Exit, AppError> {
+    let target = Target::new(args)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let (client, ns) = namespace(args).await?;
+        let (client, ns) = target.connect().await?;
         let (engine, _) = state::read(client.clone(), &ns, &args.name)
             .await
             .map_err(|e| AppError::from(RunError::from(e)))?;
@@ -58,11 +73,12 @@ pub fn promote(args: &ControlArgs) -> Result<Exit, AppError> {
 /// acting), `abort` takes the lease and rolls back itself, so an abort never waits for a runner
 /// that will not come back.
 pub fn abort(args: &AbortArgs) -> Result<Exit, AppError> {
-    let rt = runtime()?;
     let c = &args.control;
+    let target = Target::new(c)?;
+    let rt = runtime()?;
     rt.block_on(async {
         let mut stop = runner::Stop::new(None)?;
-        let (client, ns) = namespace(c).await?;
+        let (client, ns) = target.connect().await?;
         let name = c.name.as_str();
         let cluster_err = |e: ClusterError| AppError::from(RunError::from(e));
         let mut store = state::StateStore::new(client.clone(), &ns, name);

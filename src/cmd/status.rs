@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 
-use super::control::namespace;
+use super::control::Target;
 use super::runtime;
 use super::AppError;
 use crate::cli::ControlArgs;
@@ -138,13 +138,10 @@ impl Traffic {
 }
 
 pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
-    check_canary_name(&args.name)?;
-    if let Some(ns) = &args.namespace {
-        check_namespace(ns)?;
-    }
+    let target = Target::new(args)?;
     let rt = runtime()?;
     let found = rt.block_on(async {
-        let (client, ns) = namespace(args).await?;
+        let (client, ns) = target.connect().await?;
         let mut store = StateStore::new(client.clone(), &ns, &args.name);
         let (engine, control) = store
             .load()
