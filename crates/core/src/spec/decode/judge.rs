@@ -1,0 +1,104 @@
+//! `analysis.judge`: the statistical judge, an aviary addition.
+
+use super::diagnostics::{join, Cx, Hint};
+use super::fields::{to_u32, Reader};
+use crate::spec::types::{JudgeKind, JudgeMetric, JudgeSpec};
+
+/// `analysis.judge`.
+pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
+    let duration = |r: &mut Reader, cx: &mut Cx, key: &'static str, default: &str| {
+        r.field(key)
+            .and_then(|f| f.duration(cx))
+            .unwrap_or_else(|| {
+                (
+                    crate::spec::duration::parse_go_duration(default).unwrap_or_default(),
+                    default.to_string(),
+                )
+            })
+    };
+    let (window, window_text) = duration(&mut r, cx, "window", "5m");
+    let (step, _) = duration(&mut r, cx, "step", "30s");
+    // A score field, `None` when absent or out of range (reported).
+    let score = |r: &mut Reader, cx: &mut Cx, key: &'static str| {
+        let f = r.field(key)?;
+        let v = f.number(cx)?;
+        if !(0.0..=100.0).contains(&v) {
+            f.error(cx, format!("expected a score 0-100, got {v}"));
+            return None;
+        }
+        Some(v)
+    };
+    let pass_score = score(&mut r, cx, "passScore").unwrap_or(95.0);
+    let marginal_score = score(&mut r, cx, "marginalScore").unwrap_or(75.0);
+    if marginal_score > pass_score {
+        cx.error(
+            r.key_line("marginalScore"),
+            &join(&r.path, "marginalScore"),
+            format!("marginalScore {marginal_score} is above passScore {pass_score}"),
+        );
+    }
+    let path = join(&r.path, "metrics");
+    let line = r.key_line("metrics");
+    let items = r.list(cx, "metrics");
+    if items.is_empty() {
+        cx.error(line, &path, "the judge needs at least one metric")
+            .hint("add metrics: [{name: p99-latency, kind: latency, query: ...}]");
+    }
+    let mut metrics = Vec::new();
+    for item in &items {
+        let Some(mut m) = item.map(cx) else { continue };
+        let name = m.req_string(cx, "name");
+        let kind = m
+            .req(cx, "kind", |f, cx| {
+                f.one_of(cx, "judge kind", &JudgeKind::NAMES)
+            })
+            .map(|k| match k.as_str() {
+                "latency" => JudgeKind::Latency,
+                "error-rate" => JudgeKind::ErrorRate,
+                "increase" => JudgeKind::Increase,
+                _ => JudgeKind::Decrease,
+            });
+        let (query, errors_query, total_query) = match kind {
+            Some(JudgeKind::ErrorRate) => (
+                None,
+                m.req_string(cx, "errorsQuery"),
+                m.req_string(cx, "totalQuery"),
+            ),
+            Some(_) => (m.req_string(cx, "query"), None, None),
+            None => (None, None, None),
+        };
+        let critical = m.flag(cx, "critical");
+        let weight = m.number(cx, "weight").unwrap_or(1.0);
+        let alpha = m.number(cx, "alpha").unwrap_or(0.05);
+        let effect_floor = m.number(cx, "effectFloor").unwrap_or(0.1);
+        let min_samples = m.int(cx, "minSamples", 1, None).map_or(10, to_u32);
+        let min_requests = m
+            .int(cx, "minRequests", 1, None)
+            .map_or(100, |v| u64::try_from(v).unwrap_or(100));
+        m.finish(cx);
+        if let (Some(name), Some(kind)) = (name, kind) {
+            metrics.push(JudgeMetric {
+                name,
+                kind,
+                query,
+                errors_query,
+                total_query,
+                critical,
+                weight,
+                alpha,
+                effect_floor,
+                min_samples,
+                min_requests,
+            });
+        }
+    }
+    r.finish(cx);
+    JudgeSpec {
+        window,
+        window_text,
+        step,
+        pass_score,
+        marginal_score,
+        metrics,
+    }
+}

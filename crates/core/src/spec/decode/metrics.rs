@@ -1,0 +1,330 @@
+//! `analysis.metrics`: built-in metrics, MetricTemplate references, inline queries and the
+//! threshold ranges they are judged by.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::canary::decode_ref;
+use super::diagnostics::{join, Cx, Hint};
+use super::fields::Field;
+use super::names::unique_name;
+use crate::spec::types::{BuiltinMetric, Metric, MetricSource, ThresholdRange};
+use crate::spec::yaml::{quote, Value};
+use crate::spec::TemplateUse;
+
+pub(super) fn decode_metrics(cx: &mut Cx, items: &[Field]) -> Vec<Metric> {
+    let mut seen = HashMap::new();
+    let mut out = Vec::new();
+    for item in items {
+        if let Some(m) = decode_metric(cx, item, &mut seen) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+pub(super) fn decode_metric(
+    cx: &mut Cx,
+    item: &Field,
+    seen: &mut HashMap<String, usize>,
+) -> Option<Metric> {
+    let mut r = item.map(cx)?;
+    let name = r.req_string(cx, "name");
+    if let Some(n) = &name {
+        let line = r.key_line("name");
+        unique_name(cx, seen, "metric", n, line, &join(&item.path, "name"));
+    }
+    let (interval, interval_text) = r
+        .field("interval")
+        .and_then(|f| {
+            let (d, text) = f.duration(cx)?;
+            if d < Duration::from_secs(1) {
+                f.error(
+                    cx,
+                    format!("expected a query window of at least 1s, got {}", quote(&text)),
+                )
+                .hint("the metric's interval is the range its query looks back over ({{ interval }}), e.g. interval: 1m; an empty range has no samples");
+                return None;
+            }
+            Some((d, text))
+        })
+        .unwrap_or((Duration::from_secs(60), "1m".to_string()));
+    let range_field = r.field("thresholdRange");
+    let range = range_field.as_ref().and_then(|f| {
+        let mut tr = f.map(cx)?;
+        let min = tr.number(cx, "min");
+        let max = tr.number(cx, "max");
+        tr.finish(cx);
+        if let (Some(lo), Some(hi)) = (min, max) {
+            if lo > hi {
+                cx.error(
+                    f.key_line,
+                    &f.path,
+                    format!("min ({lo}) is above max ({hi}), so the check can never pass"),
+                )
+                .hint("swap min and max");
+            }
+        }
+        Some(ThresholdRange { min, max })
+    });
+    let threshold_field = r.field("threshold");
+    let threshold = threshold_field.as_ref().and_then(|f| f.number(cx));
+    let query_field = r.field("query");
+    let query = query_field.as_ref().and_then(|f| {
+        let q = f.string(cx)?;
+        for p in cx.check_query(f, &q) {
+            if let Some(key) = p.variable().filter(|k| !k.is_empty()) {
+                let line = cx.line_with(f.line(), &p.text);
+                cx.error(
+                    line,
+                    &f.path,
+                    format!(
+                        "{} in an inline query: only a MetricTemplate's query gets templateVariables",
+                        p.text
+                    ),
+                )
+                .hint(format!(
+                    "move the query into a MetricTemplate and set `{key}` under the metric's templateVariables"
+                ));
+            }
+        }
+        Some(q)
+    });
+    let tref_field = r.field("templateRef");
+    let template = tref_field.as_ref().and_then(|f| {
+        let tr = f.map(cx)?;
+        decode_ref(cx, tr, true, None)
+    });
+    let vars_field = r.field("templateVariables");
+    let variables = vars_field
+        .as_ref()
+        .map(|f| f.str_map(cx))
+        .unwrap_or_default();
+    r.finish(cx);
+    let name = name?;
+
+    let source = match (&tref_field, &query_field) {
+        (Some(_), Some(q)) => {
+            cx.error(
+                q.line(),
+                &item.path,
+                "set either templateRef or query, not both",
+            )
+            .hint("remove query: the MetricTemplate holds the query");
+            return None;
+        }
+        (Some(t), None) => {
+            let template = template?;
+            let (line, path) = match &vars_field {
+                Some(v) => (v.key_line, v.path.clone()),
+                None => (t.key_line, t.path.clone()),
+            };
+            cx.uses.push(TemplateUse {
+                file: cx.file.to_string(),
+                line,
+                path,
+                metric: name.clone(),
+                template: template.name.clone(),
+                template_namespace: template.namespace.clone(),
+                canary_namespace: String::new(),
+                variables: variables.keys().cloned().collect(),
+            });
+            MetricSource::Template {
+                template,
+                variables,
+            }
+        }
+        (None, Some(q)) => {
+            let query = query?;
+            cx.warn(q.line(), &q.path, "query is deprecated")
+                .hint("move the query into a MetricTemplate and reference it with templateRef");
+            MetricSource::Query(query)
+        }
+        (None, None) => match BuiltinMetric::from_name(&name) {
+            Some(b) => MetricSource::Builtin(b),
+            None => {
+                cx.error(
+                    item.line(),
+                    &item.path,
+                    format!(
+                        "metric {} is neither a built-in ({}) nor has a templateRef",
+                        quote(&name),
+                        BuiltinMetric::NAMES.join(", ")
+                    ),
+                )
+                .hint(format!(
+                    "add templateRef: {{name: {name}}} pointing at a MetricTemplate"
+                ));
+                return None;
+            }
+        },
+    };
+    if let (Some(v), false) = (&vars_field, matches!(source, MetricSource::Template { .. })) {
+        cx.warn(
+            v.key_line,
+            &v.path,
+            "templateVariables is ignored without templateRef",
+        );
+    }
+
+    let success_rate = source == MetricSource::Builtin(BuiltinMetric::RequestSuccessRate);
+    let threshold_range = if let Some(rf) = &range_field {
+        if let Some(t) = &threshold_field {
+            cx.warn(
+                t.line(),
+                &t.path,
+                "threshold is ignored because thresholdRange is set",
+            )
+            .hint("remove threshold");
+        }
+        let range = range?;
+        let bounds_written = matches!(&rf.node.value, Value::Map(entries)
+            if entries.iter().any(|(k, v)| matches!(k.as_str(), Some("min" | "max")) && !v.is_null()));
+        if range.min.is_none() && range.max.is_none() && !bounds_written {
+            cx.warn(
+                rf.key_line,
+                &rf.path,
+                "thresholdRange has neither min nor max, so this check always passes",
+            );
+        }
+        range
+    } else if let Some(t) = &threshold_field {
+        let value = threshold?;
+        let (range, suggestion) = if success_rate {
+            (
+                ThresholdRange {
+                    min: Some(value),
+                    max: None,
+                },
+                format!("thresholdRange: {{min: {value}}}"),
+            )
+        } else {
+            (
+                ThresholdRange {
+                    min: None,
+                    max: Some(value),
+                },
+                format!("thresholdRange: {{max: {value}}}"),
+            )
+        };
+        cx.warn(t.line(), &t.path, "threshold is deprecated")
+            .hint(format!("write {suggestion}, which is how Flagger reads it"));
+        range
+    } else if success_rate {
+        cx.warn(
+            item.line(),
+            &item.path,
+            format!(
+                "metric {} has no thresholdRange, so (as in Flagger) it always passes",
+                quote(&name)
+            ),
+        )
+        .hint("add thresholdRange: {min: 99}");
+        ThresholdRange {
+            min: Some(0.0),
+            max: None,
+        }
+    } else {
+        cx.warn(
+            item.line(),
+            &item.path,
+            format!(
+                "metric {} has no thresholdRange, so (as in Flagger) it fails whenever its value is above 0",
+                quote(&name)
+            ),
+        )
+        .hint("add thresholdRange with a max (or a min)");
+        ThresholdRange {
+            min: None,
+            max: Some(0.0),
+        }
+    };
+
+    Some(Metric {
+        name,
+        interval,
+        interval_text,
+        threshold_range,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::decode::test_support::*;
+    use crate::spec::types::*;
+
+    #[test]
+    fn duplicate_metric_names() {
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    metrics:\n    - name: request-success-rate\n      thresholdRange: {min: 99}\n    - name: request-success-rate\n      thresholdRange: {min: 90}\n",
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["canary.yaml:16: spec.analysis.metrics[1].name: duplicate metric name \"request-success-rate\" (first at line 14)\n  help: give each metric a different name"]
+        );
+    }
+
+    #[test]
+    fn thresholds_fold_as_flagger_reads_them() {
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    metrics:\n    - name: request-success-rate\n      threshold: 99\n    - name: request-duration\n      threshold: 500\n    - name: errors\n      templateRef: {name: errors}\n    - name: old\n      query: up\n      thresholdRange: {max: 1}\n      threshold: 3\n",
+        );
+        let docs = decode(&text);
+        let m = &docs.canaries[0].analysis.as_ref().unwrap().metrics;
+        assert_eq!(
+            m[0].threshold_range,
+            ThresholdRange {
+                min: Some(99.0),
+                max: None
+            }
+        );
+        assert_eq!(
+            m[1].threshold_range,
+            ThresholdRange {
+                min: None,
+                max: Some(500.0)
+            }
+        );
+        assert_eq!(
+            m[1].source,
+            MetricSource::Builtin(BuiltinMetric::RequestDuration)
+        );
+        assert_eq!(
+            m[2].threshold_range,
+            ThresholdRange {
+                min: None,
+                max: Some(0.0)
+            }
+        );
+        assert_eq!(m[3].source, MetricSource::Query("up".into()));
+        assert_eq!(
+            m[3].threshold_range,
+            ThresholdRange {
+                min: None,
+                max: Some(1.0)
+            }
+        );
+        let w: Vec<String> = docs.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            w,
+            vec![
+                "canary.yaml:15: warning: spec.analysis.metrics[0].threshold: threshold is deprecated\n  help: write thresholdRange: {min: 99}, which is how Flagger reads it",
+                "canary.yaml:17: warning: spec.analysis.metrics[1].threshold: threshold is deprecated\n  help: write thresholdRange: {max: 500}, which is how Flagger reads it",
+                "canary.yaml:18: warning: spec.analysis.metrics[2]: metric \"errors\" has no thresholdRange, so (as in Flagger) it fails whenever its value is above 0\n  help: add thresholdRange with a max (or a min)",
+                "canary.yaml:21: warning: spec.analysis.metrics[3].query: query is deprecated\n  help: move the query into a MetricTemplate and reference it with templateRef",
+                "canary.yaml:23: warning: spec.analysis.metrics[3].threshold: threshold is ignored because thresholdRange is set\n  help: remove threshold",
+            ]
+        );
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    metrics:\n    - name: cpu\n      thresholdRange: {max: 1}\n",
+        );
+        assert_eq!(
+            errors(&text),
+            vec!["canary.yaml:14: spec.analysis.metrics[0]: metric \"cpu\" is neither a built-in (request-success-rate, request-duration) nor has a templateRef\n  help: add templateRef: {name: cpu} pointing at a MetricTemplate"]
+        );
+    }
+}

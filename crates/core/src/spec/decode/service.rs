@@ -1,0 +1,140 @@
+//! `spec.service`: the ports, the routing fields of the mesh and ingress providers, header
+//! operations and the custom metadata of the apex, primary and canary Services.
+
+use super::diagnostics::{Cx, Hint};
+use super::fields::Reader;
+use super::matches::decode_matches;
+use crate::spec::types::{
+    CustomMetadata, GatewayRef, HeaderOperations, Headers, HttpRetry, HttpRewrite, IntOrString,
+    Service,
+};
+use crate::spec::yaml::Value;
+
+pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> Option<Service> {
+    let name = r
+        .string(cx, "name")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| target_name.to_string());
+    let port = r.req(cx, "port", |f, cx| f.int(cx, 1, Some(65535)));
+    let port_name = r
+        .string(cx, "portName")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "http".to_string());
+    let target_port = r.field("targetPort").and_then(|f| match &f.node.value {
+        Value::Str(s) if s.parse::<i64>().is_ok() => {
+            f.expected(cx, "a port number 1-65535 or a port name")
+                .hint(format!("remove the quotes: {s}"));
+            None
+        }
+        Value::Str(s) if !s.is_empty() => Some(IntOrString::String(s.clone())),
+        Value::Int(_) => f.int(cx, 1, Some(65535)).map(IntOrString::Int),
+        _ => {
+            f.expected(cx, "a port number 1-65535 or a port name");
+            None
+        }
+    });
+    let app_protocol = r.string(cx, "appProtocol");
+    let port_discovery = r.flag(cx, "portDiscovery");
+    let timeout = r.field("timeout").and_then(|f| f.duration_text(cx));
+    let gateways = r.str_list(cx, "gateways");
+    let gateway_refs = r
+        .list(cx, "gatewayRefs")
+        .iter()
+        .filter_map(|item| {
+            let mut g = item.map(cx)?;
+            let group = g.string(cx, "group");
+            let kind = g.string(cx, "kind");
+            let namespace = g.string(cx, "namespace");
+            let name = g.req_string(cx, "name");
+            let section_name = g.string(cx, "sectionName");
+            let port = g.int(cx, "port", 1, Some(65535));
+            g.finish(cx);
+            Some(GatewayRef {
+                group,
+                kind,
+                namespace,
+                name: name?,
+                section_name,
+                port,
+            })
+        })
+        .collect();
+    let hosts = r.str_list(cx, "hosts");
+    let delegation = r.flag(cx, "delegation");
+    let traffic_policy = r.field("trafficPolicy").and_then(|f| f.json_map(cx));
+    let match_items = r.list(cx, "match");
+    let matches = decode_matches(cx, match_items);
+    let rewrite = r.map(cx, "rewrite").map(|mut rw| {
+        let uri = rw.string(cx, "uri");
+        let authority = rw.string(cx, "authority");
+        rw.finish(cx);
+        HttpRewrite { uri, authority }
+    });
+    let retries = r.map(cx, "retries").map(|mut rt| {
+        let attempts = rt.int(cx, "attempts", 0, None);
+        let per_try_timeout = rt.field("perTryTimeout").and_then(|f| f.duration_text(cx));
+        let retry_on = rt.string(cx, "retryOn");
+        rt.finish(cx);
+        HttpRetry {
+            attempts,
+            per_try_timeout,
+            retry_on,
+        }
+    });
+    let headers = r.map(cx, "headers").map(|mut h| {
+        let request = h.map(cx, "request").map(|ops| decode_header_ops(cx, ops));
+        let response = h.map(cx, "response").map(|ops| decode_header_ops(cx, ops));
+        h.finish(cx);
+        Headers { request, response }
+    });
+    let cors_policy = r.field("corsPolicy").and_then(|f| f.json_map(cx));
+    let mesh_name = r.string(cx, "meshName");
+    let backends = r.str_list(cx, "backends");
+    let apex = r.map(cx, "apex").map(|m| decode_custom_metadata(cx, m));
+    let primary = r.map(cx, "primary").map(|m| decode_custom_metadata(cx, m));
+    let canary = r.map(cx, "canary").map(|m| decode_custom_metadata(cx, m));
+    r.finish(cx);
+    let port = port?;
+    Some(Service {
+        name,
+        port: u16::try_from(port).unwrap_or(0),
+        port_name,
+        target_port: Some(target_port.unwrap_or(IntOrString::Int(port))),
+        app_protocol,
+        port_discovery,
+        timeout,
+        gateways,
+        gateway_refs,
+        hosts,
+        delegation,
+        traffic_policy,
+        r#match: matches,
+        rewrite,
+        retries,
+        headers,
+        cors_policy,
+        mesh_name,
+        backends,
+        apex,
+        primary,
+        canary,
+    })
+}
+
+pub(super) fn decode_header_ops(cx: &mut Cx, mut r: Reader) -> HeaderOperations {
+    let set = r.str_map(cx, "set");
+    let add = r.str_map(cx, "add");
+    let remove = r.str_list(cx, "remove");
+    r.finish(cx);
+    HeaderOperations { set, add, remove }
+}
+
+pub(super) fn decode_custom_metadata(cx: &mut Cx, mut r: Reader) -> CustomMetadata {
+    let labels = r.str_map(cx, "labels");
+    let annotations = r.str_map(cx, "annotations");
+    r.finish(cx);
+    CustomMetadata {
+        labels,
+        annotations,
+    }
+}
