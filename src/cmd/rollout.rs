@@ -97,7 +97,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         revision = tracing::field::Empty,
     );
     // Every address the run would call, checked before anything changes (exit 2).
-    aviary_core::urls::check_addresses(&canary, &templates, args.prometheus.url.as_deref())
+    aviary_core::addresses::check_addresses(&canary, &templates, args.prometheus.url.as_deref())
         .map_err(|errors| spec::SpecError::Invalid {
             errors,
             warnings: Vec::new(),

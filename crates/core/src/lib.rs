@@ -8,7 +8,8 @@
 //!   out and feeds the answers back.
 //! - [`analysis`] is the statistical judge; [`plan`] and [`simulate`] run the engine on a
 //!   simulated clock; [`report`] is the report every host and command writes; [`exit`] the
-//!   documented exit codes; [`urls`] redaction and address checks.
+//!   documented exit codes; [`urls`] redaction and URL rules, [`addresses`] every address of a
+//!   rollout checked up front.
 //!
 //! Purity is enforced by Cargo, not by convention: this crate's `[dependencies]` hold only the
 //! serde family, a YAML parser, `url`, `thiserror` and the `tracing` facade, so no module here
@@ -16,6 +17,7 @@
 //! Reading files is `aviary_kube::files`'s job; the checks on their bytes are here
 //! ([`spec::input`]), so every reader applies the same caps.
 
+pub mod addresses;
 pub mod analysis;
 pub mod engine;
 pub mod exit;

@@ -29,7 +29,7 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::cluster::{managed_labels, retry, retry_within, ClusterError};
-use crate::state::object_name;
+use aviary_core::spec::state_object_name as object_name;
 
 /// How long a lease lasts without renewal.
 pub const LEASE_SECONDS: i32 = 30;
