@@ -8,10 +8,10 @@ use aviary_core::exit::Exit;
 use aviary_core::report::{Report, Verdict};
 use aviary_core::request::Prerendered;
 use aviary_hosts::cloud_deploy::{
-    Request, RequestType, Results, Scratch, SecretFile, SUPPORTED_FEATURES,
+    CloudDeploy, Request, RequestType, Results, Scratch, SecretFile, SUPPORTED_FEATURES,
 };
-use aviary_hosts::gcs::{self, Gcs, GsUrl};
-use aviary_hosts::Env;
+use aviary_hosts::gcs::{self, GsUrl};
+use aviary_hosts::{Env, PipelineHost};
 
 use super::rollout::{self, RunContext};
 use super::AppError;
@@ -25,17 +25,11 @@ fn gcs_error(e: gcs::GcsError) -> AppError {
 pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
     let rt = super::runtime()?;
     // A request that cannot be read still gets its FAILED results.json when it says where to.
-    let output =
-        Request::var(&*env, "CLOUD_DEPLOY_OUTPUT_GCS_PATH").and_then(|v| GsUrl::parse(&v).ok());
-    let gcs = Gcs::from_env(&*env);
+    let fallback = CloudDeploy::fallback_output(&*env);
     let req = match Request::read(env).map_err(AppError::from) {
         Ok(req) => req,
         Err(e) => {
-            if let Some(output) = output {
-                let mut results = Results::new("FAILED");
-                results.failure_message = Some(e.to_string());
-                upload_results(&rt, &gcs, &output, &results);
-            }
+            CloudDeploy::fail_unread(fallback, &e.to_string());
             return Err(e);
         }
     };
@@ -56,10 +50,9 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
     );
     let unsupported = req.unsupported_features();
     let (results, report, exit) = if !unsupported.is_empty() {
-        let names = unsupported;
         let message = format!(
             "aviary does not support the Cloud Deploy feature(s) {}; it supports {}",
-            names.join(", "),
+            unsupported.join(", "),
             SUPPORTED_FEATURES.join(", ")
         );
         tracing::error!("{message}");
@@ -67,80 +60,38 @@ pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
         results.failure_message = Some(message.clone());
         let mut report = Report::new(Verdict::Failed);
         report.message = Some(message);
-        (
-            results,
-            Some(report.exit(Exit::InvalidInput)),
-            Exit::InvalidInput,
-        )
+        (results, report.exit(Exit::InvalidInput), Exit::InvalidInput)
     } else {
         match req.kind {
             RequestType::Render => render(&req, &rt),
             RequestType::Deploy => deploy(&req, &rt),
         }
     };
-    let results = match report {
-        Some(mut report) => {
-            report.host = Some("cloud-deploy".into());
-            report.target = report.target.or_else(|| Some(req.target.clone()));
-            let url = req.output.join("aviary-report.json");
-            let mut results = results;
-            match serde_json::to_vec_pretty(&report) {
-                Ok(body) => match rt.block_on(gcs.put(&url, body)) {
-                    Ok(()) => results.artifact_files.push(url.to_string()),
-                    Err(e) => tracing::warn!("could not upload the report: {e}"),
-                },
-                Err(e) => tracing::warn!("could not encode the report: {e}"),
-            }
-            results
-        }
-        None => results,
-    };
-    if !upload_results(&rt, &gcs, &req.output, &results) {
-        return Ok(if exit == Exit::Success {
-            Exit::Runtime
-        } else {
-            exit
-        });
+    let mut report = report;
+    report.host = Some("cloud-deploy".into());
+    report.target = report.target.or_else(|| Some(req.target.clone()));
+    let mut host = CloudDeploy::new(req);
+    host.set_results(results);
+    let path = host.default_report();
+    if host.finish(&report, &path).is_err() && exit == Exit::Success {
+        return Ok(Exit::Runtime);
     }
     Ok(exit)
 }
 
-/// Uploads `<output>/results.json`; false (logged) when it could not.
-fn upload_results(
-    rt: &tokio::runtime::Runtime,
-    gcs: &Gcs,
-    output: &GsUrl,
-    results: &Results,
-) -> bool {
-    let url = output.join("results.json");
-    let uploaded = serde_json::to_vec_pretty(results)
-        .map_err(|e| e.to_string())
-        .and_then(|body| rt.block_on(gcs.put(&url, body)).map_err(|e| e.to_string()));
-    match uploaded {
-        Ok(()) => {
-            tracing::info!("{url}: {}", results.result_status);
-            true
-        }
-        Err(e) => {
-            tracing::error!("could not upload {url}: {e}; Cloud Deploy will see no result");
-            false
-        }
-    }
-}
-
 /// The Results and exit code of an action that failed with `err`.
-fn failed(err: AppError, command: &str) -> (Results, Option<Report>, Exit) {
+fn failed(err: AppError, command: &str) -> (Results, Report, Exit) {
     err.report();
     let report = super::failed_report(&err, command);
     let mut results = Results::new("FAILED");
     results.failure_message = report.message.clone();
     let exit = err.exit();
-    (results, Some(report), exit)
+    (results, report, exit)
 }
 
-fn render(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Option<Report>, Exit) {
+fn render(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit) {
     match try_render(req, rt) {
-        Ok((results, report)) => (results, Some(report), Exit::Success),
+        Ok((results, report)) => (results, report, Exit::Success),
         Err(e) => failed(e, "cloud-deploy render"),
     }
 }
@@ -199,7 +150,7 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
     Ok((results, report.exit(Exit::Success)))
 }
 
-fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Option<Report>, Exit) {
+fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit) {
     let report = match try_deploy(req, rt) {
         Ok(report) => report,
         Err(e) => return failed(e, "cloud-deploy deploy"),
@@ -232,7 +183,7 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Option<Repor
     if let Some(c) = &report.canary {
         m.insert("aviary-canary".into(), c.clone());
     }
-    (results, Some(report), exit)
+    (results, report, exit)
 }
 
 fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, AppError> {

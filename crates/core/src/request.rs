@@ -50,7 +50,7 @@ impl Origin {
 }
 
 /// `request-timeout` → `requestTimeout` (Cloud Deploy's parameter spelling).
-fn camel(key: &str) -> String {
+pub fn camel(key: &str) -> String {
     let mut out = String::new();
     let mut upper = false;
     for c in key.chars() {

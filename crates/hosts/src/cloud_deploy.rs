@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::gcs::GsUrl;
-use super::{Env, HostError};
+use super::gcs::{Gcs, GsUrl};
+use super::{Env, FinishError, HostError, PipelineHost};
 use aviary_core::request::{self, BadValue, CanarySource, Origin, Prerendered, RenderSource};
 use aviary_kube::runner::ExternalPhase;
 
@@ -277,6 +277,109 @@ impl Request {
             },
             report: None,
         })
+    }
+}
+
+/// Cloud Deploy as a [`PipelineHost`]. Its inputs are the deploy parameters
+/// (`customTarget/<key>`, the input `kube-context` being `customTarget/kubeContext`); its verdict
+/// is `results.json` in the action's output path, uploaded with the JSON report beside it
+/// (`aviary-report.json`, listed in `artifactFiles`) by [`PipelineHost::finish`], on success and
+/// failure alike. The command sets the [`Results`] (status, manifest, metadata) as it goes.
+pub struct CloudDeploy {
+    pub req: Request,
+    results: Results,
+}
+
+impl CloudDeploy {
+    pub fn new(req: Request) -> CloudDeploy {
+        CloudDeploy {
+            req,
+            results: Results::new("FAILED"),
+        }
+    }
+
+    /// What `results.json` says when the action ends.
+    pub fn set_results(&mut self, results: Results) {
+        self.results = results;
+    }
+
+    /// Where the `results.json` of a request that cannot be read goes, when its environment
+    /// names an output path; taken before the request is read.
+    pub fn fallback_output(env: &Env) -> Option<(Gcs, GsUrl)> {
+        let output = Request::var(env, "CLOUD_DEPLOY_OUTPUT_GCS_PATH")
+            .and_then(|v| GsUrl::parse(&v).ok())?;
+        Some((Gcs::from_env(env), output))
+    }
+
+    /// Uploads the FAILED `results.json` of a request that could not be read (with no output
+    /// path, Cloud Deploy sees no result, and the log says why).
+    pub fn fail_unread(output: Option<(Gcs, GsUrl)>, message: &str) {
+        let Some((gcs, output)) = output else {
+            return;
+        };
+        let mut results = Results::new("FAILED");
+        results.failure_message = Some(message.to_string());
+        let _ = upload_results(&gcs, &output, &results);
+    }
+}
+
+/// Uploads `<output>/results.json`, logging the outcome.
+fn upload_results(gcs: &Gcs, output: &GsUrl, results: &Results) -> Result<(), FinishError> {
+    let url = output.join("results.json");
+    let body = serde_json::to_vec_pretty(results).map_err(|e| FinishError::Write {
+        what: "results.json".into(),
+        path: url.to_string(),
+        source: e.into(),
+    })?;
+    let uploaded = aviary_kube::runtime()
+        .map_err(FinishError::Runtime)
+        .and_then(|rt| Ok(rt.block_on(gcs.put(&url, body))?));
+    match &uploaded {
+        Ok(()) => tracing::info!("{url}: {}", results.result_status),
+        Err(e) => tracing::error!("could not upload {url}: {e}; Cloud Deploy will see no result"),
+    }
+    uploaded
+}
+
+impl PipelineHost for CloudDeploy {
+    fn name(&self) -> &'static str {
+        "cloud-deploy"
+    }
+
+    fn raw_input(&self, name: &str) -> Option<String> {
+        (self.req.env)(&format!(
+            "CLOUD_DEPLOY_customTarget_{}",
+            aviary_core::request::camel(name)
+        ))
+    }
+
+    fn var(&self, name: &str) -> Option<String> {
+        (self.req.env)(name)
+    }
+
+    fn finish(
+        &mut self,
+        report: &aviary_core::report::Report,
+        _: &Path,
+    ) -> Result<(), FinishError> {
+        let gcs = self.req.gcs();
+        let mut results = self.results.clone();
+        let url = self.req.output.join("aviary-report.json");
+        match serde_json::to_vec_pretty(report) {
+            Ok(body) => match aviary_kube::runtime()
+                .map_err(FinishError::Runtime)
+                .and_then(|rt| Ok(rt.block_on(gcs.put(&url, body))?))
+            {
+                Ok(()) => results.artifact_files.push(url.to_string()),
+                Err(e) => tracing::warn!("could not upload the report: {e}"),
+            },
+            Err(e) => tracing::warn!("could not encode the report: {e}"),
+        }
+        upload_results(&gcs, &self.req.output, &results)
+    }
+
+    fn default_report(&self) -> PathBuf {
+        PathBuf::from("aviary-report.json")
     }
 }
 

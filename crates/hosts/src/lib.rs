@@ -187,6 +187,12 @@ pub enum FinishError {
     /// Values the host would refuse (Tekton results over their size limit).
     #[error("the results weigh {total} bytes, over Tekton's {limit}; use a shorter report path")]
     TooLarge { total: usize, limit: usize },
+    /// Cloud Deploy's `results.json` could not be uploaded (Cloud Deploy sees no result).
+    #[error("results.json: {0}")]
+    Upload(#[from] gcs::GcsError),
+    /// No runtime for the host's own calls.
+    #[error("cannot start the runtime for the host's calls: {0}")]
+    Runtime(std::io::Error),
     /// More than one of the above.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Several(Vec<FinishError>),
