@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use aviary_core::engine::{Command, Config, Severity};
+use aviary_core::engine::{Command, Config, EventLevel};
 use aviary_core::exit::Exit;
 use aviary_core::report::{exit_of, Report, Verdict};
 use aviary_core::request;
@@ -43,8 +43,8 @@ pub fn run_report(args: &request::Simulate) -> Result<(Config, Report), AppError
         for command in &tick.commands {
             if let Command::Event { severity, message } = command {
                 match severity {
-                    Severity::Info => tracing::debug!(at_ms = tick.at, "{message}"),
-                    Severity::Warning => {
+                    EventLevel::Info => tracing::debug!(at_ms = tick.at, "{message}"),
+                    EventLevel::Warning => {
                         tracing::debug!(at_ms = tick.at, warning = true, "{message}")
                     }
                 }

@@ -21,7 +21,8 @@ use crate::state::{SavedSpec, StateStore, ABORT_ANNOTATION, APPROVE_ANNOTATION};
 use crate::webhooks::WebhookCaller;
 use crate::workload::{Promotion, Workloads};
 use aviary_core::engine::{
-    Answer, Command, Config, Engine, Input, Phase, Request, Routes, Severity, State, Step, Workload,
+    Answer, Command, Config, Engine, EventLevel, Input, Phase, Request, Routes, State, Step,
+    Workload,
 };
 use aviary_core::report::TrafficLeft;
 use aviary_core::spec::{Canary, HookType, Provider};
@@ -409,8 +410,8 @@ impl Shell {
             }
             Command::Event { severity, message } => {
                 match severity {
-                    Severity::Info => tracing::info!("{message}"),
-                    Severity::Warning => tracing::warn!("{message}"),
+                    EventLevel::Info => tracing::info!("{message}"),
+                    EventLevel::Warning => tracing::warn!("{message}"),
                 }
                 self.send_event(*severity, message).await;
             }
@@ -429,7 +430,7 @@ impl Shell {
     }
 
     /// Posts an event to the `event` webhooks, as Flagger does. Failures are logged only.
-    async fn send_event(&self, severity: Severity, message: &str) {
+    async fn send_event(&self, severity: EventLevel, message: &str) {
         let Some(analysis) = &self.canary.analysis else {
             return;
         };
@@ -444,8 +445,8 @@ impl Shell {
             hook.metadata.insert(
                 "eventType".into(),
                 match severity {
-                    Severity::Info => "Normal".into(),
-                    Severity::Warning => "Warning".into(),
+                    EventLevel::Info => "Normal".into(),
+                    EventLevel::Warning => "Warning".into(),
                 },
             );
             let outcome = self

@@ -24,9 +24,9 @@
 //!
 //! For the whole canary ([`judge`]): `score = 100 × Σ weight(passing) / Σ weight(all)`, NoData
 //! included in the denominator. A critical metric that fails (bad direction or NoData) fails the
-//! canary outright: score 0, [`Verdict::Fail`]. Otherwise `score ≥ pass_score` is
-//! [`Verdict::Pass`], `score ≥ marginal_score` [`Verdict::Marginal`], anything else (including no
-//! metric at all, or thresholds that are NaN) [`Verdict::Fail`].
+//! canary outright: score 0, [`JudgeVerdict::Fail`]. Otherwise `score ≥ pass_score` is
+//! [`JudgeVerdict::Pass`], `score ≥ marginal_score` [`JudgeVerdict::Marginal`], anything else (including no
+//! metric at all, or thresholds that are NaN) [`JudgeVerdict::Fail`].
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -51,7 +51,7 @@ pub enum Direction {
 /// What a metric measures, which decides the test and the bad direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-pub enum MetricKind {
+pub enum Measure {
     /// Higher is worse; value samples compared with Mann–Whitney. Request counts are refused
     /// (NoData).
     Latency,
@@ -62,12 +62,12 @@ pub enum MetricKind {
     Generic { direction: Direction },
 }
 
-impl MetricKind {
+impl Measure {
     /// The direction in which a change fails the metric.
     pub fn direction(self) -> Direction {
         match self {
-            MetricKind::Latency | MetricKind::ErrorRate => Direction::Increase,
-            MetricKind::Generic { direction } => direction,
+            Measure::Latency | Measure::ErrorRate => Direction::Increase,
+            Measure::Generic { direction } => direction,
         }
     }
 }
@@ -77,7 +77,7 @@ impl MetricKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricConfig {
     pub name: String,
-    pub kind: MetricKind,
+    pub kind: Measure,
     /// A failure of this metric (bad direction or NoData) fails the whole canary.
     #[serde(default)]
     pub critical: bool,
@@ -117,7 +117,7 @@ fn default_min_requests() -> u64 {
 impl MetricConfig {
     /// A non-critical metric with the defaults: weight 1, alpha 0.05, effect floor 10%, 10
     /// samples, 100 requests.
-    pub fn new(name: impl Into<String>, kind: MetricKind) -> MetricConfig {
+    pub fn new(name: impl Into<String>, kind: Measure) -> MetricConfig {
         MetricConfig {
             name: name.into(),
             kind,
@@ -231,18 +231,18 @@ impl Default for JudgeConfig {
 /// The verdict on the whole canary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum JudgeVerdict {
     Pass,
     Marginal,
     Fail,
 }
 
-impl Verdict {
+impl JudgeVerdict {
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Pass => "pass",
-            Verdict::Marginal => "marginal",
-            Verdict::Fail => "fail",
+            JudgeVerdict::Pass => "pass",
+            JudgeVerdict::Marginal => "marginal",
+            JudgeVerdict::Fail => "fail",
         }
     }
 }
@@ -252,7 +252,7 @@ impl Verdict {
 pub struct Judgement {
     /// 0-100; 0 when a critical metric failed.
     pub score: f64,
-    pub verdict: Verdict,
+    pub verdict: JudgeVerdict,
     pub metrics: Vec<MetricVerdict>,
     pub reason: String,
 }
@@ -278,7 +278,7 @@ pub fn classify(config: &MetricConfig, sample: &Sample) -> MetricVerdict {
         return verdict;
     }
     match (config.kind, sample) {
-        (MetricKind::Latency, Sample::Counts { .. }) => {
+        (Measure::Latency, Sample::Counts { .. }) => {
             verdict.reason = format!(
                 "{}: a latency metric needs value samples, got request counts",
                 config.name
@@ -329,7 +329,7 @@ pub fn judge_verdicts(config: &JudgeConfig, metrics: Vec<MetricVerdict>) -> Judg
     if !critical.is_empty() {
         return Judgement {
             score: 0.0,
-            verdict: Verdict::Fail,
+            verdict: JudgeVerdict::Fail,
             reason: critical.join("; "),
             metrics,
         };
@@ -337,7 +337,7 @@ pub fn judge_verdicts(config: &JudgeConfig, metrics: Vec<MetricVerdict>) -> Judg
     if metrics.is_empty() {
         return Judgement {
             score: 0.0,
-            verdict: Verdict::Fail,
+            verdict: JudgeVerdict::Fail,
             reason: "no metrics to judge".to_string(),
             metrics,
         };
@@ -350,7 +350,7 @@ pub fn judge_verdicts(config: &JudgeConfig, metrics: Vec<MetricVerdict>) -> Judg
     if largest <= 0.0 {
         return Judgement {
             score: 0.0,
-            verdict: Verdict::Fail,
+            verdict: JudgeVerdict::Fail,
             reason: format!(
                 "no metric has a positive weight ({} metrics)",
                 metrics.len()
@@ -374,11 +374,11 @@ pub fn judge_verdicts(config: &JudgeConfig, metrics: Vec<MetricVerdict>) -> Judg
     }
     let score = (100.0 * passing / total).clamp(0.0, 100.0);
     let verdict = if score >= config.pass_score {
-        Verdict::Pass
+        JudgeVerdict::Pass
     } else if score >= config.marginal_score {
-        Verdict::Marginal
+        JudgeVerdict::Marginal
     } else {
-        Verdict::Fail
+        JudgeVerdict::Fail
     };
 
     let mut reason = format!(
@@ -735,15 +735,15 @@ mod tests {
     }
 
     fn latency(name: &str) -> MetricConfig {
-        MetricConfig::new(name, MetricKind::Latency)
+        MetricConfig::new(name, Measure::Latency)
     }
 
     fn errors(name: &str) -> MetricConfig {
-        MetricConfig::new(name, MetricKind::ErrorRate)
+        MetricConfig::new(name, Measure::ErrorRate)
     }
 
     fn generic(name: &str, direction: Direction) -> MetricConfig {
-        MetricConfig::new(name, MetricKind::Generic { direction })
+        MetricConfig::new(name, Measure::Generic { direction })
     }
 
     fn passing_sample() -> Sample {
@@ -774,7 +774,7 @@ mod tests {
             &JudgeConfig::default(),
             &[(latency("p99 latency"), passing_sample())],
         );
-        assert_eq!((j.score, j.verdict), (100.0, Verdict::Pass));
+        assert_eq!((j.score, j.verdict), (100.0, JudgeVerdict::Pass));
         assert_eq!(
             j.reason,
             "score 100 (pass at 95, marginal at 75): pass; all 1 metrics pass"
@@ -810,7 +810,7 @@ mod tests {
             &JudgeConfig::default(),
             &[(latency("p99 latency"), high_sample())],
         );
-        assert_eq!((j.score, j.verdict), (0.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (0.0, JudgeVerdict::Fail));
         assert!(
             j.reason.ends_with("not passing: \"p99 latency\" (high)"),
             "{}",
@@ -825,7 +825,7 @@ mod tests {
                 (errors("errors"), counts(10, 1000, 10, 1000)),
             ],
         );
-        assert_eq!((j.score, j.verdict), (50.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (50.0, JudgeVerdict::Fail));
     }
 
     #[test]
@@ -898,7 +898,7 @@ mod tests {
                 (latency("p50 latency"), passing_sample()),
             ],
         );
-        assert_eq!((j.score, j.verdict), (50.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (50.0, JudgeVerdict::Fail));
         assert!(
             j.reason.contains("\"p99 latency\" (no data)"),
             "{}",
@@ -982,7 +982,7 @@ mod tests {
                 (latency("p90 latency"), passing_sample()),
             ],
         );
-        assert_eq!((j.score, j.verdict), (0.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (0.0, JudgeVerdict::Fail));
         assert_eq!(
             j.reason,
             "critical metric \"p99 latency\" failed: p99 latency: not enough data: 3 canary \
@@ -1005,7 +1005,7 @@ mod tests {
                 (latency("p50 latency"), passing_sample()),
             ],
         );
-        assert_eq!((j.score, j.verdict), (0.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (0.0, JudgeVerdict::Fail));
         assert!(j
             .reason
             .starts_with("critical metric \"p99 latency\" failed: p99 latency "));
@@ -1018,7 +1018,7 @@ mod tests {
         );
         assert_eq!(j.metrics[0].classification, Classification::Low);
         assert!(j.metrics[0].reason.ends_with("low, an improvement"));
-        assert_eq!((j.score, j.verdict), (100.0, Verdict::Pass));
+        assert_eq!((j.score, j.verdict), (100.0, JudgeVerdict::Pass));
     }
 
     #[test]
@@ -1060,7 +1060,7 @@ mod tests {
         ];
         // 100 × 3 / (3 + 1 + 1) = 60.
         let j = judge(&JudgeConfig::default(), &metrics);
-        assert_eq!((j.score, j.verdict), (60.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (60.0, JudgeVerdict::Fail));
         assert_eq!(
             j.reason,
             "score 60 (pass at 95, marginal at 75): fail; not passing: \"b\" (high), \"c\" (no data)"
@@ -1070,12 +1070,12 @@ mod tests {
             pass_score: 95.0,
             marginal_score: 60.0,
         };
-        assert_eq!(judge(&marginal, &metrics).verdict, Verdict::Marginal);
+        assert_eq!(judge(&marginal, &metrics).verdict, JudgeVerdict::Marginal);
         let pass = JudgeConfig {
             pass_score: 60.0,
             marginal_score: 50.0,
         };
-        assert_eq!(judge(&pass, &metrics).verdict, Verdict::Pass);
+        assert_eq!(judge(&pass, &metrics).verdict, JudgeVerdict::Pass);
 
         // 19 of 20 equal weights pass: exactly 95, a pass by default.
         let mut many: Vec<(MetricConfig, Sample)> = (0..19)
@@ -1083,12 +1083,12 @@ mod tests {
             .collect();
         many.push((latency("bad"), high_sample()));
         let j = judge(&JudgeConfig::default(), &many);
-        assert_eq!((j.score, j.verdict), (95.0, Verdict::Pass));
+        assert_eq!((j.score, j.verdict), (95.0, JudgeVerdict::Pass));
         // A heavier bad metric: 19 / 21 → 90.476…, marginal.
         many[19].0.weight = 2.0;
         let j = judge(&JudgeConfig::default(), &many);
         assert!((j.score - 1900.0 / 21.0).abs() < 1e-12);
-        assert_eq!(j.verdict, Verdict::Marginal);
+        assert_eq!(j.verdict, JudgeVerdict::Marginal);
 
         // Weights that are not finite numbers ≥ 0 count as 0.
         let metrics = [
@@ -1098,7 +1098,7 @@ mod tests {
             (weighted(latency("d"), f64::INFINITY), high_sample()),
         ];
         let j = judge(&JudgeConfig::default(), &metrics);
-        assert_eq!((j.score, j.verdict), (100.0, Verdict::Pass));
+        assert_eq!((j.score, j.verdict), (100.0, JudgeVerdict::Pass));
         assert_eq!(j.metrics[1].weight, 0.0);
         // Huge weights don't overflow the sums.
         let metrics = [
@@ -1113,14 +1113,14 @@ mod tests {
         let j = judge(&JudgeConfig::default(), &[]);
         assert_eq!(
             (j.score, j.verdict, j.reason.as_str()),
-            (0.0, Verdict::Fail, "no metrics to judge")
+            (0.0, JudgeVerdict::Fail, "no metrics to judge")
         );
         let zero = MetricConfig {
             weight: 0.0,
             ..latency("a")
         };
         let j = judge(&JudgeConfig::default(), &[(zero, passing_sample())]);
-        assert_eq!((j.score, j.verdict), (0.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (0.0, JudgeVerdict::Fail));
         assert_eq!(j.reason, "no metric has a positive weight (1 metrics)");
     }
 
@@ -1200,7 +1200,7 @@ mod tests {
             },
             &[(latency("p99"), passing_sample())],
         );
-        assert_eq!((j.score, j.verdict), (100.0, Verdict::Fail));
+        assert_eq!((j.score, j.verdict), (100.0, JudgeVerdict::Fail));
     }
 
     #[test]
@@ -1289,15 +1289,15 @@ mod tests {
 
     fn any_config() -> impl Strategy<Value = MetricConfig> {
         let kind = prop_oneof![
-            Just(MetricKind::Latency),
-            Just(MetricKind::ErrorRate),
-            Just(MetricKind::Generic {
+            Just(Measure::Latency),
+            Just(Measure::ErrorRate),
+            Just(Measure::Generic {
                 direction: Direction::Increase
             }),
-            Just(MetricKind::Generic {
+            Just(Measure::Generic {
                 direction: Direction::Decrease
             }),
-            Just(MetricKind::Generic {
+            Just(Measure::Generic {
                 direction: Direction::Either
             }),
         ];
@@ -1361,15 +1361,15 @@ mod tests {
                 prop_assert!(!m.reason.is_empty());
                 prop_assert!(m.weight >= 0.0 && m.weight.is_finite());
                 if c.critical && !m.passed {
-                    prop_assert_eq!((j.score, j.verdict), (0.0, Verdict::Fail));
+                    prop_assert_eq!((j.score, j.verdict), (0.0, JudgeVerdict::Fail));
                 }
             }
             let expected = if j.score >= pass_score {
-                Verdict::Pass
+                JudgeVerdict::Pass
             } else if j.score >= marginal_score {
-                Verdict::Marginal
+                JudgeVerdict::Marginal
             } else {
-                Verdict::Fail
+                JudgeVerdict::Fail
             };
             if j.score > 0.0 {
                 prop_assert_eq!(j.verdict, expected);

@@ -9,7 +9,7 @@ pub mod judge;
 pub mod stats;
 
 pub use judge::{
-    classify, judge, judge_verdicts, Classification, Direction, JudgeConfig, Judgement,
-    MetricConfig, MetricKind, MetricVerdict, Sample, Verdict,
+    classify, judge, judge_verdicts, Classification, Direction, JudgeConfig, JudgeVerdict,
+    Judgement, Measure, MetricConfig, MetricVerdict, Sample,
 };
 pub use stats::{mann_whitney_u, median, quantile, two_proportion_z, MannWhitney, TwoProportion};

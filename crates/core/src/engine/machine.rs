@@ -68,14 +68,14 @@ impl<'a> Cx<'a> {
 
     fn info(&mut self, message: String) {
         self.emit(Command::Event {
-            severity: Severity::Info,
+            severity: EventLevel::Info,
             message,
         });
     }
 
     fn warn(&mut self, message: String) {
         self.emit(Command::Event {
-            severity: Severity::Warning,
+            severity: EventLevel::Warning,
             message,
         });
     }

@@ -242,9 +242,11 @@ pub enum MetricOutcome {
     Error(String),
 }
 
+/// How an event reads: Kubernetes' `Normal` (`Info`) or `Warning`. (Diagnostics about input
+/// files have their own `spec::Severity`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub enum EventLevel {
     Info,
     Warning,
 }
@@ -282,7 +284,10 @@ pub enum Command {
     /// Record the new phase (and persist the state).
     SetPhase { phase: Phase },
     /// A Flagger-style event for the log, the report and `event` webhooks.
-    Event { severity: Severity, message: String },
+    Event {
+        severity: EventLevel,
+        message: String,
+    },
     /// The outcome of one check.
     Check { check: CheckRecord },
 }

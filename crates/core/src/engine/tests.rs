@@ -628,7 +628,7 @@ fn new_revision_mid_analysis_restarts_it() {
     assert_eq!(log.phase, Phase::Progressing);
     assert_eq!(engine.state().last_applied_revision.as_deref(), Some("r3"));
     assert!(log.commands.contains(&Command::Event {
-        severity: Severity::Info,
+        severity: EventLevel::Info,
         message: "New revision detected! Restarting analysis for podinfo.test".into()
     }));
     // The next tick starts over at weight 0 with the pre-rollout step.
@@ -703,7 +703,7 @@ fn abort_rolls_back_even_mid_tick() {
     assert!(step.commands.contains(&Command::ScaleCanaryToZero));
     assert_eq!(engine.state().phase, Phase::Failed);
     assert!(step.commands.contains(&Command::Event {
-        severity: Severity::Warning,
+        severity: EventLevel::Warning,
         message: "Rolling back podinfo.test abort requested: cancelled by the pipeline".into()
     }));
     // The answer to the dropped request is now stale.

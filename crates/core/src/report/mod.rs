@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::sim::TickLog;
-use crate::engine::{Command, Millis, Phase, Severity};
+use crate::engine::{Command, EventLevel, Millis, Phase};
 use crate::exit::Exit;
 
 /// How a command ended, in the words every host's report uses.
@@ -422,7 +422,7 @@ impl Recorder {
                     }
                 }
                 Command::Event { severity, message } => {
-                    if *severity == Severity::Warning {
+                    if *severity == EventLevel::Warning {
                         self.last_warning = Some(message.clone());
                         if message.starts_with("Halt") {
                             self.last_halt = Some(message.clone());
@@ -710,7 +710,7 @@ mod tests {
                 vec![
                     check("request-success-rate", "metric", Some(80.0), false),
                     Command::Event {
-                        severity: Severity::Warning,
+                        severity: EventLevel::Warning,
                         message: "Halt advancement success rate 80.00% < 99%".into(),
                     },
                 ],
@@ -729,7 +729,7 @@ mod tests {
         assert_eq!(ok.message, None, "a success carries no failure reason");
         let mut ticks = ticks;
         let warn = |m: &str| Command::Event {
-            severity: Severity::Warning,
+            severity: EventLevel::Warning,
             message: m.into(),
         };
         ticks.push(tick(
@@ -783,7 +783,7 @@ mod tests {
             vec![
                 check("request-success-rate", "metric", Some(value), true),
                 Command::Event {
-                    severity: Severity::Info,
+                    severity: EventLevel::Info,
                     message: format!("Advance podinfo.test canary iteration {i}/100000"),
                 },
             ],

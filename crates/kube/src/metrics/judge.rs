@@ -102,12 +102,12 @@ impl Evaluator {
 
 fn metric_config(m: &JudgeMetric) -> MetricConfig {
     let kind = match m.kind {
-        JudgeKind::Latency => analysis::MetricKind::Latency,
-        JudgeKind::ErrorRate => analysis::MetricKind::ErrorRate,
-        JudgeKind::Increase => analysis::MetricKind::Generic {
+        JudgeKind::Latency => analysis::Measure::Latency,
+        JudgeKind::ErrorRate => analysis::Measure::ErrorRate,
+        JudgeKind::Increase => analysis::Measure::Generic {
             direction: Direction::Increase,
         },
-        JudgeKind::Decrease => analysis::MetricKind::Generic {
+        JudgeKind::Decrease => analysis::Measure::Generic {
             direction: Direction::Decrease,
         },
     };
