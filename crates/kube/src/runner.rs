@@ -1139,3 +1139,6 @@ pub async fn abort_without_runner(
     }
     Ok(Some(shell.traffic_in(engine.state().phase)))
 }
+
+#[cfg(test)]
+mod tests;

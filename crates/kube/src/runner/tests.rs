@@ -1,0 +1,216 @@
+//! The shell's loop (`rollout` → `drive`) against the API emulator, in-process: what it applies,
+//! when it promotes, and that a revision applied during the analysis restarts it.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use kube_emulator::{Config as EmulatorConfig, Emulator};
+use serde_json::json;
+
+use super::*;
+use crate::metrics::Auth;
+
+const CANARY: &str = "
+apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata: {name: podinfo, namespace: test}
+spec:
+  provider: kubernetes:replicas
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: podinfo}
+  service: {port: 9898}
+  analysis: {interval: 1s, threshold: 2, maxWeight: 50, stepWeight: 25}
+";
+
+fn deployment(image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo", "namespace": "test", "labels": {"app": "podinfo"}},
+        "spec": {
+            "replicas": 4,
+            "selector": {"matchLabels": {"app": "podinfo"}},
+            "template": {
+                "metadata": {"labels": {"app": "podinfo"}},
+                "spec": {"containers": [{"name": "podinfo", "image": image}]}
+            }
+        }
+    })
+}
+
+fn options() -> Options {
+    Options {
+        provider: Provider::KubernetesReplicas,
+        poll: Duration::from_millis(100),
+        templates: Vec::new(),
+        prometheus: None,
+        prometheus_auth: Auth::None,
+        log: aviary_core::report::Log::new(),
+        phase: None,
+    }
+}
+
+struct Cluster {
+    emu: Emulator,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let config = EmulatorConfig {
+        deployment_ready_delay: Duration::from_millis(50),
+        namespaces: vec!["test".into()],
+        ..EmulatorConfig::default()
+    };
+    let emu = match Emulator::start(config).await {
+        Ok(e) => e,
+        Err(e) => panic!("emulator: {e}"),
+    };
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("temp dir: {e}"),
+    };
+    let kubeconfig = dir.path().join("kubeconfig");
+    if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
+        panic!("kubeconfig: {e}");
+    }
+    let client =
+        match crate::cluster::connect(Some(&kubeconfig), None, Duration::from_secs(5)).await {
+            Ok((client, _)) => client,
+            Err(e) => panic!("connect: {e}"),
+        };
+    Cluster {
+        emu,
+        client,
+        _dir: dir,
+    }
+}
+
+fn canary() -> Canary {
+    match aviary_core::spec::load_str("canary.yaml", CANARY) {
+        Ok(mut docs) if docs.canaries.len() == 1 => docs.canaries.remove(0),
+        Ok(docs) => panic!("{} canaries", docs.canaries.len()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn set_image(client: &Client, image: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), "test");
+    let patch = Patch::Apply(deployment(image));
+    if let Err(e) = api
+        .patch("podinfo", &PatchParams::apply("test").force(), &patch)
+        .await
+    {
+        panic!("apply {image}: {e}");
+    }
+}
+
+fn image_of(emu: &Emulator, name: &str) -> Option<String> {
+    emu.get("apps/v1", "deployments", Some("test"), name)
+        .and_then(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(String::from)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_bootstraps_then_promotes_the_analysed_revision() {
+    let c = cluster().await;
+    if let Err(e) = c.emu.insert(deployment("podinfo:1.0")) {
+        panic!("{e}");
+    }
+    let mut stop = match Stop::new(Some(Duration::from_secs(120))) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    // The first run makes the primary from what is there; nothing is analysed.
+    let first = rollout(c.client.clone(), canary(), options(), &mut stop).await;
+    assert!(matches!(first, Ok(Outcome::Bootstrapped)), "{first:?}");
+    assert_eq!(
+        image_of(&c.emu, "podinfo-primary").as_deref(),
+        Some("podinfo:1.0")
+    );
+
+    // A new revision is analysed step by step (25%, 50%) and promoted.
+    set_image(&c.client, "podinfo:2.0").await;
+    let options = options();
+    let log = options.log.clone();
+    let second = rollout(c.client.clone(), canary(), options, &mut stop).await;
+    assert!(matches!(second, Ok(Outcome::Promoted)), "{second:?}");
+    assert_eq!(
+        image_of(&c.emu, "podinfo-primary").as_deref(),
+        Some("podinfo:2.0")
+    );
+    let report = log.report(aviary_core::report::Verdict::Promoted);
+    assert!(
+        report.weights.contains(&50),
+        "the canary reached 50% before the promotion: {:?}",
+        report.weights
+    );
+    // Done: the canary is scaled to zero, and a third run finds nothing to do.
+    let third = rollout(c.client.clone(), canary(), self::options(), &mut stop).await;
+    assert!(matches!(third, Ok(Outcome::UpToDate { .. })), "{third:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_applied_during_the_analysis_restarts_it_and_only_that_one_is_promoted() {
+    let c = cluster().await;
+    if let Err(e) = c.emu.insert(deployment("podinfo:1.0")) {
+        panic!("{e}");
+    }
+    let mut stop = match Stop::new(Some(Duration::from_secs(120))) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let first = rollout(c.client.clone(), canary(), options(), &mut stop).await;
+    assert!(matches!(first, Ok(Outcome::Bootstrapped)), "{first:?}");
+    set_image(&c.client, "podinfo:2.0").await;
+
+    // While the loop analyses 2.0, 3.0 is applied as soon as the canary takes traffic.
+    let client = c.client.clone();
+    let swap = tokio::spawn(async move {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), "test");
+        for _ in 0..600 {
+            let primary = api.get_opt("podinfo-primary").await.ok().flatten();
+            let canary_replicas = api
+                .get_opt("podinfo")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.spec)
+                .and_then(|s| s.replicas)
+                .unwrap_or(0);
+            if primary.is_some() && canary_replicas > 0 {
+                set_image(&client, "podinfo:3.0").await;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    });
+    let second = rollout(c.client.clone(), canary(), options(), &mut stop).await;
+    assert!(
+        matches!(swap.await, Ok(true)),
+        "3.0 was applied during the analysis"
+    );
+    assert!(matches!(second, Ok(Outcome::Promoted)), "{second:?}");
+    // 2.0 was never promoted unanalysed: the primary went from 1.0 straight to 3.0.
+    assert_eq!(
+        image_of(&c.emu, "podinfo-primary").as_deref(),
+        Some("podinfo:3.0")
+    );
+    let images: Vec<String> = c
+        .emu
+        .history("apps/v1", "deployments", Some("test"), "podinfo-primary")
+        .iter()
+        .filter_map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert!(
+        !images.iter().any(|i| i == "podinfo:2.0"),
+        "the primary ran 2.0: {images:?}"
+    );
+}
