@@ -7,7 +7,8 @@
 
 # --- build: a static (musl) release binary, without the sandbox --------------------------------
 # `--no-default-features` leaves out the `sandbox` feature (the API emulator, the embedded
-# Prometheus, the traffic split and the demo app): a pipeline step needs none of it.
+# Prometheus, the traffic split and the demo app): a pipeline step needs none of it. The `step`
+# profile (Cargo.toml) is the release profile built for size.
 FROM rust:1-bookworm AS build
 RUN rustup target add x86_64-unknown-linux-musl \
  && apt-get update \
@@ -17,8 +18,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
-RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin aviary \
- && cp target/x86_64-unknown-linux-musl/release/aviary /aviary
+RUN cargo build --profile step --locked --no-default-features --target x86_64-unknown-linux-musl --bin aviary \
+ && cp target/x86_64-unknown-linux-musl/step/aviary /aviary
 
 # --- kustomize, pinned by version ----------------------------------------------------------
 # The archive is checked against the release's checksums.txt. To pin the bytes as well, pass
