@@ -30,7 +30,7 @@ impl Router {
     }
 
     pub fn name(self) -> String {
-        super::flag_value(self)
+        super::args::flag_value(self)
     }
 
     /// Whether the provider can route by header (A/B testing).
