@@ -58,13 +58,17 @@ async fn one_run(i: u32, components: Components) -> (Run, String) {
         Components::Installed => (MetricsChoice::Auto, ProxyChoice::Auto),
         Components::Embedded => (MetricsChoice::Embedded, ProxyChoice::Embedded),
     };
+    // The two sandboxes' work directories, removed at the end of the run.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("aviary-bench-{i}-"))
+        .tempdir()
+        .expect("a temporary directory");
     let options = |name: &str, rate: u32| Options {
         router: Router::GatewayApi,
         metrics,
         proxy,
         aviary: aviary(),
-        workdir: std::env::temp_dir()
-            .join(format!("aviary-bench-{name}-{}-{i}", std::process::id())),
+        workdir: dir.path().join(name),
         rate,
         tag_every: None,
     };

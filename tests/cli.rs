@@ -1,10 +1,11 @@
 //! End-to-end tests of the `aviary` binary: plan and simulate on every shipped example, and bad
 //! input of every kind we can think of (clear message, exit code 2, no panic).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use crate::util::{code, stderr, stdout, tempdir, write};
 
 fn aviary(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_aviary"))
@@ -21,18 +22,6 @@ fn aviary(args: &[&str]) -> Output {
         }
         Err(e) => panic!("cannot run aviary: {e}"),
     }
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn json(out: &Output) -> Value {
@@ -276,14 +265,15 @@ fn simulate_human_output_shows_every_tick() {
 
 #[test]
 fn simulate_gate_that_never_opens_has_no_verdict() {
-    let dir = tempdir();
+    let tmp = tempdir();
+    let dir = tmp.path();
     let canary = write(
-        &dir,
+        dir,
         "canary.yaml",
-        &format!("{GOOD}    webhooks:\n      - name: approve\n        type: confirm-rollout\n        url: http://gate.test/\n"),
+        format!("{GOOD}    webhooks:\n      - name: approve\n        type: confirm-rollout\n        url: http://gate.test/\n"),
     );
     let tl = write(
-        &dir,
+        dir,
         "gate.yaml",
         "metrics:\n  request-success-rate: [99.9]\nwebhooks:\n  approve: [fail]\n",
     );
@@ -311,33 +301,11 @@ fn simulate_gate_that_never_opens_has_no_verdict() {
 
 // ---- bad input ----------------------------------------------------------------------------------
 
-fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "aviary-cli-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("cannot create {}: {e}", dir.display());
-    }
-    dir
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    if let Err(e) = std::fs::write(&path, text) {
-        panic!("cannot write {}: {e}", path.display());
-    }
-    path
-}
-
 /// Runs `plan` on `text` and returns (exit code, stderr).
 fn plan_text(text: &str) -> (i32, String) {
-    let dir = tempdir();
-    let file = write(&dir, "canary.yaml", text);
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let file = write(dir, "canary.yaml", text);
     let out = aviary(&["plan", "-f", file.to_str().unwrap_or_default()]);
     (
         code(&out),
@@ -500,7 +468,8 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn bad_timelines() {
-    let dir = tempdir();
+    let tmp = tempdir();
+    let dir = tmp.path();
     let cases: [(&str, &str); 6] = [
         ("metrics: [", "timeline.yaml:1"),
         (
@@ -522,7 +491,7 @@ fn bad_timelines() {
         ("", "the timeline is empty"),
     ];
     for (text, needle) in cases {
-        let tl = write(&dir, "timeline.yaml", text);
+        let tl = write(dir, "timeline.yaml", text);
         let out = aviary(&[
             "simulate",
             "-f",
@@ -560,11 +529,12 @@ fn validate_reports_warnings_and_json() {
 
 #[test]
 fn json_logs_carry_the_diagnostic_fields() {
-    let dir = tempdir();
+    let tmp = tempdir();
+    let dir = tmp.path();
     let file = write(
-        &dir,
+        dir,
         "canary.yaml",
-        &GOOD.replace("stepWeight: 10", "stepWeight: ten"),
+        GOOD.replace("stepWeight: 10", "stepWeight: ten"),
     );
     let out = aviary(&[
         "--log-format",
@@ -587,11 +557,12 @@ fn json_logs_carry_the_diagnostic_fields() {
 
 #[test]
 fn short_intervals_are_an_aviary_addition() {
-    let dir = tempdir();
+    let tmp = tempdir();
+    let dir = tmp.path();
     let flagger = write(
-        &dir,
+        dir,
         "flagger.yaml",
-        &GOOD.replace("interval: 1m", "interval: 2s"),
+        GOOD.replace("interval: 1m", "interval: 2s"),
     );
     let out = aviary(&["plan", "-f", flagger.to_str().unwrap_or_default(), "--json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -603,10 +574,9 @@ fn short_intervals_are_an_aviary_addition() {
     );
 
     let aviary_spec = write(
-        &dir,
+        dir,
         "aviary.yaml",
-        &GOOD
-            .replace("interval: 1m", "interval: 2s")
+        GOOD.replace("interval: 1m", "interval: 2s")
             .replace("flagger.app/v1beta1", "aviary.dev/v1alpha1"),
     );
     let out = aviary(&[
@@ -722,10 +692,11 @@ spec:
 
 #[test]
 fn the_judge_is_a_check_the_engine_counts() {
-    let dir = tempdir();
-    let canary = write(&dir, "canary.yaml", JUDGED);
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let canary = write(dir, "canary.yaml", JUDGED);
     let timeline = write(
-        &dir,
+        dir,
         "timeline.yaml",
         "metrics:\n  request-success-rate: [99.9]\n  judge: [97, 60]\n",
     );
@@ -749,9 +720,9 @@ fn the_judge_is_a_check_the_engine_counts() {
 
     // Under flagger.app the judge is not part of the API: an unknown field, ignored with a warning.
     let flagger = write(
-        &dir,
+        dir,
         "flagger.yaml",
-        &JUDGED.replace("aviary.dev/v1alpha1", "flagger.app/v1beta1"),
+        JUDGED.replace("aviary.dev/v1alpha1", "flagger.app/v1beta1"),
     );
     let out = aviary(&["validate", "-f", flagger.to_str().unwrap_or_default()]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));

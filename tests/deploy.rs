@@ -2,12 +2,10 @@
 //! the real Kustomize renders, the real binary applies through the real kube client, and the
 //! emulator's Deployment controller rolls the workloads out (or, told to, never does).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::util::*;
 
 fn aviary(c: &Cluster, dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));

@@ -4,11 +4,7 @@
 //! binary as a subprocess, real signals, two real concurrent rollouts, hostile HTTP servers on
 //! loopback, and the API emulator with injected faults standing in for the API server.
 
-mod common;
-
-mod faults {
-    pub mod http;
-    pub mod input;
-    pub mod runner;
-    pub mod status;
-}
+mod http;
+mod input;
+mod runner;
+mod status;

@@ -3,36 +3,14 @@
 //! GitHub's `$GITHUB_OUTPUT`, step summary, workflow commands and Deployment API calls; Tekton's
 //! result files; Cloud Deploy's `results.json` in a real (local) GCS server.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{code, stderr, Cluster, Hook};
+use crate::util::{code, outputs, read, stderr, stdout, tempdir, Cluster, Hook};
 use serde_json::Value;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "aviary-hosts-{name}-{}-{}",
-        std::process::id(),
-        common::rand_suffix()
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{e}");
-    }
-    dir
 }
 
 /// The binary with a clean environment: no host variables leak in from the machine running the
@@ -87,32 +65,12 @@ fn as_refs(env: &[(String, String)]) -> Vec<(&str, String)> {
     env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
 }
 
-/// `$GITHUB_OUTPUT` parsed as the runner parses it (both the `k=v` and the heredoc forms).
-fn outputs(text: &str) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some((k, delim)) = line.split_once("<<") {
-            let mut value = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                value.push(l);
-            }
-            out.insert(k.to_string(), value.join("\n"));
-        } else if let Some((k, v)) = line.split_once('=') {
-            out.insert(k.to_string(), v.to_string());
-        }
-    }
-    out
-}
-
 #[test]
 fn github_reports_a_rolled_back_simulation_in_outputs_summary_and_an_error_annotation() {
-    let dir = scratch("gh-sim");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let env = github_env(
-        &dir,
+        dir,
         &[
             ("command", "simulate".into()),
             (
@@ -192,7 +150,8 @@ fn github_reports_a_rolled_back_simulation_in_outputs_summary_and_an_error_annot
 
 #[test]
 fn github_annotates_spec_errors_at_their_file_and_line() {
-    let dir = scratch("gh-spec");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let canary = dir.join("canary.yaml");
     let text = read(&root().join("examples/gatewayapi/overlays/prod/canary.yaml"))
         .replace("threshold: 5", "threshold: five");
@@ -206,7 +165,7 @@ fn github_annotates_spec_errors_at_their_file_and_line() {
         .unwrap_or(0);
     assert!(line > 0, "the example has a threshold");
     let env = github_env(
-        &dir,
+        dir,
         &[
             ("command", "simulate".into()),
             ("canary-file", canary.display().to_string()),
@@ -249,11 +208,12 @@ fn github_deployment_statuses_follow_a_rollback_and_the_token_never_shows() {
         server
     });
     let (c, hook, canary) =
-        common::with_new_revision("gatewayapi", "    maxWeight: 60\n    stepWeight: 20");
+        crate::util::with_new_revision("gatewayapi", "    maxWeight: 60\n    stepWeight: 20");
     hook.set(500);
-    let dir = scratch("gh-deploy");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let mut env = github_env(
-        &dir,
+        dir,
         &[
             ("command", "rollout".into()),
             ("canary-file", canary.display().to_string()),
@@ -341,7 +301,8 @@ fn github_deployment_statuses_follow_a_rollback_and_the_token_never_shows() {
 
 #[test]
 fn tekton_writes_small_results_without_a_trailing_newline() {
-    let dir = scratch("tekton");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let results = dir.join("results");
     if let Err(e) = std::fs::create_dir_all(&results) {
         panic!("{e}");
@@ -403,7 +364,8 @@ fn tekton_writes_small_results_without_a_trailing_newline() {
 /// A release source as `gcloud deploy releases create --source` uploads it: a tar.gz of a
 /// Skaffold project (raw YAML: the podinfo Deployment and its Canary).
 fn release_source(hook: &str) -> Vec<u8> {
-    let dir = scratch("release");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let files = [
         (
             "skaffold.yaml",
@@ -415,7 +377,7 @@ fn release_source(hook: &str) -> Vec<u8> {
         ),
         (
             "k8s/canary.yaml",
-            common::canary_yaml("gatewayapi", hook, "    maxWeight: 50\n    stepWeight: 10"),
+            crate::util::canary_yaml("gatewayapi", hook, "    maxWeight: 50\n    stepWeight: 10"),
         ),
     ];
     let mut tgz = Vec::new();
@@ -443,19 +405,21 @@ fn release_source(hook: &str) -> Vec<u8> {
 }
 
 struct CloudDeploy {
-    gcs: common::gcs::Gcs,
+    gcs: crate::util::gcs::Gcs,
     cluster: Cluster,
     hook: Hook,
     /// The kubeconfig, as a gs:// deploy parameter would fetch it.
     kubeconfig_url: String,
+    /// The GCS server's seed data, removed after the server stopped.
+    _data: tempfile::TempDir,
 }
 
 impl CloudDeploy {
     fn start() -> CloudDeploy {
-        let cluster = common::cluster();
+        let cluster = crate::util::cluster();
         let hook = Hook::start();
-        let data = scratch("gcs-data");
-        let bucket = data.join("pipeline-artifacts");
+        let data = tempdir();
+        let bucket = data.path().join("pipeline-artifacts");
         if let Err(e) = std::fs::create_dir_all(bucket.join("releases")) {
             panic!("{e}");
         }
@@ -466,12 +430,13 @@ impl CloudDeploy {
         };
         write("releases/source.tgz", &release_source(&hook.url));
         write("kubeconfig", read(&cluster.kubeconfig).as_bytes());
-        let gcs = common::gcs::Gcs::start(&data);
+        let gcs = crate::util::gcs::Gcs::start(data.path());
         CloudDeploy {
             gcs,
             cluster,
             hook,
             kubeconfig_url: "gs://pipeline-artifacts/kubeconfig".into(),
+            _data: data,
         }
     }
 
@@ -585,7 +550,7 @@ fn cloud_deploy_renders_then_drives_the_canary_phase_by_phase() {
     assert_eq!(r["resultStatus"], "SUCCEEDED", "{r}");
     assert_eq!(r["metadata"]["aviary-verdict"], "bootstrapped");
     assert_eq!(
-        common::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        crate::util::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
         "podinfo:1"
     );
 
@@ -617,7 +582,7 @@ fn cloud_deploy_renders_then_drives_the_canary_phase_by_phase() {
     assert_eq!(r["resultStatus"], "SUCCEEDED", "{r}");
     assert_eq!(r["metadata"]["aviary-verdict"], "promoted");
     assert_eq!(
-        common::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        crate::util::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
         "podinfo:2"
     );
     assert_eq!(c.route_weights().last(), Some(&0));
@@ -637,7 +602,7 @@ fn cloud_deploy_renders_then_drives_the_canary_phase_by_phase() {
     assert_eq!(r["metadata"]["aviary-failed-metrics"], "acceptance");
     assert_eq!(c.route_weights().last(), Some(&0));
     assert_eq!(
-        common::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        crate::util::image(&c.get("apps/v1", "deployments", "podinfo-primary")),
         "podinfo:2"
     );
 }

@@ -6,11 +6,12 @@
 //! profile under `release`) and a backend config that requires it back; `builds.json` is a
 //! `skaffold build --file-output` file for both images of `app/`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{json, Value};
+
+use crate::util::{code, stderr, stdout, tempdir};
 
 const FIXTURES: &str = "tests/fixtures/render";
 /// The tags in builds.json.
@@ -60,18 +61,6 @@ fn render_err(args: &[&str], want: i32) -> String {
     let out = aviary(&all);
     assert_eq!(code(&out), want, "aviary {all:?}:\n{}", stderr(&out));
     stderr(&out)
-}
-
-fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or(-1)
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn parse_yaml(label: &str, text: &str) -> Vec<Value> {
@@ -185,33 +174,9 @@ fn expected_app(overlay: &str, app: &str, worker: &str) -> (Vec<Value>, Vec<Valu
     (sorted(objects), canaries)
 }
 
-/// A scratch directory, removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "aviary-render-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            panic!("cannot create {}: {e}", dir.display());
-        }
-        Scratch(dir)
-    }
-
-    fn path(&self, rel: &str) -> String {
-        self.0.join(rel).display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `rel` under `dir`, as an argument.
+fn path_in(dir: &Path, rel: &str) -> String {
+    dir.join(rel).display().to_string()
 }
 
 fn read(path: &str) -> String {
@@ -329,8 +294,8 @@ fn profile_flag_wins_over_the_target_and_unknown_targets_use_no_profile() {
 
 #[test]
 fn output_dir_gets_manifests_and_canary_files() {
-    let tmp = Scratch::new();
-    let out_dir = tmp.path("out/prod");
+    let tmp = tempdir();
+    let out_dir = path_in(tmp.path(), "out/prod");
     let out = aviary(&[
         "render",
         "--target",
@@ -354,7 +319,7 @@ fn output_dir_gets_manifests_and_canary_files() {
     assert_eq!(canary, want_canaries);
 
     // No Canary in dev: no canary.yaml.
-    let dev_dir = tmp.path("out/dev");
+    let dev_dir = path_in(tmp.path(), "out/dev");
     let out = aviary(&[
         "render",
         "--target",
@@ -519,8 +484,8 @@ fn multi_config_requires_and_stable_order() {
 #[test]
 fn output_reads_back_the_same_through_kustomize() {
     // kubectl reads YAML 1.1: `"yes"`, `"8080"` and block strings must come back as they were.
-    let tmp = Scratch::new();
-    let out_dir = tmp.path("out");
+    let tmp = tempdir();
+    let out_dir = path_in(tmp.path(), "out");
     let out = aviary(&[
         "render",
         "--target",
@@ -558,8 +523,8 @@ fn output_reads_back_the_same_through_kustomize() {
 
 #[test]
 fn missing_skaffold_yaml() {
-    let tmp = Scratch::new();
-    let out = run_in(&tmp.0, &["render", "--target", "dev"], None);
+    let tmp = tempdir();
+    let out = run_in(tmp.path(), &["render", "--target", "dev"], None);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("skaffold.yaml: no such file"), "{err}");
@@ -730,13 +695,13 @@ fn image_that_matches_no_container_is_a_warning() {
 
 #[test]
 fn no_kustomize_and_no_kubectl() {
-    let tmp = Scratch::new();
+    let tmp = tempdir();
     let root = env!("CARGO_MANIFEST_DIR");
     let file = format!("{root}/{}", fixture("app/skaffold.yaml"));
     let out = run_in(
-        &tmp.0,
+        tmp.path(),
         &["render", "--target", "dev", "--skaffold-file", &file],
-        Some(&tmp.0),
+        Some(tmp.path()),
     );
     // A tool the machine lacks is an environment problem (3), not bad input.
     assert_eq!(code(&out), 3, "{}", stderr(&out));

@@ -2,13 +2,11 @@
 //! server emulator, with a real webhook server on loopback. Each test asserts the objects aviary
 //! wrote at each step (weights, selectors, replicas, images), read back from the emulator.
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 use kube_emulator::{Fault, FaultKind};
 
 #[test]

@@ -4,11 +4,9 @@
 //! every version of the routing objects aviary wrote and asserts the weights, destinations and
 //! request matches of each step.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::util::*;
 use serde_json::{json, Value};
 
 const ISTIO: &str = "networking.istio.io/v1beta1";

@@ -15,12 +15,19 @@ use aviary_sandbox::metrics::MetricsChoice;
 use aviary_sandbox::{
     time_to_primary, Options, ProxyChoice, Release, Router, Sandbox, Scenario, STABLE_TAG,
 };
+use tempfile::TempDir;
 
-fn workdir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("aviary-sandbox-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+use crate::util::aviary_bin;
+
+/// A work directory for one sandbox, named after the test and removed when dropped.
+fn workdir(name: &str) -> TempDir {
+    match tempfile::Builder::new()
+        .prefix(&format!("aviary-sandbox-test-{name}-"))
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => panic!("cannot create a work directory: {e}"),
+    }
 }
 
 fn require_real_components() {
@@ -35,15 +42,22 @@ fn require_real_components() {
 }
 
 /// A sandbox on the real components, with release 1 (the bootstrap) done and the primary
-/// serving for a few seconds, so the judge has a baseline.
-async fn sandbox(name: &str, router: Router, tag_every: Option<u32>, profile: &str) -> Sandbox {
+/// serving for a few seconds, so the judge has a baseline; and its work directory, which the
+/// test keeps until the end.
+async fn sandbox(
+    name: &str,
+    router: Router,
+    tag_every: Option<u32>,
+    profile: &str,
+) -> (Sandbox, TempDir) {
     require_real_components();
+    let dir = workdir(name);
     let sandbox = Sandbox::start(Options {
         router,
         metrics: MetricsChoice::Prometheus,
         proxy: ProxyChoice::Haproxy,
         aviary: PathBuf::from(env!("CARGO_BIN_EXE_aviary")),
-        workdir: workdir(name),
+        workdir: dir.path().to_path_buf(),
         rate: 50,
         tag_every,
     })
@@ -54,7 +68,7 @@ async fn sandbox(name: &str, router: Router, tag_every: Option<u32>, profile: &s
         .bootstrap(profile, |_, _| {})
         .await
         .expect("release 1 bootstraps the primary");
-    sandbox
+    (sandbox, dir)
 }
 
 async fn release(sandbox: &Sandbox, scenario: Scenario) -> Release {
@@ -88,7 +102,7 @@ fn messages(r: &Release) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_release_is_promoted_without_a_failed_request() {
-    let sb = sandbox("good", Router::GatewayApi, None, "prod").await;
+    let (sb, _workdir) = sandbox("good", Router::GatewayApi, None, "prod").await;
     let r = release(&sb, Scenario::Good).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let changes = sb.node.lock().unwrap().changes.clone();
@@ -122,7 +136,7 @@ async fn a_good_release_is_promoted_without_a_failed_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_with_errors_rolls_back_and_clients_recover() {
-    let sb = sandbox("errors", Router::GatewayApi, None, "prod").await;
+    let (sb, _workdir) = sandbox("errors", Router::GatewayApi, None, "prod").await;
     let r = release(&sb, Scenario::Errors).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let samples = sb.shutdown().await;
@@ -164,7 +178,7 @@ async fn a_release_with_errors_rolls_back_and_clients_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_latency_regression_under_the_thresholds_is_caught_by_the_judge() {
-    let sb = sandbox("latency", Router::GatewayApi, None, "prod").await;
+    let (sb, _workdir) = sandbox("latency", Router::GatewayApi, None, "prod").await;
     let r = release(&sb, Scenario::Latency).await;
     let samples = sb.shutdown().await;
     let report = r.report.clone().unwrap();
@@ -201,7 +215,7 @@ async fn a_latency_regression_under_the_thresholds_is_caught_by_the_judge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
-    let sb = sandbox("ab", Router::GatewayApi, Some(3), "prod-ab").await;
+    let (sb, _workdir) = sandbox("ab", Router::GatewayApi, Some(3), "prod-ab").await;
     let r = release(&sb, Scenario::Ab).await;
     let changes = sb.node.lock().unwrap().changes.clone();
     let samples = sb.shutdown().await;
@@ -258,7 +272,7 @@ async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
-    let sb = sandbox("killed", Router::GatewayApi, None, "prod").await;
+    let (sb, _workdir) = sandbox("killed", Router::GatewayApi, None, "prod").await;
     let mut child = sb
         .rollout_command(Scenario::Good.tag(), "prod", None)
         .spawn()
@@ -316,8 +330,9 @@ fn run_sandbox(args: &[&str], dir: &std::path::Path, code: i32) -> String {
 /// HAProxy gets): the command itself, its live output, its verdict and its files.
 #[test]
 fn the_sandbox_command_promotes_on_the_embedded_components() {
-    let dir = workdir("cli-embedded");
-    let stdout = run_sandbox(&["--metrics", "embedded", "--proxy", "embedded"], &dir, 0);
+    let tmp = workdir("cli-embedded");
+    let dir = tmp.path();
+    let stdout = run_sandbox(&["--metrics", "embedded", "--proxy", "embedded"], dir, 0);
     assert!(stdout.contains("embedded proxy"), "{stdout}");
     assert!(
         stdout.contains("embedded Prometheus-compatible store"),
@@ -337,8 +352,9 @@ fn the_sandbox_command_promotes_on_the_embedded_components() {
 #[test]
 fn the_sandbox_command_rolls_back_a_bad_release_on_istio() {
     require_real_components();
-    let dir = workdir("cli-istio");
-    let stdout = run_sandbox(&["--scenario", "errors", "--router", "istio"], &dir, 1);
+    let tmp = workdir("cli-istio");
+    let dir = tmp.path();
+    let stdout = run_sandbox(&["--scenario", "errors", "--router", "istio"], dir, 1);
     assert!(
         stdout.contains("HAProxy") && stdout.contains("Prometheus 2"),
         "{stdout}"
@@ -357,10 +373,11 @@ fn the_sandbox_command_rolls_back_a_bad_release_on_istio() {
 #[test]
 fn the_sandbox_command_promotes_through_api_faults_on_replica_ratio() {
     require_real_components();
-    let dir = workdir("cli-flaky");
+    let tmp = workdir("cli-flaky");
+    let dir = tmp.path();
     let stdout = run_sandbox(
         &["--scenario", "flaky", "--router", "kubernetes:replicas"],
-        &dir,
+        dir,
         0,
     );
     assert!(stdout.contains("the API server now fails 10%"), "{stdout}");
@@ -379,12 +396,13 @@ fn the_sandbox_command_promotes_through_api_faults_on_replica_ratio() {
 #[test]
 fn the_sandbox_command_refuses_what_it_cannot_do() {
     let refused = |args: &[&str], env: &[(&str, &str)], says: &[&str]| {
-        let dir = workdir("refused");
+        let tmp = workdir("refused");
+        let dir = tmp.path();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
             .arg("sandbox")
             .args(args)
             .arg("--workdir")
-            .arg(&dir)
+            .arg(dir)
             .envs(env.iter().copied())
             .output()
             .expect("aviary sandbox runs");
@@ -426,7 +444,8 @@ fn the_sandbox_command_refuses_what_it_cannot_do() {
 #[test]
 fn a_workdir_haproxy_cannot_use_is_refused() {
     require_real_components();
-    let dir = workdir("with space").join("a b");
+    let tmp = workdir("with space");
+    let dir = tmp.path().join("a b");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
         .args([
             "sandbox",
@@ -546,8 +565,9 @@ struct Signalled {
     /// The sandbox's descendants just before the signal.
     tree: Vec<Proc>,
     marker: String,
-    dir: PathBuf,
     _leftovers: KillLeftovers,
+    /// The sandbox's work directory, removed after the leftovers are killed.
+    dir: TempDir,
 }
 
 impl Signalled {
@@ -559,14 +579,6 @@ impl Signalled {
             &self.stderr[self.stderr.len().saturating_sub(4000)..]
         )
     }
-}
-
-/// The binary the f19 tests signal: `AVIARY_TEST_BIN` when set (an older build, to see them
-/// fail before the fix, as with the fault suite), else the one cargo built for these tests.
-fn aviary_under_test() -> PathBuf {
-    std::env::var_os("AVIARY_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aviary")))
 }
 
 /// Runs `aviary sandbox` (good scenario, Prometheus and HAProxy) in a process group of its
@@ -583,10 +595,12 @@ fn signal_the_sandbox(name: &str, signal: &str, deliver: Deliver) -> Signalled {
         aviary_kube::runner::wall_ms()
     );
     let leftovers = KillLeftovers(marker.clone());
-    let mut child = std::process::Command::new(aviary_under_test())
+    // The binary the f19 tests signal: `AVIARY_TEST_BIN` when set (an older build, to see them
+    // fail before the fix, as with the fault suite), else the one cargo built.
+    let mut child = std::process::Command::new(aviary_bin())
         .args(["sandbox", "--metrics", "prometheus", "--proxy", "haproxy"])
         .arg("--workdir")
-        .arg(&dir)
+        .arg(dir.path())
         .env("AVIARY_F19_MARK", &marker)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -710,14 +724,14 @@ fn assert_stopped_cleanly(s: &Signalled, signal: &str) {
     assert!(marked.is_empty(), "left running: {marked:#?}\n{out}");
     // 4. The rollout got the signal: it cancelled, returning the traffic to the primary.
     let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(s.dir.join("report.json")).expect("the rollout's report"),
+        &std::fs::read_to_string(s.dir.path().join("report.json")).expect("the rollout's report"),
     )
     .expect("a JSON report");
     assert_eq!(report["verdict"], "cancelled", "{out}");
     // 5. The split the proxy applied last, after the signal, sends everything to the
     //    primary (1.0.0); before the signal it had sent 20% to the canary.
     let changes: Vec<aviary_sandbox::kubelet::SplitChange> = serde_json::from_str(
-        &std::fs::read_to_string(s.dir.join("splits.json")).expect("the split log"),
+        &std::fs::read_to_string(s.dir.path().join("splits.json")).expect("the split log"),
     )
     .expect("a JSON split log");
     assert!(
@@ -741,7 +755,7 @@ fn assert_stopped_cleanly(s: &Signalled, signal: &str) {
     //    and the proxy outlived the return of the traffic, and the clients stopped before
     //    them.
     let samples: Vec<Sample> = serde_json::from_str(
-        &std::fs::read_to_string(s.dir.join("clients.json")).expect("the client log"),
+        &std::fs::read_to_string(s.dir.path().join("clients.json")).expect("the client log"),
     )
     .expect("a JSON client log");
     let after_signal: Vec<&Sample> = samples

@@ -17,15 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::*;
-
-/// The binary under test: `AVIARY_TEST_BIN` when set (an older build, to see these tests fail
-/// before their fixes), else the one cargo built.
-fn bin() -> PathBuf {
-    std::env::var_os("AVIARY_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aviary")))
-}
+use crate::util::*;
 
 /// Half a gigabyte, as the red-team's webhook sent.
 const HUGE: u64 = 500 * 1024 * 1024;
@@ -296,25 +288,9 @@ fn stream_x(mut w: &TcpStream, len: u64) {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "aviary-faults-http-{name}-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{}: {e}", dir.display());
-    }
-    dir
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_default()
-}
-
 /// `aviary step` as a GitHub Actions Docker action runs it, in `dir`, with a clean environment.
 fn github_step(dir: &Path, inputs: &[(&str, String)], env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(aviary_bin());
     cmd.arg("step").env_clear();
     for k in ["PATH", "HOME", "TMPDIR"] {
         if let Ok(v) = std::env::var(k) {
@@ -348,27 +324,6 @@ fn github_step(dir: &Path, inputs: &[(&str, String)], env: &[(&str, String)]) ->
     cmd
 }
 
-/// `$GITHUB_OUTPUT` parsed as the runner parses it.
-fn outputs(text: &str) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if let Some((k, delim)) = line.split_once("<<") {
-            let mut value = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                value.push(l);
-            }
-            out.insert(k.to_string(), value.join("\n"));
-        } else if let Some((k, v)) = line.split_once('=') {
-            out.insert(k.to_string(), v.to_string());
-        }
-    }
-    out
-}
-
 /// A rollout step of `canary` with a GitHub token, the GitHub API at `api`.
 fn rollout_step_with_github(c: &Cluster, canary: &Path, dir: &Path, api: &str) -> Command {
     github_step(
@@ -393,9 +348,10 @@ fn f07_a_github_api_that_never_answers_does_not_block_the_step() {
     let github = Server::start(|_, _| Reply::Never);
     let (c, _hook, canary) =
         with_new_revision("gatewayapi", "    maxWeight: 40\n    stepWeight: 20");
-    let dir = scratch("f07a");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let r = run(
-        rollout_step_with_github(&c, &canary, &dir, &github.url),
+        rollout_step_with_github(&c, &canary, dir, &github.url),
         LIMIT,
     );
 
@@ -440,9 +396,10 @@ fn f07_b_github_statuses_that_never_answer_neither_block_nor_fail_the_release() 
     });
     let (c, _hook, canary) =
         with_new_revision("gatewayapi", "    maxWeight: 40\n    stepWeight: 20");
-    let dir = scratch("f07b");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let r = run(
-        rollout_step_with_github(&c, &canary, &dir, &github.url),
+        rollout_step_with_github(&c, &canary, dir, &github.url),
         LIMIT,
     );
 
@@ -473,7 +430,7 @@ fn f07_b_github_statuses_that_never_answer_neither_block_nor_fail_the_release() 
 
 /// The environment of a Cloud Deploy action whose GCS is at `endpoint`.
 fn cloud_deploy(endpoint: &str, request: &str, extra: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(bin());
+    let mut cmd = Command::new(aviary_bin());
     cmd.arg("cloud-deploy").env_clear();
     for k in ["PATH", "HOME", "TMPDIR"] {
         if let Ok(v) = std::env::var(k) {
@@ -525,24 +482,6 @@ fn f07_c_a_gcs_that_never_answers_fails_the_action_with_exit_3() {
     assert!(!gcs.requests().is_empty());
 }
 
-/// `aviary rollout -f canary` on the cluster, as `Cluster::aviary` runs it, with [`bin`].
-fn rollout(c: &Cluster, canary: &Path, env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(bin());
-    cmd.args(["rollout", "-f"])
-        .arg(canary)
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .args(["--request-timeout", "2s", "--timeout", "5m"])
-        .env_remove("AVIARY_LOG")
-        .env_remove("KUBECONFIG")
-        .env_remove("GITHUB_RUN_ID")
-        .env_remove("GITHUB_REPOSITORY");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 /// A canary whose rollout webhook is `hook`, in the cluster's directory.
 fn canary_with_hook(c: &Cluster, name: &str, hook: &str) -> PathBuf {
     c.write(
@@ -577,7 +516,7 @@ fn f08_a_a_webhook_answering_500_mb_is_not_read_into_memory() {
     let (c, _hook, _) = with_new_revision("gatewayapi", "    maxWeight: 40\n    stepWeight: 20");
     let canary = canary_with_hook(&c, "f08a.yaml", &format!("{}/", hook.url));
     let (peak, run) = peak_rss_at(
-        rollout(&c, &canary, &[("AVIARY_LOG", "info")]),
+        c.aviary(&canary, &[("AVIARY_LOG", "info")]),
         || hook.requests().len() >= 2,
         LIMIT,
     );
@@ -600,9 +539,10 @@ fn f08_b_a_github_api_answering_500_mb_is_not_read_into_memory() {
     let hook = Server::start(|_, _| Reply::Never);
     let (c, _hook, _) = with_new_revision("gatewayapi", "    maxWeight: 40\n    stepWeight: 20");
     let canary = canary_with_hook(&c, "f08b.yaml", &format!("{}/", hook.url));
-    let dir = scratch("f08b");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let (peak, run) = peak_rss_at(
-        rollout_step_with_github(&c, &canary, &dir, &github.url),
+        rollout_step_with_github(&c, &canary, dir, &github.url),
         || !hook.requests().is_empty() && !github.requests().is_empty(),
         LIMIT,
     );
@@ -651,9 +591,10 @@ fn f09_a_webhook_password_and_token_appear_nowhere() {
             "    maxWeight: 40\n    stepWeight: 20",
         ),
     );
-    let dir = scratch("f09");
+    let tmp = tempdir();
+    let dir = tmp.path();
     let step = github_step(
-        &dir,
+        dir,
         &[
             ("command", "rollout".into()),
             ("canary-file", canary.display().to_string()),
@@ -703,7 +644,7 @@ fn f11_a_an_address_that_cannot_be_called_changes_nothing_and_exits_2() {
         ("ftp://x", "the scheme must be http or https"),
         ("not a url", "it is not a URL"),
     ] {
-        let mut cmd = rollout(&c, &canary, &[]);
+        let mut cmd = c.aviary(&canary, &[]);
         cmd.args(["--prometheus-url", address]);
         let r = run(cmd, LIMIT);
         assert_eq!(r.code, 2, "--prometheus-url {address}: {}", r.all());
@@ -764,7 +705,7 @@ spec:
         Ok(d) => d,
         Err(e) => panic!("{e}"),
     };
-    let errors = match aviary_core::urls::check_addresses(
+    let errors = match aviary_core::addresses::check_addresses(
         &docs.canaries[0],
         &docs.templates,
         Some("not a url"),
@@ -813,7 +754,7 @@ spec:
         Err(e) => panic!("{e}"),
     };
     assert_eq!(
-        aviary_core::urls::check_addresses(
+        aviary_core::addresses::check_addresses(
             &docs.canaries[0],
             &docs.templates,
             Some("http://prometheus.monitoring:9090")
@@ -857,7 +798,8 @@ fn f13_the_kubeconfig_from_gcs_is_never_on_disk_even_after_sigkill() {
         .trim()
         .to_string();
 
-    let data = scratch("f13-gcs");
+    let data_dir = tempdir();
+    let data = data_dir.path();
     let bucket = data.join("pipeline-artifacts");
     if let Err(e) = std::fs::create_dir_all(bucket.join("r")) {
         panic!("{e}");
@@ -877,9 +819,10 @@ fn f13_the_kubeconfig_from_gcs_is_never_on_disk_even_after_sigkill() {
             panic!("{e}");
         }
     }
-    let gcs = gcs::Gcs::start(&data);
+    let gcs = gcs::Gcs::start(data);
     // The action's temporary directory is the test's, to look into.
-    let tmp = scratch("f13-tmp");
+    let tmp_dir = tempdir();
+    let tmp = tmp_dir.path();
     let mut cmd = cloud_deploy(
         &gcs.endpoint,
         "DEPLOY",
@@ -917,13 +860,11 @@ fn f13_the_kubeconfig_from_gcs_is_never_on_disk_even_after_sigkill() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let during = files_holding(&tmp, &server_line);
+    let during = files_holding(tmp, &server_line);
     // SIGKILL: nothing can clean up after this.
     let _ = child.kill();
     let _ = child.wait();
-    let after = files_holding(&tmp, &server_line);
-    let _ = std::fs::remove_dir_all(&tmp);
-    let _ = std::fs::remove_dir_all(&data);
+    let after = files_holding(tmp, &server_line);
     assert!(
         during.is_empty(),
         "the kubeconfig is on disk during the rollout: {during:?}"

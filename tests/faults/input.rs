@@ -5,48 +5,13 @@
 //! measuring: the child runs under `ulimit -d` (its heap), so growth makes it abort and the test
 //! fail; time is bounded by a generous deadline after which the child is killed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::*;
-
-/// A fresh directory for one test's files, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!(
-            "aviary-input-{test}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            panic!("cannot create {}: {e}", dir.display());
-        }
-        Dir(dir)
-    }
-
-    fn write(&self, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(name);
-        if let Some(parent) = p.parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        if let Err(e) = std::fs::write(&p, text) {
-            panic!("cannot write {}: {e}", p.display());
-        }
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::util::*;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or_default()
@@ -219,8 +184,8 @@ spec:
 
 #[test]
 fn f12_plan_of_a_million_iterations_is_exact_and_takes_little_memory() {
-    let dir = Dir::new("f12-plan");
-    let canary = dir.write("canary.yaml", ab_canary("1000000"));
+    let dir = tempdir();
+    let canary = write(dir.path(), "canary.yaml", ab_canary("1000000"));
     // Before the fix the plan ran both simulations tick by tick: over 2 GB, and an abort under
     // this limit. One tick per iteration, then the promotion: (1000000 + 1) x 10s.
     let out = run_limited(
@@ -241,8 +206,8 @@ fn f12_plan_of_a_million_iterations_is_exact_and_takes_little_memory() {
 
 #[test]
 fn f12_iterations_past_the_bound_are_refused_with_the_bound() {
-    let dir = Dir::new("f12-bound");
-    let canary = dir.write("canary.yaml", ab_canary("2147483647"));
+    let dir = tempdir();
+    let canary = write(dir.path(), "canary.yaml", ab_canary("2147483647"));
     for cmd in ["validate", "plan"] {
         let out = aviary(&[cmd, "-f", s(&canary)]);
         refused(
@@ -253,7 +218,8 @@ fn f12_iterations_past_the_bound_are_refused_with_the_bound() {
             ],
         );
     }
-    let canary = dir.write(
+    let canary = write(
+        dir.path(),
         "threshold.yaml",
         canary_with("podinfo", "").replace("threshold: 5", "threshold: 5000000"),
     );
@@ -261,7 +227,8 @@ fn f12_iterations_past_the_bound_are_refused_with_the_bound() {
         &aviary(&["validate", "-f", s(&canary)]),
         &[":16: spec.analysis.threshold: expected an integer 0-1000000, got 5000000"],
     );
-    let canary = dir.write(
+    let canary = write(
+        dir.path(),
         "interval.yaml",
         canary_with("podinfo", "").replace("interval: 1m", "interval: 48h"),
     );
@@ -273,9 +240,9 @@ fn f12_iterations_past_the_bound_are_refused_with_the_bound() {
 
 #[test]
 fn f12_simulate_of_150000_ticks_runs_in_flat_memory_and_reports_them_folded() {
-    let dir = Dir::new("f12-sim");
-    let canary = dir.write("canary.yaml", ab_canary("150000"));
-    let timeline = dir.write("timeline.yaml", AB_TIMELINE);
+    let dir = tempdir();
+    let canary = write(dir.path(), "canary.yaml", ab_canary("150000"));
+    let timeline = write(dir.path(), "timeline.yaml", AB_TIMELINE);
     // ~2 KiB per tick kept before the fix: over 500 MB for these ticks, an abort under 128 MiB.
     let out = run_limited(
         &[
@@ -332,17 +299,20 @@ fn f12_simulate_of_150000_ticks_runs_in_flat_memory_and_reports_them_folded() {
 
 #[test]
 fn f14_a_raw_yaml_glob_with_ten_stars_matches_in_linear_time() {
-    let dir = Dir::new("f14");
-    let skaffold = dir.write(
+    let dir = tempdir();
+    let skaffold = write(
+        dir.path(),
         "skaffold.yaml",
         "apiVersion: skaffold/v4beta13\nkind: Config\nmanifests:\n  rawYaml:\n    - k8s/*a*a*a*a*a*a*a*a*a*a*b.yaml\n",
     );
     // Forty a's and no b: a backtracking matcher tries every way to place ten stars in it.
-    dir.write(
+    write(
+        dir.path(),
         &format!("k8s/{}.yaml", "a".repeat(40)),
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: never\n",
     );
-    dir.write(
+    write(
+        dir.path(),
         "k8s/aaaaaaaaaab.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: matched\n",
     );
@@ -368,14 +338,14 @@ fn f14_a_raw_yaml_glob_with_ten_stars_matches_in_linear_time() {
 
 #[test]
 fn f15_empty_file_is_refused() {
-    let dir = Dir::new("f15-empty");
+    let dir = tempdir();
     for (name, text) in [
         ("empty.yaml", ""),
         ("comments.yaml", "# a Canary will go here\n"),
         ("separators.yaml", "---\n---\n"),
         ("null.yaml", "null\n"),
     ] {
-        let file = dir.write(name, text);
+        let file = write(dir.path(), name, text);
         let out = aviary(&["validate", "-f", s(&file)]);
         refused(
             &out,
@@ -389,9 +359,10 @@ fn f15_empty_file_is_refused() {
 
 #[test]
 fn f15_truncated_file_without_its_canary_is_refused() {
-    let dir = Dir::new("f15-truncated");
+    let dir = tempdir();
     // Flagger's podinfo file cut after its Deployment, before the Canary.
-    let file = dir.write(
+    let file = write(
+        dir.path(),
         "podinfo.yaml",
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  replicas: 2\n---\n",
     );
@@ -428,8 +399,8 @@ spec:
 
 #[test]
 fn f15_template_only_file_is_refused_without_a_canary() {
-    let dir = Dir::new("f15-template-only");
-    let templates = dir.write("templates.yaml", TEMPLATE);
+    let dir = tempdir();
+    let templates = write(dir.path(), "templates.yaml", TEMPLATE);
     refused(
         &aviary(&["validate", "-f", s(&templates)]),
         &[
@@ -438,7 +409,8 @@ fn f15_template_only_file_is_refused_without_a_canary() {
         ],
     );
     // Beside the Canary that uses it, the same file is valid.
-    let canary = dir.write(
+    let canary = write(
+        dir.path(),
         "canary.yaml",
         canary_with(
             "podinfo",
@@ -451,8 +423,9 @@ fn f15_template_only_file_is_refused_without_a_canary() {
 
 #[test]
 fn f15_unknown_or_unclosed_placeholders_in_a_query_are_refused() {
-    let dir = Dir::new("f15-placeholders");
-    let nosuch = dir.write(
+    let dir = tempdir();
+    let nosuch = write(
+        dir.path(),
         "nosuch.yaml",
         TEMPLATE.replace("{{ target }}", "{{ nosuch }}"),
     );
@@ -466,7 +439,8 @@ fn f15_unknown_or_unclosed_placeholders_in_a_query_are_refused() {
             "help: a query may use name, namespace, target, service, ingress, route, interval",
         ],
     );
-    let unclosed = dir.write(
+    let unclosed = write(
+        dir.path(),
         "unclosed.yaml",
         TEMPLATE.replace("[{{ interval }}]", "[{{ interval ]"),
     );
@@ -478,7 +452,8 @@ fn f15_unknown_or_unclosed_placeholders_in_a_query_are_refused() {
         )],
     );
     // An inline (deprecated) query gets the same check.
-    let inline = dir.write(
+    let inline = write(
+        dir.path(),
         "inline.yaml",
         canary_with(
             "podinfo",
@@ -496,7 +471,7 @@ fn f15_unknown_or_unclosed_placeholders_in_a_query_are_refused() {
 
 #[test]
 fn f15_a_template_variable_the_metric_does_not_set_is_refused() {
-    let dir = Dir::new("f15-variables");
+    let dir = tempdir();
     let text = format!(
         "{}---\n{}",
         TEMPLATE.replace("{{ target }}", "{{ variables.workload }}"),
@@ -505,7 +480,7 @@ fn f15_a_template_variable_the_metric_does_not_set_is_refused() {
             "    metrics:\n    - name: not-found\n      templateRef:\n        name: not-found-percentage\n        namespace: test\n      templateVariables:\n        app: podinfo\n      thresholdRange:\n        min: 99\n",
         )
     );
-    let file = dir.write("canary.yaml", text);
+    let file = write(dir.path(), "canary.yaml", text);
     refused(
         &aviary(&["validate", "-f", s(&file)]),
         &[
@@ -521,8 +496,9 @@ fn f15_a_template_variable_the_metric_does_not_set_is_refused() {
 
 #[test]
 fn f15_metric_interval_of_0s_is_refused() {
-    let dir = Dir::new("f15-interval");
-    let file = dir.write(
+    let dir = tempdir();
+    let file = write(
+        dir.path(),
         "canary.yaml",
         canary_with(
             "podinfo",
@@ -540,13 +516,14 @@ fn f15_metric_interval_of_0s_is_refused() {
 
 #[test]
 fn f15_infinite_threshold_range_is_refused() {
-    let dir = Dir::new("f15-inf");
+    let dir = tempdir();
     for (bound, value, line) in [
         ("min", ".inf", 22),
         ("max", "-.inf", 22),
         ("min", ".NaN", 22),
     ] {
-        let file = dir.write(
+        let file = write(
+            dir.path(),
             "canary.yaml",
             canary_with(
                 "podinfo",
@@ -571,14 +548,14 @@ fn f15_infinite_threshold_range_is_refused() {
 
 #[test]
 fn f15_names_too_long_for_the_objects_aviary_derives_are_refused() {
-    let dir = Dir::new("f15-names");
+    let dir = tempdir();
     // 55 characters: podinfo-...-primary is 63, the most a Service name may be.
     let ok = "a".repeat(55);
-    let file = dir.write("ok.yaml", canary_with(&ok, ""));
+    let file = write(dir.path(), "ok.yaml", canary_with(&ok, ""));
     let out = aviary(&["validate", "-f", s(&file)]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let long = "a".repeat(56);
-    let file = dir.write("long.yaml", canary_with(&long, ""));
+    let file = write(dir.path(), "long.yaml", canary_with(&long, ""));
     refused(
         &aviary(&["validate", "-f", s(&file)]),
         &[
@@ -587,13 +564,15 @@ fn f15_names_too_long_for_the_objects_aviary_derives_are_refused() {
         ],
     );
     // A short service.name names the Services instead, and its own length is checked.
-    let file = dir.write(
+    let file = write(
+        dir.path(),
         "service.yaml",
         canary_with(&long, "").replace("    port: 9898", "    name: podinfo\n    port: 9898"),
     );
     let out = aviary(&["validate", "-f", s(&file)]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let file = dir.write(
+    let file = write(
+        dir.path(),
         "service-long.yaml",
         canary_with("podinfo", "").replace(
             "    port: 9898",
@@ -608,7 +587,7 @@ fn f15_names_too_long_for_the_objects_aviary_derives_are_refused() {
         )],
     );
     // A dotted target is a valid Deployment name but cannot name a Service.
-    let file = dir.write("dotted.yaml", canary_with("podinfo.v2", ""));
+    let file = write(dir.path(), "dotted.yaml", canary_with("podinfo.v2", ""));
     refused(
         &aviary(&["validate", "-f", s(&file)]),
         &[&format!(
@@ -618,7 +597,8 @@ fn f15_names_too_long_for_the_objects_aviary_derives_are_refused() {
     );
     // The Canary's own name becomes <name>-aviary, the state ConfigMap and Lease.
     let name = format!("{}.{}", "b".repeat(200), "c".repeat(47));
-    let file = dir.write(
+    let file = write(
+        dir.path(),
         "canary-name.yaml",
         canary_with("podinfo", "").replace(
             "  name: podinfo\n  namespace",
@@ -636,8 +616,8 @@ fn f15_names_too_long_for_the_objects_aviary_derives_are_refused() {
 
 #[test]
 fn f15_an_unknown_log_level_is_refused() {
-    let dir = Dir::new("f15-log");
-    let file = dir.write("canary.yaml", canary_with("podinfo", ""));
+    let dir = tempdir();
+    let file = write(dir.path(), "canary.yaml", canary_with("podinfo", ""));
     let out = aviary(&["--log-level", "bogus", "validate", "-f", s(&file)]);
     refused(
         &out,
@@ -664,15 +644,15 @@ fn f15_an_unknown_log_level_is_refused() {
 
 #[test]
 fn f16_a_utf8_byte_order_mark_is_accepted() {
-    let dir = Dir::new("f16");
+    let dir = tempdir();
     let mut canary = b"\xEF\xBB\xBF".to_vec();
     canary.extend_from_slice(ab_canary("10").as_bytes());
-    let canary = dir.write("canary.yaml", canary);
+    let canary = write(dir.path(), "canary.yaml", canary);
     let out = aviary(&["validate", "-f", s(&canary)]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let mut timeline = b"\xEF\xBB\xBF".to_vec();
     timeline.extend_from_slice(AB_TIMELINE.as_bytes());
-    let timeline = dir.write("timeline.yaml", timeline);
+    let timeline = write(dir.path(), "timeline.yaml", timeline);
     let out = aviary(&[
         "simulate",
         "-f",
@@ -684,7 +664,11 @@ fn f16_a_utf8_byte_order_mark_is_accepted() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(json(&out)["verdict"], "promoted");
     // UTF-16 is named as such, with the fix.
-    let utf16 = dir.write("utf16.yaml", b"\xFF\xFEa\x00:\x00 \x001\x00\n\x00");
+    let utf16 = write(
+        dir.path(),
+        "utf16.yaml",
+        b"\xFF\xFEa\x00:\x00 \x001\x00\n\x00",
+    );
     refused(
         &aviary(&["validate", "-f", s(&utf16)]),
         &[&format!(
@@ -698,8 +682,8 @@ fn f16_a_utf8_byte_order_mark_is_accepted() {
 
 #[test]
 fn f17_dev_zero_is_refused_at_the_cap_without_growing() {
-    let dir = Dir::new("f17-zero");
-    let canary = dir.write("canary.yaml", ab_canary("10"));
+    let dir = tempdir();
+    let canary = write(dir.path(), "canary.yaml", ab_canary("10"));
     // Before the fix /dev/zero was read until memory ran out (2.6 GB); under this limit that is
     // an abort. The cap is 16 MiB.
     let cases: Vec<Vec<&str>> = vec![
@@ -716,7 +700,7 @@ fn f17_dev_zero_is_refused_at_the_cap_without_growing() {
         );
     }
     // An ordinary file over the cap, too.
-    let big = dir.write("big.yaml", "#".repeat(17 << 20));
+    let big = write(dir.path(), "big.yaml", "#".repeat(17 << 20));
     let out = run_limited(
         &["validate", "-f", s(&big)],
         &[],
@@ -731,8 +715,8 @@ fn f17_dev_zero_is_refused_at_the_cap_without_growing() {
 
 #[test]
 fn f17_a_fifo_nobody_writes_to_does_not_hang() {
-    let dir = Dir::new("f17-fifo");
-    let fifo = dir.0.join("canary.yaml");
+    let dir = tempdir();
+    let fifo = dir.path().join("canary.yaml");
     let made = Command::new("mkfifo").arg(&fifo).status();
     assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
     // Before the fix aviary blocked in open(2) for a writer that never came.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use kube_emulator::{Fault, FaultKind};
 use serde_json::Value;
 
-use crate::common::*;
+use crate::util::*;
 
 /// What a [`Gate`] does with one call.
 #[derive(Clone, Copy, Debug, PartialEq)]

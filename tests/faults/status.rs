@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::*;
+use crate::util::*;
 
 /// `aviary status podinfo -n test` (plus `extra`) against the cluster.
 fn status(c: &Cluster, name: &str, extra: &[&str]) -> Output {

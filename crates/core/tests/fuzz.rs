@@ -100,7 +100,7 @@ fn corpus() -> Vec<(PathBuf, String)> {
     }
     let mut out = Vec::new();
     walk(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples"),
         &mut out,
     );
     assert!(

@@ -1,5 +1,6 @@
-//! Test support shared by the cluster tests: an emulated cluster with a kubeconfig, a target
-//! Deployment applied as a user would, a webhook endpoint on loopback, and the `aviary` binary.
+//! Test support shared by the modules of the `tests` binary: an emulated cluster with a
+//! kubeconfig, a target Deployment applied as a user would, a webhook endpoint on loopback, the
+//! `aviary` binary and what it printed, temporary directories, and GitHub's output file.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +15,7 @@ pub mod gcs;
 
 use kube_emulator::{Config, Emulator};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
 /// A webhook endpoint answering every POST with a settable status.
 pub struct Hook {
@@ -118,8 +120,10 @@ pub fn read_request(stream: &std::net::TcpStream) -> Option<Request> {
 
 pub struct Cluster {
     pub emu: Emulator,
+    /// The test's directory (the kubeconfig, canaries, reports), removed with the cluster.
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    _dir: TempDir,
 }
 
 pub fn cluster() -> Cluster {
@@ -137,14 +141,8 @@ pub fn cluster_with(namespaces: &[&str]) -> Cluster {
         Ok(e) => e,
         Err(e) => panic!("emulator: {e}"),
     };
-    let dir = std::env::temp_dir().join(format!(
-        "aviary-rollout-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_suffix()
-    ));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        panic!("{e}");
-    }
+    let tmp = tempdir();
+    let dir = tmp.path().to_path_buf();
     let kubeconfig = dir.join("kubeconfig");
     if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
         panic!("{e}");
@@ -153,6 +151,7 @@ pub fn cluster_with(namespaces: &[&str]) -> Cluster {
         emu,
         dir,
         kubeconfig,
+        _dir: tmp,
     }
 }
 
@@ -164,11 +163,50 @@ pub fn aviary_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_aviary")))
 }
 
-pub fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+/// A fresh temporary directory for one test, removed when dropped.
+pub fn tempdir() -> TempDir {
+    match tempfile::Builder::new().prefix("aviary-test-").tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    }
+}
+
+/// Writes `text` to `dir/name` (creating the directories it needs); returns the path.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(e) = std::fs::write(&path, text) {
+        panic!("cannot write {}: {e}", path.display());
+    }
+    path
+}
+
+/// A file's text; empty when it cannot be read (a host file the binary did not write).
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// `$GITHUB_OUTPUT` parsed as the runner parses it (both the `k=v` and the heredoc forms).
+pub fn outputs(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if let Some((k, delim)) = line.split_once("<<") {
+            let mut value = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            out.insert(k.to_string(), value.join("\n"));
+        } else if let Some((k, v)) = line.split_once('=') {
+            out.insert(k.to_string(), v.to_string());
+        }
+    }
+    out
 }
 
 impl Cluster {
@@ -361,12 +399,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// The canary backend's weight in the first rule of an HTTPRoute.
 pub fn canary_weight(route: &Value) -> Option<i64> {
     route["spec"]["rules"][0]["backendRefs"]
@@ -378,6 +410,10 @@ pub fn canary_weight(route: &Value) -> Option<i64> {
 
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -1,0 +1,31 @@
+//! The binary's integration tests, in one test binary (one link of the dependency graph instead of
+//! one per file). Each file next to this one is a module; `cargo test --test tests MODULE::` runs
+//! one of them, `cargo test --test tests NAME` the tests whose path contains NAME.
+//!
+//! aviary-core's fuzz target is `crates/core/tests/fuzz.rs`; the metrics client's tests against a
+//! real Prometheus are `crates/kube/tests/prometheus.rs`.
+
+// What the tests share: an emulated cluster with a kubeconfig, a webhook endpoint, the binary
+// under test, temporary directories, a local GCS.
+mod util;
+
+// `aviary plan`, `simulate`, `validate` and the spec reader's errors, through the binary.
+mod cli;
+// `aviary deploy` and `rollout --target` on Skaffold projects, against the API emulator.
+mod deploy;
+// The fault-injection suite behind the README's "Failure modes" table (`fNN_*`).
+mod faults;
+// The pipeline hosts' contracts: GitHub Actions, Tekton, Cloud Deploy (with a local GCS).
+mod hosts;
+// A rollout judged by a real Prometheus scraping workloads under real load.
+mod prometheus;
+// `aviary render` against what `kubectl kustomize` prints.
+mod render;
+// Rollouts through the Gateway API and the Kubernetes providers: bootstrap, promote, roll back,
+// signals, resume, the Lease, API faults.
+mod rollout;
+// The Istio, Gloo and NGINX routers.
+mod routers;
+// The sandbox's real data path (Prometheus, HAProxy, demo apps): only with the `sandbox` feature.
+#[cfg(feature = "sandbox")]
+mod sandbox;
