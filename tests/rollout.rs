@@ -656,3 +656,56 @@ fn a_new_revision_during_the_analysis_restarts_it() {
         "podinfo:3"
     );
 }
+
+#[test]
+fn json_logs_carry_the_canary_revision_and_tick_of_each_event() {
+    let c = cluster();
+    let hook = Hook::start();
+    let canary = c.write(
+        "canary.yaml",
+        &canary_yaml("kubernetes", &hook.url, "    iterations: 2"),
+    );
+    c.apply_target("podinfo:1", 1);
+    assert_eq!(code(&c.run(&canary)), 0);
+    c.apply_target("podinfo:2", 1);
+    let out = match c
+        .aviary(&canary, &[])
+        .args(["--log-format", "json"])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("aviary: {e}"),
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!events.is_empty(), "{}", stderr(&out));
+    // Every event of the run names its canary and namespace; once the revision is read, it too.
+    let in_rollout: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["spans"].as_array().is_some_and(|s| !s.is_empty()))
+        .collect();
+    assert!(!in_rollout.is_empty(), "{}", stderr(&out));
+    for e in &in_rollout {
+        assert_eq!(e["spans"][0]["name"], "rollout", "{e}");
+        assert_eq!(e["spans"][0]["canary"], "podinfo", "{e}");
+        assert_eq!(e["spans"][0]["namespace"], "test", "{e}");
+    }
+    assert!(
+        in_rollout.iter().any(|e| e["spans"][0]["revision"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())),
+        "{}",
+        stderr(&out)
+    );
+    // Events of a tick carry its number and the phase it began in.
+    assert!(
+        events.iter().any(|e| e["span"]["name"] == "tick"
+            && e["span"]["n"].as_u64().is_some_and(|n| n >= 1)
+            && e["span"]["phase"].is_string()),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -92,6 +92,17 @@ fn during(samples: &[Sample], from_ms: u64, to_ms: u64) -> Vec<Sample> {
         .collect()
 }
 
+/// Waits until the clients have had answers to `n` requests sent at or after `since_ms`: the
+/// windows the assertions read then hold enough requests even on a machine too busy for the
+/// clients to keep their rate (an event to wait on, not a time). Gives up after a minute and
+/// lets the assertion say what it saw.
+async fn wait_for_samples(sb: &Sandbox, since_ms: u64, n: usize) {
+    let bound = std::time::Instant::now() + Duration::from_secs(60);
+    while sb.load.since(since_ms).len() < n && std::time::Instant::now() < bound {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn messages(r: &Release) -> String {
     r.messages
         .iter()
@@ -105,6 +116,7 @@ async fn a_good_release_is_promoted_without_a_failed_request() {
     let (sb, _workdir) = sandbox("good", Router::GatewayApi, None, "prod").await;
     let r = release(&sb, Scenario::Good).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_samples(&sb, r.ended_ms + 1000, 60).await;
     let changes = sb.node.lock().unwrap().changes.clone();
     let samples = sb.shutdown().await;
     let report = r.report.clone().unwrap();
@@ -139,6 +151,8 @@ async fn a_release_with_errors_rolls_back_and_clients_recover() {
     let (sb, _workdir) = sandbox("errors", Router::GatewayApi, None, "prod").await;
     let r = release(&sb, Scenario::Errors).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let decided = r.rollback_decided_ms.unwrap_or(r.ended_ms);
+    wait_for_samples(&sb, decided + 1000, 60).await;
     let samples = sb.shutdown().await;
     let report = r.report.clone().unwrap();
     assert_eq!(r.exit_code, 1, "{}", messages(&r));
@@ -290,6 +304,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
     let killed_at = aviary_kube::runner::wall_ms();
     // Killed without warning, it leaves traffic where it was: the clients are still served.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_samples(&sb, killed_at, 40).await;
     let meanwhile = Stats::of(&sb.load.since(killed_at));
     assert_eq!(meanwhile.errors, 0, "{meanwhile:?}");
     assert!(meanwhile.share("2.0.0") > 20.0, "{meanwhile:?}");
@@ -299,6 +314,7 @@ async fn a_run_killed_mid_way_is_finished_by_the_next_run() {
         .await
         .expect("the re-run runs");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_samples(&sb, rerun.ended_ms + 500, 60).await;
     let samples = sb.shutdown().await;
     assert_eq!(rerun.exit_code, 0, "{}", messages(&rerun));
     assert_eq!(rerun.report.as_ref().unwrap().verdict, Verdict::Promoted);
