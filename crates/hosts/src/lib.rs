@@ -588,6 +588,61 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_is_named_as_the_input_it_came_from() {
+        let gh = host(
+            HostKind::Github,
+            env(&[
+                ("INPUT_COMMAND", "rollout"),
+                ("INPUT_TIMEOUT", "30 minutes"),
+            ]),
+        );
+        match StepRequest::read(&*gh) {
+            Err(e) => {
+                assert!(e.message.starts_with("input `timeout`: "), "{e}");
+                assert!(!e.message.contains("--timeout"), "{e}");
+                assert_eq!(e.help.as_deref(), Some("for example `timeout: 30m`"));
+                assert_eq!(e.exit(), Exit::InvalidInput);
+            }
+            Ok(r) => panic!("accepted {r:?}"),
+        }
+        let tk = host(
+            HostKind::Tekton,
+            env(&[("PARAM_COMMAND", "release"), ("PARAM_PROVIDER", "linkerd")]),
+        );
+        match StepRequest::read(&*tk) {
+            Err(e) => assert!(e.message.starts_with("input `provider`: "), "{e}"),
+            Ok(r) => panic!("accepted {r:?}"),
+        }
+    }
+
+    #[test]
+    fn the_environment_a_host_reads_is_the_injected_one() {
+        let local = host(
+            HostKind::Local,
+            env(&[
+                ("AVIARY_INPUT_COMMAND", "rollout"),
+                ("AVIARY_PROMETHEUS_URL", "http://prom.test:9090"),
+                ("AVIARY_PROMETHEUS_USERNAME", "bob"),
+                ("AVIARY_PROMETHEUS_PASSWORD", "pa55word"),
+            ]),
+        );
+        let req = match StepRequest::read(&*local) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let rollout = match req.rollout() {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            rollout.prometheus.url.as_deref(),
+            Some("http://prom.test:9090")
+        );
+        assert_eq!(rollout.prometheus.username.as_deref(), Some("bob"));
+        assert_eq!(req.secrets(), vec!["pa55word".to_string()]);
+    }
+
+    #[test]
     fn an_unknown_command_is_bad_input() {
         let gh = host(HostKind::Github, env(&[("INPUT_COMMAND", "ship-it")]));
         match StepRequest::read(&*gh) {
