@@ -49,11 +49,6 @@ pub enum AppError {
     Deploy(Box<aviary_kube::deploy::DeployError>),
     #[error(transparent)]
     Render(#[from] aviary_kube::render::RenderError),
-    /// A host's inputs that cannot be used.
-    #[error(transparent)]
-    Host(#[from] aviary_hosts::HostError),
-    #[error(transparent)]
-    Plan(#[from] aviary_core::plan::PlanError),
     /// The machine failed us (a process that would not start, a port, a file).
     #[error("{0}")]
     Runtime(String),
@@ -80,11 +75,7 @@ impl AppError {
     pub fn exit(&self) -> Exit {
         match self {
             // A file the user named but we cannot read is bad input, not a broken environment.
-            AppError::Spec(_) | AppError::Input { .. } | AppError::Host(_) => Exit::InvalidInput,
-            AppError::Plan(e) => match e {
-                aviary_core::plan::PlanError::Engine(_) => Exit::Runtime,
-                aviary_core::plan::PlanError::NeverPromotes { .. } => Exit::InvalidInput,
-            },
+            AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
             AppError::Engine(_) | AppError::Output(_) | AppError::Runtime(_) => Exit::Runtime,
             AppError::Render(e) => e.exit(),
             AppError::Deploy(e) => match e.as_ref() {
@@ -116,13 +107,6 @@ impl AppError {
                 message,
                 help: Some(help),
             } => tracing::error!("{message}\n  help: {help}"),
-            AppError::Host(aviary_hosts::HostError {
-                message,
-                help: Some(help),
-            }) => tracing::error!("{message}\n  help: {help}"),
-            AppError::Plan(e) if e.help().is_some() => {
-                tracing::error!("{e}\n  help: {}", e.help().unwrap_or_default())
-            }
             other => tracing::error!("{other}"),
         }
     }
@@ -239,6 +223,29 @@ impl From<aviary_kube::runner::RunError> for AppError {
 impl From<aviary_kube::deploy::DeployError> for AppError {
     fn from(e: aviary_kube::deploy::DeployError) -> Self {
         AppError::Deploy(Box::new(e))
+    }
+}
+
+/// A host's inputs that cannot be used: bad input, with its fix.
+impl From<aviary_hosts::HostError> for AppError {
+    fn from(e: aviary_hosts::HostError) -> Self {
+        AppError::Input {
+            message: e.message,
+            help: e.help,
+        }
+    }
+}
+
+/// A Canary that never promotes is bad input; an engine refusal is aviary's own bug.
+impl From<aviary_core::plan::PlanError> for AppError {
+    fn from(e: aviary_core::plan::PlanError) -> Self {
+        match e {
+            aviary_core::plan::PlanError::Engine(e) => AppError::Engine(e),
+            other => AppError::Input {
+                message: other.to_string(),
+                help: other.help().map(String::from),
+            },
+        }
     }
 }
 

@@ -319,21 +319,34 @@ impl CloudDeploy {
         };
         let mut results = Results::new("FAILED");
         results.failure_message = Some(message.to_string());
-        let _ = upload_results(&gcs, &output, &results);
+        if let Ok(rt) = runtime() {
+            let _ = upload_results(&rt, &gcs, &output, &results);
+        }
     }
 }
 
+/// The runtime of the host's own GCS calls (`finish` runs outside the command's runtime).
+fn runtime() -> Result<tokio::runtime::Runtime, FinishError> {
+    aviary_kube::runtime().map_err(|e| {
+        tracing::error!("cannot start the runtime for the GCS uploads: {e}");
+        FinishError::Runtime(e)
+    })
+}
+
 /// Uploads `<output>/results.json`, logging the outcome.
-fn upload_results(gcs: &Gcs, output: &GsUrl, results: &Results) -> Result<(), FinishError> {
+fn upload_results(
+    rt: &tokio::runtime::Runtime,
+    gcs: &Gcs,
+    output: &GsUrl,
+    results: &Results,
+) -> Result<(), FinishError> {
     let url = output.join("results.json");
     let body = serde_json::to_vec_pretty(results).map_err(|e| FinishError::Write {
         what: "results.json".into(),
         path: url.to_string(),
         source: e.into(),
     })?;
-    let uploaded = aviary_kube::runtime()
-        .map_err(FinishError::Runtime)
-        .and_then(|rt| Ok(rt.block_on(gcs.put(&url, body))?));
+    let uploaded = rt.block_on(gcs.put(&url, body)).map_err(FinishError::from);
     match &uploaded {
         Ok(()) => tracing::info!("{url}: {}", results.result_status),
         Err(e) => tracing::error!("could not upload {url}: {e}; Cloud Deploy will see no result"),
@@ -362,20 +375,18 @@ impl PipelineHost for CloudDeploy {
         report: &aviary_core::report::Report,
         _: &Path,
     ) -> Result<(), FinishError> {
+        let rt = runtime()?;
         let gcs = self.req.gcs();
         let mut results = self.results.clone();
         let url = self.req.output.join("aviary-report.json");
         match serde_json::to_vec_pretty(report) {
-            Ok(body) => match aviary_kube::runtime()
-                .map_err(FinishError::Runtime)
-                .and_then(|rt| Ok(rt.block_on(gcs.put(&url, body))?))
-            {
+            Ok(body) => match rt.block_on(gcs.put(&url, body)) {
                 Ok(()) => results.artifact_files.push(url.to_string()),
                 Err(e) => tracing::warn!("could not upload the report: {e}"),
             },
             Err(e) => tracing::warn!("could not encode the report: {e}"),
         }
-        upload_results(&gcs, &self.req.output, &results)
+        upload_results(&rt, &gcs, &self.req.output, &results)
     }
 
     fn default_report(&self) -> PathBuf {

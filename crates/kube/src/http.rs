@@ -172,14 +172,9 @@ pub fn size(n: usize) -> String {
     }
 }
 
-/// A timeout from the environment variable `var` (a Go duration such as `30s`), else `default`.
-/// A value that cannot be read is reported and the default used.
-pub fn timeout_from_env(var: &str, default: Duration) -> Duration {
-    timeout_from(var, std::env::var(var).ok(), default)
-}
-
-/// A timeout from `value`, the value of the variable `var` in an environment the caller holds
-/// (a host's), else `default`; as [`timeout_from_env`] for the process environment.
+/// A timeout from `value`, the value of the environment variable `var` (a Go duration such as
+/// `30s`) in the environment the caller holds (a host's injected one), else `default`. A value
+/// that cannot be read is reported and the default used.
 pub fn timeout_from(var: &str, value: Option<String>, default: Duration) -> Duration {
     match value {
         Some(v) if !v.trim().is_empty() => {

@@ -130,13 +130,6 @@ pub enum SandboxError {
     Interrupted(StopSignal),
 }
 
-impl SandboxError {
-    /// The user's to fix (exit 2), not the machine's.
-    pub fn is_usage(&self) -> bool {
-        matches!(self, SandboxError::Setup(_) | SandboxError::Usage { .. })
-    }
-}
-
 /// A running sandbox.
 pub struct Sandbox {
     pub emulator: Arc<Emulator>,
