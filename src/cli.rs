@@ -80,6 +80,20 @@ pub enum Commands {
     DemoApp(aviary_sandbox::app::DemoAppArgs),
 }
 
+impl Commands {
+    /// Whether the command stops cleanly on SIGTERM/SIGINT (handlers installed at start).
+    pub fn handles_signals(&self) -> bool {
+        matches!(
+            self,
+            Commands::Step(_)
+                | Commands::CloudDeploy
+                | Commands::Rollout(_)
+                | Commands::Deploy(_)
+                | Commands::Render(_)
+        )
+    }
+}
+
 /// `aviary step`.
 #[derive(Debug, Args)]
 pub struct StepArgs {

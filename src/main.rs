@@ -18,6 +18,16 @@ use cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The commands that may run as a container's PID 1 or change a cluster own SIGTERM/SIGINT
+    // from here on (see `aviary_kube::signals`): a cancelled job stops whatever it is doing
+    // (render, a download, the dev deploy, the rollout), still reports, and exits 130. The
+    // others keep the default action (Ctrl-C ends them at once).
+    if cli.command.handles_signals() {
+        if let Err(message) = aviary_kube::signals::install() {
+            eprintln!("error: {message}");
+            return ExitCode::from(aviary_core::exit::Exit::Runtime.code());
+        }
+    }
     // An unknown --log-level is a usage error like any other bad flag: clap's message, exit 2.
     if let Err(message) = logging::check_level(&cli.log_level) {
         Cli::command()

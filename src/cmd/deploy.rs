@@ -69,7 +69,9 @@ pub fn deploy_objects(
         deploy::write_inventory(&client, &ns, &args.target, &inventory)
             .await
             .map_err(run_err)?;
-        deploy::wait_for_rollouts(&client, &applied, timeout).await?;
+        // A cancelled job stops waiting (what was applied stays applied, as with kubectl).
+        aviary_kube::signals::guard(deploy::wait_for_rollouts(&client, &applied, timeout))
+            .await??;
         let message = format!(
             "{} objects applied, every workload rolled out",
             applied.len()

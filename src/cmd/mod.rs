@@ -52,6 +52,10 @@ pub enum AppError {
     /// The machine failed us (a process that would not start, a port, a file).
     #[error("{0}")]
     Runtime(String),
+    /// SIGTERM/SIGINT before the rollout began (render, a download, the dev deploy): that work
+    /// was stopped; no rollout had moved traffic.
+    #[error("{0}; stopped before the rollout began")]
+    Cancelled(#[from] aviary_kube::signals::Interrupted),
 }
 
 impl AppError {
@@ -77,6 +81,7 @@ impl AppError {
             // A file the user named but we cannot read is bad input, not a broken environment.
             AppError::Spec(_) | AppError::Input { .. } => Exit::InvalidInput,
             AppError::Engine(_) | AppError::Output(_) | AppError::Runtime(_) => Exit::Runtime,
+            AppError::Cancelled(_) => Exit::Cancelled,
             AppError::Render(e) => e.exit(),
             AppError::Deploy(e) => match e.as_ref() {
                 aviary_kube::deploy::DeployError::NotReady { .. } => Exit::RolledBack,
@@ -290,7 +295,11 @@ pub fn write_report(report: &Report, path: Option<&std::path::Path>) -> Result<(
 
 /// The report of a command that stopped on an error.
 pub fn failed_report(err: &AppError, command: &str) -> Report {
-    let mut report = Report::new(Verdict::Failed);
+    let verdict = match err.exit() {
+        Exit::Cancelled => Verdict::Cancelled,
+        _ => Verdict::Failed,
+    };
+    let mut report = Report::new(verdict);
     report.command = Some(command.to_string());
     if let AppError::Run(run) = err {
         if let aviary_kube::runner::RunError::GaveUp { traffic, .. } = run.as_ref() {

@@ -12,7 +12,7 @@
 //!   waits; [`files`] reads every input file under one cap.
 //! - [`runner`] is the shell around `aviary_core::engine`: it executes the engine's commands
 //!   against the cluster, answers its requests, and stops cleanly on a signal, a timeout or a
-//!   lost lease.
+//!   lost lease; [`signals`] records SIGTERM/SIGINT for the whole process from its start.
 //!
 //! Data flows one way: this crate uses `aviary_core`, never the hosts or the binary.
 
@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod render;
 pub mod routing;
 pub mod runner;
+pub mod signals;
 pub mod state;
 pub mod webhooks;
 pub mod workload;

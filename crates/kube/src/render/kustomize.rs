@@ -104,19 +104,43 @@ pub fn build(tool: &Tool, dir: &str, extra_args: &[String]) -> Result<String, Re
             String::from_utf8_lossy(&kept).into_owned()
         })
     });
-    let mut bytes = Vec::new();
-    let read = match child.stdout.take() {
-        Some(out) => out
-            .take(aviary_core::spec::input::MAX_INPUT_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map(|_| ()),
-        None => Ok(()),
+    // stdout on its own thread too, so that this one can watch for a signal (the job was
+    // cancelled: the build is stopped, not waited for) and for an output past the cap.
+    let max = aviary_core::spec::input::MAX_INPUT_BYTES;
+    let mut reader = child.stdout.take().map(|out| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let read = out.take(max + 1).read_to_end(&mut bytes).map(|_| ());
+            (bytes, read)
+        })
+    });
+    let mut output: Option<(Vec<u8>, std::io::Result<()>)> = None;
+    let status = loop {
+        if let Some(signal) = crate::signals::received() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(RenderError::Interrupted(signal));
+        }
+        if reader.as_ref().is_some_and(|h| h.is_finished()) {
+            let got = match reader.take().map(|h| h.join()) {
+                Some(Ok(got)) => got,
+                _ => (Vec::new(), Ok(())),
+            };
+            // A reader that stopped at the cap leaves the child blocked on a full pipe.
+            if got.0.len() as u64 > max {
+                let _ = child.kill();
+            }
+            output = Some(got);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) if reader.is_none() => break Ok(status),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let too_large = bytes.len() as u64 > aviary_core::spec::input::MAX_INPUT_BYTES;
-    if too_large {
-        let _ = child.kill();
-    }
-    let status = child.wait();
+    let (bytes, read) = output.unwrap_or((Vec::new(), Ok(())));
+    let too_large = bytes.len() as u64 > max;
     let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     let label = format!("{} {dir}", tool.describe());
     if too_large {

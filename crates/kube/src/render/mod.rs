@@ -115,6 +115,10 @@ pub enum RenderError {
     #[error("{0}")]
     Config(Diagnostic),
 
+    /// The job was cancelled while rendering: the build was stopped, nothing was applied.
+    #[error("received {0} while rendering; stopped before anything was applied")]
+    Interrupted(&'static str),
+
     #[error(
         "{file}: renders no manifests: no config has a `manifests` section\n  help: add \
          `manifests: {{kustomize: {{paths: [k8s]}}}}` or `manifests: {{rawYaml: [k8s/*.yaml]}}`"
@@ -195,10 +199,12 @@ impl From<Diagnostic> for RenderError {
 }
 
 impl RenderError {
-    /// What the process exits with: 3 when the machine lacks a tool, 2 (bad input) otherwise.
+    /// What the process exits with: 3 when the machine lacks a tool, 130 when a signal stopped
+    /// it, 2 (bad input) otherwise.
     pub fn exit(&self) -> Exit {
         match self {
             RenderError::KustomizeMissing | RenderError::KustomizeSpawn { .. } => Exit::Runtime,
+            RenderError::Interrupted(_) => Exit::Cancelled,
             _ => Exit::InvalidInput,
         }
     }

@@ -90,31 +90,18 @@ impl Stop {
     }
 }
 
-/// SIGTERM and SIGINT.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
+/// SIGTERM and SIGINT, as [`crate::signals`] records them for the whole process: a signal that
+/// came before this run began (during render, a download, the dev deploy) stops it at once.
+struct Signals;
 
 impl Signals {
     fn new() -> Result<Signals, RunError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let io = |e: std::io::Error| {
-            RunError::Cluster(ClusterError::Invalid(format!(
-                "cannot listen for signals: {e}"
-            )))
-        };
-        Ok(Signals {
-            term: signal(SignalKind::terminate()).map_err(io)?,
-            int: signal(SignalKind::interrupt()).map_err(io)?,
-        })
+        crate::signals::install().map_err(|e| RunError::Cluster(ClusterError::Invalid(e)))?;
+        Ok(Signals)
     }
 
     async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
-        }
+        crate::signals::wait().await
     }
 }
 
