@@ -171,6 +171,11 @@ pub trait PipelineHost {
     fn finish(&mut self, report: &Report, report_path: &Path) -> Result<(), FinishError>;
     /// Where the JSON report goes when the `report` input is not given.
     fn default_report(&self) -> PathBuf;
+    /// A path input (or its default) as the host means it: GitHub's relative paths are in the
+    /// workspace.
+    fn resolve(&self, path: PathBuf) -> PathBuf {
+        path
+    }
 }
 
 /// Why a host could not report a verdict (the step then fails).
@@ -344,7 +349,7 @@ impl StepRequest {
                 ))
             }
         };
-        let path = |n: &str| get(n).map(PathBuf::from);
+        let path = |n: &str| get(n).map(|p| host.resolve(PathBuf::from(p)));
         let req = StepRequest {
             command,
             target: get("target").unwrap_or_else(|| "prod".into()),
@@ -354,7 +359,8 @@ impl StepRequest {
                 Some(t) => Some(t),
                 None => Some("dev".into()),
             },
-            skaffold_file: path("skaffold-file").unwrap_or_else(|| "skaffold.yaml".into()),
+            skaffold_file: path("skaffold-file")
+                .unwrap_or_else(|| host.resolve("skaffold.yaml".into())),
             profile: get("profile"),
             images: get("images")
                 .map(|s| {
@@ -379,7 +385,8 @@ impl StepRequest {
             prometheus_username: host.var("AVIARY_PROMETHEUS_USERNAME"),
             prometheus_password: host.var("AVIARY_PROMETHEUS_PASSWORD"),
             metrics: path("metrics"),
-            output_dir: path("output-dir").unwrap_or_else(|| "aviary-rendered".into()),
+            output_dir: path("output-dir")
+                .unwrap_or_else(|| host.resolve("aviary-rendered".into())),
             report: path("report"),
             github_token: get("github-token"),
             environment: get("environment"),

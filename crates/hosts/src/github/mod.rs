@@ -11,9 +11,22 @@
 //! API call has a deadline ([`aviary_kube::http::GITHUB_TIMEOUT`], `AVIARY_GITHUB_TIMEOUT`) and reads at
 //! most [`aviary_kube::http::GITHUB_MAX`] of an answer, and a GitHub that fails, refuses or never answers
 //! costs a warning, never the release or its exit code.
+//!
+//! What later steps and the runner can use is bounded by the runner: the report goes under the
+//! workspace (the one directory every runner mounts into the container), and its `report`
+//! output is relative to the workspace, the working directory of the later steps too; at most
+//! 10 annotations of each type are kept per step ([`Annotations`]); an annotation's `file` is a
+//! path in the repository or absent; every log line is escaped so that no user text is a
+//! workflow command ([`log`]); the summary's user strings are escaped for Markdown ([`summary`]).
+
+pub mod log;
+pub mod summary;
+
+pub use log::safe_log;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -21,7 +34,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{Env, FinishError, Level, PipelineHost, StepRequest};
 use aviary_core::engine::sim::TickLog;
-use aviary_core::report::{summary, Report, Verdict};
+use aviary_core::report::{Report, Verdict};
+
+/// The report's file name in the workspace when the `report` input is not given.
+pub const DEFAULT_REPORT: &str = "aviary-report.json";
+
+/// The runner keeps the first 10 annotations of each type (error, warning, notice) per step.
+const KEPT_PER_TYPE: usize = 10;
+
+/// The runner cuts an annotation's message at 4,096 characters.
+const MESSAGE_MAX: usize = 4096;
 
 /// Escapes a workflow command's message (`::error::<message>`).
 pub fn escape_data(s: &str) -> String {
@@ -292,16 +314,74 @@ fn describe(e: octocrab::Error) -> String {
     aviary_core::urls::redact_in_text(&text)
 }
 
-/// A warning in the log and as an annotation. Main thread only: the command holds stdout's
-/// lock while it runs, so a background task logs with `tracing` and leaves annotations to
-/// [`Github::finish`].
-fn warn(title: &str, message: &str) {
-    tracing::warn!("{message}");
-    emit(&command(
-        "warning",
-        &[("title", title.to_string())],
-        message,
-    ));
+/// The annotations of a step, within what the runner keeps: [`KEPT_PER_TYPE`] of each type.
+/// The verdict is kept apart and always shown (one slot of its type); of the other nine, eight
+/// are shown as they come, and the ninth is held back: at the end it is shown if it was the
+/// last, else replaced by one "and N more" annotation.
+#[derive(Debug, Default)]
+pub struct Annotations {
+    shown: [usize; 3],
+    held: [Option<String>; 3],
+    dropped: [usize; 3],
+}
+
+impl Annotations {
+    /// Shown as they come, of each type.
+    const AT_ONCE: usize = KEPT_PER_TYPE - 2;
+
+    fn index(level: Level) -> usize {
+        match level {
+            Level::Error => 0,
+            Level::Warning => 1,
+            Level::Notice => 2,
+        }
+    }
+
+    /// The workflow command to print now for an annotation `line` of `level`, if any.
+    pub fn add(&mut self, level: Level, line: String) -> Option<String> {
+        let i = Self::index(level);
+        if self.shown[i] < Self::AT_ONCE {
+            self.shown[i] += 1;
+            Some(line)
+        } else if self.held[i].is_none() && self.dropped[i] == 0 {
+            self.held[i] = Some(line);
+            None
+        } else {
+            self.dropped[i] += 1;
+            None
+        }
+    }
+
+    /// What is left to print before the verdict: each held annotation, or one that counts those
+    /// the runner would not have kept.
+    pub fn rest(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        for level in [Level::Error, Level::Warning, Level::Notice] {
+            let i = Self::index(level);
+            let held = self.held[i].take();
+            let dropped = std::mem::take(&mut self.dropped[i]);
+            match (held, dropped) {
+                (Some(line), 0) => out.push(line),
+                (Some(_), n) => {
+                    let n = n + 1;
+                    let (name, what) = match level {
+                        Level::Error => ("error", "errors"),
+                        Level::Warning => ("warning", "warnings"),
+                        Level::Notice => ("notice", "notices"),
+                    };
+                    out.push(command(
+                        name,
+                        &[("title", format!("aviary: {n} more {what}"))],
+                        &format!(
+                            "and {n} more {what}, not shown here (GitHub keeps {KEPT_PER_TYPE} annotations of each type per step); see the log, the step summary and the report"
+                        ),
+                    ));
+                }
+                (None, _) => {}
+            }
+        }
+        out
+    }
 }
 
 /// What the background task leaves: the Deployment if it was created, and the warnings to
@@ -328,6 +408,7 @@ pub struct Github {
     /// Each GitHub API call's deadline.
     deadline: Duration,
     in_group: bool,
+    annotations: Mutex<Annotations>,
 }
 
 impl Github {
@@ -339,7 +420,90 @@ impl Github {
             environment_url: None,
             deadline: aviary_kube::http::GITHUB_TIMEOUT,
             in_group: false,
+            annotations: Mutex::new(Annotations::default()),
         }
+    }
+
+    /// The workspace (`GITHUB_WORKSPACE`: `/github/workspace` in the container).
+    fn workspace(&self) -> Option<PathBuf> {
+        self.var("GITHUB_WORKSPACE").map(PathBuf::from)
+    }
+
+    /// `file` as a path in the repository (relative to the workspace), when it is a file there;
+    /// `None` for anything else (a rendered stream, a file outside the workspace), so that an
+    /// annotation never points at a place the repository does not have.
+    pub fn repo_path(&self, file: &str) -> Option<String> {
+        let workspace = self.workspace()?;
+        let path = Path::new(file);
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            workspace.join(path)
+        };
+        let path = path.canonicalize().ok().filter(|p| p.is_file())?;
+        let workspace = workspace.canonicalize().ok()?;
+        let relative = path.strip_prefix(&workspace).ok()?;
+        let parts: Vec<String> = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("/"))
+    }
+
+    /// The workflow command of an annotation.
+    fn annotation(
+        &self,
+        level: Level,
+        title: &str,
+        message: &str,
+        at: Option<(&str, usize)>,
+    ) -> String {
+        let name = match level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+        };
+        let mut props = Vec::new();
+        if let Some((file, line)) = at.and_then(|(f, l)| Some((self.repo_path(f)?, l))) {
+            props.push(("file", file));
+            if line > 0 {
+                props.push(("line", line.to_string()));
+            }
+        }
+        props.push(("title", title.to_string()));
+        command(name, &props, &truncate(message, MESSAGE_MAX))
+    }
+
+    /// A warning in the log and as an annotation (within the budget). Main thread only: the
+    /// command holds stdout's lock while it runs, so a background task logs with `tracing` and
+    /// leaves annotations to [`Github::finish`].
+    fn warn(&self, title: &str, message: &str) {
+        tracing::warn!("{message}");
+        self.annotate(Level::Warning, title, message, None);
+    }
+
+    /// The `report` output: a path later steps can open. They run on the runner with the
+    /// workspace as their working directory, where the container's `/github/workspace` is
+    /// another path; so a report in the workspace is named relative to it.
+    pub fn report_output(&self, report_path: &Path) -> String {
+        let relative = self.workspace().and_then(|ws| {
+            let abs = if report_path.is_absolute() {
+                report_path.to_path_buf()
+            } else {
+                ws.join(report_path)
+            };
+            let rel = abs
+                .strip_prefix(&ws)
+                .ok()
+                .map(Path::to_path_buf)
+                .or_else(|| {
+                    let ws = ws.canonicalize().ok()?;
+                    let dir = abs.parent()?.canonicalize().ok()?;
+                    Some(dir.strip_prefix(&ws).ok()?.join(abs.file_name()?))
+                })?;
+            (!rel.as_os_str().is_empty()).then(|| rel.display().to_string())
+        });
+        relative.unwrap_or_else(|| report_path.display().to_string())
     }
 
     fn var(&self, name: &str) -> Option<String> {
@@ -390,7 +554,7 @@ impl Github {
             "exit-code",
             &report.exit_code.unwrap_or(0).to_string(),
         ));
-        out.push_str(&output_entry("report", &report_path.display().to_string()));
+        out.push_str(&output_entry("report", &self.report_output(report_path)));
         out.push_str(&output_entry(
             "message",
             report.message.as_deref().unwrap_or(""),
@@ -440,25 +604,24 @@ impl PipelineHost for Github {
     }
 
     fn annotate(&self, level: Level, title: &str, message: &str, at: Option<(&str, usize)>) {
-        let name = match level {
-            Level::Error => "error",
-            Level::Warning => "warning",
-            Level::Notice => "notice",
-        };
-        let mut props = Vec::new();
-        if let Some((file, line)) = at {
-            let workspace = self.var("GITHUB_WORKSPACE").unwrap_or_default();
-            let file = file
-                .strip_prefix(&format!("{workspace}/"))
-                .unwrap_or(file)
-                .trim_start_matches("./");
-            props.push(("file", file.to_string()));
-            if line > 0 {
-                props.push(("line", line.to_string()));
-            }
+        let line = self.annotation(level, title, message, at);
+        let now = self
+            .annotations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(level, line);
+        if let Some(line) = now {
+            emit(&line);
         }
-        props.push(("title", title.to_string()));
-        emit(&command(name, &props, message));
+    }
+
+    fn resolve(&self, path: PathBuf) -> PathBuf {
+        // The container's working directory is the workspace; relative inputs mean a path in
+        // it wherever aviary runs.
+        match self.workspace() {
+            Some(ws) if path.is_relative() => ws.join(path),
+            _ => path,
+        }
     }
 
     fn progress(&self, title: String) -> Option<aviary_core::report::Observer> {
@@ -565,14 +728,6 @@ impl PipelineHost for Github {
         if let Err(e) = self.append("GITHUB_STEP_SUMMARY", &summary::markdown(report, &links)) {
             problems.push(e);
         }
-        let title = format!("aviary: {}", report.verdict.human());
-        match report.verdict {
-            v if v.is_success() => self.annotate(Level::Notice, &title, &report.headline(), None),
-            Verdict::NoVerdict | Verdict::Cancelled => {
-                self.annotate(Level::Warning, &title, &report.headline(), None)
-            }
-            _ => self.annotate(Level::Error, &title, &report.headline(), None),
-        }
         if let (Some(task), Some(rt)) = (self.deployment.take(), self.rt.take()) {
             let state = Self::deployment_state(report.verdict);
             let headline = report.headline();
@@ -582,23 +737,19 @@ impl PipelineHost for Github {
                 let created = match tokio::time::timeout(deadline, task).await {
                     Ok(Ok((created, warnings))) => {
                         for w in warnings {
-                            emit(&command(
-                                "warning",
-                                &[("title", "aviary: GitHub Deployment".to_string())],
-                                &w,
-                            ));
+                            self.annotate(Level::Warning, "aviary: GitHub Deployment", &w, None);
                         }
                         created
                     }
                     Ok(Err(e)) => {
-                        warn(
+                        self.warn(
                             "aviary: GitHub Deployment",
                             &format!("the GitHub Deployment task failed: {e}"),
                         );
                         None
                     }
                     Err(_) => {
-                        warn(
+                        self.warn(
                             "aviary: GitHub Deployment",
                             &format!(
                                 "no GitHub Deployment: GitHub did not answer within {} (AVIARY_GITHUB_TIMEOUT); its status is left as is",
@@ -611,7 +762,7 @@ impl PipelineHost for Github {
                 if let Some(d) = created {
                     // Best-effort: a status GitHub does not take is a warning, not a failed step.
                     if let Err(e) = d.status(state, &headline).await {
-                        warn(
+                        self.warn(
                             "aviary: GitHub Deployment",
                             &format!("could not set GitHub Deployment {} to {state}: {e}", d.id),
                         );
@@ -621,14 +772,31 @@ impl PipelineHost for Github {
             // Connections still open to a GitHub that does not answer are dropped, not awaited.
             rt.shutdown_background();
         }
+        // The verdict comes last and always shows: the other annotations leave it its slot.
+        let rest = self
+            .annotations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rest();
+        for line in rest {
+            emit(&line);
+        }
+        let title = format!("aviary: {}", report.verdict.human());
+        let level = match report.verdict {
+            v if v.is_success() => Level::Notice,
+            Verdict::NoVerdict | Verdict::Cancelled => Level::Warning,
+            _ => Level::Error,
+        };
+        emit(&self.annotation(level, &title, &report.headline(), None));
         FinishError::from_all(problems)
     }
 
     fn default_report(&self) -> PathBuf {
-        // RUNNER_TEMP is shared with later steps of the job; the workspace is too.
-        match self.var("RUNNER_TEMP") {
-            Some(dir) => PathBuf::from(dir).join("aviary-report.json"),
-            None => PathBuf::from("aviary-report.json"),
+        // Under the workspace, the one directory every runner mounts into the container and
+        // later steps can read (RUNNER_TEMP is mounted only by runners since v2.329/v2.331).
+        match self.workspace() {
+            Some(ws) => ws.join(DEFAULT_REPORT),
+            None => PathBuf::from(DEFAULT_REPORT),
         }
     }
 }
@@ -685,6 +853,98 @@ mod tests {
         }));
         assert_eq!(gh.input("kube-context").as_deref(), Some("prod-cluster"));
         assert_eq!(gh.input("empty"), None);
+    }
+
+    fn github(pairs: &[(&str, &str)]) -> Github {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Github::new(Box::new(move |k: &str| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn the_report_goes_in_the_workspace_and_its_output_is_relative_to_it() {
+        let gh = github(&[
+            ("GITHUB_WORKSPACE", "/github/workspace"),
+            ("RUNNER_TEMP", "/home/runner/work/_temp"),
+        ]);
+        let path = gh.default_report();
+        assert_eq!(path, PathBuf::from("/github/workspace/aviary-report.json"));
+        assert_eq!(gh.report_output(&path), "aviary-report.json");
+        assert_eq!(
+            gh.report_output(Path::new("/github/workspace/out/r.json")),
+            "out/r.json"
+        );
+        // A relative input is a path in the workspace.
+        assert_eq!(
+            gh.resolve(PathBuf::from("ci/kubeconfig")),
+            PathBuf::from("/github/workspace/ci/kubeconfig")
+        );
+        assert_eq!(
+            gh.resolve(PathBuf::from("/etc/kubeconfig")),
+            PathBuf::from("/etc/kubeconfig")
+        );
+        // Outside the workspace, the path as it is (no later step can read a container path
+        // either way).
+        assert_eq!(gh.report_output(Path::new("/tmp/r.json")), "/tmp/r.json");
+        let outputs = gh.outputs(&Report::new(Verdict::Promoted), &path);
+        assert!(outputs.contains("report=aviary-report.json\n"), "{outputs}");
+    }
+
+    #[test]
+    fn at_most_nine_annotations_of_a_type_and_the_verdict_always_shows() {
+        let mut a = Annotations::default();
+        let shown: Vec<String> = (1..=12)
+            .filter_map(|i| a.add(Level::Error, format!("::error::spec error {i}")))
+            .collect();
+        assert_eq!(shown.len(), 8);
+        assert!(a.add(Level::Warning, "::warning::w".into()).is_some());
+        let rest = a.rest();
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert!(rest[0].starts_with("::error title=aviary%3A 4 more errors::and 4 more errors"));
+        // 8 + 1 + the verdict: the runner's 10.
+        assert!(shown.len() + rest.len() < KEPT_PER_TYPE);
+
+        // Nine fit: the ninth is shown at the end, as itself.
+        let mut a = Annotations::default();
+        let shown = (1..=9)
+            .filter_map(|i| a.add(Level::Warning, format!("w{i}")))
+            .count();
+        assert_eq!(shown, 8);
+        assert_eq!(a.rest(), vec!["w9".to_string()]);
+    }
+
+    #[test]
+    fn an_annotation_points_at_a_repository_file_or_nowhere() {
+        let dir = std::env::temp_dir().join(format!("aviary-gh-{}", std::process::id()));
+        let sub = dir.join("k8s");
+        let _ = std::fs::create_dir_all(&sub);
+        let _ = std::fs::write(sub.join("canary.yaml"), "kind: Canary\n");
+        let ws = dir.display().to_string();
+        let gh = github(&[("GITHUB_WORKSPACE", ws.as_str())]);
+        let file = sub.join("canary.yaml").display().to_string();
+        assert_eq!(
+            gh.annotation(Level::Error, "t", "m", Some((&file, 3))),
+            "::error file=k8s/canary.yaml,line=3,title=t::m"
+        );
+        assert_eq!(
+            gh.annotation(Level::Error, "t", "m", Some(("k8s/canary.yaml", 3))),
+            "::error file=k8s/canary.yaml,line=3,title=t::m"
+        );
+        // A rendered stream is no file of the repository: no file, no line.
+        for origin in [
+            format!("{ws}/sub/app/skaffold.yaml (target prod, rendered)"),
+            "sub/app/skaffold.yaml (target prod, rendered)".to_string(),
+            "/etc/hostname".to_string(),
+        ] {
+            assert_eq!(
+                gh.annotation(Level::Error, "t", "m", Some((&origin, 24))),
+                "::error title=t::m",
+                "{origin}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
