@@ -329,7 +329,7 @@ fn tekton_writes_small_results_without_a_trailing_newline() {
             dir.join("ws/aviary-report.json").display().to_string(),
         ),
     ];
-    let paths: Vec<(String, PathBuf)> = ["verdict", "weight", "failed-checks", "report"]
+    let paths: Vec<(String, PathBuf)> = aviary_hosts::tekton::RESULTS
         .iter()
         .map(|n| {
             (
@@ -346,6 +346,8 @@ fn tekton_writes_small_results_without_a_trailing_newline() {
     assert_eq!(read(&results.join("verdict")), "promoted");
     assert_eq!(read(&results.join("weight")), "0");
     assert_eq!(read(&results.join("failed-checks")), "0");
+    assert_eq!(read(&results.join("failed-metrics")), "");
+    assert_eq!(read(&results.join("exit-code")), "0");
     let report_path = read(&results.join("report"));
     assert_eq!(
         report_path,
@@ -698,7 +700,7 @@ fn action_yml_and_dockerfile_agree_with_the_binary() {
         let var = format!("PARAM_{}", input.replace('-', "_").to_uppercase());
         assert!(task.contains(&var), "the Tekton Task does not pass {var}");
     }
-    for result in ["verdict", "weight", "failed-checks", "report"] {
+    for result in aviary_hosts::tekton::RESULTS {
         let var = format!("RESULT_{}_PATH", result.replace('-', "_").to_uppercase());
         assert!(task.contains(&var), "the Tekton Task does not pass {var}");
     }

@@ -26,6 +26,8 @@ mod render;
 mod rollout;
 // The Istio, Gloo and NGINX routers.
 mod routers;
+// The Tekton Task's contract: params, results in the termination message, workspaces.
+mod tekton;
 // SIGTERM before the rollout begins (aviary as a container's PID 1): the step stops and reports.
 mod signals;
 // The sandbox's real data path (Prometheus, HAProxy, demo apps): only with the `sandbox` feature.

@@ -47,7 +47,7 @@ pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
         }
     };
     report.host = Some(host.name().to_string());
-    let mut exit = aviary_core::report::exit_of(&report);
+    let mut exit = host.exit(aviary_core::report::exit_of(&report));
     if let Err(e) = aviary_kube::files::write_report(&report, &report_path) {
         tracing::error!("cannot write the report {}: {e}", report_path.display());
         exit = if exit == Exit::Success {

@@ -171,6 +171,16 @@ pub trait PipelineHost {
     fn finish(&mut self, report: &Report, report_path: &Path) -> Result<(), FinishError>;
     /// Where the JSON report goes when the `report` input is not given.
     fn default_report(&self) -> PathBuf;
+    /// Inputs of the host's own (Tekton's `fail-on-rollback`, its bound workspaces) checked
+    /// before anything changes; an error is bad input (exit 2).
+    fn check(&self) -> Result<(), HostError> {
+        Ok(())
+    }
+    /// The process's exit for the report's `exit` (Tekton's `fail-on-rollback: "false"` turns a
+    /// rollback into success; the results still say rolled back).
+    fn exit(&self, exit: Exit) -> Exit {
+        exit
+    }
     /// A path input (or its default) as the host means it: GitHub's relative paths are in the
     /// workspace.
     fn resolve(&self, path: PathBuf) -> PathBuf {
@@ -190,7 +200,10 @@ pub enum FinishError {
         source: std::io::Error,
     },
     /// Values the host would refuse (Tekton results over their size limit).
-    #[error("the results weigh {total} bytes, over Tekton's {limit}; use a shorter report path")]
+    #[error(
+        "the results would make a {total}-byte termination message, over Tekton's {limit} per \
+         step; use a shorter report path"
+    )]
     TooLarge { total: usize, limit: usize },
     /// Cloud Deploy's `results.json` could not be uploaded (Cloud Deploy sees no result).
     #[error("results.json: {0}")]
@@ -335,6 +348,7 @@ pub const INPUTS: &[&str] = &[
 impl StepRequest {
     /// Reads the inputs of `host`.
     pub fn read(host: &dyn PipelineHost) -> Result<StepRequest, HostError> {
+        host.check()?;
         let get = |n: &str| host.input(n);
         let command = match get("command").as_deref() {
             None | Some("release") => StepCommand::Release,
