@@ -460,4 +460,84 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn unbound_workspaces_give_nothing_and_the_kubeconfig_param_wins() {
+        let dir = results_dir("workspaces");
+        let ws = dir.join("ws");
+        for (name, text) in [("kubeconfig", "apiVersion: v1\n"), ("token", "t0k\n")] {
+            if let Err(e) =
+                std::fs::create_dir_all(&ws).and_then(|_| std::fs::write(ws.join(name), text))
+            {
+                panic!("{e}");
+            }
+        }
+        let ws_path = ws.display().to_string();
+        // As Tekton substitutes them when the workspaces are not bound.
+        let unbound = host(
+            &dir,
+            &[
+                ("WORKSPACE_KUBECONFIG_BOUND", "false".into()),
+                ("WORKSPACE_KUBECONFIG_PATH", String::new()),
+                ("WORKSPACE_PROMETHEUS_BOUND", "false".into()),
+                ("WORKSPACE_PROMETHEUS_PATH", String::new()),
+                ("PARAM_KUBECONFIG", String::new()),
+            ],
+        );
+        assert_eq!(unbound.check(), Ok(()));
+        assert_eq!(unbound.input("kubeconfig"), None);
+        assert_eq!(unbound.input("prometheus-token"), None);
+        let bound = host(
+            &dir,
+            &[
+                ("WORKSPACE_KUBECONFIG_BOUND", "true".into()),
+                ("WORKSPACE_KUBECONFIG_PATH", ws_path.clone()),
+                ("WORKSPACE_PROMETHEUS_BOUND", "true".into()),
+                ("WORKSPACE_PROMETHEUS_PATH", ws_path.clone()),
+                ("PARAM_KUBECONFIG", String::new()),
+            ],
+        );
+        assert_eq!(bound.check(), Ok(()));
+        assert_eq!(
+            bound.input("kubeconfig"),
+            Some(ws.join("kubeconfig").display().to_string())
+        );
+        assert_eq!(bound.input("prometheus-token").as_deref(), Some("t0k"));
+        let param = host(
+            &dir,
+            &[
+                ("WORKSPACE_KUBECONFIG_BOUND", "true".into()),
+                ("WORKSPACE_KUBECONFIG_PATH", ws_path),
+                ("PARAM_KUBECONFIG", "/etc/other/kubeconfig".into()),
+            ],
+        );
+        assert_eq!(
+            param.input("kubeconfig").as_deref(),
+            Some("/etc/other/kubeconfig")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fail_on_rollback_false_turns_only_a_rollback_into_success() {
+        let dir = results_dir("exit");
+        let keep = host(&dir, &[]);
+        assert_eq!(keep.exit(Exit::RolledBack), Exit::RolledBack);
+        let lenient = host(&dir, &[("PARAM_FAIL_ON_ROLLBACK", "False".into())]);
+        assert_eq!(lenient.exit(Exit::RolledBack), Exit::Success);
+        for other in [
+            Exit::InvalidInput,
+            Exit::Runtime,
+            Exit::NoVerdict,
+            Exit::Cancelled,
+        ] {
+            assert_eq!(lenient.exit(other), other);
+        }
+        let bad = host(&dir, &[("PARAM_FAIL_ON_ROLLBACK", "yes".into())]);
+        match bad.check() {
+            Err(e) => assert!(e.message.starts_with("input `fail-on-rollback`"), "{e}"),
+            Ok(()) => panic!("accepted yes"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
