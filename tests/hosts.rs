@@ -54,6 +54,12 @@ fn github_env(dir: &Path, inputs: &[(&str, String)]) -> Vec<(String, String)> {
             dir.join("summary.md").display().to_string(),
         ),
         ("RUNNER_TEMP".into(), dir.display().to_string()),
+        // The default (`aviary-report.json` in the workspace, here the repository) is
+        // tests/github.rs's; these tests keep their reports in their own directory.
+        (
+            "INPUT_REPORT".into(),
+            dir.join("aviary-report.json").display().to_string(),
+        ),
     ];
     for (k, v) in inputs {
         env.push((format!("INPUT_{}", k.to_uppercase()), v.clone()));

@@ -15,6 +15,9 @@ mod cli;
 mod deploy;
 // The fault-injection suite behind the README's "Failure modes" table (`fNN_*`).
 mod faults;
+// GitHub Actions' contract end to end: report paths later steps can open, no workflow command
+// from user text, the annotation budget, annotations at repository files only.
+mod github;
 // The pipeline hosts' contracts: GitHub Actions, Tekton, Cloud Deploy (with a local GCS).
 mod hosts;
 // A rollout judged by a real Prometheus scraping workloads under real load.

@@ -14,6 +14,10 @@ use crate::cli::StepArgs;
 pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
     let env = aviary_hosts::process_env();
     let kind = detect(args.host, &*env);
+    if kind == HostKind::Github {
+        // The runner reads stderr for workflow commands too: every log line is escaped.
+        crate::logging::github_mode();
+    }
     if kind == HostKind::CloudDeploy {
         return super::cloud_deploy::run(env);
     }

@@ -794,8 +794,13 @@ impl PipelineHost for Github {
     fn default_report(&self) -> PathBuf {
         // Under the workspace, the one directory every runner mounts into the container and
         // later steps can read (RUNNER_TEMP is mounted only by runners since v2.329/v2.331).
-        match self.workspace() {
-            Some(ws) => ws.join(DEFAULT_REPORT),
+        // A runner always sets GITHUB_WORKSPACE; without it (a hand-made environment) the
+        // temp directory is the next best place, then the working directory.
+        match self
+            .workspace()
+            .or_else(|| self.var("RUNNER_TEMP").map(PathBuf::from))
+        {
+            Some(dir) => dir.join(DEFAULT_REPORT),
             None => PathBuf::from(DEFAULT_REPORT),
         }
     }
