@@ -26,7 +26,7 @@ fn step(
     inputs: &[(&str, &str)],
     extra: &[(&str, &str)],
 ) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+    let mut cmd = Command::new(crate::util::aviary_bin());
     cmd.arg("step").current_dir(cwd).env_clear();
     for k in ["PATH", "HOME", "TMPDIR"] {
         if let Ok(v) = std::env::var(k) {
