@@ -16,7 +16,7 @@ fn root() -> PathBuf {
 /// The binary with a clean environment: no host variables leak in from the machine running the
 /// tests (CI may itself be a GitHub runner).
 fn aviary(args: &[&str], env: &[(&str, String)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aviary"));
+    let mut cmd = Command::new(crate::util::aviary_bin());
     cmd.args(args).env_clear();
     for k in ["PATH", "HOME", "TMPDIR"] {
         if let Ok(v) = std::env::var(k) {
@@ -371,10 +371,11 @@ fn tekton_writes_small_results_without_a_trailing_newline() {
 
 /// A release source as `gcloud deploy releases create --source` uploads it: a tar.gz of a
 /// Skaffold project (raw YAML: the podinfo Deployment and its Canary).
-fn release_source(hook: &str) -> Vec<u8> {
+/// `extra` files (`(path, text)`) are added to it.
+pub(crate) fn release_source_with(hook: &str, extra: Vec<(&str, String)>) -> Vec<u8> {
     let tmp = tempdir();
     let dir = tmp.path();
-    let files = [
+    let mut files = vec![
         (
             "skaffold.yaml",
             "apiVersion: skaffold/v4beta11\nkind: Config\nbuild:\n  artifacts:\n    - image: podinfo\nmanifests:\n  rawYaml:\n    - k8s/deployment.yaml\n    - k8s/canary.yaml\n".to_string(),
@@ -388,6 +389,7 @@ fn release_source(hook: &str) -> Vec<u8> {
             crate::util::canary_yaml("gatewayapi", hook, "    maxWeight: 50\n    stepWeight: 10"),
         ),
     ];
+    files.extend(extra);
     let mut tgz = Vec::new();
     {
         let gz = flate2::write::GzEncoder::new(&mut tgz, flate2::Compression::default());
@@ -412,18 +414,25 @@ fn release_source(hook: &str) -> Vec<u8> {
     tgz
 }
 
-struct CloudDeploy {
-    gcs: crate::util::gcs::Gcs,
-    cluster: Cluster,
-    hook: Hook,
+pub(crate) struct CloudDeploy {
+    pub(crate) gcs: crate::util::gcs::Gcs,
+    pub(crate) cluster: Cluster,
+    pub(crate) hook: Hook,
     /// The kubeconfig, as a gs:// deploy parameter would fetch it.
-    kubeconfig_url: String,
+    pub(crate) kubeconfig_url: String,
     /// The GCS server's seed data, removed after the server stopped.
     _data: tempfile::TempDir,
 }
 
 impl CloudDeploy {
-    fn start() -> CloudDeploy {
+    pub(crate) fn start() -> CloudDeploy {
+        CloudDeploy::start_with(|_| Vec::new())
+    }
+
+    /// A release source with the files `extra` gives for the cluster, beside the usual ones.
+    pub(crate) fn start_with(
+        extra: impl Fn(&Cluster) -> Vec<(&'static str, String)>,
+    ) -> CloudDeploy {
         let cluster = crate::util::cluster();
         let hook = Hook::start();
         let data = tempdir();
@@ -436,7 +445,10 @@ impl CloudDeploy {
                 panic!("{e}");
             }
         };
-        write("releases/source.tgz", &release_source(&hook.url));
+        write(
+            "releases/source.tgz",
+            &release_source_with(&hook.url, extra(&cluster)),
+        );
         write("kubeconfig", read(&cluster.kubeconfig).as_bytes());
         let gcs = crate::util::gcs::Gcs::start(data.path());
         CloudDeploy {
@@ -449,7 +461,7 @@ impl CloudDeploy {
     }
 
     /// One action, with the environment Cloud Deploy gives a custom target's container.
-    fn run(&self, request: &str, out: &str, extra: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, request: &str, out: &str, extra: &[(&str, &str)]) -> Output {
         let mut env: Vec<(&str, String)> = vec![
             ("AVIARY_GCS_ENDPOINT", self.gcs.endpoint.clone()),
             ("CLOUD_DEPLOY_REQUEST_TYPE", request.into()),
@@ -480,7 +492,7 @@ impl CloudDeploy {
         aviary(&["cloud-deploy"], &env)
     }
 
-    fn results(&self, out: &str) -> Value {
+    pub(crate) fn results(&self, out: &str) -> Value {
         let body = self
             .gcs
             .get("pipeline-artifacts", &format!("{out}/results.json"))
@@ -489,7 +501,7 @@ impl CloudDeploy {
     }
 
     /// `<out>/results.json` says FAILED, with `needle` in its failure message.
-    fn assert_failed(&self, out: &str, needle: &str) {
+    pub(crate) fn assert_failed(&self, out: &str, needle: &str) {
         let r = self.results(out);
         assert_eq!(r["resultStatus"], "FAILED", "{r}");
         assert!(
@@ -500,7 +512,7 @@ impl CloudDeploy {
         );
     }
 
-    fn render(&self, image: &str, out: &str) {
+    pub(crate) fn render(&self, image: &str, out: &str) {
         let images = format!("podinfo={image}");
         let o = self.run(
             "RENDER",
@@ -526,7 +538,7 @@ impl CloudDeploy {
         assert!(text.contains("kind: Canary"), "{text}");
     }
 
-    fn deploy(&self, render: &str, out: &str, phase: Option<(&str, u32)>) -> Output {
+    pub(crate) fn deploy(&self, render: &str, out: &str, phase: Option<(&str, u32)>) -> Output {
         let manifest = format!("gs://pipeline-artifacts/{render}/manifest.yaml");
         let mut extra = vec![("CLOUD_DEPLOY_MANIFEST_GCS_PATH", manifest)];
         match phase {

@@ -2,16 +2,17 @@
 //! request and `results.json` are `aviary_hosts::cloud_deploy`'s; this wires them to the render,
 //! deploy and rollout commands.
 
-use std::path::PathBuf;
-
 use aviary_core::exit::Exit;
 use aviary_core::report::{Report, Verdict};
+use aviary_core::request;
 use aviary_core::request::Prerendered;
 use aviary_hosts::cloud_deploy::{
     CloudDeploy, Request, RequestType, Results, Scratch, SecretFile, SUPPORTED_FEATURES,
 };
 use aviary_hosts::gcs::{self, GsUrl};
+use aviary_hosts::gke::{ClusterName, GkeAccess, GkeError};
 use aviary_hosts::{Env, PipelineHost};
+use aviary_kube::runner::ExternalPhase;
 
 use super::rollout::{self, RunContext};
 use super::AppError;
@@ -20,6 +21,157 @@ use super::AppError;
 fn gcs_error(e: gcs::GcsError) -> AppError {
     AppError::Runtime(e.to_string())
 }
+
+/// What must stay alive while the cluster is used: the fetched kubeconfig, or the GKE access.
+/// Held, never read: dropping it frees the files (and stops the GKE token refresh).
+#[allow(dead_code)]
+enum Access {
+    None,
+    File(SecretFile),
+    Gke(Box<GkeAccess>),
+}
+
+/// The cluster of the deploy parameters: `customTarget/gkeCluster` (endpoint, CA and the
+/// execution service account's token), else `customTarget/kubeconfig` (a `gs://` URL, or a path
+/// in the release source), else the environment's default kubeconfig.
+fn cluster_access(
+    req: &Request,
+    rt: &tokio::runtime::Runtime,
+    manifest_url: &GsUrl,
+    manifest: &str,
+) -> Result<(request::Cluster, Access), AppError> {
+    let kubeconfig = req.param("kubeconfig");
+    if let Some(name) = req.param("gkeCluster") {
+        if kubeconfig.is_some() {
+            return Err(AppError::input(
+                "customTarget/gkeCluster and customTarget/kubeconfig are both set; aviary uses one",
+            )
+            .with_help("keep gkeCluster (a GKE cluster, reached as the execution service account) or kubeconfig"));
+        }
+        let name = ClusterName::parse(&name).map_err(gke_error)?;
+        let access = GkeAccess::connect(rt, &req.gke(), &name, req.param("namespace").as_deref())
+            .map_err(gke_error)?;
+        let cluster = request::Cluster {
+            kubeconfig: Some(access.kubeconfig.path.clone()),
+            context: None,
+            ..request::Cluster::default()
+        };
+        return Ok((cluster, Access::Gke(Box::new(access))));
+    }
+    let (path, access) = match kubeconfig {
+        Some(k) if k.starts_with("gs://") => {
+            let url = GsUrl::parse(&k)
+                .map_err(|e| AppError::input(format!("customTarget/kubeconfig: {e}")))?;
+            let body = rt
+                .block_on(req.gcs().get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
+                .map_err(gcs_error)?;
+            let file = SecretFile::new("kubeconfig", &body)?;
+            (Some(file.path.clone()), Access::File(file))
+        }
+        Some(k) => {
+            let file = kubeconfig_in_source(req, rt, manifest_url, manifest, &k)?;
+            (Some(file.path.clone()), Access::File(file))
+        }
+        None => (None, Access::None),
+    };
+    Ok((req.cluster(path), access))
+}
+
+fn gke_error(e: GkeError) -> AppError {
+    if e.is_input() {
+        AppError::input(e.to_string())
+            .with_help("for example customTarget/gkeCluster: projects/my-project/locations/us-central1/clusters/prod")
+    } else {
+        AppError::Runtime(e.to_string())
+    }
+}
+
+/// The release source of a deploy: named by the render on the manifest's first line, else
+/// `CLOUD_DEPLOY_INPUT_GCS_PATH` when that is an archive.
+fn release_source_of(req: &Request, manifest: &str) -> Option<GsUrl> {
+    let marked = manifest
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix(SOURCE_MARK))
+        .and_then(|u| GsUrl::parse(u.trim()).ok());
+    marked.or_else(|| {
+        req.input
+            .clone()
+            .filter(|u| u.path.ends_with(".tgz") || u.path.ends_with(".tar.gz"))
+    })
+}
+
+/// `customTarget/kubeconfig` as a path in the release source: the source is fetched and unpacked
+/// in a private scratch directory, the file read into memory, and the directory removed.
+fn kubeconfig_in_source(
+    req: &Request,
+    rt: &tokio::runtime::Runtime,
+    manifest_url: &GsUrl,
+    manifest: &str,
+    path: &str,
+) -> Result<SecretFile, AppError> {
+    let param = format!("customTarget/kubeconfig ({path})");
+    let relative = std::path::Path::new(path);
+    let inside = relative.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    });
+    if !inside {
+        return Err(AppError::input(format!(
+            "{param}: not a path in the release source (it must be relative, without `..`)"
+        ))
+        .with_help("give the kubeconfig's path in the release source (k8s/kubeconfig), or a gs:// URL, or customTarget/gkeCluster"));
+    }
+    let source = release_source_of(req, manifest).ok_or_else(|| {
+        AppError::input(format!(
+            "{param}: a path in the release source, but {manifest_url} does not say where the \
+             release source is (it was not rendered by aviary's render action)"
+        ))
+        .with_help("render the release with aviary's custom target, or give a gs:// URL")
+    })?;
+    let archive = rt
+        .block_on(req.gcs().get(&source, "release source", gcs::SOURCE_MAX))
+        .map_err(|e| AppError::Runtime(format!("{param}: {e}")))?;
+    let scratch = Scratch::new("source")?;
+    aviary_hosts::cloud_deploy::unpack_source(&archive, &scratch.0).map_err(|e| {
+        AppError::input(format!(
+            "{param}: {source} is not a tar.gz release source: {e}"
+        ))
+    })?;
+    let not_read = |why: String| {
+        AppError::input(format!("{param}: cannot read it in the release source {source}: {why}"))
+            .with_help("the path is relative to the directory given to `gcloud deploy releases create --source`")
+    };
+    // Through symlinks too, the file must be in the source.
+    let file =
+        std::fs::canonicalize(scratch.0.join(relative)).map_err(|e| not_read(e.to_string()))?;
+    let root = std::fs::canonicalize(&scratch.0)?;
+    if !file.starts_with(&root) {
+        return Err(not_read("it is a link out of the release source".into()));
+    }
+    let body = aviary_kube::files::read_text(&file).map_err(|e| {
+        not_read(match e {
+            aviary_core::spec::input::ReadError::Io(e) => e.to_string(),
+            aviary_core::spec::input::ReadError::TooLarge => "it is too large".into(),
+            aviary_core::spec::input::ReadError::NotUtf8 { .. } => "it is not UTF-8 text".into(),
+        })
+    })?;
+    Ok(SecretFile::new("kubeconfig", body.as_bytes())?)
+}
+
+/// The render's warning when no image was substituted (also in `results.json`'s metadata as
+/// `aviary-warning`).
+pub const NO_IMAGES: &str = "no image was substituted: neither customTarget/images nor \
+    customTarget/buildArtifacts is set, so the workloads keep their images as written in the \
+    manifests. `gcloud deploy releases create --images` does not reach a custom target's render; \
+    set the deploy parameter customTarget/images (name=ref,...) on the target or with \
+    `--deploy-parameters`, or customTarget/buildArtifacts (a `skaffold build --file-output` file \
+    in the release source)";
+
+/// The first line of a rendered manifest: where its release source is.
+const SOURCE_MARK: &str = "# aviary-release-source: ";
 
 /// `aviary cloud-deploy`: one render or deploy action.
 pub fn run(env: Box<Env>) -> Result<Exit, AppError> {
@@ -112,11 +264,19 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
     })?;
     let render_source = req.render_source(&scratch.0);
     let opts = aviary_kube::render::options(&req.target, &render_source)?;
-    let rendered = aviary_kube::render::render(&opts)?;
+    let mut rendered = aviary_kube::render::render(&opts)?;
+    // `gcloud deploy releases create --images` never reaches a custom render: without the deploy
+    // parameters below, nothing is substituted, and the workloads would run the images as written.
+    let no_images = (render_source.images.is_empty() && render_source.build_artifacts.is_none())
+        .then(|| NO_IMAGES.to_string());
+    rendered.warnings.extend(no_images.clone());
     for w in &rendered.warnings {
         tracing::warn!("{w}");
     }
-    let mut text = aviary_kube::render::to_yaml(&rendered.objects);
+    // Where the release source is, for a deploy that reads a file of it (`customTarget/kubeconfig`
+    // as a path): Cloud Deploy hands the deploy the manifest, not the source.
+    let mut text = format!("{SOURCE_MARK}{input}\n");
+    text.push_str(&aviary_kube::render::to_yaml(&rendered.objects));
     if !rendered.canary_docs.is_empty() {
         text.push_str(&aviary_kube::render::to_yaml(&rendered.canary_docs));
     }
@@ -134,6 +294,12 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
     results
         .metadata
         .insert("aviary-objects".into(), rendered.objects.len().to_string());
+    results
+        .metadata
+        .insert("aviary-release-source".into(), input.to_string());
+    if let Some(w) = no_images {
+        results.metadata.insert("aviary-warning".into(), w);
+    }
     if !canaries.is_empty() {
         results
             .metadata
@@ -156,11 +322,19 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit
         Err(e) => return failed(e, "cloud-deploy deploy"),
     };
     let exit = aviary_core::report::exit_of(&report);
-    let mut results = Results::new(if exit == Exit::Success {
-        "SUCCEEDED"
-    } else {
-        "FAILED"
+    let skipped = match exit {
+        Exit::Success => skip_message(req, &report),
+        _ => None,
+    };
+    let mut results = Results::new(match (exit, &skipped) {
+        (Exit::Success, Some(_)) => "SKIPPED",
+        (Exit::Success, None) => "SUCCEEDED",
+        _ => "FAILED",
     });
+    if let Some(why) = skipped {
+        tracing::info!("phase {} skipped: {why}", req.phase);
+        results.skip_message = Some(why);
+    }
     if exit != Exit::Success {
         results.failure_message = Some(report.headline());
     }
@@ -186,6 +360,33 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit
     (results, report, exit)
 }
 
+/// Why a canary phase (`canary-N` of a `customCanaryDeployment`) that ended well did not do what
+/// the phase is for, moving the canary to N%: the run only bootstrapped the primary (the Canary's
+/// first rollout: there is no canary yet), the target already runs this release (nothing to
+/// shift), or the manifest has no Canary (its objects are applied by the `stable` phase). Cloud
+/// Deploy is told SKIPPED then. The `stable` phase always did its work (a bootstrap is the
+/// deploy), and is never skipped.
+fn skip_message(req: &Request, report: &Report) -> Option<String> {
+    let Some(ExternalPhase::Canary(weight)) = req.external_phase() else {
+        return None;
+    };
+    let canary = report.canary.as_deref().unwrap_or("the Canary");
+    match report.verdict {
+        Verdict::Bootstrapped => Some(format!(
+            "first rollout of {canary}: its primary was created from this release and takes all \
+             traffic; there is no earlier release to compare, so nothing was shifted to {weight}%"
+        )),
+        Verdict::UpToDate => Some(format!(
+            "{canary} already runs this release; there is nothing to shift to {weight}%"
+        )),
+        Verdict::Deployed => Some(format!(
+            "the manifest has no Canary, so there is no canary to take to {weight}%; the stable \
+             phase applies it"
+        )),
+        _ => None,
+    }
+}
+
 fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, AppError> {
     let manifest_url = req.manifest.as_ref().ok_or_else(|| {
         AppError::input("CLOUD_DEPLOY_MANIFEST_GCS_PATH is not set: there is no manifest to deploy")
@@ -200,22 +401,17 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
         .into_iter()
         .partition(aviary_kube::render::manifests::is_canary_doc);
 
-    // `_kubeconfig_file` lives until the function returns: the kube client reads the file by
-    // path when it connects.
-    let (kubeconfig, _kubeconfig_file) = match req.param("kubeconfig") {
-        Some(k) if k.starts_with("gs://") => {
-            let url = GsUrl::parse(&k)
-                .map_err(|e| AppError::input(format!("customTarget/kubeconfig: {e}")))?;
-            let body = rt
-                .block_on(req.gcs().get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
-                .map_err(gcs_error)?;
-            let file = SecretFile::new("kubeconfig", &body)?;
-            (Some(file.path.clone()), Some(file))
-        }
-        Some(k) => (Some(PathBuf::from(k)), None),
-        None => (None, None),
-    };
-    let cluster = req.cluster(kubeconfig);
+    if canary_docs.is_empty() && matches!(req.external_phase(), Some(ExternalPhase::Canary(_))) {
+        // Nothing for a canary phase to do (see `skip_message`); the stable phase applies it.
+        let mut report = Report::new(Verdict::Deployed);
+        report.command = Some(format!("cloud-deploy deploy {}", req.phase));
+        report.message = Some("no Canary in the manifest: nothing to do in a canary phase".into());
+        return Ok(report.exit(Exit::Success));
+    }
+
+    // `_access` lives until the function returns: the kube client reads the kubeconfig (and
+    // the GKE token) by path while it runs.
+    let (cluster, _access) = cluster_access(req, rt, manifest_url, &text)?;
     if canary_docs.is_empty() {
         let mut report = super::deploy::deploy_objects(&req.deploy(cluster)?, objects, Vec::new())?;
         report.command = Some("cloud-deploy deploy".into());

@@ -26,21 +26,58 @@ use aviary_kube::runner::ExternalPhase;
 /// The features this custom target handles.
 pub const SUPPORTED_FEATURES: &[&str] = &["CANARY"];
 
-/// `results.json`, as Cloud Deploy reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What an action answers, before it is written as `results.json` in the shape of its request
+/// ([`Results::to_json`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Results {
     /// SUCCEEDED, FAILED, SKIPPED (deploy only) or NOT_SUPPORTED.
     pub result_status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Render only (mandatory there).
     pub manifest_file: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// Deploy only.
     pub artifact_files: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Deploy only, with SKIPPED.
     pub skip_message: Option<String>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// A render's `results.json`: `resultStatus`, `manifestFile`, `failureMessage`, `metadata` and
+/// nothing else (Cloud Deploy's render contract, and the samples' `RenderResult`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RenderResults<'a> {
+    result_status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manifest_file: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_message: Option<&'a str>,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+/// A deploy's `results.json`: `resultStatus`, `artifactFiles`, `failureMessage`, `skipMessage`,
+/// `metadata` (Cloud Deploy's deploy contract, and the samples' `DeployResult`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeployResults<'a> {
+    result_status: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    artifact_files: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skip_message: Option<&'a str>,
+    metadata: &'a BTreeMap<String, String>,
+}
+
+/// The `results.json` of a request whose type is unknown: the fields both contracts share.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CommonResults<'a> {
+    result_status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_message: Option<&'a str>,
+    metadata: &'a BTreeMap<String, String>,
 }
 
 impl Results {
@@ -59,12 +96,57 @@ impl Results {
             metadata,
         }
     }
+
+    /// `results.json` for a request of `kind` (`None`: a request that could not be read), with
+    /// exactly the fields of that request's contract. A SKIPPED render (which the render contract
+    /// does not have) is written as SUCCEEDED.
+    pub fn to_json(&self, kind: Option<RequestType>) -> serde_json::Result<Vec<u8>> {
+        let failure_message = self.failure_message.as_deref();
+        let metadata = &self.metadata;
+        match kind {
+            Some(RequestType::Render) => serde_json::to_vec_pretty(&RenderResults {
+                result_status: match self.result_status {
+                    "SKIPPED" => "SUCCEEDED",
+                    s => s,
+                },
+                manifest_file: self.manifest_file.as_deref(),
+                failure_message,
+                metadata,
+            }),
+            Some(RequestType::Deploy) => serde_json::to_vec_pretty(&DeployResults {
+                result_status: self.result_status,
+                artifact_files: &self.artifact_files,
+                failure_message,
+                skip_message: match self.result_status {
+                    "SKIPPED" => self.skip_message.as_deref(),
+                    _ => None,
+                },
+                metadata,
+            }),
+            None => serde_json::to_vec_pretty(&CommonResults {
+                result_status: self.result_status,
+                failure_message,
+                metadata,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestType {
     Render,
     Deploy,
+}
+
+impl RequestType {
+    /// `CLOUD_DEPLOY_REQUEST_TYPE`'s value; `None` for another.
+    pub fn parse(value: &str) -> Option<RequestType> {
+        match value {
+            "RENDER" => Some(RequestType::Render),
+            "DEPLOY" => Some(RequestType::Deploy),
+            _ => None,
+        }
+    }
 }
 
 /// A Cloud Deploy request, read from its environment.
@@ -107,16 +189,13 @@ impl Request {
             "CLOUD_DEPLOY_OUTPUT_GCS_PATH",
             need("CLOUD_DEPLOY_OUTPUT_GCS_PATH")?,
         )?;
-        let kind = match need("CLOUD_DEPLOY_REQUEST_TYPE")?.as_str() {
-            "RENDER" => RequestType::Render,
-            "DEPLOY" => RequestType::Deploy,
-            other => {
-                return Err(HostError::new(
-                    format!("CLOUD_DEPLOY_REQUEST_TYPE: unknown request type {other:?}"),
-                    "aviary handles RENDER and DEPLOY",
-                ))
-            }
-        };
+        let kind = need("CLOUD_DEPLOY_REQUEST_TYPE")?;
+        let kind = RequestType::parse(&kind).ok_or_else(|| {
+            HostError::new(
+                format!("CLOUD_DEPLOY_REQUEST_TYPE: unknown request type {kind:?}"),
+                "aviary handles RENDER and DEPLOY",
+            )
+        })?;
         let percentage = match var("CLOUD_DEPLOY_PERCENTAGE_DEPLOY") {
             None => 100,
             Some(p) => p
@@ -174,6 +253,11 @@ impl Request {
         super::gcs::Gcs::from_env(&*self.env)
     }
 
+    /// The GKE settings of this request's environment (`customTarget/gkeCluster`).
+    pub fn gke(&self) -> super::gke::Settings {
+        super::gke::Settings::from_env(&*self.env)
+    }
+
     /// Whether the release uses the `CANARY` feature (a `customCanaryDeployment`).
     pub fn canary(&self) -> bool {
         self.features.iter().any(|f| f == "CANARY")
@@ -209,7 +293,13 @@ impl Request {
             profile: self.param("profile"),
             images: self
                 .param("images")
-                .map(|s| s.split(',').map(|i| i.trim().to_string()).collect())
+                .map(|s| {
+                    s.split([',', '\n'])
+                        .map(str::trim)
+                        .filter(|i| !i.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default(),
             build_artifacts: self.param("buildArtifacts").map(|p| root.join(p)),
         }
@@ -305,22 +395,24 @@ impl CloudDeploy {
 
     /// Where the `results.json` of a request that cannot be read goes, when its environment
     /// names an output path; taken before the request is read.
-    pub fn fallback_output(env: &Env) -> Option<(Gcs, GsUrl)> {
+    pub fn fallback_output(env: &Env) -> Option<(Gcs, GsUrl, Option<RequestType>)> {
         let output = Request::var(env, "CLOUD_DEPLOY_OUTPUT_GCS_PATH")
             .and_then(|v| GsUrl::parse(&v).ok())?;
-        Some((Gcs::from_env(env), output))
+        let kind =
+            Request::var(env, "CLOUD_DEPLOY_REQUEST_TYPE").and_then(|t| RequestType::parse(&t));
+        Some((Gcs::from_env(env), output, kind))
     }
 
     /// Uploads the FAILED `results.json` of a request that could not be read (with no output
     /// path, Cloud Deploy sees no result, and the log says why).
-    pub fn fail_unread(output: Option<(Gcs, GsUrl)>, message: &str) {
-        let Some((gcs, output)) = output else {
+    pub fn fail_unread(output: Option<(Gcs, GsUrl, Option<RequestType>)>, message: &str) {
+        let Some((gcs, output, kind)) = output else {
             return;
         };
         let mut results = Results::new("FAILED");
         results.failure_message = Some(message.to_string());
         if let Ok(rt) = runtime() {
-            let _ = upload_results(&rt, &gcs, &output, &results);
+            let _ = upload_results(&rt, &gcs, &output, kind, &results);
         }
     }
 }
@@ -338,10 +430,11 @@ fn upload_results(
     rt: &tokio::runtime::Runtime,
     gcs: &Gcs,
     output: &GsUrl,
+    kind: Option<RequestType>,
     results: &Results,
 ) -> Result<(), FinishError> {
     let url = output.join("results.json");
-    let body = serde_json::to_vec_pretty(results).map_err(|e| FinishError::Write {
+    let body = results.to_json(kind).map_err(|e| FinishError::Write {
         what: "results.json".into(),
         path: url.to_string(),
         source: e.into(),
@@ -381,12 +474,20 @@ impl PipelineHost for CloudDeploy {
         let url = self.req.output.join("aviary-report.json");
         match serde_json::to_vec_pretty(report) {
             Ok(body) => match rt.block_on(gcs.put(&url, body)) {
-                Ok(()) => results.artifact_files.push(url.to_string()),
+                // A deploy lists it in `artifactFiles`; a render's contract has no such field.
+                Ok(()) => match self.req.kind {
+                    RequestType::Deploy => results.artifact_files.push(url.to_string()),
+                    RequestType::Render => {
+                        results
+                            .metadata
+                            .insert("aviary-report".into(), url.to_string());
+                    }
+                },
                 Err(e) => tracing::warn!("could not upload the report: {e}"),
             },
             Err(e) => tracing::warn!("could not encode the report: {e}"),
         }
-        upload_results(&rt, &gcs, &self.req.output, &results)
+        upload_results(&rt, &gcs, &self.req.output, Some(self.req.kind), &results)
     }
 
     fn default_report(&self) -> PathBuf {
@@ -485,6 +586,47 @@ impl SecretFile {
         })
     }
 
+    /// Replaces the contents atomically: a reader opening `path` meanwhile gets the old contents
+    /// or the new, whole (a refreshed token). In memory, a new memfd takes over the descriptor
+    /// number (`dup3`); on disk, a new file is renamed over the old one.
+    pub fn replace(&self, data: &[u8]) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = &self._file {
+            use std::os::fd::AsRawFd;
+            let name = self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let fresh = SecretFile::in_memory(&format!("replace-{name}"), data)?;
+            let Some(new) = &fresh._file else {
+                return Err(std::io::Error::other("no in-memory file"));
+            };
+            // SAFETY: both descriptors are open and owned by `File`s that outlive the call;
+            // `dup3` makes `file`'s number refer to the new memfd (closing the old one) and
+            // `fresh` closes its own number when dropped.
+            let r = unsafe { libc::dup3(new.as_raw_fd(), file.as_raw_fd(), libc::O_CLOEXEC) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            return Ok(());
+        }
+        use std::io::Write;
+        let next = self.path.with_extension("next");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(&next)
+            .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&next, &self.path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&next);
+                std::io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+            })
+    }
+
     fn on_disk(name: &str, data: &[u8]) -> std::io::Result<SecretFile> {
         use std::io::Write;
         let dir = Scratch::new(name)?;
@@ -535,6 +677,70 @@ mod tests {
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0);
         assert_eq!(mode, 0o600);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_secret_file_is_replaced_whole_under_the_same_path() {
+        for file in [
+            SecretFile::in_memory("token", b"old-token"),
+            SecretFile::on_disk("token", b"old-token"),
+        ] {
+            let file = match file {
+                Ok(f) => f,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(
+                std::fs::read(&file.path).ok().as_deref(),
+                Some(&b"old-token"[..])
+            );
+            if let Err(e) = file.replace(b"a-new-and-longer-token") {
+                panic!("{e}");
+            }
+            assert_eq!(
+                std::fs::read(&file.path).ok().as_deref(),
+                Some(&b"a-new-and-longer-token"[..])
+            );
+            let mode = std::fs::metadata(&file.path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    fn keys(body: &[u8]) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let mut keys: Vec<String> = v
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn results_json_has_exactly_the_fields_of_its_request() {
+        let mut r = Results::new("SUCCEEDED");
+        r.manifest_file = Some("gs://b/out/manifest.yaml".into());
+        r.artifact_files = vec!["gs://b/out/aviary-report.json".into()];
+        r.skip_message = Some("nothing to do".into());
+        let render = r.to_json(Some(RequestType::Render)).unwrap_or_default();
+        assert_eq!(keys(&render), ["manifestFile", "metadata", "resultStatus"]);
+        let deploy = r.to_json(Some(RequestType::Deploy)).unwrap_or_default();
+        assert_eq!(keys(&deploy), ["artifactFiles", "metadata", "resultStatus"]);
+        r.result_status = "SKIPPED";
+        let deploy = r.to_json(Some(RequestType::Deploy)).unwrap_or_default();
+        assert_eq!(
+            keys(&deploy),
+            ["artifactFiles", "metadata", "resultStatus", "skipMessage"]
+        );
+        r.result_status = "FAILED";
+        r.failure_message = Some("boom".into());
+        let unread = r.to_json(None).unwrap_or_default();
+        assert_eq!(
+            keys(&unread),
+            ["failureMessage", "metadata", "resultStatus"]
+        );
     }
 
     #[test]

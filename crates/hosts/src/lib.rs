@@ -15,6 +15,7 @@
 pub mod cloud_deploy;
 pub mod gcs;
 pub mod github;
+pub mod gke;
 pub mod tekton;
 
 use std::path::{Path, PathBuf};
