@@ -728,6 +728,16 @@ impl PipelineHost for Github {
         if let Err(e) = self.append("GITHUB_STEP_SUMMARY", &summary::markdown(report, &links)) {
             problems.push(e);
         }
+        // The verdict always shows: it is outside the budget, whose other annotations of its
+        // type leave it one of the runner's 10. It comes before the Deployment's last calls,
+        // which may take a deadline or two.
+        let title = format!("aviary: {}", report.verdict.human());
+        let level = match report.verdict {
+            v if v.is_success() => Level::Notice,
+            Verdict::NoVerdict | Verdict::Cancelled => Level::Warning,
+            _ => Level::Error,
+        };
+        emit(&self.annotation(level, &title, &report.headline(), None));
         if let (Some(task), Some(rt)) = (self.deployment.take(), self.rt.take()) {
             let state = Self::deployment_state(report.verdict);
             let headline = report.headline();
@@ -772,7 +782,7 @@ impl PipelineHost for Github {
             // Connections still open to a GitHub that does not answer are dropped, not awaited.
             rt.shutdown_background();
         }
-        // The verdict comes last and always shows: the other annotations leave it its slot.
+        // Last, what the budget held back (it counted the Deployment's warnings too).
         let rest = self
             .annotations
             .lock()
@@ -781,13 +791,6 @@ impl PipelineHost for Github {
         for line in rest {
             emit(&line);
         }
-        let title = format!("aviary: {}", report.verdict.human());
-        let level = match report.verdict {
-            v if v.is_success() => Level::Notice,
-            Verdict::NoVerdict | Verdict::Cancelled => Level::Warning,
-            _ => Level::Error,
-        };
-        emit(&self.annotation(level, &title, &report.headline(), None));
         FinishError::from_all(problems)
     }
 
