@@ -49,6 +49,9 @@ fn cluster_access(
             .with_help("keep gkeCluster (a GKE cluster, reached as the execution service account) or kubeconfig"));
         }
         let name = ClusterName::parse(&name).map_err(gke_error)?;
+        if req.param("kubeContext").is_some() {
+            tracing::warn!("customTarget/kubeContext is ignored with customTarget/gkeCluster");
+        }
         let access = GkeAccess::connect(rt, &req.gke(), &name, req.param("namespace").as_deref())
             .map_err(gke_error)?;
         let cluster = request::Cluster {
