@@ -603,6 +603,41 @@ mod tests {
     }
 
     #[test]
+    fn the_refresher_swaps_a_new_token_into_the_same_file_and_stops_when_told() {
+        let rt = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => panic!("{e}"),
+        };
+        let server = rt.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(method("GET"))
+                .and(path(
+                    "/computeMetadata/v1/instance/service-accounts/default/token",
+                ))
+                .respond_with(ResponseTemplate::new(200).set_body_json(
+                    serde_json::json!({"access_token": "ya29.second", "expires_in": 3599}),
+                ))
+                .mount(&server)
+                .await;
+            server
+        });
+        let file = match SecretFile::new("gke-token", b"ya29.first") {
+            Ok(f) => std::sync::Arc::new(f),
+            Err(e) => panic!("{e}"),
+        };
+        let (stop, stopped) = mpsc::channel();
+        let (s, f) = (settings(&server), file.clone());
+        let handle = std::thread::spawn(move || refresh(s, f, Duration::from_millis(10), stopped));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read(&file.path).ok().as_deref() != Some(&b"ya29.second"[..]) {
+            assert!(std::time::Instant::now() < deadline, "not refreshed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(stop);
+        assert!(handle.join().is_ok());
+    }
+
+    #[test]
     fn the_next_token_is_fetched_before_this_one_expires() {
         let t = |expires_in| Token {
             access_token: String::new(),
