@@ -146,7 +146,8 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
         LogFormat::Human => tracing_subscriber::registry()
             .with(
                 layer
-                    .with_ansi(std::io::stderr().is_terminal())
+                    // No colours for the runner: the escape would show their ESC as `\u001b`.
+                    .with_ansi(std::io::stderr().is_terminal() && !is_github_mode())
                     .with_target(false)
                     .without_time()
                     .with_filter(filter.and(filter_fn(|meta| meta.is_event()))),
