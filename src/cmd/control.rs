@@ -23,14 +23,20 @@ pub struct Target {
 
 impl Target {
     pub fn new(args: &ControlArgs) -> Result<Target, AppError> {
-        super::status::check_canary_name(&args.name)?;
-        if let Some(ns) = &args.namespace {
+        Target::of(&args.name, args.namespace.clone(), args.cluster.cluster()?)
+    }
+
+    /// The canary `name` in `namespace` (else the context's) of `cluster`, names checked.
+    pub fn of(
+        name: &str,
+        namespace: Option<String>,
+        cluster: aviary_core::request::Cluster,
+    ) -> Result<Target, AppError> {
+        super::status::check_canary_name(name)?;
+        if let Some(ns) = &namespace {
             super::status::check_namespace(ns)?;
         }
-        Ok(Target {
-            namespace: args.namespace.clone(),
-            cluster: args.cluster.cluster()?,
-        })
+        Ok(Target { namespace, cluster })
     }
 
     /// A client, and the namespace: the one given, else the context's.
@@ -73,13 +79,16 @@ pub fn promote(args: &ControlArgs) -> Result<Exit, AppError> {
 /// acting), `abort` takes the lease and rolls back itself, so an abort never waits for a runner
 /// that will not come back.
 pub fn abort(args: &AbortArgs) -> Result<Exit, AppError> {
-    let c = &args.control;
-    let target = Target::new(c)?;
+    let target = Target::new(&args.control)?;
+    abort_canary(&target, &args.control.name, &args.reason)
+}
+
+/// Aborts the canary `name` of `target` (see [`abort`]).
+pub fn abort_canary(target: &Target, name: &str, reason: &str) -> Result<Exit, AppError> {
     let rt = runtime()?;
     rt.block_on(async {
         let mut stop = runner::Stop::new(None)?;
         let (client, ns) = target.connect().await?;
-        let name = c.name.as_str();
         let cluster_err = |e: ClusterError| AppError::from(RunError::from(e));
         let mut store = state::StateStore::new(client.clone(), &ns, name);
         let (engine, _) = store.load().await.map_err(cluster_err)?;
@@ -90,7 +99,7 @@ pub fn abort(args: &AbortArgs) -> Result<Exit, AppError> {
             )));
         };
         let request = state::AbortRequest {
-            reason: args.reason.clone(),
+            reason: reason.to_string(),
             revision: engine.state().target_revision.clone(),
         };
         state::request(client.clone(), &ns, name, ABORT_ANNOTATION, &request.to_annotation())
@@ -122,7 +131,7 @@ pub fn abort(args: &AbortArgs) -> Result<Exit, AppError> {
             match LeaseGuard::acquire(client.clone(), &ns, name, &me).await {
                 Ok(lease) => {
                     stop.watch_lease(lease.keep());
-                    let result = abort_here(&mut stop, &client, &mut store, name, &ns, &args.reason).await;
+                    let result = abort_here(&mut stop, &client, &mut store, name, &ns, reason).await;
                     drop(stop);
                     if let Err(e) = lease.release().await {
                         tracing::warn!("could not release the lease: {e}");

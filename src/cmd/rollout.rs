@@ -25,12 +25,28 @@ pub async fn connect(target: &request::Cluster) -> Result<(kube::Client, String)
 }
 
 /// What a rollout needs beyond its request.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RunContext {
     /// Every tick is recorded here (a host watches it for live progress).
     pub log: Log,
     /// One externally driven phase (Cloud Deploy) instead of the whole schedule.
     pub phase: Option<ExternalPhase>,
+    /// Called with the canary's namespace and name once this run holds its Lease, before it
+    /// changes anything (GitHub keeps them in the step's state for the post step).
+    pub started: Option<Started>,
+}
+
+/// See [`RunContext::started`].
+pub type Started = Box<dyn FnOnce(&str, &str) + Send>;
+
+impl std::fmt::Debug for RunContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunContext")
+            .field("log", &self.log)
+            .field("phase", &self.phase)
+            .field("started", &self.started.is_some())
+            .finish()
+    }
 }
 
 /// `aviary rollout`.
@@ -103,6 +119,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             warnings: Vec::new(),
         })?;
     let log = ctx.log.clone();
+    let started = ctx.started;
     let target = objects.as_ref().map(|(t, _)| t.clone());
     let prometheus_auth = match (
         &args.prometheus.token,
@@ -159,6 +176,9 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
                 Err(reason) => return Ok((stopped_early(reason)?, canary)),
             };
             stop.watch_lease(lease.keep());
+            if let Some(started) = started {
+                started(&canary.namespace, &canary.name);
+            }
             tracing::info!(
                 "rolling out {} (lease holder {})",
                 canary.qualified_name(),

@@ -32,25 +32,42 @@ pub fn install() -> Result<(), String> {
 
 fn start() -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| format!("cannot start the signal listener: {e}"))?;
-    // The handlers are registered here, on the caller's thread, so that they are in place when
-    // `install` returns; the thread below only waits on them.
-    let (mut term, mut int) = rt
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::interrupt())?,
-            ))
-        })
-        .map_err(|e| format!("cannot listen for signals: {e}"))?;
+    // Everything tokio happens on the listener thread: `install` may be called from inside a
+    // runtime (a lazy install from the rollout loop), where a nested `block_on` would panic.
+    // The caller waits until the handlers are registered, so they are in place when `install`
+    // returns.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let sender = cell();
     std::thread::Builder::new()
         .name("aviary-signals".into())
         .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the signal listener: {e}")));
+                    return;
+                }
+            };
             rt.block_on(async move {
+                let listeners = (|| {
+                    Ok::<_, std::io::Error>((
+                        signal(SignalKind::terminate())?,
+                        signal(SignalKind::interrupt())?,
+                    ))
+                })();
+                let (mut term, mut int) = match listeners {
+                    Ok(pair) => {
+                        let _ = ready_tx.send(Ok(()));
+                        pair
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot listen for signals: {e}")));
+                        return;
+                    }
+                };
                 loop {
                     let name = tokio::select! {
                         _ = term.recv() => "SIGTERM",
@@ -74,8 +91,10 @@ fn start() -> Result<(), String> {
                 }
             })
         })
-        .map(|_| ())
-        .map_err(|e| format!("cannot start the signal listener: {e}"))
+        .map_err(|e| format!("cannot start the signal listener: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| "the signal listener stopped before it was ready".to_string())?
 }
 
 /// The first signal received so far.
@@ -115,5 +134,22 @@ pub async fn guard<T>(work: impl std::future::Future<Output = T>) -> Result<T, I
         biased;
         name = wait() => Err(Interrupted(name)),
         value = work => Ok(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installs_from_inside_a_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let installed = rt.block_on(async { install() });
+        assert_eq!(installed, Ok(()));
+        // A second call is a no-op with the same answer.
+        assert_eq!(install(), Ok(()));
     }
 }
