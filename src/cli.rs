@@ -109,6 +109,11 @@ pub struct StepArgs {
     /// Where to write the JSON report (default: the `report` input, else the host's default).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+
+    /// Run as the action's post step (the image's `aviary-post` entrypoint): when the main step
+    /// was killed mid-rollout (its saved state still names the canary), roll that canary back.
+    #[arg(long, conflicts_with = "report")]
+    pub post: bool,
 }
 
 /// How to reach the cluster.

@@ -17,7 +17,12 @@ use clap::{CommandFactory, Parser};
 use cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = if invoked_as_post() {
+        // GitHub runs a Docker action's `post-entrypoint` with no arguments: the name says it.
+        Cli::parse_from(["aviary", "step", "--post"])
+    } else {
+        Cli::parse()
+    };
     // The commands that may run as a container's PID 1 or change a cluster own SIGTERM/SIGINT
     // from here on (see `aviary_kube::signals`): a cancelled job stops whatever it is doing
     // (render, a download, the dev deploy, the rollout), still reports, and exits 130. The
@@ -51,4 +56,13 @@ fn main() -> ExitCode {
             ExitCode::from(err.exit().code())
         }
     }
+}
+
+/// Whether the binary was started under the name `aviary-post` (a link in the image).
+fn invoked_as_post() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n == "aviary-post"))
+        .unwrap_or(false)
 }

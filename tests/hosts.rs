@@ -672,13 +672,60 @@ fn cloud_deploy_answers_not_supported_and_failed_in_results_json() {
     cd.assert_failed("x/render", "missing.tgz");
 }
 
+/// The `version = "…"` of the `[package]` table.
+fn toml_version(cargo_toml: &str) -> Option<String> {
+    let package = cargo_toml.split("[package]").nth(1)?;
+    let line = package
+        .lines()
+        .find(|l| l.trim_start().starts_with("version"))?;
+    Some(line.split('"').nth(1)?.to_string())
+}
+
 /// action.yml declares what the binary reads, and the Dockerfile builds what action.yml runs.
 #[test]
 fn action_yml_and_dockerfile_agree_with_the_binary() {
     let action = read(&root().join("action.yml"));
     let dockerfile = read(&root().join("Dockerfile"));
     assert!(action.contains("using: docker"), "{action}");
-    assert!(action.contains("image: Dockerfile"), "{action}");
+    // A prebuilt image pinned by digest (no image build in every workflow run), the same
+    // reference as the Tekton Task's default, and a post step the image provides.
+    let pinned = |text: &str| -> Vec<String> {
+        text.split("ghcr.io/aviary-dev/aviary:")
+            .skip(1)
+            .filter_map(|rest| {
+                let reference = rest.split_whitespace().next()?;
+                let (version, digest) = reference.split_once("@sha256:")?;
+                let hex = digest.len() == 64
+                    && digest
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+                (hex && !version.contains('<')).then(|| format!("{version}@{digest}"))
+            })
+            .collect()
+    };
+    assert!(
+        action.contains("\n  image: docker://ghcr.io/aviary-dev/aviary:"),
+        "{action}"
+    );
+    let task_text = read(&root().join("tekton/task/aviary/0.1/aviary.yaml"));
+    let (in_action, in_task) = (pinned(&action), pinned(&task_text));
+    assert_eq!(in_action.len(), 1, "{action}");
+    assert_eq!(in_action, in_task, "action.yml and the Task run one image");
+    let version = format!(
+        "{}@",
+        toml_version(&read(&root().join("Cargo.toml"))).unwrap_or_default()
+    );
+    assert!(
+        in_action[0].starts_with(&version),
+        "{in_action:?} is not {version}"
+    );
+    assert!(action.contains("\n  post-entrypoint: /usr/local/bin/aviary-post\n"));
+    assert!(action.contains("\n  post-if: always()\n"));
+    let rootfs = read(&root().join("scripts/rootfs"));
+    assert!(
+        rootfs.contains("aviary-post"),
+        "the image links aviary-post"
+    );
     for input in aviary_hosts::INPUTS {
         assert!(
             action.contains(&format!("\n  {input}:\n")),
@@ -722,4 +769,53 @@ fn action_yml_and_dockerfile_agree_with_the_binary() {
         let var = format!("RESULT_{}_PATH", result.replace('-', "_").to_uppercase());
         assert!(task.contains(&var), "the Tekton Task does not pass {var}");
     }
+}
+
+/// The release workflow's own pinning command, run on copies of action.yml and the Task, pins
+/// both to the digest it is given (a reference format it does not match would leave one behind).
+#[test]
+fn the_release_workflow_pins_one_digest_in_action_yml_and_the_task() {
+    let workflow = read(&root().join(".github/workflows/release.yml"));
+    let pin = workflow
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sed -E -i "))
+        .unwrap_or_else(|| panic!("no sed -E -i line in the release workflow"));
+    let dir = tempdir();
+    let task = "tekton/task/aviary/0.1/aviary.yaml";
+    for f in ["action.yml", task] {
+        let to = dir.path().join(f);
+        if let Some(parent) = to.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = std::fs::copy(root().join(f), &to) {
+            panic!("{f}: {e}");
+        }
+    }
+    let digest = format!("sha256:{}", "5e".repeat(32));
+    let status = Command::new("bash")
+        .args([
+            "-euo",
+            "pipefail",
+            "-c",
+            &format!("files=\"action.yml {task}\"\n{pin}"),
+        ])
+        .current_dir(dir.path())
+        .env("IMAGE", "ghcr.io/aviary-dev/aviary")
+        .env("VERSION", "9.8.7")
+        .env("DIGEST", &digest)
+        .status();
+    assert!(status.map(|s| s.success()).unwrap_or(false));
+    let want = format!("ghcr.io/aviary-dev/aviary:9.8.7@{digest}");
+    let action = read(&dir.path().join("action.yml"));
+    assert!(
+        action.contains(&format!("\n  image: docker://{want}\n")),
+        "{action}"
+    );
+    let task_text = read(&dir.path().join(task));
+    assert!(
+        task_text.contains(&format!("default: {want}\n")),
+        "{task_text}"
+    );
+    assert!(!action.contains("@sha256:0000") && !task_text.contains("@sha256:0000"));
 }

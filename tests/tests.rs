@@ -22,6 +22,9 @@ mod faults;
 mod github;
 // The pipeline hosts' contracts: GitHub Actions, Tekton, Cloud Deploy (with a local GCS).
 mod hosts;
+// The step image (scripts/image, buildah): `aviary step` inside it with GitHub's mounts, as root
+// and as a non-root user with a read-only root filesystem.
+mod image;
 // A rollout judged by a real Prometheus scraping workloads under real load.
 mod prometheus;
 // `aviary render` against what `kubectl kustomize` prints.

@@ -13,6 +13,7 @@ use aviary_hosts::gcs::{self, GsUrl};
 use aviary_hosts::gke::{ClusterName, GkeAccess, GkeError};
 use aviary_hosts::{Env, PipelineHost};
 use aviary_kube::runner::ExternalPhase;
+use aviary_kube::signals;
 
 use super::rollout::{self, RunContext};
 use super::AppError;
@@ -66,7 +67,11 @@ fn cluster_access(
             let url = GsUrl::parse(&k)
                 .map_err(|e| AppError::input(format!("customTarget/kubeconfig: {e}")))?;
             let body = rt
-                .block_on(req.gcs().get(&url, "kubeconfig", gcs::KUBECONFIG_MAX))
+                .block_on(signals::guard(req.gcs().get(
+                    &url,
+                    "kubeconfig",
+                    gcs::KUBECONFIG_MAX,
+                )))?
                 .map_err(gcs_error)?;
             let file = SecretFile::new("kubeconfig", &body)?;
             (Some(file.path.clone()), Access::File(file))
@@ -135,7 +140,11 @@ fn kubeconfig_in_source(
         .with_help("render the release with aviary's custom target, or give a gs:// URL")
     })?;
     let archive = rt
-        .block_on(req.gcs().get(&source, "release source", gcs::SOURCE_MAX))
+        .block_on(signals::guard(req.gcs().get(
+            &source,
+            "release source",
+            gcs::SOURCE_MAX,
+        )))?
         .map_err(|e| AppError::Runtime(format!("{param}: {e}")))?;
     let scratch = Scratch::new("source")?;
     aviary_hosts::cloud_deploy::unpack_source(&archive, &scratch.0).map_err(|e| {
@@ -258,7 +267,11 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
         )
     })?;
     let source = rt
-        .block_on(req.gcs().get(input, "release source", gcs::SOURCE_MAX))
+        .block_on(signals::guard(req.gcs().get(
+            input,
+            "release source",
+            gcs::SOURCE_MAX,
+        )))?
         .map_err(gcs_error)?;
     let scratch = Scratch::new("render")?;
     aviary_hosts::cloud_deploy::unpack_source(&source, &scratch.0).map_err(|e| {
@@ -284,7 +297,7 @@ fn try_render(req: &Request, rt: &tokio::runtime::Runtime) -> Result<(Results, R
         text.push_str(&aviary_kube::render::to_yaml(&rendered.canary_docs));
     }
     let manifest = req.output.join("manifest.yaml");
-    rt.block_on(req.gcs().put(&manifest, text.into_bytes()))
+    rt.block_on(signals::guard(req.gcs().put(&manifest, text.into_bytes())))?
         .map_err(gcs_error)?;
     let canaries: Vec<String> = rendered
         .canary_docs
@@ -395,7 +408,11 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
         AppError::input("CLOUD_DEPLOY_MANIFEST_GCS_PATH is not set: there is no manifest to deploy")
     })?;
     let text = rt
-        .block_on(req.gcs().get(manifest_url, "manifest", gcs::MANIFEST_MAX))
+        .block_on(signals::guard(req.gcs().get(
+            manifest_url,
+            "manifest",
+            gcs::MANIFEST_MAX,
+        )))?
         .map_err(gcs_error)?;
     let text = String::from_utf8_lossy(&text).into_owned();
     let label = manifest_url.to_string();

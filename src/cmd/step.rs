@@ -4,7 +4,9 @@
 use aviary_core::exit::Exit;
 use aviary_core::report::{Log, Report, Verdict};
 use aviary_core::spec::SpecError;
-use aviary_hosts::{detect, host, HostKind, Level, PipelineHost, StepCommand, StepRequest};
+use aviary_hosts::{
+    detect, host, HostKind, Level, PipelineHost, StepCommand, StepRequest, ROLLOUT_STATE,
+};
 
 use super::rollout::{self, RunContext};
 use super::AppError;
@@ -22,6 +24,9 @@ pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
         return super::cloud_deploy::run(env);
     }
     let mut host = host(kind, env);
+    if args.post {
+        return post(&*host);
+    }
     let (mut report, report_path) = match StepRequest::read(&*host).map_err(AppError::from) {
         Ok(req) => {
             for secret in req.secrets() {
@@ -147,11 +152,62 @@ fn rollout_stage(req: &StepRequest, host: &mut dyn PipelineHost) -> Result<Repor
     if let Some(observer) = host.progress(title) {
         log.observe(observer);
     }
+    // The host keeps the canary's name while this run holds it, for a post step that runs if
+    // the step is killed (a job timeout, a second cancel): it rolls that canary back.
+    let saver = host.state_saver();
+    let started = saver.clone().map(|save| -> rollout::Started {
+        Box::new(move |namespace: &str, name: &str| {
+            if let Err(e) = save(ROLLOUT_STATE, &format!("{namespace}/{name}")) {
+                tracing::warn!("cannot save the step's state for its post step: {e}");
+            }
+        })
+    });
     let ctx = RunContext {
         log,
+        started,
         ..RunContext::default()
     };
-    let report = rollout::run_rollout(&req.rollout()?, ctx)?;
+    let result = rollout::run_rollout(&req.rollout()?, ctx);
+    // The rollout ended here, whatever its verdict (its own cleanup has run): nothing for the
+    // post step to do.
+    if let Some(save) = saver {
+        if let Err(e) = save(ROLLOUT_STATE, "") {
+            tracing::warn!("cannot save the step's state for its post step: {e}");
+        }
+    }
+    let report = result?;
     host.end();
     Ok(report)
+}
+
+/// The action's post step (`aviary-post`): it runs after the job whatever happened to the main
+/// step. When the main step saved a canary and never cleared it, the step was killed while it
+/// held that rollout (a job timeout, a cancel past the runner's grace period): the canary is
+/// aborted the way `aviary abort` does it (through its runner if one is alive, else by taking
+/// its lease and routing all traffic back to the primary). Otherwise it does nothing.
+fn post(host: &dyn PipelineHost) -> Result<Exit, AppError> {
+    let saved = host.saved_state(ROLLOUT_STATE).unwrap_or_default();
+    let saved = saved.trim();
+    if saved.is_empty() {
+        tracing::info!("aviary post: no rollout was left running; nothing to do");
+        return Ok(Exit::Success);
+    }
+    let Some((namespace, name)) = saved.split_once('/') else {
+        return Err(AppError::input(format!(
+            "the step's saved state {ROLLOUT_STATE}={saved:?} is not namespace/name"
+        )));
+    };
+    let req = StepRequest::read(host).map_err(AppError::from)?;
+    let target = super::control::Target::of(name, Some(namespace.to_string()), req.cluster())?;
+    let reason = "the step ended before its rollout did (job cancelled or timed out)";
+    tracing::warn!(
+        "aviary post: the step was stopped while rolling out {name}.{namespace}; rolling it back"
+    );
+    host.annotate(
+        Level::Error,
+        "aviary post",
+        &format!("{name}.{namespace}: {reason}; rolling it back to the primary"),
+        None,
+    );
+    super::control::abort_canary(&target, name, reason)
 }

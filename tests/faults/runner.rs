@@ -873,3 +873,128 @@ fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
         "{r}"
     );
 }
+
+/// `aviary step` as GitHub runs the action's main (or, `post`, its post) entrypoint: the
+/// runner's variables, the inputs of a `rollout` of `canary`, and `state` as `STATE_*`.
+fn github_step(c: &Cluster, canary: &Path, post: bool, state: &[(&str, String)]) -> Command {
+    let files = c.dir.join("runner");
+    if let Err(e) = std::fs::create_dir_all(&files) {
+        panic!("{e}");
+    }
+    let program = if post {
+        // The image links `aviary-post` to the binary; GitHub runs it with no arguments.
+        let link = files.join("aviary-post");
+        if !link.exists() {
+            if let Err(e) = std::os::unix::fs::symlink(aviary_bin(), &link) {
+                panic!("{e}");
+            }
+        }
+        link
+    } else {
+        aviary_bin()
+    };
+    let mut cmd = Command::new(program);
+    if !post {
+        cmd.arg("step");
+    }
+    cmd.current_dir(&c.dir)
+        .env_remove("KUBECONFIG")
+        .env_remove("AVIARY_LOG")
+        .env_remove("GITHUB_RUN_ID")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "acme/shop")
+        .env("GITHUB_WORKSPACE", &c.dir)
+        .env("GITHUB_OUTPUT", files.join("output"))
+        .env("GITHUB_STATE", files.join("state"))
+        .env("GITHUB_STEP_SUMMARY", files.join("summary.md"))
+        .env("INPUT_COMMAND", "rollout")
+        .env("INPUT_CANARY-FILE", canary)
+        .env("INPUT_PROVIDER", "gatewayapi")
+        .env("INPUT_KUBECONFIG", &c.kubeconfig);
+    for (k, v) in state {
+        cmd.env(format!("STATE_{k}"), v);
+    }
+    cmd
+}
+
+/// Issue 14 (post-entrypoint): the runner SIGKILLs the step's container (a job timeout, or a
+/// cancel past its grace period) while the step holds a canary at 40%. The step had saved the
+/// canary in `$GITHUB_STATE`; the post step, run with that state, rolls it back (the lease of
+/// the dead run expires first). With the state cleared, as a step that ended leaves it, the post
+/// step touches nothing, even with a rollout in progress.
+#[test]
+fn f03_the_post_step_rolls_back_a_canary_its_killed_step_left() {
+    let gate = Gate::at(2, Answer::Hold);
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let mut child = match github_step(&c, &canary, false, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("{e}"),
+    };
+    gate.wait_for_call(2, Duration::from_secs(60));
+    assert_eq!(route_weight(&c), 40);
+    let saved = outputs(&read(&c.dir.join("runner/state")));
+    assert_eq!(
+        saved.get("aviary_rollout").map(String::as_str),
+        Some("test/podinfo")
+    );
+
+    // The state a finished step leaves: nothing to do, the rollout in progress is not touched.
+    let idle = match github_step(&c, &canary, true, &[("aviary_rollout", String::new())]).output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&idle), 0, "{}", stderr(&idle));
+    assert!(stderr(&idle).contains("nothing to do"), "{}", stderr(&idle));
+    assert_eq!(route_weight(&c), 40);
+    assert_eq!(saved_engine(&c)["state"]["phase"], "Progressing");
+
+    let _ = child.kill();
+    let _ = child.wait();
+    gate.release();
+    let saved = outputs(&read(&c.dir.join("runner/state")));
+    let state = vec![(
+        "aviary_rollout",
+        saved.get("aviary_rollout").cloned().unwrap_or_default(),
+    )];
+    let post = match github_step(&c, &canary, true, &state).output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&post), 0, "{}", stderr(&post));
+    assert!(
+        stdout(&post).contains(
+            "::error title=aviary post::podinfo.test: the step ended before its rollout did"
+        ),
+        "{}",
+        stdout(&post)
+    );
+    assert_eq!(route_weight(&c), 0, "traffic is back on the primary");
+    assert_eq!(saved_engine(&c)["state"]["phase"], "Failed");
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:1"
+    );
+}
+
+/// A step whose rollout ends (here promoted) clears the canary it saved for the post step.
+#[test]
+fn a_step_that_finishes_its_rollout_leaves_nothing_for_the_post_step() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    let out = match github_step(&c, &canary, false, &[]).output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = read(&c.dir.join("runner/state"));
+    assert!(text.contains("aviary_rollout=test/podinfo\n"), "{text}");
+    assert_eq!(
+        outputs(&text).get("aviary_rollout").map(String::as_str),
+        Some(""),
+        "{text}"
+    );
+}

@@ -187,7 +187,24 @@ pub trait PipelineHost {
     fn resolve(&self, path: PathBuf) -> PathBuf {
         path
     }
+    /// A writer of values the host hands to a later step of the same action (GitHub's
+    /// `$GITHUB_STATE`, read back by the post step); `None` where the host has no such thing.
+    fn state_saver(&self) -> Option<SaveState> {
+        None
+    }
+    /// A value an earlier step of this action saved with [`PipelineHost::state_saver`].
+    fn saved_state(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
+
+/// Saves one named value for a later step of the action (see [`PipelineHost::state_saver`]).
+pub type SaveState = std::sync::Arc<dyn Fn(&str, &str) -> Result<(), FinishError> + Send + Sync>;
+
+/// The state entry naming the canary (`namespace/name`) a step is rolling out; empty once the
+/// rollout ended (whatever its verdict). A post step that finds it set knows the step was killed
+/// mid-rollout and rolls the canary back.
+pub const ROLLOUT_STATE: &str = "aviary_rollout";
 
 /// Why a host could not report a verdict (the step then fails).
 #[derive(Debug, thiserror::Error)]
@@ -449,7 +466,8 @@ impl StepRequest {
         }
     }
 
-    fn cluster(&self) -> request::Cluster {
+    /// How the step reaches the cluster.
+    pub fn cluster(&self) -> request::Cluster {
         request::Cluster {
             kubeconfig: self.kubeconfig.clone(),
             context: self.kube_context.clone(),

@@ -794,6 +794,28 @@ impl PipelineHost for Github {
         FinishError::from_all(problems)
     }
 
+    fn state_saver(&self) -> Option<crate::SaveState> {
+        let path = self.var("GITHUB_STATE")?;
+        Some(std::sync::Arc::new(move |name: &str, value: &str| {
+            let failed = |source| FinishError::Write {
+                what: "$GITHUB_STATE".into(),
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(failed)?;
+            f.write_all(output_entry(name, value).as_bytes())
+                .map_err(failed)
+        }))
+    }
+
+    fn saved_state(&self, name: &str) -> Option<String> {
+        self.var(&format!("STATE_{name}"))
+    }
+
     fn default_report(&self) -> PathBuf {
         // Under the workspace, the one directory every runner mounts into the container and
         // later steps can read (RUNNER_TEMP is mounted only by runners since v2.329/v2.331).
