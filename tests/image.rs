@@ -57,6 +57,18 @@ impl Container {
         env: &[(&str, String)],
         command: &[&str],
     ) -> Output {
+        self.run_in("/github/workspace", user, mounts, env, command)
+    }
+
+    /// [`Container::run`] in the working directory `workdir`.
+    fn run_in(
+        &self,
+        workdir: &str,
+        user: &str,
+        mounts: &[(&Path, String)],
+        env: &[(&str, String)],
+        command: &[&str],
+    ) -> Output {
         let mut args: Vec<String> = [
             "run",
             "--isolation",
@@ -66,7 +78,7 @@ impl Container {
             "--user",
             user,
             "--workingdir",
-            "/github/workspace",
+            workdir,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -330,4 +342,203 @@ fn the_image_has_the_layout_the_dockerfile_builds() {
         );
     }
     let _ = buildah(&["umount", &ctr.0]);
+}
+
+/// The Task's params as `name → default` (the defaults a TaskRun gets when it sets nothing).
+fn task_defaults(task: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let params = task
+        .split("\n  params:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n  workspaces:\n").next())
+        .unwrap_or_default();
+    let mut name = None;
+    for line in params.lines() {
+        if let Some(n) = line.strip_prefix("    - name: ") {
+            name = Some(n.trim().to_string());
+        } else if let (Some(d), Some(n)) = (line.strip_prefix("      default: "), &name) {
+            out.insert(n.clone(), d.trim().trim_matches('"').to_string());
+        }
+    }
+    out
+}
+
+/// The Task's step as Tekton's controller would make its container: the `command`, `args`,
+/// `workingDir`, the `env` entries with a `value` (variables substituted by `subst`), the
+/// user of its securityContext and its volume mount paths.
+struct TaskStep {
+    command: Vec<String>,
+    workdir: String,
+    env: Vec<(String, String)>,
+    user: String,
+    mounts: Vec<String>,
+}
+
+fn task_step(task: &str, subst: &dyn Fn(&str) -> String) -> TaskStep {
+    let step = task.split("\n  steps:\n").nth(1).unwrap_or_default();
+    let field = |key: &str| -> Option<String> {
+        step.lines()
+            .find_map(|l| l.strip_prefix(&format!("      {key}: ")))
+            .map(|v| v.trim().to_string())
+    };
+    let list = |key: &str| -> Vec<String> {
+        field(key)
+            .and_then(|v| serde_json::from_str::<Vec<String>>(&v).ok())
+            .unwrap_or_default()
+    };
+    let mut command = list("command");
+    command.extend(list("args"));
+    let mut env = Vec::new();
+    let mut name: Option<String> = None;
+    let mut mounts = Vec::new();
+    let mut ids = (None, None);
+    for line in step.lines() {
+        let t = line.trim();
+        if let Some(n) = t.strip_prefix("- name: ") {
+            name = Some(n.to_string());
+        } else if let (Some(v), Some(n)) = (t.strip_prefix("value: "), name.take()) {
+            env.push((n, subst(v.trim_matches('"'))));
+        } else if let Some(p) = t.strip_prefix("mountPath: ") {
+            mounts.push(p.to_string());
+        } else if let Some(u) = t.strip_prefix("runAsUser: ") {
+            ids.0 = Some(u.to_string());
+        } else if let Some(g) = t.strip_prefix("runAsGroup: ") {
+            ids.1 = Some(g.to_string());
+        }
+    }
+    let user = match ids {
+        (Some(u), Some(g)) => format!("{u}:{g}"),
+        (Some(u), None) => u,
+        _ => "0:0".into(),
+    };
+    TaskStep {
+        command,
+        workdir: subst(&field("workingDir").unwrap_or_default()),
+        env,
+        user,
+        mounts,
+    }
+}
+
+/// The Tekton Task as written (`tekton/task/aviary/0.1/aviary.yaml`): its step's command, env,
+/// working directory, user (65532) and volumes, run in the image as Tekton runs it, with a read-
+/// only root filesystem (only the Task's `/tmp` emptyDir, the workspaces and `/tekton/results`
+/// take writes). A release of examples/istio with the kubeconfig workspace bound: the results
+/// Tekton would read and what reached the cluster.
+#[test]
+fn the_tekton_task_runs_its_step_in_the_image() {
+    let task =
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tekton/task/aviary/0.1/aviary.yaml"));
+    let mut params = task_defaults(&task);
+    assert_eq!(params.get("command").map(String::as_str), Some("release"));
+    params.insert(
+        "images".into(),
+        "ghcr.io/stefanprodan/podinfo=ghcr.io/stefanprodan/podinfo:6.5.1".into(),
+    );
+    params.insert("timeout".into(), "2m".into());
+    let subst = |v: &str| -> String {
+        let mut out = v.to_string();
+        for (k, val) in &params {
+            out = out.replace(&format!("$(params.{k})"), val);
+        }
+        for r in [
+            "verdict",
+            "weight",
+            "failed-checks",
+            "failed-metrics",
+            "exit-code",
+            "report",
+            "message",
+        ] {
+            out = out.replace(
+                &format!("$(results.{r}.path)"),
+                &format!("/tekton/results/{r}"),
+            );
+        }
+        out.replace("$(workspaces.source.path)", "/workspace/source")
+            .replace("$(workspaces.kubeconfig.bound)", "true")
+            .replace("$(workspaces.kubeconfig.path)", "/workspace/kubeconfig")
+            .replace("$(workspaces.prometheus.bound)", "false")
+            .replace("$(workspaces.prometheus.path)", "")
+            .replace("$(context.taskRun.name)", "release-prod-run-1")
+    };
+    let step = task_step(&task, &subst);
+    assert_eq!(step.user, "65532:65532", "the Task runs non-root");
+    assert!(
+        step.command
+            .first()
+            .is_some_and(|c| c == "/usr/local/bin/aviary"),
+        "{:?}",
+        step.command
+    );
+    assert!(
+        !step.env.iter().any(|(_, v)| v.contains("$(")),
+        "unsubstituted: {:?}",
+        step.env
+    );
+    let Some(image) = image() else {
+        return;
+    };
+
+    let c = cluster_with(&["default", "dev", "test"]);
+    let host = tempdir();
+    let source = host.path().join("source");
+    let kube = host.path().join("kubeconfig");
+    let results = host.path().join("results");
+    let tmp = host.path().join("tmp");
+    let empty = host.path().join("empty");
+    for d in [&kube, &results, &tmp, &empty] {
+        if let Err(e) = std::fs::create_dir_all(d) {
+            panic!("{}: {e}", d.display());
+        }
+    }
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/istio"),
+        &source,
+    );
+    // The Secret bound as the kubeconfig workspace: the key `kubeconfig`, the server `localhost`.
+    write(
+        &kube,
+        "kubeconfig",
+        read(&c.kubeconfig).replace("127.0.0.1", "localhost"),
+    );
+    // The workspace volume, the results directory and the emptyDir are the step user's (fsGroup).
+    give_to(host.path(), 65532);
+    let mut mounts: Vec<(&Path, String)> = vec![
+        (&source, "/workspace/source".into()),
+        (&kube, "/workspace/kubeconfig:ro".into()),
+        (&results, "/tekton/results".into()),
+    ];
+    // The Task's volumes; readOnlyRootFilesystem: a /tmp the Task does not mount is read-only.
+    if step.mounts.iter().any(|m| m == "/tmp") {
+        mounts.push((&tmp, "/tmp".into()));
+    } else {
+        mounts.push((&empty, "/tmp:ro".into()));
+    }
+    let env: Vec<(&str, String)> = step
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let command: Vec<&str> = step.command.iter().map(String::as_str).collect();
+    let ctr = Container::of(&image);
+    let out = ctr.run_in(&step.workdir, &step.user, &mounts, &env, &command);
+    let log = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(code(&out), 0, "{log}");
+    let result = |name: &str| std::fs::read_to_string(results.join(name)).unwrap_or_default();
+    assert_eq!(result("verdict"), "bootstrapped", "{log}");
+    assert_eq!(result("exit-code"), "0");
+    let report = result("report");
+    let on_host = match report.strip_prefix("/workspace/source/") {
+        Some(rel) => source.join(rel),
+        None => source.join(&report),
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&on_host)).unwrap_or(serde_json::Value::Null);
+    assert_eq!(json["verdict"], "bootstrapped", "{report}");
+    let primary = c
+        .emu
+        .get("apps/v1", "deployments", Some("test"), "podinfo-primary")
+        .unwrap_or(serde_json::Value::Null);
+    assert_eq!(image_of(&primary), "ghcr.io/stefanprodan/podinfo:6.5.1");
 }
