@@ -219,10 +219,9 @@ fn simulate_gloo_canary_no_values_fail() {
         r["checks"][4]["metrics"]["request-success-rate"],
         Value::Null
     );
-    let msg = r["checks"][4]["message"].as_str().unwrap_or_default();
-    assert!(
-        msg.starts_with("Halt advancement no values found for gloo metric request-success-rate probably podinfo.test is not receiving traffic"),
-        "{msg}"
+    assert_eq!(
+        r["checks"][4]["message"],
+        "Halt advancement no values found for gloo metric request-success-rate probably podinfo.test is not receiving traffic: no values found"
     );
     assert_eq!(r["duration_s"], 90);
 }
@@ -745,5 +744,157 @@ fn the_judge_is_a_check_the_engine_counts() {
     assert!(
         err.contains("marginalScore 80 is above passScore 70"),
         "{err}"
+    );
+}
+
+// ---- Flagger's event texts, byte for byte ----------------------------------------------------------
+
+/// Simulates `canary` (a spec text) on `timeline`; returns the exit code, the verdict and each
+/// tick's events (joined with "; ", as the report writes them).
+fn simulate_text(canary: &str, timeline: &str) -> (i32, String, Vec<String>) {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let c = write(dir, "canary.yaml", canary);
+    let t = write(dir, "timeline.yaml", timeline);
+    let out = aviary(&[
+        "simulate",
+        "-f",
+        c.to_str().unwrap_or_default(),
+        "--metrics",
+        t.to_str().unwrap_or_default(),
+        "--json",
+    ]);
+    let r = json(&out);
+    let messages = r["checks"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|row| row["message"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        code(&out),
+        r["verdict"].as_str().unwrap_or_default().to_string(),
+        messages,
+    )
+}
+
+#[test]
+fn simulate_kubernetes_provider_without_iterations_warns_as_flagger() {
+    let canary = GOOD.replace("spec:\n", "spec:\n  provider: kubernetes\n");
+    let (code, verdict, messages) =
+        simulate_text(&canary, "metrics:\n  request-success-rate: [99.9]\n");
+    assert_eq!((code, verdict.as_str()), (0, "promoted"), "{messages:?}");
+    assert_eq!(
+        messages[1],
+        "Starting canary analysis for podinfo.test; \
+         Progressive traffic is not supported when using the kubernetes provider; \
+         Setting canaryAnalysis.iterations: 10; \
+         Advance podinfo.test canary iteration 1/10"
+    );
+    assert_eq!(
+        messages[2],
+        "Progressive traffic is not supported when using the kubernetes provider; \
+         Setting canaryAnalysis.iterations: 10; \
+         Advance podinfo.test canary iteration 2/10"
+    );
+}
+
+#[test]
+fn simulate_gates_announce_as_flagger() {
+    let canary = format!(
+        "{GOOD}    webhooks:\n      - name: approve\n        type: confirm-rollout\n        url: http://gate.test/\n      - name: ship-it\n        type: confirm-promotion\n        url: http://gate.test/\n"
+    );
+    let (code, verdict, messages) = simulate_text(
+        &canary,
+        "metrics:\n  request-success-rate: [99.9]\nwebhooks:\n  ship-it: [fail, fail, fail, pass]\n",
+    );
+    assert_eq!((code, verdict.as_str()), (0, "promoted"), "{messages:?}");
+    // The confirm-rollout gate passes on its first call and says so.
+    assert_eq!(
+        messages[0],
+        "Confirm-rollout check approve passed; New revision detected! Scaling up podinfo.test"
+    );
+    // The closed confirm-promotion gate is announced once, then passes.
+    let waiting: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.contains("waiting for promotion approval"))
+        .collect();
+    assert_eq!(
+        waiting,
+        vec!["Halt podinfo.test advancement waiting for promotion approval ship-it"]
+    );
+    assert!(
+        messages.iter().any(|m| m
+            == "Confirm-promotion check ship-it passed; Copying podinfo.test template spec to podinfo-primary.test"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn simulate_query_thresholds_and_nan_read_as_flagger() {
+    let canary = GOOD.replace(
+        "      - name: request-success-rate\n        thresholdRange:\n          min: 99\n",
+        "      - name: errors\n        query: sum(rate(errors[1m]))\n        thresholdRange:\n          max: 0.00001\n      - name: volume\n        query: sum(rate(requests[1m]))\n        thresholdRange:\n          min: 1000000\n",
+    );
+    let (code, verdict, messages) = simulate_text(
+        &canary,
+        "metrics:\n  errors: [0, 0.5, 0, .nan, 0]\n  volume: [2000000, 10]\n",
+    );
+    assert_eq!((code, verdict.as_str()), (1, "rolled_back"), "{messages:?}");
+    assert_eq!(
+        messages[3],
+        "Halt podinfo.test advancement errors 0.50 > 1e-05"
+    );
+    assert_eq!(
+        messages[4],
+        "Halt podinfo.test advancement volume 10.00 < 1e+06"
+    );
+    assert_eq!(
+        messages[5],
+        "Halt advancement no values found for metric: errors"
+    );
+}
+
+#[test]
+fn simulate_skip_analysis_runs_post_rollout_hooks() {
+    let canary = format!(
+        "{}    webhooks:\n      - name: notify\n        type: post-rollout\n        url: http://notify.test/\n",
+        GOOD.replace("  service:\n", "  skipAnalysis: true\n  service:\n")
+    );
+    let (code, verdict, messages) =
+        simulate_text(&canary, "metrics:\n  request-success-rate: [99.9]\n");
+    assert_eq!((code, verdict.as_str()), (0, "promoted"), "{messages:?}");
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some(
+            "Copying podinfo.test template spec to podinfo-primary.test; \
+             Post-rollout check notify passed; \
+             Promotion completed! Canary analysis was skipped for podinfo.test"
+        )
+    );
+}
+
+#[test]
+fn simulate_blue_green_mirroring_is_no_event() {
+    let canary = GOOD
+        .replace("spec:\n", "spec:\n  provider: istio\n")
+        .replace(
+            "    maxWeight: 50\n    stepWeight: 10\n",
+            "    iterations: 2\n    mirror: true\n",
+        );
+    let (code, verdict, messages) =
+        simulate_text(&canary, "metrics:\n  request-success-rate: [99.9]\n");
+    assert_eq!((code, verdict.as_str()), (0, "promoted"), "{messages:?}");
+    assert_eq!(
+        messages[1],
+        "Starting canary analysis for podinfo.test; Advance podinfo.test canary iteration 1/2"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "Stop traffic mirroring and route all traffic to canary"),
+        "{messages:?}"
     );
 }

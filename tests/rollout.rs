@@ -610,7 +610,9 @@ fn a_primary_that_breaks_after_promotion_does_not_get_the_traffic() {
     };
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("Promotion failed!"),
+        stderr(&out).contains(
+            "Promotion of podinfo.test failed, primary not ready: podinfo-primary.test not ready: "
+        ),
         "{}",
         stderr(&out)
     );

@@ -66,8 +66,12 @@ pub struct Config {
     pub namespace: String,
     /// `targetRef.name`.
     pub target: String,
-    /// The provider's name, for "no values found for <provider> metric" messages.
+    /// The provider's name (the router that drives the canary).
     pub provider: String,
+    /// The provider as Flagger's "no values found for <provider> metric" events name it: the
+    /// provider with `:service` appended for a Service target. Empty: `provider`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metrics_provider: String,
     /// `false` for the `kubernetes` provider, which cannot shift traffic (Flagger runs blue/green).
     pub traffic_shifting: bool,
     pub skip_analysis: bool,
@@ -80,6 +84,11 @@ pub struct Config {
     pub step_weight_promotion: u32,
     /// After Flagger's adjustment (the kubernetes provider turns 0 into 10).
     pub iterations: u32,
+    /// The warnings Flagger records on every analysis tick that passes, before it picks the
+    /// strategy, when it adjusts the spec for the kubernetes provider (a dropped `match`, the
+    /// iterations it sets).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider_warnings: Vec<String>,
     pub strategy: Strategy,
     pub mirror: bool,
     pub mirror_weight: Option<u32>,
@@ -106,9 +115,20 @@ impl Config {
 
         let ab_requested = !analysis.r#match.is_empty() && traffic_shifting;
         let mut iterations = analysis.iterations;
-        if !traffic_shifting && iterations < 1 {
-            // Flagger: "Progressive traffic is not supported when using the kubernetes provider".
-            iterations = 10;
+        let mut provider_warnings = Vec::new();
+        if !traffic_shifting {
+            if !analysis.r#match.is_empty() {
+                provider_warnings
+                    .push("A/B testing is not supported when using the kubernetes provider".into());
+            }
+            if iterations < 1 {
+                provider_warnings.push(
+                    "Progressive traffic is not supported when using the kubernetes provider"
+                        .into(),
+                );
+                provider_warnings.push("Setting canaryAnalysis.iterations: 10".into());
+                iterations = 10;
+            }
         }
         let strategy = if ab_requested && iterations > 0 {
             Strategy::AbTesting
@@ -156,6 +176,11 @@ impl Config {
             namespace: canary.namespace.clone(),
             target: canary.target_ref.name.clone(),
             provider: provider.name().to_string(),
+            metrics_provider: if canary.target_ref.kind.as_deref() == Some("Service") {
+                format!("{}:service", provider.name())
+            } else {
+                String::new()
+            },
             traffic_shifting,
             skip_analysis,
             suspend: canary.suspend,
@@ -166,6 +191,7 @@ impl Config {
             step_weights: analysis.step_weights.clone(),
             step_weight_promotion: analysis.step_weight_promotion,
             iterations,
+            provider_warnings,
             strategy,
             mirror: analysis.mirror,
             mirror_weight: analysis.mirror_weight,
@@ -211,6 +237,15 @@ impl Config {
             }
         }
         max_step
+    }
+
+    /// The provider named in "no values found for <provider> metric" events.
+    pub fn metrics_provider(&self) -> &str {
+        if self.metrics_provider.is_empty() {
+            &self.provider
+        } else {
+            &self.metrics_provider
+        }
     }
 
     /// `name.namespace`.

@@ -11,7 +11,11 @@ use crate::spec::duration::format_go_duration;
 use crate::spec::HookType;
 
 use super::config::{Config, MetricKind, Strategy};
+use super::gofmt::go_float;
 use super::model::*;
+
+/// The text of Flagger's `ErrNoValuesFound`, which its "no values" events print.
+const NO_VALUES_FOUND: &str = "no values found";
 
 /// The tick cannot go on without an answer to this request.
 #[derive(Debug)]
@@ -233,9 +237,10 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
                 return Ok(());
             }
             Readiness::Failed(reason) => {
-                cx.warn(format!("{} not ready: {reason}", primary_name(cfg)));
+                let err = format!("{} not ready: {reason}", primary_name(cfg));
+                cx.warn(err.clone());
                 if matches!(cx.st.phase, Phase::Promoting | Phase::Finalising) {
-                    return failed_promotion(cx, &reason);
+                    return failed_promotion(cx, &err);
                 }
                 return rollback(cx);
             }
@@ -247,15 +252,13 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
         cx.st.phase,
         Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
     ) {
-        // Flagger announces an opened confirm-rollout gate only when the canary was waiting on it.
-        let passed = if cx.st.phase == Phase::Waiting {
-            "Confirm-rollout check"
-        } else {
-            ""
-        };
-        if let Some((name, _)) =
-            until_failure(cx, HookType::ConfirmRollout, Phase::Progressing, passed)?
-        {
+        // Flagger announces every confirm-rollout hook that passes, on each call.
+        if let Some((name, _)) = until_failure(
+            cx,
+            HookType::ConfirmRollout,
+            Phase::Progressing,
+            "Confirm-rollout check",
+        )? {
             if cx.st.phase != Phase::Waiting {
                 cx.set_phase(Phase::Waiting);
                 cx.warn(format!(
@@ -327,6 +330,8 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
         cx.emit(Command::ScaleCanaryToZero);
         cx.st.last_promoted_revision = cx.st.last_applied_revision.clone();
         cx.set_phase(Phase::Succeeded);
+        // Flagger 1.44 runs the post-rollout hooks of a skipped analysis too.
+        post_rollout_hooks(cx, Phase::Succeeded)?;
         cx.info(format!(
             "Promotion completed! Canary analysis was skipped for {}",
             cfg.target_qualified()
@@ -390,6 +395,10 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
     } else if !analysis(cx)? {
         cx.st.failed_checks += 1;
         return Ok(());
+    }
+
+    for warning in &cfg.provider_warnings {
+        cx.warn(warning.clone());
     }
 
     match cfg.strategy {
@@ -485,18 +494,18 @@ fn rollback(cx: &mut Cx<'_>) -> Flow {
     Ok(())
 }
 
-/// The primary did not become ready after it was given the canary's spec. The canary runs the
-/// same revision and is healthy, so it keeps (or takes) the traffic and stays up: this is where
-/// aviary departs from Flagger, which would route to the broken primary and scale the canary down.
-fn failed_promotion(cx: &mut Cx<'_>, reason: &str) -> Flow {
+/// The primary did not become ready after it was given the canary's spec (`err` says why, as the
+/// readiness warning did). The canary runs the same revision and is healthy, so it stays up, as in
+/// Flagger 1.44; Flagger leaves the routes as they are, aviary gives the canary all the traffic
+/// (the primary may still hold a share during a gradual promotion).
+fn failed_promotion(cx: &mut Cx<'_>, err: &str) -> Flow {
     let cfg = cx.cfg;
     if cfg.traffic_shifting {
         cx.set_routes(Routes::split(100, RouteScope::All));
     }
     cx.warn(format!(
-        "Promotion failed! {} not ready: {reason}; traffic stays on {}",
-        primary_name(cfg),
-        cfg.target_qualified()
+        "Promotion of {} failed, primary not ready: {err}",
+        cfg.qualified()
     ));
     cx.set_phase(Phase::Failed);
     post_rollout_hooks(cx, Phase::Failed)?;
@@ -605,11 +614,14 @@ fn confirm_promotion(cx: &mut Cx<'_>) -> Flow<bool> {
         "Confirm-promotion check",
     )?;
     if let Some((name, _)) = failure {
-        cx.set_phase(Phase::WaitingPromotion);
-        let q = cx.cfg.qualified();
-        cx.warn(format!(
-            "Halt {q} advancement waiting for promotion approval {name}"
-        ));
+        // Announced once, when the canary starts waiting, as Flagger does.
+        if cx.st.phase != Phase::WaitingPromotion {
+            cx.set_phase(Phase::WaitingPromotion);
+            let q = cx.cfg.qualified();
+            cx.warn(format!(
+                "Halt {q} advancement waiting for promotion approval {name}"
+            ));
+        }
         return Ok(false);
     }
     Ok(true)
@@ -650,15 +662,23 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
         let value = match outcome {
             MetricOutcome::Value(v) if !v.is_nan() => v,
             MetricOutcome::Value(_) | MetricOutcome::NoValues(_) => {
+                // Flagger's words, with its error text (`ErrNoValuesFound`) where it prints one,
+                // for an empty result and for NaN alike; the runner logs the details it found.
                 let reason = match outcome {
                     MetricOutcome::NoValues(r) => r,
-                    _ => "the query returned NaN".to_string(),
+                    _ => NO_VALUES_FOUND.to_string(),
                 };
                 cx.check(&metric.name, "metric", None, false);
                 let message = match metric.kind {
-                    MetricKind::SuccessRate | MetricKind::Duration => format!(
-                        "Halt advancement no values found for {} metric {} probably {} is not receiving traffic: {reason}",
-                        cfg.provider,
+                    MetricKind::SuccessRate => format!(
+                        "Halt advancement no values found for {} metric {} probably {} is not receiving traffic: {NO_VALUES_FOUND}",
+                        cfg.metrics_provider(),
+                        metric.name,
+                        cfg.target_qualified()
+                    ),
+                    MetricKind::Duration => format!(
+                        "Halt advancement no values found for {} metric {} probably {} is not receiving traffic",
+                        cfg.metrics_provider(),
                         metric.name,
                         cfg.target_qualified()
                     ),
@@ -666,7 +686,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
                         format!("Halt advancement no values found for metric: {}", metric.name)
                     }
                     MetricKind::Template => format!(
-                        "Halt advancement no values found for custom metric: {}: {reason}",
+                        "Halt advancement no values found for custom metric: {}: {NO_VALUES_FOUND}",
                         metric.name
                     ),
                     MetricKind::Judge => format!("Halt advancement judge: {reason}"),
@@ -713,10 +733,18 @@ pub(crate) fn check_range(
     let above = range.max.filter(|max| value > *max);
     match kind {
         MetricKind::SuccessRate => below
-            .map(|min| format!("Halt {qualified} advancement success rate {value:.2}% < {min}%"))
+            .map(|min| {
+                format!(
+                    "Halt {qualified} advancement success rate {value:.2}% < {}%",
+                    go_float(min)
+                )
+            })
             .or_else(|| {
                 above.map(|max| {
-                    format!("Halt {qualified} advancement success rate {value:.2}% > {max}%")
+                    format!(
+                        "Halt {qualified} advancement success rate {value:.2}% > {}%",
+                        go_float(max)
+                    )
                 })
             }),
         MetricKind::Duration => {
@@ -747,9 +775,19 @@ pub(crate) fn check_range(
             below.map(|min| format!("Halt {qualified} advancement judge score {value:.0} < {min}"))
         }
         MetricKind::Query | MetricKind::Template => below
-            .map(|min| format!("Halt {qualified} advancement {name} {value:.2} < {min}"))
+            .map(|min| {
+                format!(
+                    "Halt {qualified} advancement {name} {value:.2} < {}",
+                    go_float(min)
+                )
+            })
             .or_else(|| {
-                above.map(|max| format!("Halt {qualified} advancement {name} {value:.2} > {max}"))
+                above.map(|max| {
+                    format!(
+                        "Halt {qualified} advancement {name} {value:.2} > {}",
+                        go_float(max)
+                    )
+                })
             }),
     }
 }
@@ -816,12 +854,12 @@ fn run_blue_green(cx: &mut Cx<'_>) -> Flow {
     let cfg = cx.cfg;
     if cfg.iterations > cx.st.iterations {
         if cfg.traffic_shifting && cfg.mirror && !cx.st.routes.mirror {
+            // Flagger only logs "Start traffic mirroring"; the route change is the record here.
             cx.set_routes(Routes {
                 mirror: true,
                 mirror_weight: cfg.mirror_weight,
                 ..Routes::PRIMARY
             });
-            cx.info(format!("Start traffic mirroring for {}", cfg.qualified()));
         }
         cx.st.iterations += 1;
         cx.info(format!(

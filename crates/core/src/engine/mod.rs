@@ -15,6 +15,7 @@
 //! ```
 
 pub mod config;
+pub mod gofmt;
 mod machine;
 pub mod model;
 pub mod sim;

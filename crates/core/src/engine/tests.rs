@@ -11,6 +11,7 @@ fn base() -> Config {
         namespace: "test".into(),
         target: "podinfo".into(),
         provider: "istio".into(),
+        metrics_provider: String::new(),
         traffic_shifting: true,
         skip_analysis: false,
         suspend: false,
@@ -21,6 +22,7 @@ fn base() -> Config {
         step_weights: vec![],
         step_weight_promotion: 0,
         iterations: 0,
+        provider_warnings: vec![],
         strategy: Strategy::Canary,
         mirror: false,
         mirror_weight: None,
@@ -370,9 +372,9 @@ fn no_values_and_nan_fail_the_check() {
         let run = run(config, &mut o);
         assert_eq!(run.verdict, Some(Phase::Failed), "{outcome:?} must fail");
         assert!(
-            events(&run).iter().any(|e| e.starts_with(
-                "Halt advancement no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic"
-            )),
+            has_event(&run,
+                "Halt advancement no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic: no values found"
+            ),
             "{:?}",
             events(&run)
         );
@@ -1101,7 +1103,7 @@ mod properties {
             if run.verdict == Some(Phase::Failed) {
                 let last_tick = &run.ticks[run.ticks.len() - 1];
                 let last_routes = run.commands().filter_map(|c| match c { Command::SetRoutes { routes } => Some(*routes), _ => None }).last();
-                let promotion_failed = last_tick.commands.iter().any(|c| matches!(c, Command::Event { message, .. } if message.starts_with("Promotion failed!")));
+                let promotion_failed = last_tick.commands.iter().any(|c| matches!(c, Command::Event { message, .. } if message.starts_with("Promotion of ")));
                 if promotion_failed {
                     // The primary broke after promotion: the identical, healthy canary keeps the traffic.
                     prop_assert_eq!(run.state.routes.canary, 100);
@@ -1122,4 +1124,387 @@ mod properties {
             prop_assert_eq!(a, b);
         }
     }
+}
+
+/// A Config read from a Flagger Canary whose `spec` is `spec` (indented by two spaces).
+fn from_yaml(spec: &str) -> Config {
+    let text = format!(
+        "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+{spec}"
+    );
+    match crate::spec::load_str("c.yaml", &text) {
+        Ok(docs) => Config::from_canary(&docs.canaries[0], &crate::spec::Provider::Istio),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The events of the first tick whose events include one starting with `prefix`.
+fn tick_events(run: &Run, prefix: &str) -> Vec<String> {
+    run.ticks
+        .iter()
+        .map(|t| {
+            t.commands
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Event { message, .. } => Some(message.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+        .find(|events| events.iter().any(|e| e.starts_with(prefix)))
+        .unwrap_or_default()
+}
+
+#[test]
+fn no_values_events_are_flaggers_for_every_kind_of_metric() {
+    let cases = [
+        (
+            "request-success-rate",
+            MetricKind::SuccessRate,
+            "Halt advancement no values found for istio metric request-success-rate probably podinfo.test is not receiving traffic: no values found",
+        ),
+        (
+            "request-duration",
+            MetricKind::Duration,
+            "Halt advancement no values found for istio metric request-duration probably podinfo.test is not receiving traffic",
+        ),
+        (
+            "errors",
+            MetricKind::Query,
+            "Halt advancement no values found for metric: errors",
+        ),
+        (
+            "error-rate",
+            MetricKind::Template,
+            "Halt advancement no values found for custom metric: error-rate: no values found",
+        ),
+    ];
+    for (name, kind, want) in cases {
+        // An empty result (whatever detail the runner gives) and NaN read the same, as in Flagger.
+        for outcome in [
+            MetricOutcome::NoValues(
+                "no values found for query `x` (an empty vector): the canary may be receiving no traffic"
+                    .into(),
+            ),
+            MetricOutcome::Value(f64::NAN),
+        ] {
+            let mut config = base();
+            config.threshold = 1;
+            config.metrics = vec![MetricCheck {
+                name: name.into(),
+                kind,
+                range: ThresholdRange {
+                    min: Some(1.0),
+                    max: None,
+                },
+            }];
+            let o2 = outcome.clone();
+            let mut o = oracle(move |_, _| o2.clone(), |_, _| true);
+            let run = run(config, &mut o);
+            let halts: Vec<String> = events(&run)
+                .into_iter()
+                .filter(|e| e.starts_with("Halt advancement"))
+                .collect();
+            assert_eq!(halts, vec![want.to_string()], "{name} {outcome:?}");
+        }
+    }
+}
+
+#[test]
+fn thresholds_print_as_go_prints_a_float64() {
+    let range = |min: Option<f64>, max: Option<f64>| ThresholdRange { min, max };
+    let q = "podinfo.test";
+    let cases = [
+        (
+            MetricKind::SuccessRate,
+            99.9,
+            range(Some(1e6), None),
+            "Halt podinfo.test advancement success rate 99.90% < 1e+06%",
+        ),
+        (
+            MetricKind::SuccessRate,
+            98.25,
+            range(Some(99.5), None),
+            "Halt podinfo.test advancement success rate 98.25% < 99.5%",
+        ),
+        (
+            MetricKind::Template,
+            0.0,
+            range(Some(0.00001), None),
+            "Halt podinfo.test advancement custom 0.00 < 1e-05",
+        ),
+        (
+            MetricKind::Template,
+            0.5,
+            range(None, Some(0.0001)),
+            "Halt podinfo.test advancement custom 0.50 > 0.0001",
+        ),
+        (
+            MetricKind::Query,
+            2e9,
+            range(None, Some(123456789.0)),
+            "Halt podinfo.test advancement custom 2000000000.00 > 1.23456789e+08",
+        ),
+        (
+            MetricKind::Query,
+            600.0,
+            range(None, Some(500.0)),
+            "Halt podinfo.test advancement custom 600.00 > 500",
+        ),
+    ];
+    for (kind, value, range, want) in cases {
+        assert_eq!(
+            super::machine::check_range(q, kind, "custom", value, range).as_deref(),
+            Some(want)
+        );
+    }
+}
+
+#[test]
+fn a_service_target_names_the_metrics_provider_with_service() {
+    let config = from_yaml(
+        "  provider: istio
+  targetRef:
+    apiVersion: v1
+    kind: Service
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 1
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+",
+    );
+    assert_eq!(config.provider, "istio", "the router is still istio's");
+    let mut o = oracle(|_, _| MetricOutcome::NoValues("empty".into()), |_, _| true);
+    let run = run(config, &mut o);
+    assert!(
+        has_event(
+            &run,
+            "Halt advancement no values found for istio:service metric request-success-rate probably podinfo.test is not receiving traffic: no values found"
+        ),
+        "{:?}",
+        events(&run)
+    );
+}
+
+#[test]
+fn confirm_rollout_passing_on_its_first_call_is_announced() {
+    let mut config = base();
+    config.webhooks = vec![
+        hook("approve", HookType::ConfirmRollout),
+        hook("second", HookType::ConfirmRollout),
+    ];
+    let run = run(config, &mut good());
+    assert_eq!(run.ticks[0].phase, Phase::Progressing);
+    assert_eq!(
+        tick_events(&run, "New revision detected!"),
+        vec![
+            "Confirm-rollout check approve passed",
+            "Confirm-rollout check second passed",
+            "New revision detected! Scaling up podinfo.test",
+        ]
+    );
+    assert!(!events(&run)
+        .iter()
+        .any(|e| e.contains("waiting for approval")));
+}
+
+#[test]
+fn waiting_for_promotion_approval_is_announced_once() {
+    for strategy in [Strategy::Canary, Strategy::AbTesting, Strategy::BlueGreen] {
+        let mut config = base();
+        config.strategy = strategy;
+        config.iterations = if strategy == Strategy::Canary { 0 } else { 2 };
+        config.webhooks = vec![hook("ship-it", HookType::ConfirmPromotion)];
+        // Closed for five calls, then open.
+        let mut o = oracle(|_, _| MetricOutcome::Value(99.9), |_, n| n >= 5);
+        let run = run(config, &mut o);
+        assert_eq!(run.verdict, Some(Phase::Succeeded), "{strategy:?}");
+        let halts = events(&run)
+            .iter()
+            .filter(|e| {
+                *e == "Halt podinfo.test advancement waiting for promotion approval ship-it"
+            })
+            .count();
+        assert_eq!(halts, 1, "{strategy:?}: {:?}", events(&run));
+        assert_eq!(
+            events(&run)
+                .iter()
+                .filter(|e| *e == "Confirm-promotion check ship-it passed")
+                .count(),
+            if strategy == Strategy::BlueGreen {
+                2
+            } else {
+                1
+            },
+            "{strategy:?}"
+        );
+    }
+}
+
+#[test]
+fn kubernetes_provider_without_iterations_warns_as_flagger_does() {
+    let config = from_yaml(
+        "  provider: kubernetes
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 2
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+",
+    );
+    assert_eq!(config.strategy, Strategy::BlueGreen);
+    assert_eq!(config.iterations, 10);
+    let run = run(config, &mut good());
+    assert_eq!(run.verdict, Some(Phase::Succeeded));
+    // Each analysis tick that passes warns before advancing, as Flagger's scheduler does.
+    assert_eq!(
+        tick_events(&run, "Advance podinfo.test canary iteration 1/10"),
+        vec![
+            "Starting canary analysis for podinfo.test",
+            "Progressive traffic is not supported when using the kubernetes provider",
+            "Setting canaryAnalysis.iterations: 10",
+            "Advance podinfo.test canary iteration 1/10",
+        ]
+    );
+    assert_eq!(
+        tick_events(&run, "Advance podinfo.test canary iteration 10/10"),
+        vec![
+            "Progressive traffic is not supported when using the kubernetes provider",
+            "Setting canaryAnalysis.iterations: 10",
+            "Advance podinfo.test canary iteration 10/10",
+        ]
+    );
+    let warnings = run
+        .commands()
+        .filter(|c| {
+            matches!(c, Command::Event { severity: EventLevel::Warning, message }
+                if message == "Setting canaryAnalysis.iterations: 10")
+        })
+        .count();
+    // Iterations 1-10, the tick that would route all traffic to the canary, the promotion tick.
+    assert_eq!(warnings, 12);
+
+    // With iterations set, nothing to say; with a match, Flagger says it drops it.
+    let config = from_yaml(
+        "  provider: kubernetes
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 2
+    iterations: 3
+",
+    );
+    assert!(config.provider_warnings.is_empty());
+    let quiet = super::tests::run(config, &mut good());
+    assert!(!events(&quiet)
+        .iter()
+        .any(|e| e.contains("kubernetes provider")));
+}
+
+#[test]
+fn blue_green_mirroring_starts_without_an_event() {
+    let mut config = base();
+    config.strategy = Strategy::BlueGreen;
+    config.iterations = 2;
+    config.mirror = true;
+    let run = run(config, &mut good());
+    assert_eq!(run.verdict, Some(Phase::Succeeded));
+    assert!(run
+        .commands()
+        .any(|c| matches!(c, Command::SetRoutes { routes } if routes.mirror)));
+    assert!(!events(&run)
+        .iter()
+        .any(|e| e.contains("traffic mirroring for")));
+    assert!(has_event(
+        &run,
+        "Stop traffic mirroring and route all traffic to canary"
+    ));
+}
+
+#[test]
+fn skip_analysis_runs_the_post_rollout_hooks() {
+    let mut config = base();
+    config.skip_analysis = true;
+    config.webhooks = vec![hook("notify", HookType::PostRollout)];
+    let run = run(config, &mut good());
+    assert_eq!(run.verdict, Some(Phase::Succeeded));
+    let post: Vec<Phase> = run
+        .ticks
+        .iter()
+        .flat_map(|t| &t.exchanges)
+        .filter_map(|(r, _)| match r {
+            Request::Webhook { name, phase, .. } if name == "notify" => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(post, vec![Phase::Succeeded]);
+    assert_eq!(
+        tick_events(&run, "Promotion completed!"),
+        vec![
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Post-rollout check notify passed",
+            "Promotion completed! Canary analysis was skipped for podinfo.test",
+        ]
+    );
+}
+
+#[test]
+fn failed_promotion_reads_as_flaggers() {
+    let mut engine = fresh(base());
+    let mut o = good();
+    let mut k = 0;
+    while engine.state().phase != Phase::Promoting {
+        sim::tick(&mut engine, k * 60_000, &mut o).unwrap_or_else(|e| panic!("{e}"));
+        k += 1;
+    }
+    let mut broken = |r: &Request, _: Millis| match r {
+        Request::Readiness {
+            workload: Workload::Primary,
+        } => Answer::Readiness(Readiness::Failed(
+            "deployment exceeded its progress deadline".into(),
+        )),
+        _ => Answer::Readiness(Readiness::Ready),
+    };
+    let log = sim::tick(&mut engine, k * 60_000, &mut broken).unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<&str> = log
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Event { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            "podinfo-primary.test not ready: deployment exceeded its progress deadline",
+            "Promotion of podinfo.test failed, primary not ready: podinfo-primary.test not ready: deployment exceeded its progress deadline",
+        ]
+    );
 }

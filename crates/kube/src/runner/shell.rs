@@ -225,7 +225,15 @@ impl Shell {
                         .await,
                 )
             }
-            Request::Metric { name, .. } => Answer::Metric(self.metrics.evaluate(name).await),
+            Request::Metric { name, .. } => {
+                let outcome = self.metrics.evaluate(name).await;
+                if let aviary_core::engine::MetricOutcome::NoValues(detail) = &outcome {
+                    // The event says "no values found" in Flagger's words; what the query
+                    // returned and why it counts as no values goes to the log.
+                    tracing::info!(check = %name, "{name}: {detail}");
+                }
+                Answer::Metric(outcome)
+            }
         }
     }
 
