@@ -390,7 +390,7 @@ fn negative_weight() {
     let (code, err) = plan_text(&text);
     assert_eq!(code, 2);
     assert!(
-        err.contains("canary.yaml:16: spec.analysis.maxWeight: expected an integer 1-100, got -10"),
+        err.contains("canary.yaml:16: spec.analysis.maxWeight: expected an integer 0-100, got -10"),
         "{err}"
     );
 }

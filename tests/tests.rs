@@ -11,6 +11,8 @@ mod util;
 
 // `aviary plan`, `simulate`, `validate` and the spec reader's errors, through the binary.
 mod cli;
+// Flagger conformance of the spec reader: each spec Flagger accepts, accepted and understood.
+mod conformance;
 // Cloud Deploy's custom target contract: results.json, SKIPPED phases, kubeconfig sources, GKE.
 mod cloud_deploy;
 // `aviary deploy` and `rollout --target` on Skaffold projects, against the API emulator.

@@ -118,6 +118,15 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             errors,
             warnings: Vec::new(),
         })?;
+    // What Flagger's CRD lets a Canary leave out and a router needs (spec.service), exit 2.
+    let missing = spec::check_runnable(&canary, &provider);
+    if !missing.is_empty() {
+        return Err(spec::SpecError::Invalid {
+            errors: missing,
+            warnings: Vec::new(),
+        }
+        .into());
+    }
     let log = ctx.log.clone();
     let started = ctx.started;
     let target = objects.as_ref().map(|(t, _)| t.clone());

@@ -99,7 +99,8 @@ type FileResult = (
     Result<Documents, (Vec<Diagnostic>, Vec<Diagnostic>)>,
 );
 
-/// What no single file can show: a file with nothing to check, templates without any Canary, and
+/// What no single file can show: a file with nothing to check, templates without any Canary (a
+/// warning: Flagger takes them on their own), and
 /// the `{{ variables.X }}` of templates in one file against the metrics in another. A file that
 /// gets an error here becomes invalid, its warnings kept.
 fn check_across_files(results: &mut [FileResult]) {
@@ -119,14 +120,16 @@ fn check_across_files(results: &mut [FileResult]) {
         if docs.canaries.is_empty() && docs.templates.is_empty() {
             errors.push(nothing_to_check(file, docs));
         } else if docs.canaries.is_empty() && !any_canary && all_read && first_templates {
+            // Flagger takes a MetricTemplate on its own (it is applied apart from the Canary):
+            // every check a template gets by itself has run; what needs the Canary is said.
             first_templates = false;
             let line = docs.templates.first().map_or(0, |t| t.origin.line);
-            errors.push(
-                Diagnostic::error(
+            docs.warnings.push(
+                Diagnostic::warning(
                     file,
                     line,
                     "",
-                    "MetricTemplates without a Canary: there is no Canary in the files given to check them against",
+                    "MetricTemplates without a Canary: each template is valid on its own, but its {{ variables.* }} and the metrics that use it could not be checked",
                 )
                 .with_help(format!(
                     "pass the Canary's file too, e.g. aviary validate -f canary.yaml -f {file}"

@@ -398,17 +398,54 @@ spec:
 ";
 
 #[test]
-fn f15_template_only_file_is_refused_without_a_canary() {
+fn f15_template_only_file_is_checked_on_its_own() {
+    // Flagger takes a MetricTemplate on its own (it is applied apart from the Canary): a file of
+    // templates is valid when each passes every check it can get alone, with a warning that its
+    // {{ variables.* }} and uses need the Canary.
     let dir = tempdir();
     let templates = write(dir.path(), "templates.yaml", TEMPLATE);
-    refused(
-        &aviary(&["validate", "-f", s(&templates)]),
-        &[
-            &format!("{}:1: MetricTemplates without a Canary", s(&templates)),
-            "help: pass the Canary's file too",
-        ],
+    let out = aviary(&["validate", "-f", s(&templates)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let err = stderr(&out);
+    for needle in [
+        format!(
+            "{}:1: warning: MetricTemplates without a Canary",
+            s(&templates)
+        ),
+        "could not be checked".to_string(),
+        "help: pass the Canary's file too, e.g. aviary validate -f canary.yaml -f".to_string(),
+    ] {
+        assert!(
+            err.contains(needle.as_str()),
+            "stderr lacks {needle:?}:\n{err}"
+        );
+    }
+    // Alone, a template still gets every check it can: a bad placeholder is exit 2.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        TEMPLATE.replace("{{ target }}", "{{ nosuch }}"),
     );
-    // Beside the Canary that uses it, the same file is valid.
+    refused(
+        &aviary(&["validate", "-f", s(&bad)]),
+        &["spec.query: unknown placeholder {{ nosuch }}"],
+    );
+    // An empty or truncated file stays exit 2.
+    let empty = write(dir.path(), "empty.yaml", "# nothing\n---\n");
+    refused(
+        &aviary(&["validate", "-f", s(&empty)]),
+        &["the file is empty"],
+    );
+    let cut = write(
+        dir.path(),
+        "cut.yaml",
+        &TEMPLATE[..TEMPLATE.find("  query").unwrap_or(0)],
+    );
+    refused(
+        &aviary(&["validate", "-f", s(&cut)]),
+        &["spec: missing required field \"query\""],
+    );
+    // Beside the Canary that uses it, the same file is valid, without that warning.
     let canary = write(
         dir.path(),
         "canary.yaml",
@@ -419,6 +456,11 @@ fn f15_template_only_file_is_refused_without_a_canary() {
     );
     let out = aviary(&["validate", "-f", s(&canary), "-f", s(&templates)]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("without a Canary"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -117,6 +117,7 @@ mod tests {
             retries: 0,
             mute_alert: false,
             metadata: Default::default(),
+            disable_tls: false,
         }
     }
 

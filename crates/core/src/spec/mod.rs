@@ -186,6 +186,31 @@ pub fn check_template_uses(uses: &[TemplateUse], templates: &[MetricTemplate]) -
     out
 }
 
+/// What a rollout needs of a Canary that Flagger's CRD lets it leave out: an error for each
+/// (the rollout stops before it changes anything). `default_provider` is the provider used when
+/// the spec names none.
+pub fn check_runnable(canary: &Canary, default_provider: &Provider) -> Vec<Diagnostic> {
+    let provider = canary.provider.as_ref().unwrap_or(default_provider);
+    let mut out = Vec::new();
+    if !canary.service.declared() && !matches!(provider, Provider::Other(_)) {
+        out.push(
+            Diagnostic::error(
+                &canary.origin.file,
+                canary.origin.line,
+                "spec.service",
+                format!(
+                    "the Canary {} has no spec.service, which the {} router needs: it creates the Services {name}, {name}-primary and {name}-canary on spec.service.port",
+                    canary.qualified_name(),
+                    provider.name(),
+                    name = canary.service.name,
+                ),
+            )
+            .with_help("add `service: {port: 9898}` with the port the Services expose (Flagger's CRD leaves it optional only for knative, which aviary does not route)"),
+        );
+    }
+    out
+}
+
 /// Why a spec could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {

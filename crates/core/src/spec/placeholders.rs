@@ -39,6 +39,9 @@ pub struct Problem {
     pub offset: usize,
     pub message: String,
     pub help: String,
+    /// A valid Go template action that aviary cannot render yet (`printf`): Flagger accepts the
+    /// query, so this is a warning, and the rollout that renders it fails saying so.
+    pub warning: bool,
 }
 
 /// Every placeholder of `query`, and every problem with them: an unclosed `{{` (which ends the
@@ -59,6 +62,7 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
                 .take(30)
                 .collect();
             problems.push(Problem {
+                warning: false,
                 offset: at,
                 message: format!("unclosed placeholder {excerpt:?}: this '{{{{' has no '}}}}'"),
                 help: format!(
@@ -86,6 +90,7 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
         };
         match placeholder.variable() {
             Some("") => problems.push(Problem {
+                warning: false,
                 offset: at,
                 message: format!("{} names no variable", placeholder.text),
                 help: "write {{ variables.NAME }} with a key of the metric's templateVariables"
@@ -93,7 +98,17 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
             }),
             Some(_) => {}
             None if NAMES.contains(&placeholder.name.as_str()) => {}
+            None if is_printf(&placeholder.name) => problems.push(Problem {
+                warning: true,
+                offset: at,
+                message: format!(
+                    "{} is a Go template call that aviary cannot fill in yet: Flagger renders it, a rollout with aviary fails at this query",
+                    placeholder.text
+                ),
+                help: "write the value out in the query, with plain placeholders such as {{ namespace }}".to_string(),
+            }),
             None => problems.push(Problem {
+                warning: false,
                 offset: at,
                 message: format!("unknown placeholder {}", placeholder.text),
                 help: format!(
@@ -107,6 +122,37 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
         from = at + 2 + close + 2;
     }
     (found, problems)
+}
+
+/// `printf "FORMAT" ARG...` with each argument a name a query may use: Go's `text/template`
+/// renders it (Flagger's skipper docs use it), aviary's renderer does not yet.
+fn is_printf(action: &str) -> bool {
+    let Some(rest) = action.strip_prefix("printf") else {
+        return false;
+    };
+    let rest = rest.trim_start();
+    if rest.len() == action.len() - "printf".len() || !rest.starts_with('"') {
+        return false;
+    }
+    let mut escaped = false;
+    let mut end = None;
+    for (i, c) in rest.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let Some(end) = end else {
+        return false;
+    };
+    rest[end + 1..]
+        .split_whitespace()
+        .all(|arg| NAMES.contains(&arg))
 }
 
 /// `; did you mean namespace?` for a near miss such as `.namespace` or `Namespace`.

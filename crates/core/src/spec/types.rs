@@ -129,6 +129,27 @@ pub struct Headers {
 pub struct HttpRewrite {
     pub uri: Option<String>,
     pub authority: Option<String>,
+    /// Gateway API's path rewrite type (`ReplaceFullPath` or `ReplacePrefixMatch`), as Flagger's
+    /// gatewayapi router reads it.
+    pub r#type: Option<String>,
+}
+
+/// `service.mirror[]`: an extra backend that Flagger's gatewayapi router mirrors requests to.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MirrorBackend {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub port: Option<i64>,
+}
+
+/// `service.unmanagedMetadata`: label and annotation keys Flagger leaves alone on the Services
+/// it manages (others may set them).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct UnmanagedMetadata {
+    pub labels: Vec<String>,
+    pub annotations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -137,11 +158,14 @@ pub struct CustomMetadata {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// `spec.service`.
+/// `spec.service`. Flagger's CRD does not require it (a knative Canary has none): when it is
+/// absent, `port` is 0 and [`Service::declared`] is false; every router aviary drives needs it,
+/// which a rollout checks first ([`crate::spec::check_runnable`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Service {
     /// Apex service name; defaults to `targetRef.name`.
     pub name: String,
+    /// 0 when `spec.service` is absent.
     pub port: u16,
     /// Defaults to `http`.
     pub port_name: String,
@@ -167,6 +191,21 @@ pub struct Service {
     pub apex: Option<CustomMetadata>,
     pub primary: Option<CustomMetadata>,
     pub canary: Option<CustomMetadata>,
+    /// Gateway API's backend request timeout (Flagger's gatewayapi router).
+    pub backend_timeout: Option<String>,
+    /// Headless primary and canary Services (Flagger's Service reconciler).
+    pub headless: bool,
+    /// The Services' `trafficDistribution` (`PreferClose`, `PreferSameZone`, `PreferSameNode`).
+    pub traffic_distribution: Option<String>,
+    pub mirror: Vec<MirrorBackend>,
+    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+}
+
+impl Service {
+    /// Whether the Canary has a `spec.service` (Flagger's CRD lets a Canary leave it out).
+    pub fn declared(&self) -> bool {
+        self.port != 0
+    }
 }
 
 /// `analysis.metrics[].thresholdRange`.
@@ -288,6 +327,8 @@ pub struct Webhook {
     pub retries: u32,
     pub mute_alert: bool,
     pub metadata: BTreeMap<String, String>,
+    /// `disableTLS`: Flagger skips the verification of the webhook's TLS certificate.
+    pub disable_tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,6 +345,14 @@ pub struct SessionAffinity {
     /// Seconds; defaults to 86400.
     pub max_age: u32,
     pub primary_cookie_name: Option<String>,
+    /// The cookie's attributes, as Flagger's CRD has them.
+    pub domain: Option<String>,
+    pub http_only: bool,
+    pub partitioned: bool,
+    pub path: Option<String>,
+    /// `Strict`, `Lax` or `None`.
+    pub same_site: Option<String>,
+    pub secure: bool,
 }
 
 /// `spec.analysis` (or the deprecated `spec.canaryAnalysis`), defaults applied.
@@ -498,6 +547,9 @@ pub struct MetricProvider {
     pub insecure_skip_verify: bool,
     /// Provider-specific `region` (CloudWatch) and the like.
     pub region: Option<String>,
+    /// Extra request headers. Flagger writes each as a list of values (`map[string][]string`);
+    /// a header with several values is held as one value, the list joined with `", "`, which
+    /// HTTP defines as the same header (RFC 9110, section 5.3). aviary also accepts a plain string.
     pub headers: BTreeMap<String, String>,
 }
 

@@ -11,6 +11,8 @@ pub(super) fn decode_alert(cx: &mut Cx, item: &Field) -> Option<Alert> {
     let mut r = item.map(cx)?;
     let name = r.req_string(cx, "name");
     let severity = match r.field("severity") {
+        // Flagger's CRD also allows "", which Flagger reads as info.
+        Some(f) if f.node.as_str() == Some("") => Some("info".to_string()),
         Some(f) => f.one_of(cx, "severity", &SEVERITIES),
         None => Some("info".to_string()),
     };

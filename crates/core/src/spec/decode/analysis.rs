@@ -24,6 +24,11 @@ pub(super) struct Written {
     step_weight_promotion: Option<usize>,
     mirror: Option<usize>,
     match_line: Option<usize>,
+    /// Flagger's CRD requires `interval`, `threshold` and exactly one of `iterations`,
+    /// `stepWeight` and `stepWeights`: which of them are written.
+    interval: bool,
+    threshold: bool,
+    strategy_keys: Vec<&'static str>,
 }
 
 pub(super) fn decode_analysis(
@@ -40,6 +45,12 @@ pub(super) fn decode_analysis(
         step_weight_promotion: line_if(&r, "stepWeightPromotion"),
         mirror: line_if(&r, "mirror"),
         match_line: line_if(&r, "match"),
+        interval: r.present("interval"),
+        threshold: r.present("threshold"),
+        strategy_keys: ["iterations", "stepWeight", "stepWeights"]
+            .into_iter()
+            .filter(|k| r.present(k))
+            .collect(),
     };
 
     let mut interval = defaults.interval;
@@ -81,13 +92,15 @@ pub(super) fn decode_analysis(
     let threshold = r
         .int(cx, "threshold", 0, Some(MAX_TICK_COUNT))
         .map_or(1, |t| to_u32(t).max(1));
-    let max_weight = r.int(cx, "maxWeight", 1, Some(100)).map_or(0, to_u32);
+    // 0 is Flagger's zero value: not set (100).
+    let max_weight = r.int(cx, "maxWeight", 0, Some(100)).map_or(0, to_u32);
     let errors_before = cx.errors.len();
     let step_weight = r.int(cx, "stepWeight", 1, Some(100)).map_or(0, to_u32);
     let mut step_weights: Vec<u32> = Vec::new();
     let mut previous: Option<(usize, i64)> = None;
+    let mut capped = false;
     for (i, item) in r.list(cx, "stepWeights").iter().enumerate() {
-        let Some(w) = item.int(cx, 1, Some(100)) else {
+        let Some(w) = item.int(cx, 1, None) else {
             continue;
         };
         if let Some((pi, pw)) = previous {
@@ -100,10 +113,23 @@ pub(super) fn decode_analysis(
             }
         }
         previous = Some((i, w));
-        step_weights.push(to_u32(w));
+        if capped {
+            continue;
+        }
+        if w > 100 {
+            // Flagger caps the canary's weight at 100: [1, 2, 10, 200] runs 1, 2, 10, 100.
+            item.warn(
+                cx,
+                format!("stepWeights entry {i} ({w}) is above 100: Flagger caps it at 100, and so does aviary"),
+            )
+            .hint("write 100 for the last step");
+            capped = true;
+        }
+        step_weights.push(to_u32(w.min(100)));
     }
+    // 0 is Flagger's zero value: not set (promote in one step).
     let step_weight_promotion = r
-        .int(cx, "stepWeightPromotion", 1, Some(100))
+        .int(cx, "stepWeightPromotion", 0, Some(100))
         .map_or(0, to_u32);
     let iterations = r
         .int(cx, "iterations", 0, Some(MAX_TICK_COUNT))
@@ -135,11 +161,25 @@ pub(super) fn decode_analysis(
             sa.int(cx, "maxAge", 0, None)
                 .map_or(86_400, |v| if v == 0 { 86_400 } else { to_u32(v) });
         let primary_cookie_name = sa.string(cx, "primaryCookieName");
+        let domain = sa.string(cx, "domain").filter(|d| !d.is_empty());
+        let http_only = sa.flag(cx, "httpOnly");
+        let partitioned = sa.flag(cx, "partitioned");
+        let path = sa.string(cx, "path").filter(|p| !p.is_empty());
+        let same_site = sa
+            .field("sameSite")
+            .and_then(|f| f.one_of(cx, "sameSite", &["Strict", "Lax", "None"]));
+        let secure = sa.flag(cx, "secure");
         sa.finish(cx);
         Some(SessionAffinity {
             cookie_name: cookie_name?,
             max_age,
             primary_cookie_name,
+            domain,
+            http_only,
+            partitioned,
+            path,
+            same_site,
+            secure,
         })
     });
     // The statistical judge is an aviary addition; under flagger.app it stays an unknown field.
@@ -209,6 +249,9 @@ pub(super) fn check_strategy(
             }
         }
     }
+    if !cx.strict {
+        check_flagger_schema(cx, written, field);
+    }
     let no_strategy = a.step_weight == 0 && a.step_weights.is_empty() && a.iterations == 0;
     if no_strategy && !written.strategy_errors && !kubernetes {
         cx.error(field.key_line, path, "no rollout strategy")
@@ -219,10 +262,11 @@ pub(super) fn check_strategy(
         cx.warn(
             written.step_weights_line,
             &join(path, "stepWeights"),
-            "stepWeights is ignored because stepWeight is set (Flagger gives stepWeight precedence)",
+            "stepWeights is ignored because stepWeight is set (Flagger's scheduler gives stepWeight precedence, and Flagger's CRD refuses the two together)",
         )
         .hint(format!("remove one of the two; note that Flagger still stops at the last stepWeights entry ({last})"));
     }
+    check_overshoot(cx, a, written, provider, field);
     if let (Some(line), true) = (
         written.max_weight,
         a.max_weight > 0 && !a.step_weights.is_empty(),
@@ -239,12 +283,14 @@ pub(super) fn check_strategy(
         let line = written.match_line.unwrap_or(field.key_line);
         let match_path = join(path, "match");
         if kubernetes {
-            cx.error(
+            // Flagger accepts it, drops the match with a warning event ("A/B testing is not
+            // supported when using the kubernetes provider") and runs blue/green: so does aviary.
+            cx.warn(
                 line,
                 &match_path,
-                "A/B testing (analysis.match) is not supported by the kubernetes provider",
+                "match is dropped: the kubernetes provider cannot route by request, so (as in Flagger) this canary runs blue/green, not A/B testing",
             )
-            .hint("remove match to run blue/green, or use a provider that routes by header, such as istio, nginx or gatewayapi");
+            .hint("remove match, or use a provider that routes by header, such as istio, nginx or gatewayapi");
         } else if a.iterations == 0 && !written.strategy_errors {
             cx.warn(
                 line,
@@ -274,11 +320,216 @@ pub(super) fn check_strategy(
     }
 }
 
+/// The start of the warning for an analysis that Flagger's CRD refuses (the tests leave it out).
+pub(super) const FLAGGER_REFUSES: &str = "Flagger's CRD refuses this analysis";
+
+/// What Flagger's CRD refuses and aviary reads anyway: `interval`, `threshold` and exactly one of
+/// `iterations`, `stepWeight` and `stepWeights` are required. One warning saying what is wrong
+/// and what Flagger would do.
+fn check_flagger_schema(cx: &mut Cx, written: &Written, field: &Field) {
+    let mut wrong = Vec::new();
+    let mut fixes = Vec::new();
+    for (present, key, default) in [
+        (written.interval, "interval", "1m"),
+        (written.threshold, "threshold", "1"),
+    ] {
+        if !present {
+            wrong.push(format!("no {key} (aviary uses {default})"));
+            fixes.push(format!("{key}: {default}"));
+        }
+    }
+    match written.strategy_keys.as_slice() {
+        [_] => {}
+        [] => {
+            wrong.push("none of iterations, stepWeight and stepWeights".to_string());
+            fixes.push("stepWeight (canary) or iterations (blue/green, A/B testing)".to_string());
+        }
+        keys => {
+            wrong.push(format!(
+                "{} together (it takes exactly one)",
+                keys.join(" and ")
+            ));
+            fixes.push(format!("only one of {}", keys.join(", ")));
+        }
+    }
+    if wrong.is_empty() {
+        return;
+    }
+    cx.warn(
+        field.key_line,
+        &field.path,
+        format!(
+            "{FLAGGER_REFUSES}: {}; Flagger's API server would not store this Canary",
+            wrong.join(", ")
+        ),
+    )
+    .hint(format!("for Flagger, write {}", fixes.join(" and ")));
+}
+
+/// Flagger adds stepWeight until the weight reaches maxWeight, so it can go past it (stepWeight
+/// 20, maxWeight 50: 20, 40, 60); aviary stops at maxWeight (20, 40, 50).
+fn check_overshoot(
+    cx: &mut Cx,
+    a: &Analysis,
+    written: &Written,
+    provider: Option<&Provider>,
+    field: &Field,
+) {
+    let shifting = !matches!(provider, Some(Provider::Kubernetes));
+    if !shifting || a.iterations > 0 || a.step_weight == 0 || !a.step_weights.is_empty() {
+        return;
+    }
+    let (step, max) = (a.step_weight, a.max_weight());
+    if max >= 100 || max % step == 0 {
+        return;
+    }
+    let steps = max.div_ceil(step);
+    let flagger_last = (steps * step).min(100);
+    let mut flagger: Vec<String> = (1..steps).map(|k| (k * step).to_string()).collect();
+    flagger.push(flagger_last.to_string());
+    let mut aviary: Vec<String> = (1..steps).map(|k| (k * step).to_string()).collect();
+    aviary.push(max.to_string());
+    let line = written.max_weight.unwrap_or(field.key_line);
+    cx.warn(
+        line,
+        &join(&field.path, "maxWeight"),
+        format!(
+            "maxWeight {max} is not a multiple of stepWeight {step}: Flagger goes past it ({}), aviary stops at it ({})",
+            flagger.join(", "),
+            aviary.join(", ")
+        ),
+    )
+    .hint(format!(
+        "make maxWeight a multiple of stepWeight, e.g. maxWeight: {}, for the same steps in both",
+        (max / step).max(1) * step
+    ));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::decode::test_support::*;
     use crate::spec::types::*;
+
+    #[test]
+    fn flagger_zero_values_mean_unset() {
+        // maxWeight: 0 and stepWeightPromotion: 0 are Flagger's zero values: not set.
+        let docs = decode_lenient(&canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    maxWeight: 0\n    stepWeightPromotion: 0\n",
+        ));
+        let a = docs.canaries[0].analysis.as_ref().unwrap();
+        assert_eq!((a.max_weight, a.step_weight_promotion), (0, 0));
+        assert_eq!(a.max_weight(), 100);
+        assert_eq!(
+            errors(&canary(FLAGGER_API, "    stepWeight: 10\n    stepWeightPromotion: -1\n")),
+            vec!["canary.yaml:13: spec.analysis.stepWeightPromotion: expected an integer 0-100, got -1\n  help: stepWeightPromotion is the percentage moved back to the primary at each promotion step, e.g. stepWeightPromotion: 25"]
+        );
+    }
+
+    #[test]
+    fn step_weights_above_100_are_capped() {
+        let text = canary(FLAGGER_API, "    stepWeights: [1, 2, 10, 200]\n");
+        let docs = decode_lenient(&text);
+        let a = docs.canaries[0].analysis.as_ref().unwrap();
+        assert_eq!(a.step_weights, vec![1, 2, 10, 100]);
+        assert_eq!(a.max_weight(), 100);
+        assert_eq!(
+            warnings(&text),
+            vec!["canary.yaml:12: warning: spec.analysis.stepWeights[3]: stepWeights entry 3 (200) is above 100: Flagger caps it at 100, and so does aviary\n  help: write 100 for the last step"]
+        );
+        // Entries after the first capped one are never reached.
+        let docs = decode_lenient(&canary(FLAGGER_API, "    stepWeights: [50, 150, 300]\n"));
+        assert_eq!(
+            docs.canaries[0].analysis.as_ref().unwrap().step_weights,
+            vec![50, 100]
+        );
+        let plan = crate::plan::compute(&crate::engine::Config::from_canary(
+            &decode_lenient(&text).canaries[0],
+            &Provider::Istio,
+        ));
+        let json = serde_json::to_string(&plan.unwrap()).unwrap();
+        assert!(json.contains("\"weights\":[1,2,10,100]"), "{json}");
+    }
+
+    #[test]
+    fn what_flaggers_crd_refuses_is_a_warning() {
+        let all = |text: &str| -> Vec<String> {
+            decode(text)
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(
+            all(&canary(FLAGGER_API, "    stepWeight: 10\n    stepWeights: [5, 50]\n")),
+            vec![
+                "canary.yaml:11: warning: spec.analysis: Flagger's CRD refuses this analysis: no interval (aviary uses 1m), no threshold (aviary uses 1), stepWeight and stepWeights together (it takes exactly one); Flagger's API server would not store this Canary\n  help: for Flagger, write interval: 1m and threshold: 1 and only one of stepWeight, stepWeights",
+                "canary.yaml:13: warning: spec.analysis.stepWeights: stepWeights is ignored because stepWeight is set (Flagger's scheduler gives stepWeight precedence, and Flagger's CRD refuses the two together)\n  help: remove one of the two; note that Flagger still stops at the last stepWeights entry (50)",
+            ]
+        );
+        // A complete analysis: no word.
+        assert!(all(&canary(
+            FLAGGER_API,
+            "    interval: 1m\n    threshold: 5\n    stepWeight: 10\n    maxWeight: 50\n"
+        ))
+        .is_empty());
+        // aviary.dev is not Flagger's: nothing to say.
+        assert!(all(&canary(AVIARY_API, "    stepWeight: 10\n")).is_empty());
+    }
+
+    #[test]
+    fn overshooting_max_weight_is_explained() {
+        let w = warnings(&canary(
+            FLAGGER_API,
+            "    stepWeight: 20\n    maxWeight: 50\n",
+        ));
+        assert_eq!(
+            w,
+            vec!["canary.yaml:13: warning: spec.analysis.maxWeight: maxWeight 50 is not a multiple of stepWeight 20: Flagger goes past it (20, 40, 60), aviary stops at it (20, 40, 50)\n  help: make maxWeight a multiple of stepWeight, e.g. maxWeight: 40, for the same steps in both"]
+        );
+        assert!(warnings(&canary(
+            FLAGGER_API,
+            "    stepWeight: 20\n    maxWeight: 60\n"
+        ))
+        .is_empty());
+        assert!(
+            warnings(&canary(FLAGGER_API, "    stepWeight: 30\n")).is_empty(),
+            "100 caps both"
+        );
+    }
+
+    #[test]
+    fn session_affinity_cookie_attributes() {
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    sessionAffinity:\n      cookieName: flagger-cookie\n      domain: example.com\n      httpOnly: true\n      partitioned: true\n      path: /app\n      sameSite: Lax\n      secure: true\n",
+        )
+        .replace("spec:\n", "spec:\n  provider: gatewayapi:v1\n");
+        let docs = decode_lenient(&text);
+        let sa = docs.canaries[0]
+            .analysis
+            .as_ref()
+            .unwrap()
+            .session_affinity
+            .clone()
+            .unwrap();
+        assert_eq!(sa.domain.as_deref(), Some("example.com"));
+        assert_eq!(sa.path.as_deref(), Some("/app"));
+        assert_eq!(sa.same_site.as_deref(), Some("Lax"));
+        assert!(sa.http_only && sa.partitioned && sa.secure);
+        let w = warnings(&text);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("canary.yaml:14: warning: spec.analysis.sessionAffinity: sessionAffinity (cookieName, domain, httpOnly, partitioned, path, sameSite, secure) is not applied by aviary's gatewayapi router yet"), "{w:?}");
+        assert!(!w[0].contains("unknown field"));
+        // The CRD's enum.
+        assert_eq!(
+            errors(&text.replace("sameSite: Lax", "sameSite: lax")),
+            vec!["canary.yaml:20: spec.analysis.sessionAffinity.sameSite: unknown sameSite \"lax\"\n  help: did you mean \"Lax\"?"]
+        );
+        // nginx: Flagger ignores sessionAffinity too, so there is nothing to say.
+        assert!(warnings(&text.replace("gatewayapi:v1", "nginx")).is_empty());
+    }
 
     #[test]
     fn step_weight_ten() {
@@ -301,7 +552,7 @@ mod tests {
         let text = canary(FLAGGER_API, "    stepWeight: 10\n    maxWeight: -5\n");
         assert_eq!(
             errors(&text),
-            vec!["canary.yaml:13: spec.analysis.maxWeight: expected an integer 1-100, got -5\n  help: maxWeight is the largest percentage of traffic the canary gets before promotion, e.g. maxWeight: 50"]
+            vec!["canary.yaml:13: spec.analysis.maxWeight: expected an integer 0-100, got -5\n  help: maxWeight is the largest percentage of traffic the canary gets before promotion, e.g. maxWeight: 50"]
         );
     }
 
@@ -315,7 +566,7 @@ mod tests {
             errors(&text),
             vec!["canary.yaml:15: spec.analysis.stepWeights[2]: stepWeights must be strictly increasing, but entry 2 (10) is not above entry 1 (20)\n  help: list the canary weights in increasing order, such as [1, 5, 10, 25, 50]"]
         );
-        let docs = decode(&canary(FLAGGER_API, "    stepWeights: [1, 5, 80]\n"));
+        let docs = decode_lenient(&canary(FLAGGER_API, "    stepWeights: [1, 5, 80]\n"));
         let a = docs.canaries[0].analysis.as_ref().unwrap();
         assert_eq!(a.step_weights, vec![1, 5, 80]);
         assert_eq!(a.max_weight(), 80);
@@ -323,7 +574,7 @@ mod tests {
 
     #[test]
     fn short_intervals() {
-        let docs = decode(&canary(
+        let docs = decode_lenient(&canary(
             FLAGGER_API,
             "    interval: 5s\n    stepWeight: 10\n",
         ));
@@ -336,7 +587,7 @@ mod tests {
             w,
             vec!["canary.yaml:12: warning: spec.analysis.interval: interval 5s is below 10s: Flagger raises intervals below 10s to 10s, so aviary runs every 10s\n  help: use apiVersion aviary.dev/v1alpha1 for shorter intervals"]
         );
-        let docs = decode(&canary(
+        let docs = decode_lenient(&canary(
             AVIARY_API,
             "    interval: 5s\n    stepWeight: 10\n",
         ));
@@ -369,16 +620,22 @@ mod tests {
         let k8s = |body: &str| {
             canary(FLAGGER_API, body).replace("spec:\n", "spec:\n  provider: kubernetes\n")
         };
-        assert!(decode(&k8s("    threshold: 2\n")).canaries.len() == 1);
+        assert!(decode_lenient(&k8s("    threshold: 2\n")).canaries.len() == 1);
         let skip = canary(FLAGGER_API, "    threshold: 2\n")
             .replace("spec:\n", "spec:\n  skipAnalysis: true\n");
-        assert!(decode(&skip).canaries[0].skip_analysis);
+        assert!(decode_lenient(&skip).canaries[0].skip_analysis);
+        // Flagger drops the match with a warning and runs blue/green; so does aviary.
+        let text =
+            k8s("    iterations: 10\n    match:\n    - headers:\n        x: {exact: \"1\"}\n");
         assert_eq!(
-            errors(&k8s("    iterations: 10\n    match:\n    - headers:\n        x: {exact: \"1\"}\n")),
-            vec!["canary.yaml:14: spec.analysis.match: A/B testing (analysis.match) is not supported by the kubernetes provider\n  help: remove match to run blue/green, or use a provider that routes by header, such as istio, nginx or gatewayapi"]
+            warnings(&text),
+            vec!["canary.yaml:14: warning: spec.analysis.match: match is dropped: the kubernetes provider cannot route by request, so (as in Flagger) this canary runs blue/green, not A/B testing\n  help: remove match, or use a provider that routes by header, such as istio, nginx or gatewayapi"]
         );
+        let config =
+            crate::engine::Config::from_canary(&decode(&text).canaries[0], &Provider::Istio);
+        assert_eq!(config.strategy, crate::engine::Strategy::BlueGreen);
         // A/B testing.
-        let docs = decode(&canary(
+        let docs = decode_lenient(&canary(
             FLAGGER_API,
             "    iterations: 10\n    match:\n    - headers:\n        x-canary:\n          regex: \".*insider.*\"\n      sourceLabels: {app: x}\n",
         ));
@@ -396,7 +653,7 @@ mod tests {
         assert_eq!(
             w,
             vec![
-                "canary.yaml:13: warning: spec.analysis.stepWeights: stepWeights is ignored because stepWeight is set (Flagger gives stepWeight precedence)\n  help: remove one of the two; note that Flagger still stops at the last stepWeights entry (5)",
+                "canary.yaml:13: warning: spec.analysis.stepWeights: stepWeights is ignored because stepWeight is set (Flagger's scheduler gives stepWeight precedence, and Flagger's CRD refuses the two together)\n  help: remove one of the two; note that Flagger still stops at the last stepWeights entry (5)",
                 "canary.yaml:14: warning: spec.analysis.maxWeight: maxWeight is ignored because stepWeights is set (its last entry, 5, is the maximum weight)\n  help: remove maxWeight",
                 "canary.yaml:15: warning: spec.analysis.mirror: mirror is ignored in A/B testing (match is set); Flagger mirrors traffic only in blue/green",
                 "canary.yaml:16: warning: spec.analysis.match: match is only used by A/B testing, which needs iterations\n  help: set iterations (the number of checks to run) for A/B testing, or remove match",

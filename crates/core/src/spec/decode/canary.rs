@@ -7,7 +7,7 @@ use super::fields::{to_u32, Field, Reader};
 use super::names::{check_derived_name, check_service_base, is_dns_subdomain};
 use super::service::decode_service;
 use crate::spec::types::{
-    ApiVersion, AutoscalerRef, Canary, ObjectRef, Origin, Provider, ScalerReplicas,
+    ApiVersion, AutoscalerRef, Canary, ObjectRef, Origin, Provider, ScalerReplicas, Service,
 };
 use crate::spec::yaml::quote;
 
@@ -49,7 +49,18 @@ pub(super) fn parse_provider(cx: &mut Cx, f: &Field) -> Option<Provider> {
         "istio" => Provider::Istio,
         "gloo" => Provider::Gloo,
         "nginx" => Provider::Nginx,
-        "gatewayapi" | "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
+        "gatewayapi" => {
+            if !cx.strict {
+                cx.warn(
+                    f.line(),
+                    &f.path,
+                    "provider gatewayapi without a version: Flagger's CRD refuses it (it takes gatewayapi:v1 or gatewayapi:v1beta1)",
+                )
+                .hint("write provider: gatewayapi:v1");
+            }
+            Provider::GatewayApi
+        }
+        "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
         "kubernetes:replicas" if cx.strict => Provider::KubernetesReplicas,
         "kubernetes:replicas" => {
             f.error(cx, "provider kubernetes:replicas is an aviary addition")
@@ -173,27 +184,17 @@ pub(super) fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> 
         .and_then(|r| decode_ref(cx, r, true, None));
 
     let target_name = target_ref.as_ref().map(|t| t.name.clone());
-    let service = s.req(cx, "service", |f, cx| {
-        let r = f.map(cx)?;
-        let explicit = r
-            .lookup("name")
-            .filter(|(_, v)| v.as_str().is_some_and(|n| !n.is_empty()))
-            .map(|(_, v)| v.line);
-        let path = join(&r.path, "name");
-        let service = decode_service(cx, r, target_name.as_deref().unwrap_or(""))?;
-        match explicit {
-            Some(line) => check_service_base(cx, &service.name, line, &path, "service.name"),
-            None if is_dns_subdomain(&service.name) => check_service_base(
-                cx,
-                &service.name,
-                target_line,
-                "spec.targetRef.name",
-                "targetRef.name | , or set service.name to a shorter name for the Services",
-            ),
-            None => {}
-        }
-        Some(service)
-    });
+    // Flagger's CRD requires only targetRef and analysis: a knative Canary has no service. Without
+    // one, `port` is 0 ([`Service::declared`]); a rollout on a router that needs it says so.
+    let service_field = s.field("service");
+    let service = match &service_field {
+        None => Some(Service {
+            name: target_name.clone().unwrap_or_default(),
+            port_name: "http".to_string(),
+            ..Service::default()
+        }),
+        Some(f) => decode_service_field(cx, f, target_name.as_deref(), target_line),
+    };
 
     // `analysis`, or the deprecated `canaryAnalysis`.
     let analysis_field = s.field("analysis");
@@ -218,6 +219,14 @@ pub(super) fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> 
         }
         (a, None) => a,
     };
+    if chosen.is_none() && !cx.strict {
+        cx.warn(
+            s.line,
+            &s.path,
+            "no analysis: Flagger's CRD requires spec.analysis, so Flagger's API server refuses this Canary; aviary promotes it without analysis",
+        )
+        .hint("add analysis with interval, threshold and stepWeight (or iterations)");
+    }
     let analysis = chosen.and_then(|f| {
         let r = f.map(cx)?;
         Some((decode_analysis(cx, version, r), f))
@@ -263,6 +272,34 @@ pub(super) fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> 
     })
 }
 
+/// A written `spec.service`, with the checks of the Service names derived from it.
+fn decode_service_field(
+    cx: &mut Cx,
+    f: &Field,
+    target_name: Option<&str>,
+    target_line: usize,
+) -> Option<Service> {
+    let r = f.map(cx)?;
+    let explicit = r
+        .lookup("name")
+        .filter(|(_, v)| v.as_str().is_some_and(|n| !n.is_empty()))
+        .map(|(_, v)| v.line);
+    let path = join(&r.path, "name");
+    let service = decode_service(cx, r, target_name.unwrap_or(""))?;
+    match explicit {
+        Some(line) => check_service_base(cx, &service.name, line, &path, "service.name"),
+        None if is_dns_subdomain(&service.name) => check_service_base(
+            cx,
+            &service.name,
+            target_line,
+            "spec.targetRef.name",
+            "targetRef.name | , or set service.name to a shorter name for the Services",
+        ),
+        None => {}
+    }
+    Some(service)
+}
+
 pub(super) fn decode_autoscaler(cx: &mut Cx, mut r: Reader) -> Option<AutoscalerRef> {
     let api_version = r.string(cx, "apiVersion");
     let kind = r
@@ -306,7 +343,7 @@ mod tests {
 
     #[test]
     fn defaults_when_fields_are_absent() {
-        let docs = decode(&canary(FLAGGER_API, STEPS));
+        let docs = decode_lenient(&canary(FLAGGER_API, STEPS));
         let c = &docs.canaries[0];
         assert_eq!(c.namespace, "default");
         assert!(!c.namespace_explicit);
@@ -323,7 +360,7 @@ mod tests {
             (100, 100)
         );
         // threshold: 0 means 1, as in Flagger.
-        let docs = decode(&canary(
+        let docs = decode_lenient(&canary(
             FLAGGER_API,
             "    stepWeight: 10\n    threshold: 0\n",
         ));
@@ -332,7 +369,7 @@ mod tests {
         assert_eq!(a.max_weight(), 100);
         // No analysis at all is fine.
         let text = canary(FLAGGER_API, "").replace("  analysis:\n", "");
-        assert_eq!(decode(&text).canaries[0].analysis, None);
+        assert_eq!(decode_lenient(&text).canaries[0].analysis, None);
     }
 
     #[test]
@@ -363,14 +400,14 @@ mod tests {
             canary(FLAGGER_API, STEPS).replace("spec:\n", &format!("spec:\n  provider: {p}\n"))
         };
         assert_eq!(
-            decode(&with("gatewayapi:v1beta1")).canaries[0].provider,
+            decode_lenient(&with("gatewayapi:v1beta1")).canaries[0].provider,
             Some(Provider::GatewayApi)
         );
         assert_eq!(
-            decode(&with("kubernetes")).canaries[0].provider,
+            decode_lenient(&with("kubernetes")).canaries[0].provider,
             Some(Provider::Kubernetes)
         );
-        let docs = decode(&with("linkerd"));
+        let docs = decode_lenient(&with("linkerd"));
         assert_eq!(
             docs.canaries[0].provider,
             Some(Provider::Other("linkerd".into()))
@@ -388,7 +425,7 @@ mod tests {
     #[test]
     fn deprecated_canary_analysis() {
         let text = canary(FLAGGER_API, STEPS).replace("  analysis:", "  canaryAnalysis:");
-        let docs = decode(&text);
+        let docs = decode_lenient(&text);
         assert_eq!(docs.canaries[0].analysis.as_ref().unwrap().step_weight, 10);
         assert_eq!(
             docs.warnings[0].to_string(),
@@ -398,7 +435,7 @@ mod tests {
             "{}  canaryAnalysis:\n    stepWeight: 20\n",
             canary(FLAGGER_API, STEPS)
         );
-        let docs = decode(&text);
+        let docs = decode_lenient(&text);
         assert_eq!(docs.canaries[0].analysis.as_ref().unwrap().step_weight, 10);
         assert_eq!(
             docs.warnings[0].to_string(),

@@ -59,7 +59,11 @@ impl<'f> Cx<'f> {
                 .collect();
             let excerpt = excerpt.trim_end();
             let line = self.line_with(field.line(), excerpt);
-            self.error(line, &field.path, p.message).hint(p.help);
+            if p.warning {
+                self.warn(line, &field.path, p.message).hint(p.help);
+            } else {
+                self.error(line, &field.path, p.message).hint(p.help);
+            }
         }
         found
     }

@@ -6,6 +6,7 @@ use super::diagnostics::{choice_help, Cx, Hint};
 use super::fields::{Field, Reader};
 use super::metric_template::decode_template_spec;
 use super::names::{check_state_name, is_dns_label, is_dns_subdomain};
+use super::unapplied::check_unapplied;
 use crate::spec::types::{ApiVersion, MetricTemplate, Origin};
 use crate::spec::yaml::{quote, Node, Value};
 use crate::spec::Documents;
@@ -146,6 +147,9 @@ pub(super) fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
             canary.namespace = namespace;
             canary.namespace_explicit = namespace_explicit;
             canary.origin = origin;
+            if let Some(spec_node) = doc.get("spec") {
+                check_unapplied(cx, spec_node, &canary);
+            }
             out.canaries.push(canary);
         }
     } else if let Some((provider, query)) = decode_template_spec(cx, spec) {

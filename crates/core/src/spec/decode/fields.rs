@@ -60,6 +60,14 @@ impl<'n> Field<'n> {
         cx.error(self.line(), &self.path, message)
     }
 
+    pub(super) fn warn<'c>(
+        &self,
+        cx: &'c mut Cx,
+        message: impl Into<String>,
+    ) -> &'c mut Diagnostic {
+        cx.warn(self.line(), &self.path, message)
+    }
+
     pub(super) fn expected<'c>(&self, cx: &'c mut Cx, what: &str) -> &'c mut Diagnostic {
         let got = self.node.describe();
         self.error(cx, format!("expected {what}, got {got}"))
@@ -510,6 +518,6 @@ mod tests {
             "  name: podinfo\nspec:",
             "  name: podinfo\n  labels: {a: b}\n  uid: x\nspec:",
         );
-        assert!(decode(&text).warnings.is_empty());
+        assert!(decode_lenient(&text).warnings.is_empty());
     }
 }

@@ -1,10 +1,15 @@
 //! A MetricTemplate's spec: its metric provider and query.
 
-use super::diagnostics::Cx;
-use super::fields::Reader;
-use crate::spec::types::{MetricProvider, ObjectRef};
+use std::collections::BTreeMap;
 
-const METRIC_PROVIDERS: [&str; 10] = [
+use super::diagnostics::{Cx, Hint};
+use super::fields::{Field, Reader};
+use crate::spec::types::{MetricProvider, ObjectRef};
+use crate::spec::yaml::Value;
+
+/// The metric provider types of Flagger's CRD. aviary queries Prometheus; a rollout that needs
+/// another type fails before it starts, saying that the type is not supported yet.
+const METRIC_PROVIDERS: [&str; 11] = [
     "prometheus",
     "datadog",
     "cloudwatch",
@@ -15,6 +20,7 @@ const METRIC_PROVIDERS: [&str; 10] = [
     "stackdriver",
     "keptn",
     "splunk",
+    "externalmetrics",
 ];
 
 pub(super) fn decode_template_spec(cx: &mut Cx, mut s: Reader) -> Option<(MetricProvider, String)> {
@@ -34,7 +40,10 @@ pub(super) fn decode_template_spec(cx: &mut Cx, mut s: Reader) -> Option<(Metric
         });
         let insecure_skip_verify = p.flag(cx, "insecureSkipVerify");
         let region = p.string(cx, "region");
-        let headers = p.str_map(cx, "headers");
+        let headers = p
+            .field("headers")
+            .map(|f| decode_headers(cx, &f))
+            .unwrap_or_default();
         p.finish(cx);
         Some(MetricProvider {
             provider_type: provider_type?,
@@ -52,6 +61,45 @@ pub(super) fn decode_template_spec(cx: &mut Cx, mut s: Reader) -> Option<(Metric
     });
     s.finish(cx);
     Some((provider?, query?))
+}
+
+/// `provider.headers`: Flagger's `map[string][]string`, each header a list of values; aviary
+/// also takes a plain string. Several values are joined with `", "`, which HTTP reads as the
+/// same header sent once per value (RFC 9110, section 5.3).
+fn decode_headers(cx: &mut Cx, f: &Field) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (key, value) in f.entries(cx) {
+        let values = match &value.node.value {
+            Value::Str(s) => vec![s.clone()],
+            Value::Seq(_) => {
+                let items = value.list(cx);
+                let mut values = Vec::new();
+                for item in &items {
+                    if let Some(v) = item.string(cx) {
+                        values.push(v);
+                    }
+                }
+                if values.len() != items.len() {
+                    continue;
+                }
+                values
+            }
+            _ => {
+                value
+                    .expected(cx, "a list of strings")
+                    .hint(format!("write {key}: [\"value\"]"));
+                continue;
+            }
+        };
+        if values.is_empty() {
+            value
+                .expected(cx, "at least one value")
+                .hint(format!("write {key}: [\"value\"], or remove the header"));
+            continue;
+        }
+        out.insert(key, values.join(", "));
+    }
+    out
 }
 
 #[cfg(test)]

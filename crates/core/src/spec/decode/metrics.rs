@@ -16,20 +16,38 @@ pub(super) fn decode_metrics(cx: &mut Cx, items: &[Field]) -> Vec<Metric> {
     let mut seen = HashMap::new();
     let mut out = Vec::new();
     for item in items {
-        if let Some(m) = decode_metric(cx, item, &mut seen) {
-            out.push(m);
-        }
+        out.extend(decode_metric(cx, item, &mut seen));
     }
     out
+}
+
+/// The name of the inline-query check of a metric that has a templateRef too.
+pub(super) fn query_half_name(name: &str) -> String {
+    if name.is_empty() {
+        "(query)".to_string()
+    } else {
+        format!("{name} (query)")
+    }
 }
 
 pub(super) fn decode_metric(
     cx: &mut Cx,
     item: &Field,
     seen: &mut HashMap<String, usize>,
-) -> Option<Metric> {
+) -> Vec<Metric> {
+    decode_metric_checks(cx, item, seen).unwrap_or_default()
+}
+
+/// One metric as the checks it makes: one, or two for a metric with both templateRef and query
+/// (Flagger runs both: the query with the built-in checks, the template after them).
+fn decode_metric_checks(
+    cx: &mut Cx,
+    item: &Field,
+    seen: &mut HashMap<String, usize>,
+) -> Option<Vec<Metric>> {
     let mut r = item.map(cx)?;
-    let name = r.req_string(cx, "name");
+    // Flagger's CRD requires the key but allows "" (its custom-variables test uses it).
+    let name = r.req(cx, "name", |f, cx| f.string(cx));
     if let Some(n) = &name {
         let line = r.key_line("name");
         unique_name(cx, seen, "metric", n, line, &join(&item.path, "name"));
@@ -103,17 +121,28 @@ pub(super) fn decode_metric(
     r.finish(cx);
     let name = name?;
 
+    // Both templateRef and query: Flagger runs the query with the built-in checks (against the
+    // Canary's Prometheus) and the template after them; each must pass. aviary checks them as
+    // two metrics, the query's named `NAME (query)`.
+    let mut also_query = None;
+    if let (Some(_), Some(q)) = (&tref_field, &query_field) {
+        let query = query.clone()?;
+        let half = query_half_name(&name);
+        unique_name(cx, seen, "metric", &half, q.line(), &item.path);
+        cx.warn(
+            q.line(),
+            &item.path,
+            format!(
+                "metric {} has both templateRef and query: as Flagger does, aviary runs both, the query with the built-in checks (reported as {}) and the MetricTemplate after them; both must pass",
+                quote(&name),
+                quote(&half)
+            ),
+        )
+        .hint("split it into two metrics, or drop the one you do not mean");
+        also_query = Some((half, query));
+    }
     let source = match (&tref_field, &query_field) {
-        (Some(_), Some(q)) => {
-            cx.error(
-                q.line(),
-                &item.path,
-                "set either templateRef or query, not both",
-            )
-            .hint("remove query: the MetricTemplate holds the query");
-            return None;
-        }
-        (Some(t), None) => {
+        (Some(t), _) => {
             let template = template?;
             let (line, path) = match &vars_field {
                 Some(v) => (v.key_line, v.path.clone()),
@@ -240,13 +269,24 @@ pub(super) fn decode_metric(
         }
     };
 
-    Some(Metric {
+    let mut checks = Vec::new();
+    if let Some((half, query)) = also_query {
+        checks.push(Metric {
+            name: half,
+            interval,
+            interval_text: interval_text.clone(),
+            threshold_range,
+            source: MetricSource::Query(query),
+        });
+    }
+    checks.push(Metric {
         name,
         interval,
         interval_text,
         threshold_range,
         source,
-    })
+    });
+    Some(checks)
 }
 
 #[cfg(test)]
@@ -272,7 +312,7 @@ mod tests {
             FLAGGER_API,
             "    stepWeight: 10\n    metrics:\n    - name: request-success-rate\n      threshold: 99\n    - name: request-duration\n      threshold: 500\n    - name: errors\n      templateRef: {name: errors}\n    - name: old\n      query: up\n      thresholdRange: {max: 1}\n      threshold: 3\n",
         );
-        let docs = decode(&text);
+        let docs = decode_lenient(&text);
         let m = &docs.canaries[0].analysis.as_ref().unwrap().metrics;
         assert_eq!(
             m[0].threshold_range,

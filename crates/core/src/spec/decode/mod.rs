@@ -21,6 +21,7 @@
 //! - `metrics.rs`: `analysis.metrics`: built-ins, templateRefs, queries and threshold ranges.
 //! - `webhooks.rs`: `analysis.webhooks`.
 //! - `metric_template.rs`: a MetricTemplate's spec.
+//! - `unapplied.rs`: warnings for the Flagger fields a router does not apply yet.
 //! - `test_support.rs`: the fixtures and helpers the unit tests share.
 
 mod alerts;
@@ -37,6 +38,7 @@ mod names;
 mod service;
 #[cfg(test)]
 mod test_support;
+mod unapplied;
 mod webhooks;
 
 use std::time::Duration;
@@ -114,7 +116,7 @@ mod tests {
 
     #[test]
     fn podinfo_decodes_with_values_and_defaults() {
-        let docs = decode(PODINFO);
+        let docs = decode_lenient(PODINFO);
         assert_eq!(docs.warnings, Vec::<Diagnostic>::new());
         assert_eq!(docs.skipped.len(), 1);
         assert_eq!(
@@ -337,7 +339,7 @@ spec:
   revertOnDeletion: true
   suspend: false
 "#;
-        let docs = decode(text);
+        let docs = decode_lenient(text);
         assert_eq!(docs.warnings, Vec::<Diagnostic>::new());
         let c = &docs.canaries[0];
         assert_eq!(c.api_version, ApiVersion::AviaryV1alpha1);
@@ -403,7 +405,13 @@ spec:
             Some(SessionAffinity {
                 cookie_name: "canary".into(),
                 max_age: 86_400,
-                primary_cookie_name: None
+                primary_cookie_name: None,
+                domain: None,
+                http_only: false,
+                partitioned: false,
+                path: None,
+                same_site: None,
+                secure: false,
             })
         );
         assert_eq!(a.webhooks[0].hook_type, HookType::Event);

@@ -2,11 +2,11 @@
 //! operations and the custom metadata of the apex, primary and canary Services.
 
 use super::diagnostics::{Cx, Hint};
-use super::fields::Reader;
+use super::fields::{Field, Reader};
 use super::matches::decode_matches;
 use crate::spec::types::{
     CustomMetadata, GatewayRef, HeaderOperations, Headers, HttpRetry, HttpRewrite, IntOrString,
-    Service,
+    MirrorBackend, Service, UnmanagedMetadata,
 };
 use crate::spec::yaml::Value;
 
@@ -67,8 +67,13 @@ pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> O
     let rewrite = r.map(cx, "rewrite").map(|mut rw| {
         let uri = rw.string(cx, "uri");
         let authority = rw.string(cx, "authority");
+        let r#type = rw.string(cx, "type").filter(|t| !t.is_empty());
         rw.finish(cx);
-        HttpRewrite { uri, authority }
+        HttpRewrite {
+            uri,
+            authority,
+            r#type,
+        }
     });
     let retries = r.map(cx, "retries").map(|mut rt| {
         let attempts = rt.int(cx, "attempts", 0, None);
@@ -93,6 +98,25 @@ pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> O
     let apex = r.map(cx, "apex").map(|m| decode_custom_metadata(cx, m));
     let primary = r.map(cx, "primary").map(|m| decode_custom_metadata(cx, m));
     let canary = r.map(cx, "canary").map(|m| decode_custom_metadata(cx, m));
+    let backend_timeout = r.field("backendTimeout").and_then(|f| f.duration_text(cx));
+    let headless = r.flag(cx, "headless");
+    let traffic_distribution = r
+        .field("trafficDistribution")
+        .and_then(|f| f.one_of(cx, "trafficDistribution", &TRAFFIC_DISTRIBUTIONS));
+    let mirror = r
+        .list(cx, "mirror")
+        .iter()
+        .filter_map(|item| decode_mirror(cx, item))
+        .collect();
+    let unmanaged_metadata = r.map(cx, "unmanagedMetadata").map(|mut m| {
+        let labels = m.str_list(cx, "labels");
+        let annotations = m.str_list(cx, "annotations");
+        m.finish(cx);
+        UnmanagedMetadata {
+            labels,
+            annotations,
+        }
+    });
     r.finish(cx);
     let port = port?;
     Some(Service {
@@ -118,7 +142,49 @@ pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> O
         apex,
         primary,
         canary,
+        backend_timeout,
+        headless,
+        traffic_distribution,
+        mirror,
+        unmanaged_metadata,
     })
+}
+
+/// The values Flagger's CRD allows for `service.trafficDistribution`.
+const TRAFFIC_DISTRIBUTIONS: [&str; 3] = ["PreferClose", "PreferSameZone", "PreferSameNode"];
+
+/// One `service.mirror[]` entry: `{backendRef: {group, kind, name, namespace, port}}`, with the
+/// CRD's rule that a Service reference needs a port.
+fn decode_mirror(cx: &mut Cx, item: &Field) -> Option<MirrorBackend> {
+    let mut m = item.map(cx)?;
+    let backend = m.req(cx, "backendRef", |f, cx| {
+        let mut b = f.map(cx)?;
+        let group = b.string(cx, "group");
+        let kind = b.string(cx, "kind");
+        let name = b.req(cx, "name", |n, cx| n.nonempty_string(cx));
+        let namespace = b.string(cx, "namespace");
+        let port = b.int(cx, "port", 1, Some(65535));
+        let service = group.as_deref().unwrap_or("").is_empty()
+            && kind.as_deref().unwrap_or("Service") == "Service";
+        if service && port.is_none() && !b.present("port") {
+            cx.error(
+                f.key_line,
+                &f.path,
+                "a mirror backend that is a Service needs a port",
+            )
+            .hint("add port: with the Service's port, e.g. port: 80");
+        }
+        b.finish(cx);
+        Some(MirrorBackend {
+            group,
+            kind,
+            name: name?,
+            namespace,
+            port,
+        })
+    });
+    m.finish(cx);
+    backend
 }
 
 pub(super) fn decode_header_ops(cx: &mut Cx, mut r: Reader) -> HeaderOperations {

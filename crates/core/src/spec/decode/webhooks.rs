@@ -72,6 +72,7 @@ pub(super) fn decode_webhook(
         .map_or(0, to_u32);
     let mute_alert = r.flag(cx, "muteAlert");
     let metadata = r.str_map(cx, "metadata");
+    let disable_tls = r.flag(cx, "disableTLS");
     r.finish(cx);
     Some(Webhook {
         name: name?,
@@ -81,6 +82,7 @@ pub(super) fn decode_webhook(
         retries,
         mute_alert,
         metadata,
+        disable_tls,
     })
 }
 
