@@ -605,7 +605,11 @@ fn confirm_traffic_increase(cx: &mut Cx<'_>) -> Flow<bool> {
 }
 
 /// The promotion gate. A closed gate parks the canary in WaitingPromotion (analysis keeps running
-/// there, so failed checks can still roll it back); an open one lets the caller promote.
+/// there, so failed checks can still roll it back); an open one lets the caller promote. The gate
+/// is asked on every tick. Flagger 1.44, after the first refusal, steps the status iterations back
+/// to `iterations - 1`, so in A/B testing and blue/green it asks only every other tick (the ticks
+/// between re-announce "Advance … canary iteration N/N"); aviary does not follow that, so an opened
+/// gate is acted on within one interval (README, "differs from Flagger").
 fn confirm_promotion(cx: &mut Cx<'_>) -> Flow<bool> {
     let failure = until_failure(
         cx,
