@@ -1508,3 +1508,37 @@ fn failed_promotion_reads_as_flaggers() {
         ]
     );
 }
+
+#[test]
+fn kubernetes_provider_drops_the_match_with_flaggers_warning() {
+    let config = from_yaml(
+        "  provider: kubernetes
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 2
+    match:
+    - headers:
+        x-canary:
+          exact: insider
+",
+    );
+    assert_eq!(config.strategy, Strategy::BlueGreen);
+    let run = run(config, &mut good());
+    assert_eq!(run.verdict, Some(Phase::Succeeded));
+    assert_eq!(
+        tick_events(&run, "Advance podinfo.test canary iteration 1/10"),
+        vec![
+            "Starting canary analysis for podinfo.test",
+            "A/B testing is not supported when using the kubernetes provider",
+            "Progressive traffic is not supported when using the kubernetes provider",
+            "Setting canaryAnalysis.iterations: 10",
+            "Advance podinfo.test canary iteration 1/10",
+        ]
+    );
+}
