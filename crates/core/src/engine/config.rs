@@ -176,10 +176,21 @@ impl Config {
             namespace: canary.namespace.clone(),
             target: canary.target_ref.name.clone(),
             provider: provider.name().to_string(),
-            metrics_provider: if canary.target_ref.kind.as_deref() == Some("Service") {
-                format!("{}:service", provider.name())
-            } else {
-                String::new()
+            // Flagger names the provider as written (`gatewayapi:v1`), `:service` added for a
+            // Service target.
+            metrics_provider: {
+                let written = canary
+                    .provider_written
+                    .as_deref()
+                    .filter(|_| canary.provider.as_ref() == Some(&provider))
+                    .unwrap_or(provider.name());
+                if canary.target_ref.kind.as_deref() == Some("Service") {
+                    format!("{written}:service")
+                } else if written != provider.name() {
+                    written.to_string()
+                } else {
+                    String::new()
+                }
             },
             traffic_shifting,
             skip_analysis,

@@ -302,6 +302,7 @@ fn builtins_are_checked_before_templates() {
             line: 1,
         },
         provider: Some(Provider::Istio),
+        provider_written: None,
         metrics_server: None,
         target_ref: ObjectRef {
             name: "podinfo".into(),
@@ -1296,6 +1297,45 @@ fn a_service_target_names_the_metrics_provider_with_service() {
         "{:?}",
         events(&run)
     );
+}
+
+#[test]
+fn the_metrics_provider_is_named_as_written() {
+    let spec = |provider: &str| {
+        format!(
+            "  provider: {provider}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 1
+    stepWeight: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange:
+        min: 99
+"
+        )
+    };
+    let config = from_yaml(&spec("gatewayapi:v1"));
+    assert_eq!(config.provider, "gatewayapi", "the router is gatewayapi's");
+    let mut o = oracle(|_, _| MetricOutcome::NoValues("empty".into()), |_, _| true);
+    let run_v1 = run(config, &mut o);
+    assert!(
+        has_event(
+            &run_v1,
+            "Halt advancement no values found for gatewayapi:v1 metric request-success-rate probably podinfo.test is not receiving traffic: no values found"
+        ),
+        "{:?}",
+        events(&run_v1)
+    );
+    // Without a version (an aviary leniency) it is named as written too.
+    let config = from_yaml(&spec("istio"));
+    assert_eq!(config.metrics_provider(), "istio");
 }
 
 #[test]

@@ -514,6 +514,10 @@ pub struct Canary {
     pub origin: Origin,
     /// `None` when `spec.provider` is absent: the host's default applies (Flagger's `-mesh-provider`).
     pub provider: Option<Provider>,
+    /// `spec.provider` as written when it says more than [`Provider::name`] (`gatewayapi:v1`):
+    /// Flagger names the provider that way in its "no values found" events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_written: Option<String>,
     pub metrics_server: Option<String>,
     pub target_ref: ObjectRef,
     pub autoscaler_ref: Option<AutoscalerRef>,

@@ -233,6 +233,7 @@ mod saved {
                 line: 0,
             },
             provider: Some(provider.clone()),
+            provider_written: None,
             metrics_server: None,
             target_ref: ObjectRef {
                 api_version: Some("apps/v1".into()),

@@ -41,9 +41,16 @@ const OTHER_PROVIDERS: [&str; 13] = [
 const TARGET_KINDS: [&str; 3] = ["Deployment", "DaemonSet", "Service"];
 const SCALER_KINDS: [&str; 2] = ["HorizontalPodAutoscaler", "ScaledObject"];
 
-pub(super) fn parse_provider(cx: &mut Cx, f: &Field) -> Option<Provider> {
+/// The provider, and its spelling when that says more than [`Provider::name`] (`gatewayapi:v1`).
+pub(super) fn parse_provider(cx: &mut Cx, f: &Field) -> Option<(Provider, Option<String>)> {
     let name = f.string(cx)?;
-    Some(match name.as_str() {
+    let provider = parse_provider_name(cx, f, &name)?;
+    let written = (name != provider.name()).then_some(name);
+    Some((provider, written))
+}
+
+fn parse_provider_name(cx: &mut Cx, f: &Field, name: &str) -> Option<Provider> {
+    Some(match name {
         "" => return None,
         "kubernetes" => Provider::Kubernetes,
         "istio" => Provider::Istio,
@@ -134,7 +141,10 @@ pub(super) fn decode_ref(
 }
 
 pub(super) fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> Option<Canary> {
-    let provider = s.field("provider").and_then(|f| parse_provider(cx, &f));
+    let (provider, provider_written) = s
+        .field("provider")
+        .and_then(|f| parse_provider(cx, &f))
+        .map_or((None, None), |(p, w)| (Some(p), w));
     let metrics_server = s.string(cx, "metricsServer").filter(|m| !m.is_empty());
 
     // Where each name is written, for the checks of the names aviary derives from them.
@@ -257,6 +267,7 @@ pub(super) fn decode_canary(cx: &mut Cx, version: ApiVersion, mut s: Reader) -> 
             line: 0,
         },
         provider,
+        provider_written,
         metrics_server,
         target_ref: target_ref?,
         autoscaler_ref,
