@@ -71,6 +71,22 @@ pub fn command(name: &str, properties: &[(&str, String)], message: &str) -> Stri
     }
 }
 
+/// Appends `text` to `path`, the file the runner named in `$var` (`GITHUB_OUTPUT`,
+/// `GITHUB_STATE`, ...), creating it if needed.
+fn append_file(var: &str, path: &str, text: &str) -> Result<(), FinishError> {
+    let failed = |source| FinishError::Write {
+        what: format!("${var}"),
+        path: path.to_string(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(failed)?;
+    f.write_all(text.as_bytes()).map_err(failed)
+}
+
 /// One `$GITHUB_OUTPUT` entry. Values with a line break use the heredoc form, with a delimiter
 /// that occurs in no line of the value.
 pub fn output_entry(name: &str, value: &str) -> String {
@@ -522,20 +538,10 @@ impl Github {
     }
 
     fn append(&self, var: &str, text: &str) -> Result<(), FinishError> {
-        let Some(path) = self.var(var) else {
-            return Ok(());
-        };
-        let failed = |source| FinishError::Write {
-            what: format!("${var}"),
-            path: path.clone(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(failed)?;
-        f.write_all(text.as_bytes()).map_err(failed)
+        match self.var(var) {
+            Some(path) => append_file(var, &path, text),
+            None => Ok(()),
+        }
     }
 
     fn outputs(&self, report: &Report, report_path: &std::path::Path) -> String {
@@ -797,18 +803,7 @@ impl PipelineHost for Github {
     fn state_saver(&self) -> Option<crate::SaveState> {
         let path = self.var("GITHUB_STATE")?;
         Some(std::sync::Arc::new(move |name: &str, value: &str| {
-            let failed = |source| FinishError::Write {
-                what: "$GITHUB_STATE".into(),
-                path: path.clone(),
-                source,
-            };
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(failed)?;
-            f.write_all(output_entry(name, value).as_bytes())
-                .map_err(failed)
+            append_file("GITHUB_STATE", &path, &output_entry(name, value))
         }))
     }
 
