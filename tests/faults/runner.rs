@@ -998,3 +998,23 @@ fn a_step_that_finishes_its_rollout_leaves_nothing_for_the_post_step() {
         "{text}"
     );
 }
+
+/// A saved state that is not `namespace/name` (a hand-edited or foreign `STATE_aviary_rollout`):
+/// the post step says what it got and what it expects, exit 2, and touches nothing.
+#[test]
+fn the_post_step_refuses_a_state_that_is_no_canary() {
+    let c = cluster();
+    let canary = c.dir.join("canary.yaml");
+    let out = match github_step(&c, &canary, true, &[("aviary_rollout", "podinfo".into())]).output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("aviary_rollout=\"podinfo\" is not namespace/name"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(c.get("v1", "configmaps", "podinfo-aviary").is_null());
+}
