@@ -77,7 +77,7 @@ fn refuse_unrouted(
         line,
         "spec.provider",
         format!(
-            "aviary does not route provider {name}, so it cannot roll out {}; nothing was changed",
+            "aviary does not route provider {name}, so it cannot roll out {}",
             canary.qualified_name()
         ),
     );
