@@ -1,4 +1,4 @@
-//! The istio, gloo and nginx routers end to end: the real `aviary rollout` binary against the API
+//! The istio, gloo, nginx and gatewayapi routers end to end: the real `aviary rollout` binary against the API
 //! server emulator, a bootstrap run, a good revision (webhook at 200) promoted and a bad one
 //! (webhook at 500) rolled back, for a weighted canary and for A/B testing. Each test reads back
 //! every version of the routing objects aviary wrote and asserts the weights, destinations and
@@ -747,4 +747,352 @@ fn nginx_refuses_what_it_cannot_route_before_changing_anything() {
         stderr(&out)
     );
     assert_eq!(c.get(INGRESS, "ingresses", "podinfo-canary"), Value::Null);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flagger's linkerd, kuma, contour and traefik canaries: the gatewayapi router's HTTPRoute
+
+const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
+
+/// A Prometheus stand-in: every instant query is answered with 100 (a 100% success rate, a
+/// 100 ms duration) and kept, URL-decoded, in `queries`.
+struct FakePrometheus {
+    url: String,
+    queries: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakePrometheus {
+    fn start() -> FakePrometheus {
+        let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(l) => l,
+            Err(e) => panic!("bind: {e}"),
+        };
+        let url = match listener.local_addr() {
+            Ok(a) => format!("http://{a}"),
+            Err(e) => panic!("{e}"),
+        };
+        let queries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = queries.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    let Some(request) = read_request(&stream) else {
+                        return;
+                    };
+                    let query = request
+                        .path
+                        .split_once('?')
+                        .map(|(_, q)| q)
+                        .unwrap_or_default()
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("query="))
+                        .map(percent_decode)
+                        .unwrap_or_default();
+                    if let Ok(mut all) = kept.lock() {
+                        all.push(query);
+                    }
+                    let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"100"]}]}}"#;
+                    let mut w = &stream;
+                    let _ = std::io::Write::write_all(
+                        &mut w,
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                });
+            }
+        });
+        FakePrometheus { url, queries }
+    }
+
+    fn queries(&self) -> Vec<String> {
+        self.queries.lock().map(|q| q.clone()).unwrap_or_default()
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The Flagger corpus Canary of `provider` (a verbatim copy under tests/fixtures/flagger), made
+/// to run here: its 15s interval shortened to 1s (as aviary.dev/v1alpha1: flagger.app/v1beta1
+/// raises intervals below 10s to 10s, as Flagger does) and its load tester replaced by `hook`.
+fn flagger_canary(provider: &str, hook: &Hook) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/flagger")
+        .join(format!("{provider}-canary.yaml"));
+    read(&path)
+        .replace(
+            "apiVersion: flagger.app/v1beta1",
+            "apiVersion: aviary.dev/v1alpha1",
+        )
+        .replace("interval: 15s", "interval: 1s")
+        .replace("http://flagger-loadtester.test/", &hook.url)
+}
+
+/// `(primary, canary)` weights of the HTTPRoute's first rule.
+fn route_split(route: &Value) -> (i64, i64) {
+    let weight = |name: &str| {
+        route["spec"]["rules"][0]["backendRefs"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == name))
+            .and_then(|b| b["weight"].as_i64())
+            .unwrap_or(-1)
+    };
+    (weight("podinfo-primary"), weight("podinfo-canary"))
+}
+
+/// Runs Flagger's `provider` canary (`text`) through a bootstrap and a promoted revision, judged
+/// by the provider's built-in queries (`query_mark` is in its success-rate query), and checks
+/// the HTTPRoute: attached to `parents`, its canary weight going through `weights`, all on the
+/// primary at the end.
+fn flagger_provider_promotes(
+    provider: &str,
+    text: &str,
+    setup: impl FnOnce(&Cluster),
+    parents: Value,
+    weights: &[i64],
+    query_mark: &str,
+) {
+    let c = cluster();
+    setup(&c);
+    let prometheus = FakePrometheus::start();
+    let file = c.write("canary.yaml", text);
+    let run = |c: &Cluster| {
+        let mut cmd = c.aviary(&file, &[]);
+        cmd.arg("--prometheus-url").arg(&prometheus.url);
+        match cmd.output() {
+            Ok(o) => o,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    c.apply_target("ghcr.io/stefanprodan/podinfo:6.0.0", 2);
+    let out = run(&c);
+    assert_eq!(code(&out), 0, "{provider}: {}", stderr(&out));
+    assert!(stderr(&out).contains("bootstrapped"), "{}", stderr(&out));
+    // One line says how aviary routes what Flagger routes with another object.
+    let said = format!(
+        "provider {provider}: aviary routes podinfo.test with the Gateway API HTTPRoute podinfo"
+    );
+    assert_eq!(stderr(&out).matches(&said).count(), 1, "{}", stderr(&out));
+    let route = c.get(HTTPROUTE, "httproutes", "podinfo");
+    assert!(applied_by_aviary(&route), "{route}");
+    assert_eq!(route["spec"]["parentRefs"], parents, "{route}");
+    assert_eq!(route_split(&route), (100, 0));
+    // The emulator's Gateway API controller accepted the route for each parent.
+    assert_eq!(
+        route["status"]["parents"][0]["parentRef"], parents[0],
+        "{route}"
+    );
+
+    c.apply_target("ghcr.io/stefanprodan/podinfo:6.1.0", 2);
+    let out = run(&c);
+    assert_eq!(code(&out), 0, "{provider}: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("verdict: promoted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "ghcr.io/stefanprodan/podinfo:6.1.0"
+    );
+    assert_eq!(c.route_weights(), weights, "{provider}");
+    let route = c.get(HTTPROUTE, "httproutes", "podinfo");
+    assert_eq!(route_split(&route), (100, 0), "{route}");
+    assert_eq!(route["spec"]["parentRefs"], parents, "{route}");
+    // Every version of the route kept its parents.
+    for v in c
+        .emu
+        .history(HTTPROUTE, "httproutes", Some("test"), "podinfo")
+    {
+        assert_eq!(v["spec"]["parentRefs"], parents, "{v}");
+    }
+    // The analysis asked Prometheus the provider's built-in queries.
+    let queries = prometheus.queries();
+    assert!(
+        queries.iter().any(|q| q.contains(query_mark)),
+        "{provider}: {queries:#?}"
+    );
+}
+
+fn gateway_refs(text: &str, name: &str, namespace: &str) -> String {
+    text.replacen(
+        "    targetPort: 9898\n",
+        &format!(
+            "    targetPort: 9898\n    gatewayRefs:\n      - name: {name}\n        namespace: {namespace}\n"
+        ),
+        1,
+    )
+}
+
+#[test]
+fn flagger_linkerd_canary_routes_the_mesh_with_an_httproute_on_the_apex_service() {
+    let hook = Hook::start();
+    flagger_provider_promotes(
+        "linkerd",
+        &flagger_canary("linkerd", &hook),
+        // Its autoscalerRef: the HPA the user has.
+        |c| {
+            insert(
+                c,
+                json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                    "metadata": {"name": "podinfo", "namespace": "test"},
+                    "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                        "name": "podinfo"}, "minReplicas": 2, "maxReplicas": 4}}),
+            )
+        },
+        json!([{"group": "", "kind": "Service", "name": "podinfo", "port": 80}]),
+        &[0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 0],
+        r#"response_total{ namespace="test", deployment=~"podinfo", classification!="failure", direction="inbound" }[1m]"#,
+    );
+}
+
+#[test]
+fn flagger_kuma_canary_routes_the_mesh_with_an_httproute_on_the_apex_service() {
+    let hook = Hook::start();
+    // Flagger's example leaves the provider to Flagger's -mesh-provider=kuma; here it is written.
+    let text = flagger_canary("kuma", &hook).replacen("spec:\n", "spec:\n  provider: kuma\n", 1);
+    flagger_provider_promotes(
+        "kuma",
+        &text,
+        |_| {},
+        json!([{"group": "", "kind": "Service", "name": "podinfo", "port": 9898}]),
+        &[0, 10, 20, 30, 40, 50, 0],
+        r#"envoy_cluster_upstream_rq{ service=~"podinfo-canary_test_svc_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[1m]"#,
+    );
+}
+
+#[test]
+fn flagger_contour_canary_routes_through_its_gateway_with_an_httproute() {
+    let hook = Hook::start();
+    let text = gateway_refs(
+        &flagger_canary("contour", &hook),
+        "contour",
+        "projectcontour",
+    );
+    flagger_provider_promotes(
+        "contour",
+        &text,
+        |_| {},
+        json!([{"name": "contour", "namespace": "projectcontour"}]),
+        &[0, 10, 20, 30, 40, 50, 0],
+        r#"envoy_cluster_upstream_rq{ envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[1m]"#,
+    );
+}
+
+#[test]
+fn flagger_traefik_canary_routes_through_its_gateway_with_an_httproute() {
+    let hook = Hook::start();
+    let text = gateway_refs(&flagger_canary("traefik", &hook), "traefik", "traefik");
+    flagger_provider_promotes(
+        "traefik",
+        &text,
+        |_| {},
+        json!([{"name": "traefik", "namespace": "traefik"}]),
+        &[0, 10, 20, 30, 40, 50, 60, 0],
+        r#"traefik_service_request_duration_seconds_bucket{ service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd", code!~"5..", le="+Inf" }[1m]"#,
+    );
+}
+
+/// Runs `aviary rollout` on `text` against a cluster holding the target, and checks that it
+/// exits 2 with each of `says` and never called the API server.
+fn refused_before_changing_anything(text: &str, says: &[&str]) {
+    let c = cluster();
+    c.apply_target("ghcr.io/stefanprodan/podinfo:6.0.0", 2);
+    let file = c.write("canary.yaml", text);
+    c.emu.clear_requests();
+    let out = c.run(&file);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    for s in says {
+        assert!(stderr(&out).contains(s), "{s}: {}", stderr(&out));
+    }
+    // Refused before it connected: not a request, so nothing changed.
+    let requests = c.emu.requests();
+    assert!(
+        requests.is_empty(),
+        "{:?}",
+        requests
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        c.get("apps/v1", "deployments", "podinfo-primary"),
+        Value::Null
+    );
+    assert_eq!(c.get(HTTPROUTE, "httproutes", "podinfo"), Value::Null);
+    assert_eq!(
+        c.get("coordination.k8s.io/v1", "leases", "podinfo"),
+        Value::Null
+    );
+}
+
+#[test]
+fn gateway_providers_without_gateway_refs_are_refused_naming_the_field() {
+    let hook = Hook::start();
+    for (provider, flagger) in [
+        ("contour", "a Contour HTTPProxy"),
+        ("traefik", "a TraefikService"),
+    ] {
+        refused_before_changing_anything(
+            &flagger_canary(provider, &hook),
+            &[
+                "canary.yaml:3: spec.service.gatewayRefs: provider ",
+                flagger,
+                "spec.service.gatewayRefs is empty",
+                "help: add `gatewayRefs: [{name: GATEWAY, namespace: GATEWAY_NAMESPACE}]` under spec.service",
+            ],
+        );
+    }
+}
+
+#[test]
+fn providers_aviary_does_not_route_are_refused_at_spec_provider() {
+    let hook = Hook::start();
+    for (provider, instead) in [
+        (
+            "knative",
+            "use provider gatewayapi:v1 with an HTTPRoute-capable gateway, istio or nginx",
+        ),
+        (
+            "skipper",
+            "use provider gatewayapi:v1 with an HTTPRoute-capable gateway, or nginx",
+        ),
+    ] {
+        // The corpus file's spec.provider is on its line 9.
+        refused_before_changing_anything(
+            &flagger_canary(provider, &hook),
+            &[
+                &format!("canary.yaml:9: spec.provider: aviary does not route provider {provider}, so it cannot roll out podinfo.test"),
+                instead,
+            ],
+        );
+    }
 }

@@ -49,6 +49,48 @@ impl std::fmt::Debug for RunContext {
     }
 }
 
+/// Refuses a Canary whose provider aviary does not route (knative, appmesh, apisix, ...), at the
+/// line of its `spec.provider`, with what to use instead: the decoder's warning about that line
+/// (`warnings`), made an error.
+fn refuse_unrouted(
+    canary: &Canary,
+    default_provider: &spec::Provider,
+    warnings: &[spec::Diagnostic],
+) -> Result<(), AppError> {
+    let provider = canary.provider.as_ref().unwrap_or(default_provider);
+    let spec::Provider::Other(name) = provider else {
+        return Ok(());
+    };
+    // This Canary's warning: the first about its provider after the start of its document.
+    let said = format!("aviary does not route provider {name}:");
+    let warning = warnings
+        .iter()
+        .filter(|w| {
+            w.file == canary.origin.file
+                && w.line >= canary.origin.line
+                && w.message.starts_with(&said)
+        })
+        .min_by_key(|w| w.line);
+    let line = warning.map_or(canary.origin.line, |w| w.line);
+    let mut error = spec::Diagnostic::error(
+        &canary.origin.file,
+        line,
+        "spec.provider",
+        format!(
+            "aviary does not route provider {name}, so it cannot roll out {}",
+            canary.qualified_name()
+        ),
+    );
+    if let Some(help) = warning.and_then(|w| w.help.clone()) {
+        error = error.with_help(help);
+    }
+    Err(spec::SpecError::Invalid {
+        errors: vec![error],
+        warnings: Vec::new(),
+    }
+    .into())
+}
+
 /// `aviary rollout`.
 pub fn run(req: &request::Rollout) -> Result<Exit, AppError> {
     let result = run_rollout(req, RunContext::default());
@@ -97,6 +139,14 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         }
     };
     let templates = docs.templates.clone();
+    // The decoder's warnings about `spec.provider`: a provider aviary does not route is refused
+    // below at that line.
+    let provider_warnings: Vec<spec::Diagnostic> = docs
+        .warnings
+        .iter()
+        .filter(|w| w.path == "spec.provider")
+        .cloned()
+        .collect();
     let mut canary = super::pick_canary(
         docs,
         &label,
@@ -126,6 +176,21 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             warnings: Vec::new(),
         }
         .into());
+    }
+    // A provider aviary does not route, or a route it cannot attach: refused before anything
+    // changes (exit 2). A provider routed with an HTTPRoute where Flagger writes another object
+    // is said once.
+    refuse_unrouted(&canary, &provider, &provider_warnings)?;
+    match aviary_kube::routing::preflight(&canary, canary.provider.as_ref().unwrap_or(&provider)) {
+        Ok(Some(line)) => tracing::warn!("{line}"),
+        Ok(None) => {}
+        Err(errors) => {
+            return Err(spec::SpecError::Invalid {
+                errors,
+                warnings: Vec::new(),
+            }
+            .into())
+        }
     }
     let log = ctx.log.clone();
     let started = ctx.started;

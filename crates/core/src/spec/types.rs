@@ -484,12 +484,43 @@ pub enum Provider {
     Nginx,
     /// `gatewayapi` or `gatewayapi:v1` / `gatewayapi:v1beta1`.
     GatewayApi,
-    /// Any other provider Flagger knows (linkerd, appmesh, contour, traefik, ...): parsed and kept,
-    /// but aviary has no router for it yet.
+    /// `linkerd` (2.12+): Flagger writes an SMI TrafficSplit; aviary writes the Gateway API
+    /// HTTPRoute Linkerd implements, attached to the apex Service (GAMMA) unless
+    /// `service.gatewayRefs` names its parents.
+    Linkerd,
+    /// `kuma`: Flagger writes a Kuma TrafficRoute; aviary writes an HTTPRoute, attached to the
+    /// apex Service (mesh traffic, GAMMA) or to the Kuma Gateways of `service.gatewayRefs`.
+    Kuma,
+    /// `contour`: Flagger writes a Contour HTTPProxy; aviary writes an HTTPRoute attached to the
+    /// Gateways of `service.gatewayRefs` (Contour's Gateway API support).
+    Contour,
+    /// `traefik`: Flagger writes a weighted TraefikService; aviary writes an HTTPRoute attached to
+    /// the Gateways of `service.gatewayRefs` (Traefik's Kubernetes Gateway provider).
+    Traefik,
+    /// Any other provider Flagger knows (appmesh, knative, apisix, skipper, osm, smi:*): parsed
+    /// and kept, but aviary has no router for it: `rollout` refuses it.
     Other(String),
 }
 
 impl Provider {
+    /// Whether aviary routes this provider with a Gateway API `HTTPRoute`.
+    pub fn http_route(&self) -> bool {
+        matches!(
+            self,
+            Provider::GatewayApi
+                | Provider::Linkerd
+                | Provider::Kuma
+                | Provider::Contour
+                | Provider::Traefik
+        )
+    }
+
+    /// Whether the provider is a service mesh whose HTTPRoute may attach to the apex Service
+    /// (GAMMA) instead of a Gateway.
+    pub fn mesh(&self) -> bool {
+        matches!(self, Provider::Linkerd | Provider::Kuma)
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Provider::Kubernetes => "kubernetes",
@@ -498,6 +529,10 @@ impl Provider {
             Provider::Gloo => "gloo",
             Provider::Nginx => "nginx",
             Provider::GatewayApi => "gatewayapi",
+            Provider::Linkerd => "linkerd",
+            Provider::Kuma => "kuma",
+            Provider::Contour => "contour",
+            Provider::Traefik => "traefik",
             Provider::Other(s) => s,
         }
     }

@@ -1,5 +1,5 @@
 //! The built-in `request-success-rate` and `request-duration` checks: Flagger's PromQL, per
-//! provider, from `pkg/metrics/observers/{istio,nginx,gloo,http}.go`.
+//! provider, from `pkg/metrics/observers/{istio,nginx,gloo,http,linkerd,kuma,contour,traefik}.go`.
 //!
 //! The texts below are Flagger's, placeholders included, and are rendered with the same template
 //! code as a MetricTemplate, then collapsed to one line as Flagger does before sending them. Every
@@ -14,7 +14,16 @@
 //! `kubernetes`, `kubernetes:replicas` and `gatewayapi` use Flagger's HTTP observer queries on the
 //! pods' own `http_request_duration_seconds` histogram. (Flagger has no Gateway API observer: its
 //! factory falls back to the Istio queries there, which only work on Istio; aviary uses the
-//! mesh-independent pod metrics instead.) Other providers have no built-in query in aviary.
+//! mesh-independent pod metrics instead.) `linkerd`: the proxies' inbound `response_total` and
+//! `response_latency_ms` of the target's pods; `kuma`: Envoy's upstream metrics of the
+//! `<target>-canary_<ns>_svc_<port>` Kuma service; `contour`: Envoy's upstream metrics of the
+//! `<ns>_<target>-canary_<port>` cluster; `traefik`: the `<ns>-<target>-canary-<port>@kubernetescrd`
+//! service's request-duration histogram (its `+Inf` bucket counts requests; Flagger's duration
+//! query multiplies the seconds by 1000 itself). aviary routes these four with an HTTPRoute where
+//! Flagger writes the provider's own object; the queries are Flagger's all the same. (With
+//! Traefik's Gateway provider the service label ends `@kubernetesgateway`, not `@kubernetescrd`,
+//! so there the built-in Traefik queries find nothing: define the checks with a MetricTemplate.)
+//! Other providers have no built-in query in aviary.
 
 use std::collections::BTreeMap;
 
@@ -170,6 +179,138 @@ const HTTP_DURATION: &str = r#"
 		) by (le)
 	)"#;
 
+const LINKERD_SUCCESS_RATE: &str = r#"
+	sum(
+		rate(
+			response_total{
+				namespace="{{ namespace }}",
+				deployment=~"{{ target }}",
+				classification!="failure",
+				direction="inbound"
+			}[{{ interval }}]
+		)
+	) 
+	/ 
+	sum(
+		rate(
+			response_total{
+				namespace="{{ namespace }}",
+				deployment=~"{{ target }}",
+				direction="inbound"
+			}[{{ interval }}]
+		)
+	) 
+	* 100"#;
+
+const LINKERD_DURATION: &str = r#"
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				response_latency_ms_bucket{
+					namespace="{{ namespace }}",
+					deployment=~"{{ target }}",
+					direction="inbound"
+				}[{{ interval }}]
+			)
+		) by (le)
+	)"#;
+
+const KUMA_SUCCESS_RATE: &str = r#"
+	sum(
+		rate(
+			envoy_cluster_upstream_rq{
+				service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+				envoy_response_code!~"5.*"
+			}[{{ interval }}]
+		)
+	) 
+	/ 
+	sum(
+		rate(
+			envoy_cluster_upstream_rq{
+				service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+			}[{{ interval }}]
+		)
+	) 
+	* 100"#;
+
+const KUMA_DURATION: &str = r#"
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				envoy_cluster_upstream_rq_time_bucket{
+					service=~"{{ target }}-canary_{{ namespace }}_svc_[0-9a-zA-Z-]+",
+				}[{{ interval }}]
+			)
+		) by (le)
+	)"#;
+
+const CONTOUR_SUCCESS_RATE: &str = r#"
+	sum(
+		rate(
+			envoy_cluster_upstream_rq{
+				envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+",
+				envoy_response_code!~"5.*"
+			}[{{ interval }}]
+		)
+	) 
+	/ 
+	sum(
+		rate(
+			envoy_cluster_upstream_rq{
+				envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+",
+			}[{{ interval }}]
+		)
+	) 
+	* 100"#;
+
+const CONTOUR_DURATION: &str = r#"
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				envoy_cluster_upstream_rq_time_bucket{
+					envoy_cluster_name=~"{{ namespace }}_{{ target }}-canary_[0-9a-zA-Z-]+",
+				}[{{ interval }}]
+			)
+		) by (le)
+	)"#;
+
+const TRAEFIK_SUCCESS_RATE: &str = r#"
+	sum(
+		rate(
+			traefik_service_request_duration_seconds_bucket{
+				service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd",
+				code!~"5..",
+				le="+Inf"
+			}[{{ interval }}]
+		)
+	)
+	/
+	sum(
+		rate(
+			traefik_service_request_duration_seconds_bucket{
+				service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd",
+				le="+Inf"
+			}[{{ interval }}]
+		)
+	) * 100"#;
+
+/// Flagger's text, the conversion of seconds to milliseconds included.
+const TRAEFIK_DURATION: &str = r#"
+	histogram_quantile(
+		0.99,
+		sum(
+			rate(
+				traefik_service_request_duration_seconds_bucket{
+					service=~"{{ namespace }}-{{ target }}-canary-[0-9a-zA-Z-]+@kubernetescrd"
+				}[{{ interval }}]
+			)
+		) by (le)
+	) * 1000"#;
+
 /// The PromQL of a built-in metric for `ctx`'s provider over `interval` (`1m`), as one line.
 pub fn builtin_query(
     metric: BuiltinMetric,
@@ -184,6 +325,14 @@ pub fn builtin_query(
         (Provider::Nginx, Duration) => (NGINX_DURATION, ""),
         (Provider::Gloo, Success) => (GLOO_SUCCESS_RATE, ""),
         (Provider::Gloo, Duration) => (GLOO_DURATION, ""),
+        (Provider::Linkerd, Success) => (LINKERD_SUCCESS_RATE, ""),
+        (Provider::Linkerd, Duration) => (LINKERD_DURATION, ""),
+        (Provider::Kuma, Success) => (KUMA_SUCCESS_RATE, ""),
+        (Provider::Kuma, Duration) => (KUMA_DURATION, ""),
+        (Provider::Contour, Success) => (CONTOUR_SUCCESS_RATE, ""),
+        (Provider::Contour, Duration) => (CONTOUR_DURATION, ""),
+        (Provider::Traefik, Success) => (TRAEFIK_SUCCESS_RATE, ""),
+        (Provider::Traefik, Duration) => (TRAEFIK_DURATION, ""),
         (Provider::Kubernetes | Provider::KubernetesReplicas | Provider::GatewayApi, Success) => {
             (HTTP_SUCCESS_RATE, "")
         }
@@ -302,6 +451,59 @@ mod tests {
         }
     }
 
+    // The four below: Flagger's observer tests render for namespace `default`; the sample canary
+    // here is podinfo in namespace `test`, so each expected text is Flagger's test text with
+    // `default` replaced by `test` where the namespace is substituted.
+
+    #[test]
+    fn linkerd_matches_flagger() {
+        assert_eq!(
+            query(Provider::Linkerd, "test", BuiltinMetric::RequestSuccessRate),
+            r#"sum( rate( response_total{ namespace="test", deployment=~"podinfo", classification!="failure", direction="inbound" }[1m] ) ) / sum( rate( response_total{ namespace="test", deployment=~"podinfo", direction="inbound" }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            query(Provider::Linkerd, "test", BuiltinMetric::RequestDuration),
+            r#"histogram_quantile( 0.99, sum( rate( response_latency_ms_bucket{ namespace="test", deployment=~"podinfo", direction="inbound" }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn kuma_matches_flagger() {
+        assert_eq!(
+            query(Provider::Kuma, "test", BuiltinMetric::RequestSuccessRate),
+            r#"sum( rate( envoy_cluster_upstream_rq{ service=~"podinfo-canary_test_svc_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ service=~"podinfo-canary_test_svc_[0-9a-zA-Z-]+", }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            query(Provider::Kuma, "test", BuiltinMetric::RequestDuration),
+            r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ service=~"podinfo-canary_test_svc_[0-9a-zA-Z-]+", }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn contour_matches_flagger() {
+        assert_eq!(
+            query(Provider::Contour, "test", BuiltinMetric::RequestSuccessRate),
+            r#"sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+", envoy_response_code!~"5.*" }[1m] ) ) / sum( rate( envoy_cluster_upstream_rq{ envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+", }[1m] ) ) * 100"#
+        );
+        assert_eq!(
+            query(Provider::Contour, "test", BuiltinMetric::RequestDuration),
+            r#"histogram_quantile( 0.99, sum( rate( envoy_cluster_upstream_rq_time_bucket{ envoy_cluster_name=~"test_podinfo-canary_[0-9a-zA-Z-]+", }[1m] ) ) by (le) )"#
+        );
+    }
+
+    #[test]
+    fn traefik_matches_flagger() {
+        assert_eq!(
+            query(Provider::Traefik, "test", BuiltinMetric::RequestSuccessRate),
+            r#"sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd", code!~"5..", le="+Inf" }[1m] ) ) / sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd", le="+Inf" }[1m] ) ) * 100"#
+        );
+        // Flagger's query converts the seconds itself: no `* 1000` of aviary's is added.
+        assert_eq!(
+            query(Provider::Traefik, "test", BuiltinMetric::RequestDuration),
+            r#"histogram_quantile( 0.99, sum( rate( traefik_service_request_duration_seconds_bucket{ service=~"test-podinfo-canary-[0-9a-zA-Z-]+@kubernetescrd" }[1m] ) ) by (le) ) * 1000"#
+        );
+    }
+
     #[test]
     fn the_interval_is_substituted_and_defaults_to_one_minute() {
         let c = ctx(Provider::Istio, "test");
@@ -320,11 +522,11 @@ mod tests {
 
     #[test]
     fn other_providers_have_no_builtin_query() {
-        let c = ctx(Provider::Other("linkerd".into()), "test");
+        let c = ctx(Provider::Other("knative".into()), "test");
         match builtin_query(BuiltinMetric::RequestDuration, &c, "1m") {
             Err(MetricError::Failed(m)) => {
                 assert!(
-                    m.contains("linkerd") && m.contains("request-duration"),
+                    m.contains("knative") && m.contains("request-duration"),
                     "{m}"
                 )
             }

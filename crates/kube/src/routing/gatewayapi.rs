@@ -1,7 +1,10 @@
 //! Gateway API: one `HTTPRoute` (v1) named like the apex Service, attached to `service.gatewayRefs`,
-//! whose rule splits traffic between `<svc>-primary` and `<svc>-canary` by weight. A/B testing adds
+//! whose rule splits traffic between `<svc>-primary` and `<svc>-canary` by weight. The same router
+//! serves the providers that implement HTTPRoute where Flagger writes their own objects: Contour
+//! and Traefik (Gateway parents), Linkerd and Kuma, whose route attaches to the apex Service
+//! (`{group: "", kind: Service, name, port}`, GAMMA mesh routing) when `gatewayRefs` is empty. A/B testing adds
 //! a rule in front carrying `analysis.match` (headers, query parameters, path, method); mirroring
-//! adds a `RequestMirror` filter. After each change the router waits until every parent Gateway
+//! adds a `RequestMirror` filter. After each change the router waits until every parent (Gateway or mesh Service)
 //! has accepted the route at its current generation.
 
 use std::time::Duration;
@@ -14,13 +17,14 @@ use serde_json::{json, Value};
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
 use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
-use aviary_core::spec::{Canary, HeaderOperations, HttpMatch, StringMatch};
+use aviary_core::spec::{Canary, HeaderOperations, HttpMatch, Provider, StringMatch};
 
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
 };
 
-/// How long a parent Gateway may take to accept a change.
+/// How long a parent (a Gateway's controller, or the mesh for a Service) may take to accept a
+/// change.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The HTTPRoute of one Canary, as JSON; no cluster access.
@@ -39,14 +43,15 @@ pub struct GatewayObjects {
 }
 
 impl GatewayObjects {
-    /// The objects of `canary` whose apex Service is `service` in `namespace`.
+    /// The objects of `canary` whose apex Service is `service` in `namespace`, for `provider`.
     pub fn new(
         canary: &Canary,
+        provider: &Provider,
         namespace: &str,
         service: &str,
     ) -> Result<GatewayObjects, ClusterError> {
         let spec = &canary.service;
-        let parents = spec
+        let mut parents: Vec<Value> = spec
             .gateway_refs
             .iter()
             .map(|g| {
@@ -67,6 +72,12 @@ impl GatewayObjects {
                 p
             })
             .collect();
+        if parents.is_empty() && provider.mesh() {
+            // GAMMA: the mesh routes requests for the apex Service by the route attached to it.
+            parents.push(
+                json!({ "group": "", "kind": "Service", "name": service, "port": spec.port }),
+            );
+        }
         let analysis = canary.analysis.clone().unwrap_or_default();
         let mut filters = Vec::new();
         if let Some(headers) = &spec.headers {
@@ -253,15 +264,32 @@ impl GatewayObjects {
 
 /// The router: the HTTPRoute applied, then read back.
 pub struct GatewayApi {
+    name: &'static str,
     api: Api<HttpRoute>,
     objects: GatewayObjects,
 }
 
 impl GatewayApi {
-    pub fn new(canary: &Canary, workloads: &Workloads) -> Result<GatewayApi, ClusterError> {
+    pub fn new(
+        canary: &Canary,
+        provider: &Provider,
+        workloads: &Workloads,
+    ) -> Result<GatewayApi, ClusterError> {
         Ok(GatewayApi {
+            name: match provider {
+                Provider::Linkerd => "linkerd",
+                Provider::Kuma => "kuma",
+                Provider::Contour => "contour",
+                Provider::Traefik => "traefik",
+                _ => "gatewayapi",
+            },
             api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
-            objects: GatewayObjects::new(canary, &workloads.namespace, &workloads.service)?,
+            objects: GatewayObjects::new(
+                canary,
+                provider,
+                &workloads.namespace,
+                &workloads.service,
+            )?,
         })
     }
 
@@ -293,7 +321,7 @@ impl GatewayApi {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Invalid(format!(
-                    "HTTPRoute {} was not accepted by its parent Gateways within {}s: {detail}",
+                    "HTTPRoute {} was not accepted by its parents within {}s: {detail}",
                     self.qualified(),
                     ACCEPT_TIMEOUT.as_secs()
                 )));
@@ -339,7 +367,7 @@ fn accepted(route: &HttpRoute, parents: usize) -> (bool, String) {
 
 impl TrafficRouter for GatewayApi {
     fn name(&self) -> &'static str {
-        "gatewayapi"
+        self.name
     }
 
     fn set_routes<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<(), ClusterError>> {
@@ -499,7 +527,7 @@ spec:
     }
 
     fn objects(c: &Canary) -> GatewayObjects {
-        match GatewayObjects::new(c, "test", "podinfo") {
+        match GatewayObjects::new(c, &Provider::GatewayApi, "test", "podinfo") {
             Ok(o) => o,
             Err(e) => panic!("{e}"),
         }
@@ -601,6 +629,99 @@ spec:
                 Ok(r) => panic!("{route}: read as {r:?}"),
             }
         }
+    }
+
+    /// A corpus-like Canary for `provider`, with `service` lines under spec.service.
+    fn provider_canary(provider: &str, service: &str) -> Canary {
+        let text = format!(
+            "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: {provider}
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: podinfo
+  service:
+    port: 80
+    targetPort: 9898
+{service}
+  analysis:
+    interval: 15s
+    maxWeight: 50
+    stepWeight: 10
+"
+        );
+        match decode_documents("canary.yaml", &text) {
+            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
+            Ok(_) => panic!("no canary"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn mesh_providers_attach_the_route_to_the_apex_service_without_gateway_refs() {
+        for provider in [Provider::Linkerd, Provider::Kuma] {
+            let c = provider_canary(provider.name(), "");
+            let o = match GatewayObjects::new(&c, &provider, "test", "podinfo") {
+                Ok(o) => o,
+                Err(e) => panic!("{e}"),
+            };
+            let route = o.route(&Routes::split(10, RouteScope::All));
+            assert_eq!(
+                route["spec"]["parentRefs"],
+                json!([{"group": "", "kind": "Service", "name": "podinfo", "port": 80}]),
+                "{provider:?}"
+            );
+            assert_eq!(
+                route["spec"]["rules"][0]["backendRefs"],
+                json!([
+                    {"name": "podinfo-primary", "port": 80, "weight": 90},
+                    {"name": "podinfo-canary", "port": 80, "weight": 10},
+                ])
+            );
+            // The typed HTTPRoute keeps the core group (""), which makes the parent a Service.
+            let typed: Result<HttpRoute, _> = serde_json::from_value(route);
+            let back = typed.map(|t| {
+                serde_json::to_value(t).map(|v| v["spec"]["parentRefs"][0]["group"].clone())
+            });
+            assert!(
+                matches!(back, Ok(Ok(Value::String(ref g))) if g.is_empty()),
+                "{back:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gateway_refs_are_the_parents_whatever_the_provider() {
+        let refs = "    gatewayRefs:
+      - name: contour
+        namespace: projectcontour";
+        for provider in [
+            Provider::Contour,
+            Provider::Traefik,
+            Provider::Kuma,
+            Provider::Linkerd,
+        ] {
+            let c = provider_canary(provider.name(), refs);
+            let o = match GatewayObjects::new(&c, &provider, "test", "podinfo") {
+                Ok(o) => o,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(
+                o.route(&Routes::PRIMARY)["spec"]["parentRefs"],
+                json!([{"name": "contour", "namespace": "projectcontour"}]),
+                "{provider:?}"
+            );
+        }
+        // A gateway provider without gatewayRefs has no parent: the rollout refuses it first
+        // (routing::preflight).
+        let c = provider_canary("contour", "");
+        let o = GatewayObjects::new(&c, &Provider::Contour, "test", "podinfo");
+        assert!(o.is_ok_and(|o| o.parents.is_empty()));
     }
 
     proptest! {

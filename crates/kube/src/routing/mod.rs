@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::cluster::ClusterError;
 use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
-use aviary_core::spec::{Canary, Provider};
+use aviary_core::spec::{Canary, Diagnostic, Provider};
 
 /// What every traffic provider does for the engine.
 pub trait TrafficRouter: Send + Sync {
@@ -91,13 +91,17 @@ pub(crate) fn number(v: &Value, what: &str) -> Result<u64, String> {
 }
 
 /// The providers aviary can drive on a cluster.
-pub const SUPPORTED: [&str; 6] = [
+pub const SUPPORTED: [&str; 10] = [
     "kubernetes",
     "kubernetes:replicas",
     "gatewayapi",
     "istio",
     "gloo",
     "nginx",
+    "linkerd",
+    "kuma",
+    "contour",
+    "traefik",
 ];
 
 pub fn supported(provider: &Provider) -> bool {
@@ -109,7 +113,71 @@ pub fn supported(provider: &Provider) -> bool {
             | Provider::Istio
             | Provider::Gloo
             | Provider::Nginx
+            | Provider::Linkerd
+            | Provider::Kuma
+            | Provider::Contour
+            | Provider::Traefik
     )
+}
+
+/// What Flagger writes for a provider aviary routes with an HTTPRoute instead.
+fn flagger_object(provider: &Provider) -> Option<(&'static str, &'static str)> {
+    Some(match provider {
+        Provider::Linkerd => ("an SMI TrafficSplit", "Linkerd 2.12+"),
+        Provider::Kuma => ("a Kuma TrafficRoute", "Kuma"),
+        Provider::Contour => ("a Contour HTTPProxy", "Contour"),
+        Provider::Traefik => ("a TraefikService", "Traefik's Kubernetes Gateway provider"),
+        _ => return None,
+    })
+}
+
+/// Checks, before a rollout changes anything, that the router for `provider` can route
+/// `canary`, and returns the line to tell the user how it will (for a provider aviary routes
+/// with a different object than Flagger), if any. An error names the field and the fix.
+pub fn preflight(canary: &Canary, provider: &Provider) -> Result<Option<String>, Vec<Diagnostic>> {
+    let Some((flagger, implementer)) = flagger_object(provider) else {
+        return Ok(None);
+    };
+    let service = &canary.service;
+    let name = provider.name();
+    if service.gateway_refs.is_empty() && !provider.mesh() {
+        return Err(vec![Diagnostic::error(
+            &canary.origin.file,
+            canary.origin.line,
+            "spec.service.gatewayRefs",
+            format!(
+                "provider {name}: aviary routes {} with a Gateway API HTTPRoute (where Flagger writes {flagger}), which needs the Gateway to attach it to, and spec.service.gatewayRefs is empty",
+                canary.qualified_name()
+            ),
+        )
+        .with_help(format!(
+            "add `gatewayRefs: [{{name: GATEWAY, namespace: GATEWAY_NAMESPACE}}]` under spec.service, naming the {implementer} Gateway that serves this host"
+        ))]);
+    }
+    let parents = if service.gateway_refs.is_empty() {
+        format!(
+            "the apex Service {} port {} (GAMMA mesh routing)",
+            service.name, service.port
+        )
+    } else {
+        service
+            .gateway_refs
+            .iter()
+            .map(|g| {
+                let kind = g.kind.as_deref().unwrap_or("Gateway");
+                match &g.namespace {
+                    Some(ns) => format!("{kind} {ns}/{}", g.name),
+                    None => format!("{kind} {}", g.name),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(Some(format!(
+        "provider {name}: aviary routes {} with the Gateway API HTTPRoute {} that {implementer} implements, attached to {parents}; Flagger would write {flagger} instead",
+        canary.qualified_name(),
+        service.name
+    )))
 }
 
 /// The router for a Canary's provider.
@@ -121,7 +189,13 @@ pub fn for_canary(
     match provider {
         Provider::Kubernetes => Ok(Box::new(kubernetes::BlueGreen::new(workloads))),
         Provider::KubernetesReplicas => Ok(Box::new(kubernetes::ReplicaRatio::new(workloads))),
-        Provider::GatewayApi => Ok(Box::new(gatewayapi::GatewayApi::new(canary, workloads)?)),
+        Provider::GatewayApi
+        | Provider::Linkerd
+        | Provider::Kuma
+        | Provider::Contour
+        | Provider::Traefik => Ok(Box::new(gatewayapi::GatewayApi::new(
+            canary, provider, workloads,
+        )?)),
         Provider::Istio => Ok(Box::new(istio::Istio::new(canary, workloads)?)),
         Provider::Gloo => Ok(Box::new(gloo::Gloo::new(canary, workloads)?)),
         Provider::Nginx => Ok(Box::new(nginx::Nginx::new(canary, workloads)?)),
@@ -144,6 +218,10 @@ pub fn provider_named(name: &str) -> Option<Provider> {
         "istio" => Some(Provider::Istio),
         "gloo" => Some(Provider::Gloo),
         "nginx" => Some(Provider::Nginx),
+        "linkerd" => Some(Provider::Linkerd),
+        "kuma" => Some(Provider::Kuma),
+        "contour" => Some(Provider::Contour),
+        "traefik" => Some(Provider::Traefik),
         _ => None,
     }
 }
@@ -568,12 +646,72 @@ mod tests {
         assert!(percentages(0, 0).is_err());
     }
 
+    fn canary(provider: &str, service: &str) -> Canary {
+        let text = format!(
+            "apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: {provider}
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service:
+    port: 80
+{service}
+"
+        );
+        match aviary_core::spec::decode::decode_documents("canary.yaml", &text) {
+            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
+            Ok(_) => panic!("no canary"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn gateway_providers_need_gateway_refs_and_mesh_providers_attach_to_the_service() {
+        for (provider, p) in [
+            ("contour", Provider::Contour),
+            ("traefik", Provider::Traefik),
+        ] {
+            match preflight(&canary(provider, ""), &p) {
+                Err(e) => {
+                    assert_eq!(e.len(), 1);
+                    let text = e[0].to_string();
+                    assert!(
+                        text.starts_with("canary.yaml:1: spec.service.gatewayRefs: provider ")
+                            && text.contains("spec.service.gatewayRefs is empty")
+                            && text.contains("help: add `gatewayRefs: [{name: GATEWAY"),
+                        "{text}"
+                    );
+                }
+                other => panic!("{provider}: {other:?}"),
+            }
+        }
+        let refs = "    gatewayRefs: [{name: public, namespace: gateway-system}]";
+        assert_eq!(
+            preflight(&canary("contour", refs), &Provider::Contour),
+            Ok(Some("provider contour: aviary routes podinfo.test with the Gateway API HTTPRoute podinfo that Contour implements, attached to Gateway gateway-system/public; Flagger would write a Contour HTTPProxy instead".into()))
+        );
+        assert_eq!(
+            preflight(&canary("linkerd", ""), &Provider::Linkerd),
+            Ok(Some("provider linkerd: aviary routes podinfo.test with the Gateway API HTTPRoute podinfo that Linkerd 2.12+ implements, attached to the apex Service podinfo port 80 (GAMMA mesh routing); Flagger would write an SMI TrafficSplit instead".into()))
+        );
+        assert!(preflight(&canary("kuma", ""), &Provider::Kuma)
+            .is_ok_and(|l| l.is_some_and(|l| l.contains("a Kuma TrafficRoute"))));
+        assert_eq!(preflight(&canary("istio", ""), &Provider::Istio), Ok(None));
+        assert_eq!(
+            preflight(&canary("gatewayapi:v1", ""), &Provider::GatewayApi),
+            Ok(None)
+        );
+    }
+
     #[test]
     fn providers_are_found_by_the_name_the_saved_state_holds() {
         for p in SUPPORTED {
             let found = provider_named(p);
             assert_eq!(found.as_ref().map(Provider::name), Some(p), "{p}");
         }
-        assert_eq!(provider_named("linkerd"), None);
+        assert_eq!(provider_named("knative"), None);
     }
 }

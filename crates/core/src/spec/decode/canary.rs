@@ -12,7 +12,7 @@ use crate::spec::types::{
 use crate::spec::yaml::quote;
 
 /// Providers aviary can route traffic for, in Flagger's spelling.
-const ROUTED_PROVIDERS: [&str; 8] = [
+const ROUTED_PROVIDERS: [&str; 12] = [
     "kubernetes:replicas",
     "kubernetes",
     "istio",
@@ -21,17 +21,17 @@ const ROUTED_PROVIDERS: [&str; 8] = [
     "gatewayapi",
     "gatewayapi:v1",
     "gatewayapi:v1beta1",
-];
-/// Providers Flagger knows and aviary parses but cannot route yet.
-const OTHER_PROVIDERS: [&str; 13] = [
     "linkerd",
+    "kuma",
+    "contour",
+    "traefik",
+];
+/// Providers Flagger knows and aviary parses but does not route.
+const OTHER_PROVIDERS: [&str; 9] = [
     "appmesh",
     "appmesh:v1beta2",
-    "contour",
     "skipper",
-    "traefik",
     "osm",
-    "kuma",
     "apisix",
     "knative",
     "smi:v1alpha1",
@@ -68,6 +68,12 @@ fn parse_provider_name(cx: &mut Cx, f: &Field, name: &str) -> Option<Provider> {
             Provider::GatewayApi
         }
         "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
+        // Routed with the Gateway API HTTPRoute each of them implements (aviary-kube's router
+        // says so at rollout).
+        "linkerd" => Provider::Linkerd,
+        "kuma" => Provider::Kuma,
+        "contour" => Provider::Contour,
+        "traefik" => Provider::Traefik,
         "kubernetes:replicas" if cx.strict => Provider::KubernetesReplicas,
         "kubernetes:replicas" => {
             f.error(cx, "provider kubernetes:replicas is an aviary addition")
@@ -78,9 +84,9 @@ fn parse_provider_name(cx: &mut Cx, f: &Field, name: &str) -> Option<Provider> {
             cx.warn(
                 f.line(),
                 &f.path,
-                format!("aviary has no traffic router for provider {other} yet"),
+                format!("aviary does not route provider {other}: the spec is valid Flagger, but `aviary rollout` refuses it (exit 2)"),
             )
-            .hint("aviary routes traffic with kubernetes, istio, gloo, nginx and gatewayapi");
+            .hint(instead_of(other));
             Provider::Other(other.to_string())
         }
         other => {
@@ -91,6 +97,20 @@ fn parse_provider_name(cx: &mut Cx, f: &Field, name: &str) -> Option<Provider> {
             return None;
         }
     })
+}
+
+/// What to use instead of a provider aviary does not route (`provider` one of
+/// [`OTHER_PROVIDERS`]); `aviary rollout` repeats this warning as its error when it refuses it.
+fn instead_of(provider: &str) -> String {
+    let what = match provider {
+        "knative" => "target a Deployment and use provider gatewayapi:v1 with an HTTPRoute-capable gateway, istio or nginx",
+        "appmesh" | "appmesh:v1beta2" => "use provider gatewayapi:v1 with an HTTPRoute-capable gateway, or istio (AWS App Mesh is being retired)",
+        "apisix" => "use provider gatewayapi:v1 with gatewayRefs to an APISIX Gateway (APISIX implements HTTPRoute), or nginx",
+        "skipper" => "use provider gatewayapi:v1 with an HTTPRoute-capable gateway, or nginx",
+        "osm" | "smi:v1alpha1" | "smi:v1alpha2" | "smi:v1alpha3" => "use provider linkerd (routed with an HTTPRoute on the apex Service) or istio",
+        _ => "use provider gatewayapi:v1 with an HTTPRoute-capable gateway, istio or nginx",
+    };
+    format!("{what}; aviary routes kubernetes, istio, gloo, nginx, gatewayapi, linkerd, kuma, contour and traefik")
 }
 
 /// `{apiVersion, kind, name}` plus `namespace` when `with_namespace`; `kinds` limits the kind.
@@ -418,15 +438,26 @@ mod tests {
             decode_lenient(&with("kubernetes")).canaries[0].provider,
             Some(Provider::Kubernetes)
         );
-        let docs = decode_lenient(&with("linkerd"));
+        for (name, provider) in [
+            ("linkerd", Provider::Linkerd),
+            ("kuma", Provider::Kuma),
+            ("contour", Provider::Contour),
+            ("traefik", Provider::Traefik),
+        ] {
+            let docs = decode_lenient(&with(name));
+            assert_eq!(docs.canaries[0].provider, Some(provider));
+            assert!(docs.warnings.is_empty(), "{:?}", docs.warnings);
+        }
+        let docs = decode_lenient(&with("knative"));
         assert_eq!(
             docs.canaries[0].provider,
-            Some(Provider::Other("linkerd".into()))
+            Some(Provider::Other("knative".into()))
         );
         assert_eq!(
             docs.warnings[0].to_string(),
-            "canary.yaml:6: warning: spec.provider: aviary has no traffic router for provider linkerd yet\n  help: aviary routes traffic with kubernetes, istio, gloo, nginx and gatewayapi"
+            "canary.yaml:6: warning: spec.provider: aviary does not route provider knative: the spec is valid Flagger, but `aviary rollout` refuses it (exit 2)\n  help: target a Deployment and use provider gatewayapi:v1 with an HTTPRoute-capable gateway, istio or nginx; aviary routes kubernetes, istio, gloo, nginx, gatewayapi, linkerd, kuma, contour and traefik"
         );
+        assert_eq!(docs.warnings.len(), 1, "{:?}", docs.warnings);
         assert_eq!(
             errors(&with("istoi")),
             vec!["canary.yaml:6: spec.provider: unknown provider \"istoi\"\n  help: did you mean \"istio\"?"]
