@@ -151,6 +151,68 @@ fn storage() -> Storage {
         &cluster,
         &canary_buckets,
     );
+    // Linkerd: the proxies' inbound responses of the target's pods.
+    let linkerd = [
+        ("namespace", NS),
+        ("deployment", "podinfo"),
+        ("direction", "inbound"),
+    ];
+    for (class, per_s) in [("success", 9.0), ("failure", 1.0)] {
+        let mut l = linkerd.to_vec();
+        l.extend([("__name__", "response_total"), ("classification", class)]);
+        add_counter(&mut s, &l, per_s);
+    }
+    let mut primary = linkerd.to_vec();
+    primary[1] = ("deployment", "podinfo-primary");
+    primary.extend([
+        ("__name__", "response_total"),
+        ("classification", "failure"),
+    ]);
+    add_counter(&mut s, &primary, 1000.0);
+    add_histogram(
+        &mut s,
+        "response_latency_ms_bucket",
+        &linkerd,
+        &canary_buckets,
+    );
+    // Kuma and Contour: Envoy's upstream metrics of the canary's service / cluster.
+    for base in [
+        ("service", "podinfo-canary_prod_svc_9898"),
+        ("envoy_cluster_name", "prod_podinfo-canary_9898"),
+    ] {
+        for (code, per_s) in [("200", 9.0), ("503", 1.0)] {
+            add_counter(
+                &mut s,
+                &[
+                    base,
+                    ("__name__", "envoy_cluster_upstream_rq"),
+                    ("envoy_response_code", code),
+                ],
+                per_s,
+            );
+        }
+        add_histogram(
+            &mut s,
+            "envoy_cluster_upstream_rq_time_bucket",
+            &[base],
+            &canary_buckets,
+        );
+    }
+    // Traefik: the canary service's request-duration histogram, per status code (its +Inf
+    // bucket counts the requests): 90 % without a 5xx, p99 0.95 s over both codes.
+    let traefik = ("service", "prod-podinfo-canary-9898@kubernetescrd");
+    for (code, share) in [("200", 0.9), ("500", 0.1)] {
+        let buckets: Vec<(&str, f64)> = canary_buckets
+            .iter()
+            .map(|(le, n)| (*le, n * share))
+            .collect();
+        add_histogram(
+            &mut s,
+            "traefik_service_request_duration_seconds_bucket",
+            &[traefik, ("code", code)],
+            &buckets,
+        );
+    }
     // The pods' own histogram (kubernetes, gatewayapi, the sandbox).
     for (pod, ok, errors, buckets) in [
         (CANARY_POD, 9.0, 1.0, &canary_buckets),
@@ -204,7 +266,15 @@ fn every_builtin_query_parses_and_evaluates() {
             "GLOO_SUCCESS_RATE",
             "GLOO_DURATION",
             "HTTP_SUCCESS_RATE",
-            "HTTP_DURATION"
+            "HTTP_DURATION",
+            "LINKERD_SUCCESS_RATE",
+            "LINKERD_DURATION",
+            "KUMA_SUCCESS_RATE",
+            "KUMA_DURATION",
+            "CONTOUR_SUCCESS_RATE",
+            "CONTOUR_DURATION",
+            "TRAEFIK_SUCCESS_RATE",
+            "TRAEFIK_DURATION"
         ],
         "the built-in queries of src/metrics/builtin.rs changed: update this test"
     );
@@ -219,7 +289,7 @@ fn every_builtin_query_parses_and_evaluates() {
             let want = match name.as_str() {
                 n if n.ends_with("SUCCESS_RATE") => 90.0,
                 "NGINX_DURATION" => 200.0,
-                "HTTP_DURATION" => 950.0,
+                "HTTP_DURATION" | "TRAEFIK_DURATION" => 950.0,
                 _ => 0.95,
             };
             assert_close(value(&s, &q), want, &q);
