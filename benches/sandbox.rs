@@ -71,6 +71,7 @@ async fn one_run(i: u32, components: Components) -> (Run, String) {
         workdir: dir.path().join(name),
         rate,
         tag_every: None,
+        preview_every: None,
     };
     let mut peak = 0u64;
 

@@ -9,14 +9,20 @@ use std::path::Path;
 use crate::util::*;
 use serde_json::{json, Value};
 
-const ISTIO: &str = "networking.istio.io/v1beta1";
+pub(super) const ISTIO: &str = "networking.istio.io/v1beta1";
 const GLOO_GATEWAY: &str = "gateway.solo.io/v1";
 const GLOO: &str = "gloo.solo.io/v1";
-const INGRESS: &str = "networking.k8s.io/v1";
+pub(super) const INGRESS: &str = "networking.k8s.io/v1";
 
 /// A Canary for `provider`; `spec` and `service` are extra lines (indented by two and four
 /// spaces) and `analysis` the strategy lines (indented by four).
-fn canary(provider: &str, spec: &str, service: &str, analysis: &str, hook: &str) -> String {
+pub(super) fn canary(
+    provider: &str,
+    spec: &str,
+    service: &str,
+    analysis: &str,
+    hook: &str,
+) -> String {
     format!(
         "apiVersion: aviary.dev/v1alpha1
 kind: Canary
@@ -46,7 +52,7 @@ spec:
     )
 }
 
-const CANARY_STEPS: &str = "    maxWeight: 60\n    stepWeight: 20";
+pub(super) const CANARY_STEPS: &str = "    maxWeight: 60\n    stepWeight: 20";
 const AB_STEPS: &str = "    iterations: 2
     match:
       - headers:
@@ -77,7 +83,7 @@ fn steps<T: PartialEq>(
 /// Runs the three rollouts of every test, each followed by the caller's checks: a bootstrap
 /// (`bootstrapped`), a good revision that is promoted (`promoted`), then a bad one whose
 /// acceptance webhook fails twice, rolled back (`rolled_back`).
-fn rollouts(
+pub(super) fn rollouts(
     c: &Cluster,
     hook: &Hook,
     file: &Path,
@@ -126,7 +132,7 @@ fn rollouts(
 }
 
 /// Whether aviary wrote `object` by server-side apply.
-fn applied_by_aviary(object: &Value) -> bool {
+pub(super) fn applied_by_aviary(object: &Value) -> bool {
     object["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "aviary"
         && object["metadata"]["managedFields"]
             .as_array()
@@ -136,7 +142,7 @@ fn applied_by_aviary(object: &Value) -> bool {
             })
 }
 
-fn insert(c: &Cluster, object: Value) {
+pub(super) fn insert(c: &Cluster, object: Value) {
     if let Err(e) = c.emu.insert(object) {
         panic!("insert: {e}");
     }
@@ -511,7 +517,7 @@ fn gloo_ab_testing_matches_the_header_then_returns_to_the_primary() {
 
 const NGINX: &str = "nginx.ingress.kubernetes.io";
 
-fn user_ingress() -> Value {
+pub(super) fn user_ingress() -> Value {
     json!({
         "apiVersion": INGRESS, "kind": "Ingress",
         "metadata": {
@@ -532,7 +538,7 @@ fn user_ingress() -> Value {
     })
 }
 
-const INGRESS_REF: &str =
+pub(super) const INGRESS_REF: &str =
     "  ingressRef:\n    apiVersion: networking.k8s.io/v1\n    kind: Ingress\n    name: podinfo";
 
 /// The canary Ingress's routing annotations (under the nginx prefix), without the prefix.
@@ -752,7 +758,7 @@ fn nginx_refuses_what_it_cannot_route_before_changing_anything() {
 // ---------------------------------------------------------------------------------------------
 // Flagger's linkerd, kuma, contour and traefik canaries: the gatewayapi router's HTTPRoute
 
-const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
+pub(super) const HTTPROUTE: &str = "gateway.networking.k8s.io/v1";
 
 /// A Prometheus stand-in: every instant query is answered with 100 (a 100% success rate, a
 /// 100 ms duration) and kept, URL-decoded, in `queries`.

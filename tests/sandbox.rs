@@ -13,7 +13,8 @@ use aviary_core::report::Verdict;
 use aviary_sandbox::load::{Sample, Stats};
 use aviary_sandbox::metrics::MetricsChoice;
 use aviary_sandbox::{
-    time_to_primary, Options, ProxyChoice, Release, Router, Sandbox, Scenario, STABLE_TAG,
+    time_to_primary, Options, ProxyChoice, Release, Router, Sandbox, Scenario, PREVIEW_HOST,
+    STABLE_TAG,
 };
 use tempfile::TempDir;
 
@@ -60,6 +61,8 @@ async fn sandbox(
         workdir: dir.path().to_path_buf(),
         rate: 50,
         tag_every,
+        // Every tenth request to the preview host, where the router routes host names.
+        preview_every: (router != Router::Replicas).then_some(10),
     })
     .await
     .expect("the sandbox starts");
@@ -118,10 +121,40 @@ async fn a_good_release_is_promoted_without_a_failed_request() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     wait_for_samples(&sb, r.ended_ms + 1000, 60).await;
     let changes = sb.node.lock().unwrap().changes.clone();
+    let previews = sb.load.previews_since(0);
     let samples = sb.shutdown().await;
     let report = r.report.clone().unwrap();
     assert_eq!(r.exit_code, 0, "{}", messages(&r));
     assert_eq!(report.verdict, Verdict::Promoted);
+    // The preview host (service.previewHosts) reached the canary, and only the canary: while
+    // it ran, every request was answered by it (2.0.0); before and after, the gateway had no
+    // canary to send them to (503), and never the primary.
+    let served = |w: &str| {
+        previews
+            .iter()
+            .filter(|s| s.workload.as_deref() == Some(w))
+            .count()
+    };
+    assert_eq!(
+        served("podinfo-primary"),
+        0,
+        "the primary answered requests for {PREVIEW_HOST}"
+    );
+    assert!(
+        served("podinfo") >= 10,
+        "the canary answered {} of {} requests for {PREVIEW_HOST}",
+        served("podinfo"),
+        previews.len()
+    );
+    for s in previews.iter().filter(|s| s.workload.is_some()) {
+        assert_eq!(s.version.as_deref(), Some("2.0.0"), "{s:?}");
+        assert!(s.status < 500, "the canary failed a preview request: {s:?}");
+    }
+    let canary_up = during(&previews, r.started_ms, r.ended_ms);
+    assert!(
+        canary_up.iter().any(|s| s.workload.is_some()),
+        "no preview request was answered during the release: {canary_up:?}"
+    );
     assert_eq!(report.weights, vec![20, 40, 60, 0]);
     // The proxy followed every weight aviary set, and ended on the new primary alone.
     let weights: Vec<u8> = changes.iter().map(|c| c.canary_weight).collect();

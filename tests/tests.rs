@@ -29,6 +29,8 @@ mod hosts;
 mod image;
 // A rollout judged by a real Prometheus scraping workloads under real load.
 mod prometheus;
+// service.previewHosts: the preview HTTPRoute, VirtualService and Ingress through every run.
+mod preview;
 // `aviary render` against what `kubectl kustomize` prints.
 mod render;
 // Rollouts through the Gateway API and the Kubernetes providers: bootstrap, promote, roll back,

@@ -181,7 +181,12 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
     // changes (exit 2). A provider routed with an HTTPRoute where Flagger writes another object
     // is said once.
     refuse_unrouted(&canary, &provider, &provider_warnings)?;
-    match aviary_kube::routing::preflight(&canary, canary.provider.as_ref().unwrap_or(&provider)) {
+    let routed_by = canary.provider.as_ref().unwrap_or(&provider);
+    // Preview hosts the provider cannot route: the rollout goes on without them, said once.
+    if let Some((problem, fix)) = spec::preview_gap(&canary.service, routed_by) {
+        tracing::warn!("{}: {problem}; {fix}", canary.qualified_name());
+    }
+    match aviary_kube::routing::preflight(&canary, routed_by) {
         Ok(Some(line)) => tracing::warn!("{line}"),
         Ok(None) => {}
         Err(errors) => {

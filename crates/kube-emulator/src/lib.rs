@@ -365,6 +365,34 @@ impl Emulator {
         r.map_err(|e| e.message.clone())
     }
 
+    /// Deletes an object through the same code path as a DELETE (manager `kube-emulator`),
+    /// as another client (a person with kubectl) would.
+    pub fn delete(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<(), String> {
+        let (r, rv) = {
+            let mut st = self.shared.lock();
+            let rt = st
+                .registry
+                .by_api_version(api_version, plural)
+                .ok_or_else(|| format!("no resource {plural} in {api_version}"))?;
+            let r = st.delete(
+                &rt,
+                namespace.unwrap_or_default(),
+                name,
+                &store::DeleteOpts::default(),
+                &WriteCtx::new("kube-emulator"),
+            );
+            (r, st.rv)
+        };
+        self.shared.notify(rv);
+        r.map(drop).map_err(|e| e.message.clone())
+    }
+
     /// Replaces an object's `.status` through the same code path as `PUT .../status`
     /// (manager `kube-emulator`).
     pub fn update_status(

@@ -11,7 +11,7 @@ use aviary_core::exit::Exit;
 use crate::load::{self, Stats};
 use crate::{
     time_to_primary, Interrupt, Options, Release, Sandbox, SandboxArgs, SandboxError, Scenario,
-    IMAGE, NAMESPACE, STABLE_TAG,
+    IMAGE, NAMESPACE, PREVIEW_HOST, STABLE_TAG,
 };
 
 /// `aviary sandbox`.
@@ -46,6 +46,8 @@ pub fn run(args: &SandboxArgs) -> Result<Exit, SandboxError> {
         workdir,
         rate: args.rate,
         tag_every: (args.scenario == Scenario::Ab).then_some(3),
+        // The replica ratio routes no host names: it has no preview host to send to.
+        preview_every: (args.router != crate::Router::Replicas).then_some(10),
     };
     runtime.block_on(async {
         // SIGINT and SIGTERM stop the sandbox in order from here on (see `signals`); before
@@ -97,6 +99,12 @@ async fn run_scenario(
             ""
         }
     )?;
+    if sandbox.options.preview_every.is_some() {
+        writeln!(
+            out,
+            "  preview  every tenth request goes to {PREVIEW_HOST} (service.previewHosts), which only the canary serves"
+        )?;
+    }
     writeln!(out, "  files    {}", workdir.display())?;
 
     let report_path = workdir.join("report.json");
@@ -169,6 +177,7 @@ async fn run_scenario(
         .lock()
         .map(|n| (n.problems.clone(), n.changes.clone()))
         .unwrap_or_default();
+    let previews = sandbox.load.previews_since(0);
     let samples = sandbox.shutdown().await;
     std::fs::write(
         workdir.join("splits.json"),
@@ -191,6 +200,17 @@ async fn run_scenario(
     }
     if let Some(second) = &second {
         report_release(&mut out, args, second, &report_path, &workdir, &samples)?;
+        let during: Vec<&load::Sample> = previews
+            .iter()
+            .filter(|s| (second.started_ms..=second.ended_ms).contains(&s.sent_ms))
+            .collect();
+        if !during.is_empty() {
+            writeln!(
+                out,
+                "preview host {PREVIEW_HOST} during release 2: {}",
+                describe_previews(&during)
+            )?;
+        }
         if let Some(decided) = second.rollback_decided_ms {
             let primary = primary_after
                 .clone()
@@ -366,6 +386,34 @@ fn report_release(
         })))
     )?;
     Ok(())
+}
+
+/// Who answered the preview host's requests: the canary (and its versions), the primary
+/// (which never should), and the gateway alone (503) while no canary ran.
+fn describe_previews(samples: &[&load::Sample]) -> String {
+    let by = |w: &str| {
+        samples
+            .iter()
+            .filter(|s| s.workload.as_deref() == Some(w))
+            .count()
+    };
+    let mut versions: Vec<&str> = samples
+        .iter()
+        .filter(|s| s.workload.as_deref() == Some(crate::CANARY))
+        .filter_map(|s| s.version.as_deref())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    let (canary, primary) = (by(crate::CANARY), by(&format!("{}-primary", crate::CANARY)));
+    let unserved = samples.iter().filter(|s| s.workload.is_none()).count();
+    format!(
+        "{} req · {} answered by the canary ({}) · {} by the primary · {} while no canary ran (503 from the gateway)",
+        samples.len(),
+        canary,
+        if versions.is_empty() { "-".to_string() } else { versions.join(", ") },
+        if primary == 0 { "none".to_string() } else { primary.to_string() },
+        unserved
+    )
 }
 
 fn describe_stats(s: &Stats) -> String {

@@ -217,6 +217,7 @@ impl Node {
             canary: canary.as_ref().map(|c| c.0),
             canary_weight: desired.canary_weight,
             matches: desired.matches,
+            preview_hosts: desired.preview_hosts,
         };
         if applied.as_ref() != Some(&split) {
             let requested_ms = aviary_kube::runner::wall_ms();

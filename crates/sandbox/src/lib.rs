@@ -53,6 +53,8 @@ pub use signals::{Interrupt, StopSignal};
 /// The namespace and name of the example's Canary.
 pub const NAMESPACE: &str = "prod";
 pub const CANARY: &str = "podinfo";
+/// The example's preview host (`service.previewHosts`): its requests always reach the canary.
+pub const PREVIEW_HOST: &str = "canary.podinfo.example.com";
 /// The example's image.
 pub const IMAGE: &str = "ghcr.io/aviary-dev/demo";
 /// The version the first release installs.
@@ -107,6 +109,9 @@ pub struct Options {
     pub rate: u32,
     /// Every n-th client request carries `x-canary: insider`.
     pub tag_every: Option<u32>,
+    /// Every n-th client request goes to [`PREVIEW_HOST`] (recorded apart: see
+    /// [`load::Load::previews_since`]).
+    pub preview_every: Option<u32>,
 }
 
 /// Errors that stop the sandbox itself (not a rollout's verdict).
@@ -238,6 +243,10 @@ impl Sandbox {
                 every,
                 header: "x-canary".into(),
                 value: "insider".into(),
+            }),
+            preview: options.preview_every.map(|every| load::PreviewRequests {
+                every,
+                host: PREVIEW_HOST.into(),
             }),
         })
         .map_err(|e| std::io::Error::other(format!("cannot start the clients: {e}")))?;

@@ -21,6 +21,17 @@ pub struct LoadConfig {
     pub concurrency: usize,
     /// Every n-th request carries this header (an A/B test's audience), when set.
     pub tagged: Option<TaggedRequests>,
+    /// Every n-th request goes to a preview host instead of the main one, when set (it wins
+    /// over `tagged` when both fall on the same request).
+    pub preview: Option<PreviewRequests>,
+}
+
+/// A share of requests sent to the canary's preview host. They are recorded apart
+/// ([`Load::previews_since`]): [`Load::since`] and [`Load::all`] hold the main host's only.
+#[derive(Debug, Clone)]
+pub struct PreviewRequests {
+    pub every: u32,
+    pub host: String,
 }
 
 /// A share of requests carrying one header.
@@ -50,6 +61,9 @@ pub struct Sample {
     pub latency_ms: f64,
     /// Whether it carried the A/B header.
     pub tagged: bool,
+    /// Whether it went to the preview host.
+    #[serde(default)]
+    pub preview: bool,
 }
 
 /// A summary of some samples.
@@ -147,10 +161,15 @@ impl Load {
                     continue; // all clients busy: this beat is skipped, as a closed-loop client would
                 };
                 n += 1;
+                let preview = config
+                    .preview
+                    .as_ref()
+                    .filter(|p| p.every > 0 && n % u64::from(p.every) == 0)
+                    .map(|p| p.host.clone());
                 let tag = config
                     .tagged
                     .as_ref()
-                    .filter(|t| t.every > 0 && n % u64::from(t.every) == 0)
+                    .filter(|t| preview.is_none() && t.every > 0 && n % u64::from(t.every) == 0)
                     .map(|t| (t.header.clone(), t.value.clone()));
                 let client = client.clone();
                 let url = url.clone();
@@ -158,7 +177,8 @@ impl Load {
                 tokio::spawn(async move {
                     let sent_ms = aviary_kube::runner::wall_ms();
                     let started = Instant::now();
-                    let mut request = client.get(&url).header("host", "podinfo.example.com");
+                    let host = preview.as_deref().unwrap_or("podinfo.example.com");
+                    let mut request = client.get(&url).header("host", host);
                     if let Some((h, v)) = &tag {
                         request = request.header(h.as_str(), v.as_str());
                     }
@@ -187,6 +207,7 @@ impl Load {
                         answered_ms: aviary_kube::runner::wall_ms(),
                         latency_ms: started.elapsed().as_secs_f64() * 1000.0,
                         tagged: tag.is_some(),
+                        preview: preview.is_some(),
                     };
                     if let Ok(mut all) = recorded.lock() {
                         all.push(sample);
@@ -216,20 +237,29 @@ impl Load {
         self.active.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The samples of requests sent at or after `since_ms`.
+    /// The samples of requests to the main host sent at or after `since_ms`.
     pub fn since(&self, since_ms: u64) -> Vec<Sample> {
+        self.recorded(since_ms, false)
+    }
+
+    /// The samples of requests to the preview host sent at or after `since_ms`.
+    pub fn previews_since(&self, since_ms: u64) -> Vec<Sample> {
+        self.recorded(since_ms, true)
+    }
+
+    fn recorded(&self, since_ms: u64, preview: bool) -> Vec<Sample> {
         self.samples
             .lock()
             .map(|all| {
                 all.iter()
-                    .filter(|s| s.sent_ms >= since_ms)
+                    .filter(|s| s.sent_ms >= since_ms && s.preview == preview)
                     .cloned()
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Every sample so far.
+    /// Every sample of the main host so far.
     pub fn all(&self) -> Vec<Sample> {
         self.since(0)
     }
@@ -277,6 +307,7 @@ mod tests {
             answered_ms: 0,
             latency_ms,
             tagged: false,
+            preview: false,
         }
     }
 

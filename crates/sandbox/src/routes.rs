@@ -49,6 +49,9 @@ pub struct Desired {
     pub canary_weight: u8,
     /// Requests matching one of these go to the canary.
     pub matches: Vec<Match>,
+    /// Hosts whose every request goes to the canary: the host names of the preview object
+    /// (`<name>-preview`) whose one backend is the canary, as a gateway or mesh would route them.
+    pub preview_hosts: Vec<String>,
 }
 
 /// Reads `name`'s routing objects in `namespace` through `get(api_version, plural, name)`.
@@ -59,6 +62,81 @@ pub fn desired(
 ) -> Desired {
     let primary = format!("{name}-primary");
     let canary = format!("{name}-canary");
+    let preview = format!("{name}-preview");
+    let mut desired = desired_split(router, name, &primary, &canary, &get);
+    if desired.routed {
+        desired.preview_hosts = preview_hosts(router, &preview, &canary, &get);
+    }
+    desired
+}
+
+/// The hosts of the preview object `preview` that sends every request to `canary`.
+fn preview_hosts(
+    router: Router,
+    preview: &str,
+    canary: &str,
+    get: &impl Fn(&str, &str, &str) -> Option<Value>,
+) -> Vec<String> {
+    let (object, hosts, rules, backends, backend_name): (_, _, _, _, fn(&Value) -> Option<&Value>) =
+        match router {
+            Router::GatewayApi => (
+                get("gateway.networking.k8s.io/v1", "httproutes", preview),
+                "/spec/hostnames",
+                "/spec/rules",
+                "backendRefs",
+                |b| b.get("name"),
+            ),
+            Router::Istio => (
+                get("networking.istio.io/v1", "virtualservices", preview),
+                "/spec/hosts",
+                "/spec/http",
+                "route",
+                |d| d.pointer("/destination/host"),
+            ),
+            Router::Replicas => return Vec::new(),
+        };
+    let Some(object) = object else {
+        return Vec::new();
+    };
+    let is_canary = |n: &str| n == canary || n.starts_with(&format!("{canary}."));
+    // Every backend with a weight, of every rule, is the canary.
+    let only_canary = object
+        .pointer(rules)
+        .and_then(Value::as_array)
+        .is_some_and(|rules| {
+            rules.iter().all(|rule| {
+                rule.get(backends)
+                    .and_then(Value::as_array)
+                    .is_some_and(|bs| {
+                        bs.iter().all(|b| {
+                            b.get("weight").and_then(Value::as_u64) == Some(0)
+                                || backend_name(b)
+                                    .and_then(Value::as_str)
+                                    .is_some_and(is_canary)
+                        })
+                    })
+            })
+        });
+    if !only_canary {
+        return Vec::new();
+    }
+    object
+        .pointer(hosts)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+fn desired_split(
+    router: Router,
+    name: &str,
+    primary: &str,
+    canary: &str,
+    get: &impl Fn(&str, &str, &str) -> Option<Value>,
+) -> Desired {
     match router {
         Router::GatewayApi => match get("gateway.networking.k8s.io/v1", "httproutes", name) {
             Some(route) => from_rules(
@@ -66,8 +144,8 @@ pub fn desired(
                 "backendRefs",
                 |b| b.get("name"),
                 gateway_matches,
-                &primary,
-                &canary,
+                primary,
+                canary,
             ),
             None => Desired::default(),
         },
@@ -77,8 +155,8 @@ pub fn desired(
                 "route",
                 |d| d.pointer("/destination/host"),
                 istio_matches,
-                &primary,
-                &canary,
+                primary,
+                canary,
             ),
             None => Desired::default(),
         },
@@ -87,14 +165,14 @@ pub fn desired(
                 get("apps/v1", "deployments", n)
                     .and_then(|d| d.pointer("/spec/replicas").and_then(Value::as_u64))
             };
-            match replicas(&primary) {
+            match replicas(primary) {
                 Some(p) => {
                     let c = replicas(name).unwrap_or(0);
                     let weight = (100 * c).checked_div(p + c).unwrap_or(0);
                     Desired {
                         routed: true,
                         canary_weight: weight.min(100) as u8,
-                        matches: Vec::new(),
+                        ..Desired::default()
                     }
                 }
                 None => Desired::default(),
@@ -273,6 +351,52 @@ mod tests {
         assert_eq!(d.canary_weight, 0);
         assert_eq!(d.matches[0].headers[0].kind, MatchKind::Regex);
         assert_eq!(d.matches[0].headers[0].name, "cookie");
+    }
+
+    #[test]
+    fn preview_hosts_come_from_a_preview_object_that_only_reaches_the_canary() {
+        let main = json!({"spec": {"rules": [{"backendRefs": [
+            {"name": "podinfo-primary", "weight": 90}, {"name": "podinfo-canary", "weight": 10}]}]}});
+        let preview = |backends: Value| json!({"spec": {"hostnames": ["Canary.Example.com"], "rules": [{"backendRefs": backends}]}});
+        let get = |p: Value| {
+            let main = main.clone();
+            move |_: &str, _: &str, n: &str| match n {
+                "podinfo" => Some(main.clone()),
+                "podinfo-preview" => Some(p.clone()),
+                _ => None,
+            }
+        };
+        let d = desired(
+            Router::GatewayApi,
+            "podinfo",
+            get(preview(
+                json!([{"name": "podinfo-canary", "port": 9898, "weight": 100}]),
+            )),
+        );
+        assert_eq!(d.canary_weight, 10);
+        assert_eq!(d.preview_hosts, ["canary.example.com"]);
+        // A preview route that also reaches the primary is not a preview: its host is split.
+        let d = desired(
+            Router::GatewayApi,
+            "podinfo",
+            get(preview(
+                json!([{"name": "podinfo-canary"}, {"name": "podinfo-primary", "weight": 1}]),
+            )),
+        );
+        assert!(d.preview_hosts.is_empty());
+        let vs = json!({"spec": {"hosts": ["canary.example.com"], "http": [{"route": [
+            {"destination": {"host": "podinfo-canary", "port": {"number": 9898}}, "weight": 100}]}]}});
+        let get = move |_: &str, _: &str, n: &str| match n {
+            "podinfo" => Some(
+                json!({"spec": {"http": [{"route": [{"destination": {"host": "podinfo-primary"}, "weight": 100}]}]}}),
+            ),
+            "podinfo-preview" => Some(vs.clone()),
+            _ => None,
+        };
+        assert_eq!(
+            desired(Router::Istio, "podinfo", get).preview_hosts,
+            ["canary.example.com"]
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ struct Routing {
     primary: Option<SocketAddr>,
     canary: Option<SocketAddr>,
     matches: Vec<Vec<HeaderTest>>,
+    preview_hosts: Vec<String>,
     wrr: Mutex<SmoothWrr>,
 }
 
@@ -97,6 +98,7 @@ impl Routing {
             primary: split.primary,
             canary: split.canary,
             matches,
+            preview_hosts: split.preview_hosts.clone(),
             wrr: Mutex::new(SmoothWrr::new(split)),
         })
     }
@@ -106,11 +108,23 @@ impl Routing {
             primary: None,
             canary: None,
             matches: Vec::new(),
+            preview_hosts: Vec::new(),
             wrr: Mutex::new(SmoothWrr::new(&Split::default())),
         }
     }
 
     fn choose(&self, headers: &HeaderMap) -> Option<SocketAddr> {
+        // A preview host reaches the canary or nothing (like HAProxy's rule, the Host header's
+        // name without its port, lower-cased).
+        if !self.preview_hosts.is_empty() {
+            let host = headers
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.split(':').next().unwrap_or_default().to_ascii_lowercase());
+            if host.is_some_and(|h| self.preview_hosts.contains(&h)) {
+                return self.canary;
+            }
+        }
         if let Some(canary) = self.canary {
             if self
                 .matches

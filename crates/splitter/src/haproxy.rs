@@ -44,6 +44,9 @@ pub(crate) struct Haproxy {
     /// Serialises `apply`, and remembers the patterns last committed to each ACL file so an
     /// unchanged file is not rewritten.
     applied: tokio::sync::Mutex<Vec<[Option<Vec<String>>; 4]>>,
+    /// The ACL file of the preview hosts, and the hosts last committed to it.
+    preview_file: String,
+    preview_applied: tokio::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Haproxy {
@@ -117,6 +120,9 @@ impl Haproxy {
             }
             acl_files.push(files);
         }
+        let preview_file = format!("{workdir_str}/acl/preview.lst");
+        std::fs::write(&preview_file, "")
+            .map_err(|e| Error::io(format!("cannot write the ACL file {preview_file}"), e))?;
         let config_path = workdir.join("haproxy.cfg");
 
         // The free port is found by binding :0 and releasing it; another process may grab it
@@ -125,7 +131,7 @@ impl Haproxy {
         loop {
             attempt += 1;
             let port = free_port()?;
-            let config = render_config(workdir_str, port, &headers, &acl_files);
+            let config = render_config(workdir_str, port, &headers, &acl_files, &preview_file);
             std::fs::write(&config_path, config).map_err(|e| {
                 Error::io(
                     format!(
@@ -153,6 +159,8 @@ impl Haproxy {
                 headers: headers.clone(),
                 acl_files: acl_files.clone(),
                 applied: tokio::sync::Mutex::new(vec![[None, None, None, None]; headers.len()]),
+                preview_file: preview_file.clone(),
+                preview_applied: tokio::sync::Mutex::new(None),
             };
             match haproxy.wait_ready().await {
                 Ok(version) => {
@@ -406,6 +414,12 @@ impl Haproxy {
             }
         }
 
+        let mut preview = self.preview_applied.lock().await;
+        if preview.as_ref() != Some(&split.preview_hosts) {
+            self.replace_acl(&self.preview_file, &split.preview_hosts)
+                .await?;
+            *preview = Some(split.preview_hosts.clone());
+        }
         for (h, files) in self.acl_files.iter().enumerate() {
             for (k, file) in files.iter().enumerate() {
                 let wanted = &patterns[h][k];
@@ -597,6 +611,7 @@ fn render_config(
     port: u16,
     headers: &[String],
     acl_files: &[[String; 4]],
+    preview_file: &str,
 ) -> String {
     let mut c = String::new();
     let _ = write!(
@@ -629,6 +644,9 @@ defaults
 frontend splitter
     bind 127.0.0.1:{port}
     acl canary_up nbsrv(canary_only) gt 0
+    # A preview host reaches the canary, or gets 503 while there is none; never the primary.
+    acl preview_host req.hdr(host),lower,field(1,:) -m str -f {preview_file}
+    use_backend canary_only if preview_host
 "
     );
     let mut rules = String::new();

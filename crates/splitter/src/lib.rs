@@ -62,6 +62,9 @@ pub struct Split {
     pub canary_weight: u8,
     /// Requests matching any `Match` go to the canary (when it is set).
     pub matches: Vec<Match>,
+    /// Host names (lower-case, without a port) whose requests always go to the canary: with
+    /// no canary set they are answered 503, never by the primary. Checked before `matches`.
+    pub preview_hosts: Vec<String>,
 }
 
 /// Which proxy does the splitting.
@@ -230,6 +233,15 @@ fn validate(split: &Split) -> Result<(), Error> {
                 split.canary_weight
             ),
         ));
+    }
+    for host in &split.preview_hosts {
+        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
+        if host.is_empty() || !host.bytes().all(ok) {
+            return Err(Error::invalid(
+                format!("preview host `{host}`"),
+                "a preview host is a lower-case host name without a port (letters, digits, '-' and '.')",
+            ));
+        }
     }
     for (i, m) in split.matches.iter().enumerate() {
         if m.headers.is_empty() {

@@ -107,10 +107,10 @@ impl Conn {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "app.test");
+        let mut req = Request::builder().method(method).uri(path);
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req = req.header("host", "app.test");
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -219,6 +219,7 @@ fn split(primary: &Backend, canary: &Backend, weight: u8) -> Split {
         canary: Some(canary.addr),
         canary_weight: weight,
         matches: vec![],
+        preview_hosts: vec![],
     }
 }
 
@@ -266,6 +267,7 @@ both_engines!(
     only_set_backends_are_weighted,
     forwards_method_path_body_and_xff,
     invalid_weight_rejected,
+    preview_hosts_reach_the_canary_or_nothing,
 );
 
 // --------------------------------------------------------------------------------------------
@@ -553,6 +555,63 @@ async fn no_backend_is_503(kind: Kind) {
         StatusCode::SERVICE_UNAVAILABLE,
         "{kind:?} no primary, no canary"
     );
+    r.splitter.shutdown().await;
+}
+
+/// A preview host goes to the canary whatever the weights and matches say (its name compared
+/// without the port and case-insensitively), and gets 503 while there is no canary: never the
+/// primary. Other hosts are split as before.
+async fn preview_hosts_reach_the_canary_or_nothing(kind: Kind) {
+    let Some(r) = start(kind).await else { return };
+    let (primary, canary) = (backend("primary").await, backend("canary").await);
+    let mut conn = Conn::open(r.splitter.addr()).await;
+    let mut s = split(&primary, &canary, 0);
+    s.preview_hosts = vec!["canary.app.test".into(), "beta.app.test".into()];
+    r.splitter.apply(&s).await.unwrap();
+    for _ in 0..5 {
+        for host in ["canary.app.test", "Canary.App.Test:8080", "beta.app.test"] {
+            assert_eq!(
+                conn.get(&[("host", host)]).await.served_by,
+                "canary",
+                "{kind:?}: {host}"
+            );
+        }
+        for host in ["app.test", "xcanary.app.test", "canary.app.test.evil"] {
+            assert_eq!(
+                conn.get(&[("host", host)]).await.served_by,
+                "primary",
+                "{kind:?}: {host}"
+            );
+        }
+    }
+    // All of the split on the canary changes nothing for the preview host; none on it either.
+    s.canary_weight = 100;
+    r.splitter.apply(&s).await.unwrap();
+    assert_eq!(conn.get(&[("host", "app.test")]).await.served_by, "canary");
+    assert_eq!(
+        conn.get(&[("host", "canary.app.test")]).await.served_by,
+        "canary"
+    );
+    // No canary: 503, not the primary.
+    s.canary = None;
+    s.canary_weight = 0;
+    r.splitter.apply(&s).await.unwrap();
+    let mut conn = Conn::open(r.splitter.addr()).await;
+    let a = conn.get(&[("host", "canary.app.test")]).await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{kind:?}");
+    assert_ne!(a.served_by, "primary");
+    assert_eq!(conn.get(&[("host", "app.test")]).await.served_by, "primary");
+    // Preview hosts removed: the host is split like any other.
+    s.preview_hosts.clear();
+    r.splitter.apply(&s).await.unwrap();
+    assert_eq!(
+        conn.get(&[("host", "canary.app.test")]).await.served_by,
+        "primary"
+    );
+    // A host that is not a bare lower-case name is refused.
+    s.preview_hosts = vec!["Canary.app.test:80".into()];
+    let e = r.splitter.apply(&s).await.unwrap_err();
+    assert!(e.to_string().contains("preview host"), "{e}");
     r.splitter.shutdown().await;
 }
 
@@ -878,6 +937,7 @@ fn smooth_wrr_is_exact() {
             canary: Some("127.0.0.1:2".parse().unwrap()),
             canary_weight: w,
             matches: vec![],
+            preview_hosts: vec![],
         };
         let mut wrr = SmoothWrr::new(&s);
         let canary = (0..100)

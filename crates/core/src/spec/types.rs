@@ -199,6 +199,11 @@ pub struct Service {
     pub traffic_distribution: Option<String>,
     pub mirror: Vec<MirrorBackend>,
     pub unmanaged_metadata: Option<UnmanagedMetadata>,
+    /// `aviary.dev/v1alpha1` only: host names that always reach the canary (`<svc>-canary`),
+    /// whatever the split of the main hosts: a preview `HTTPRoute` (gatewayapi and the providers
+    /// routed by it, on the Gateways of `gatewayRefs`), `VirtualService` (istio) or `Ingress`
+    /// (nginx), named `<svc>-preview` (`<ingress>-preview` for nginx).
+    pub preview_hosts: Vec<String>,
 }
 
 impl Service {
@@ -535,6 +540,32 @@ impl Provider {
             Provider::Traefik => "traefik",
             Provider::Other(s) => s,
         }
+    }
+}
+
+/// Why `provider` leaves `service.previewHosts` of `service` unrouted, if it does: a host
+/// name needs a router that routes hosts (gatewayapi and the providers routed by it, istio,
+/// nginx) and, for an HTTPRoute, a Gateway to attach to. `None` for a provider aviary does not
+/// route at all (its own refusal says so) and when there are no preview hosts.
+pub fn preview_gap(service: &Service, provider: &Provider) -> Option<(String, String)> {
+    if service.preview_hosts.is_empty() {
+        return None;
+    }
+    let name = provider.name();
+    match provider {
+        Provider::Kubernetes | Provider::KubernetesReplicas => Some((
+            format!("service.previewHosts has no effect with provider {name}, which routes no host names"),
+            "use provider gatewayapi, istio or nginx to reach the canary at its own host".into(),
+        )),
+        Provider::Gloo => Some((
+            "service.previewHosts has no effect with provider gloo: aviary's gloo router writes no preview route".into(),
+            "use provider gatewayapi, istio or nginx to reach the canary at its own host".into(),
+        )),
+        p if p.http_route() && service.gateway_refs.is_empty() => Some((
+            format!("service.previewHosts has no effect with provider {name} and no spec.service.gatewayRefs: the preview HTTPRoute needs a Gateway that serves its host names"),
+            "add `gatewayRefs: [{name: GATEWAY, namespace: GATEWAY_NAMESPACE}]` under spec.service".into(),
+        )),
+        _ => None,
     }
 }
 

@@ -267,6 +267,8 @@ pub struct GatewayApi {
     name: &'static str,
     api: Api<HttpRoute>,
     objects: GatewayObjects,
+    /// `service.previewHosts`, when the route can carry them (see [`super::preview`]).
+    preview: Option<Vec<String>>,
 }
 
 impl GatewayApi {
@@ -284,6 +286,7 @@ impl GatewayApi {
                 _ => "gatewayapi",
             },
             api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
+            preview: super::preview::hosts(canary, provider),
             objects: GatewayObjects::new(
                 canary,
                 provider,
@@ -302,16 +305,17 @@ impl GatewayApi {
         format!("{}.{}", self.objects.name, self.objects.namespace)
     }
 
-    /// Waits until every parent accepted the route at its current generation.
-    async fn wait_accepted(&self) -> Result<(), ClusterError> {
+    /// Waits until every parent accepted the route `name` at its current generation.
+    async fn wait_accepted(&self, name: &str) -> Result<(), ClusterError> {
         let o = &self.objects;
         if o.parents.is_empty() {
             return Ok(());
         }
+        let qualified = format!("{name}.{}", o.namespace);
         let deadline = tokio::time::Instant::now() + ACCEPT_TIMEOUT;
-        let what = format!("read HTTPRoute {}", self.qualified());
+        let what = format!("read HTTPRoute {qualified}");
         loop {
-            let route = retry(&what, || self.api.get_opt(&o.name)).await?;
+            let route = retry(&what, || self.api.get_opt(name)).await?;
             let (accepted, detail) = match &route {
                 Some(r) => accepted(r, o.parents.len()),
                 None => (false, "the route does not exist".to_string()),
@@ -321,13 +325,27 @@ impl GatewayApi {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Invalid(format!(
-                    "HTTPRoute {} was not accepted by its parents within {}s: {detail}",
-                    self.qualified(),
+                    "HTTPRoute {qualified} was not accepted by its parents within {}s: {detail}",
                     ACCEPT_TIMEOUT.as_secs()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Applies `route` (an HTTPRoute as JSON) and waits until its parents accept it.
+    async fn apply(&self, route: Value) -> Result<(), ClusterError> {
+        let name = route
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let typed: HttpRoute = serde_json::from_value(route)
+            .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {name}: {e}")))?;
+        let what = format!("apply HTTPRoute {name}.{}", self.objects.namespace);
+        let (params, patch) = (apply_params(), Patch::Apply(&typed));
+        retry(&what, || self.api.patch(&name, &params, &patch)).await?;
+        self.wait_accepted(&name).await
     }
 }
 
@@ -372,13 +390,11 @@ impl TrafficRouter for GatewayApi {
 
     fn set_routes<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
-            let name = &self.objects.name;
-            let route: HttpRoute = serde_json::from_value(self.route(routes))
-                .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {name}: {e}")))?;
-            let what = format!("apply HTTPRoute {}", self.qualified());
-            let (params, patch) = (apply_params(), Patch::Apply(&route));
-            retry(&what, || self.api.patch(name, &params, &patch)).await?;
-            self.wait_accepted().await
+            self.apply(self.route(routes)).await?;
+            if let Some(hosts) = &self.preview {
+                self.apply(self.objects.preview_route(hosts)).await?;
+            }
+            Ok(())
         })
     }
 
@@ -408,6 +424,26 @@ impl TrafficRouter for GatewayApi {
                 objects,
                 routes: Some(routes),
             })
+        })
+    }
+}
+
+impl GatewayObjects {
+    /// The preview HTTPRoute (`<svc>-preview`, see [`super::preview`]): on the same parents,
+    /// for `hosts`, with the Service's own matches, header filters and timeout, and the canary
+    /// Service as its one backend.
+    pub fn preview_route(&self, hosts: &[String]) -> Value {
+        let name = super::preview::object_name(&self.name);
+        let backends = json!([{ "name": self.canary, "port": self.port, "weight": 100 }]);
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": super::preview::metadata(&name, &self.namespace),
+            "spec": {
+                "parentRefs": self.parents,
+                "hostnames": hosts,
+                "rules": [self.rule(&self.service_matches, backends, None)],
+            },
         })
     }
 }

@@ -16,7 +16,9 @@ use serde_json::{json, Map, Value};
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
 use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
-use aviary_core::spec::{Canary, CustomMetadata, HeaderOperations, HttpMatch, StringMatch};
+use aviary_core::spec::{
+    Canary, CustomMetadata, HeaderOperations, HttpMatch, Provider, StringMatch,
+};
 
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
@@ -31,6 +33,8 @@ pub struct Istio {
     objects: IstioObjects,
     /// The DestinationRules were applied by an earlier call.
     rules_applied: AtomicBool,
+    /// `service.previewHosts` (see [`super::preview`]).
+    preview: Option<Vec<String>>,
 }
 
 impl Istio {
@@ -49,6 +53,7 @@ impl Istio {
             destination_rules: Api::namespaced_with(client, ns, &resource("DestinationRule")),
             objects,
             rules_applied: AtomicBool::new(false),
+            preview: super::preview::hosts(canary, &Provider::Istio),
         })
     }
 }
@@ -85,6 +90,16 @@ impl TrafficRouter for Istio {
                 self.virtual_services.patch(&o.name, &params, &patch)
             })
             .await?;
+            if let Some(hosts) = &self.preview {
+                let vs = o.preview_virtual_service(hosts);
+                let name = super::preview::object_name(&o.name);
+                let what = format!("apply VirtualService {name}.{}", o.namespace);
+                let (params, patch) = (apply_params(), Patch::Apply(&vs));
+                retry(&what, || {
+                    self.virtual_services.patch(&name, &params, &patch)
+                })
+                .await?;
+            }
             Ok(())
         })
     }
@@ -487,6 +502,30 @@ pub(crate) fn istio_match(m: &HttpMatch) -> Value {
 /// set). Without service matches, the A/B matches as they are.
 pub(crate) fn combine_matches(ab: &[Value], service: &[Value]) -> Vec<Value> {
     and_matches(ab, service, |m, a| merge_match(m, a, &[]))
+}
+
+impl IstioObjects {
+    /// The preview VirtualService (`<svc>-preview`, see [`super::preview`]): `hosts` on the
+    /// same gateways, with the Service's own matches and route options, every request to the
+    /// canary host.
+    pub fn preview_virtual_service(&self, hosts: &[String]) -> Value {
+        let mut route = self.route_options.clone();
+        if !self.service_matches.is_empty() {
+            route.insert("match".into(), json!(self.service_matches));
+        }
+        route.insert("route".into(), json!([self.destination(&self.canary, 100)]));
+        let mut spec = json!({ "hosts": hosts, "http": [route] });
+        if let Some(gateways) = &self.gateways {
+            spec["gateways"] = json!(gateways);
+        }
+        let name = super::preview::object_name(&self.name);
+        json!({
+            "apiVersion": format!("{GROUP}/{VERSION}"),
+            "kind": "VirtualService",
+            "metadata": super::preview::metadata(&name, &self.namespace),
+            "spec": spec,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ const PREFIX: &str = "nginx.ingress.kubernetes.io";
 pub struct Nginx {
     api: Api<Ingress>,
     objects: NginxObjects,
+    /// `service.previewHosts` (see [`super::preview`]).
+    preview: Option<Vec<String>>,
 }
 
 impl Nginx {
@@ -32,6 +34,7 @@ impl Nginx {
         Ok(Nginx {
             api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
             objects,
+            preview: super::preview::hosts(canary, &aviary_core::spec::Provider::Nginx),
         })
     }
 }
@@ -59,6 +62,26 @@ impl TrafficRouter for Nginx {
             let what = format!("apply Ingress {}.{}", o.canary_ingress, o.namespace);
             let (params, patch) = (apply_params(), Patch::Apply(&copy));
             retry(&what, || self.api.patch(&o.canary_ingress, &params, &patch)).await?;
+            if let Some(hosts) = &self.preview {
+                let name = super::preview::object_name(&o.ingress);
+                let preview = super::preview::ingress(
+                    &user,
+                    &o.service,
+                    &o.canary_service,
+                    hosts,
+                    &name,
+                    &o.namespace,
+                )
+                .map_err(|e| {
+                    ClusterError::Invalid(format!(
+                        "service.previewHosts: Ingress {}.{} (the Canary's ingressRef): {e}",
+                        o.ingress, o.namespace
+                    ))
+                })?;
+                let what = format!("apply Ingress {name}.{}", o.namespace);
+                let (params, patch) = (apply_params(), Patch::Apply(&preview));
+                retry(&what, || self.api.patch(&name, &params, &patch)).await?;
+            }
             Ok(())
         })
     }

@@ -4,11 +4,12 @@
 use super::diagnostics::{Cx, Hint};
 use super::fields::{Field, Reader};
 use super::matches::decode_matches;
+use super::names::is_dns_subdomain;
 use crate::spec::types::{
-    CustomMetadata, GatewayRef, HeaderOperations, Headers, HttpRetry, HttpRewrite, IntOrString,
-    MirrorBackend, Service, UnmanagedMetadata,
+    preview_gap, Canary, CustomMetadata, GatewayRef, HeaderOperations, Headers, HttpRetry,
+    HttpRewrite, IntOrString, MirrorBackend, Service, UnmanagedMetadata,
 };
-use crate::spec::yaml::Value;
+use crate::spec::yaml::{Node, Value};
 
 pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> Option<Service> {
     let name = r
@@ -117,6 +118,14 @@ pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> O
             annotations,
         }
     });
+    // An aviary addition: under flagger.app it stays an unknown field (Flagger would drop it).
+    let preview_hosts = if cx.strict {
+        r.field("previewHosts")
+            .map(|f| decode_preview_hosts(cx, &f, &hosts))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     r.finish(cx);
     let port = port?;
     Some(Service {
@@ -147,7 +156,40 @@ pub(super) fn decode_service(cx: &mut Cx, mut r: Reader, target_name: &str) -> O
         traffic_distribution,
         mirror,
         unmanaged_metadata,
+        preview_hosts,
     })
+}
+
+/// `service.previewHosts`: exact host names (lower-case RFC 1123, no wildcard), each once, none
+/// of them one of the main `hosts` (a host is either split or previewed).
+fn decode_preview_hosts(cx: &mut Cx, f: &Field, hosts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, item) in f.list(cx).iter().enumerate() {
+        let Some(host) = item.nonempty_string(cx) else {
+            continue;
+        };
+        if host.starts_with("*.") || host == "*" {
+            item.error(cx, format!("previewHosts[{i}] is the wildcard {host:?}; a preview host is one exact host name"))
+                .hint("name the one host that reaches the canary, e.g. canary.example.com");
+        } else if !is_dns_subdomain(&host) {
+            let lower = host.to_ascii_lowercase();
+            let e = item.error(cx, format!("{host:?} is not a host name (lower-case letters, digits, '-' and '.', no port, no scheme)"));
+            if lower != host && is_dns_subdomain(&lower) {
+                e.hint(format!("write it in lower case: {lower}"));
+            } else {
+                e.hint("write the bare host name, e.g. canary.example.com");
+            }
+        } else if hosts.contains(&host) {
+            item.error(cx, format!("{host} is also in service.hosts, whose traffic is split; a preview host must be a host of its own"))
+                .hint(format!("remove {host} from previewHosts, or use another name, e.g. canary.{host}"));
+        } else if out.contains(&host) {
+            item.warn(cx, format!("{host} is listed twice"))
+                .hint("remove the repeated entry");
+        } else {
+            out.push(host);
+        }
+    }
+    out
 }
 
 /// The values Flagger's CRD allows for `service.trafficDistribution`.
@@ -202,5 +244,101 @@ pub(super) fn decode_custom_metadata(cx: &mut Cx, mut r: Reader) -> CustomMetada
     CustomMetadata {
         labels,
         annotations,
+    }
+}
+
+/// Warns when the Canary's own provider leaves `service.previewHosts` unrouted
+/// ([`preview_gap`]), at the field's line.
+pub(super) fn check_preview(cx: &mut Cx, spec: &Node, canary: &Canary) {
+    let Some(provider) = &canary.provider else {
+        return;
+    };
+    let Some((message, help)) = preview_gap(&canary.service, provider) else {
+        return;
+    };
+    let line = spec
+        .get("service")
+        .and_then(Node::as_map)
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("previewHosts")))
+        .map_or(canary.origin.line, |(k, _)| k.line);
+    cx.warn(line, "spec.service.previewHosts", message)
+        .hint(help);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{
+        canary, decode, errors, warnings, AVIARY_API as AVIARY, FLAGGER_API, STEPS,
+    };
+
+    /// The minimal canary with `lines` added under `spec.service` (from line 11 on).
+    fn with_service(api: &str, lines: &str) -> String {
+        canary(api, STEPS).replace("    port: 9898\n", &format!("    port: 9898\n{lines}"))
+    }
+
+    #[test]
+    fn preview_hosts_are_read_under_aviary_dev() {
+        let text = with_service(
+            AVIARY,
+            "    hosts: [app.example.com]\n    previewHosts: [canary.example.com, beta.example.com]\n",
+        );
+        let docs = decode(&text);
+        assert_eq!(
+            docs.canaries[0].service.preview_hosts,
+            ["canary.example.com", "beta.example.com"]
+        );
+        assert!(warnings(&text).is_empty(), "{:?}", warnings(&text));
+    }
+
+    #[test]
+    fn preview_hosts_are_an_unknown_field_to_flagger() {
+        let text = with_service(FLAGGER_API, "    previewHosts: [canary.example.com]\n");
+        let docs = decode(&text);
+        assert!(docs.canaries[0].service.preview_hosts.is_empty());
+        let w = warnings(&text);
+        assert!(
+            w.iter()
+                .any(|w| w.contains("spec.service.previewHosts") && w.contains("unknown field")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_preview_host_must_be_one_exact_host_of_its_own() {
+        let e = |hosts: &str| {
+            errors(&with_service(
+                AVIARY,
+                &format!("    hosts: [app.example.com]\n    previewHosts: [{hosts}]\n"),
+            ))
+        };
+        assert_eq!(
+            e("\"*.example.com\""),
+            vec!["canary.yaml:12: spec.service.previewHosts[0]: previewHosts[0] is the wildcard \"*.example.com\"; a preview host is one exact host name\n  help: name the one host that reaches the canary, e.g. canary.example.com"]
+        );
+        assert_eq!(
+            e("Canary.Example.com"),
+            vec!["canary.yaml:12: spec.service.previewHosts[0]: \"Canary.Example.com\" is not a host name (lower-case letters, digits, '-' and '.', no port, no scheme)\n  help: write it in lower case: canary.example.com"]
+        );
+        assert!(e("\"https://canary.example.com\"")[0].contains("help: write the bare host name"));
+        assert_eq!(
+            e("app.example.com"),
+            vec!["canary.yaml:12: spec.service.previewHosts[0]: app.example.com is also in service.hosts, whose traffic is split; a preview host must be a host of its own\n  help: remove app.example.com from previewHosts, or use another name, e.g. canary.app.example.com"]
+        );
+    }
+
+    #[test]
+    fn a_provider_that_routes_no_host_is_warned_about() {
+        let text = with_service(AVIARY, "    previewHosts: [canary.example.com]\n")
+            .replace("spec:\n", "spec:\n  provider: kubernetes:replicas\n");
+        let w = warnings(&text);
+        assert_eq!(
+            w,
+            vec!["canary.yaml:12: warning: spec.service.previewHosts: service.previewHosts has no effect with provider kubernetes:replicas, which routes no host names\n  help: use provider gatewayapi, istio or nginx to reach the canary at its own host"]
+        );
+        let mesh = with_service(AVIARY, "    previewHosts: [canary.example.com]\n")
+            .replace("spec:\n", "spec:\n  provider: linkerd\n");
+        assert!(warnings(&mesh)
+            .iter()
+            .any(|w| w.contains("no spec.service.gatewayRefs")));
     }
 }
