@@ -458,7 +458,7 @@ fn what_flaggers_crd_refuses_gets_a_warning_saying_so() {
 }
 
 #[test]
-fn a_printf_placeholder_is_a_warning_not_an_error() {
+fn a_printf_placeholder_is_read_and_its_mistakes_are_errors() {
     let dir = tempdir();
     let f = write(
         dir.path(),
@@ -469,15 +469,21 @@ fn a_printf_placeholder_is_a_warning_not_an_error() {
         ),
     );
     let err = valid(&f);
-    assert!(
-        err.contains("is a Go template call that aviary cannot fill in yet"),
-        "{err}"
-    );
-    let bad = write(
-        dir.path(),
-        "bad.yaml",
-        TEMPLATE.replace("{{ namespace }}", "{{ printf \"%s\" nosuch }}"),
-    );
-    let out = run(&["validate", "-f", p(&bad)]);
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(!err.contains("printf"), "{err}");
+    for (action, says) in [
+        ("{{ printf \"%s\" nosuch }}", "unknown argument nosuch"),
+        (
+            "{{ printf \"%d\" name }}",
+            "the verb %d is not one aviary renders",
+        ),
+    ] {
+        let bad = write(
+            dir.path(),
+            "bad.yaml",
+            TEMPLATE.replace("{{ namespace }}", action),
+        );
+        let out = run(&["validate", "-f", p(&bad)]);
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
 }

@@ -39,9 +39,6 @@ pub struct Problem {
     pub offset: usize,
     pub message: String,
     pub help: String,
-    /// A valid Go template action that aviary cannot render yet (`printf`): Flagger accepts the
-    /// query, so this is a warning, and the rollout that renders it fails saying so.
-    pub warning: bool,
 }
 
 /// Every placeholder of `query`, and every problem with them: an unclosed `{{` (which ends the
@@ -62,7 +59,6 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
                 .take(30)
                 .collect();
             problems.push(Problem {
-                warning: false,
                 offset: at,
                 message: format!("unclosed placeholder {excerpt:?}: this '{{{{' has no '}}}}'"),
                 help: format!(
@@ -90,7 +86,6 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
         };
         match placeholder.variable() {
             Some("") => problems.push(Problem {
-                warning: false,
                 offset: at,
                 message: format!("{} names no variable", placeholder.text),
                 help: "write {{ variables.NAME }} with a key of the metric's templateVariables"
@@ -98,17 +93,19 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
             }),
             Some(_) => {}
             None if NAMES.contains(&placeholder.name.as_str()) => {}
-            None if is_printf(&placeholder.name) => problems.push(Problem {
-                warning: true,
-                offset: at,
-                message: format!(
-                    "{} is a Go template call that aviary cannot fill in yet: Flagger renders it, a rollout with aviary fails at this query",
-                    placeholder.text
-                ),
-                help: "write the value out in the query, with plain placeholders such as {{ namespace }}".to_string(),
-            }),
+            None if placeholder.name.starts_with("printf") => {
+                if let Err(e) = Printf::parse(&placeholder.name) {
+                    problems.push(Problem {
+                                offset: at,
+                        message: format!("{}: {e}", placeholder.text),
+                        help: format!(
+                            "write printf \"FORMAT\" with %s for each argument, the arguments among {}, variables.NAME",
+                            NAMES.join(", ")
+                        ),
+                    });
+                }
+            }
             None => problems.push(Problem {
-                warning: false,
                 offset: at,
                 message: format!("unknown placeholder {}", placeholder.text),
                 help: format!(
@@ -124,35 +121,145 @@ pub fn scan(query: &str) -> (Vec<Placeholder>, Vec<Problem>) {
     (found, problems)
 }
 
-/// `printf "FORMAT" ARG...` with each argument a name a query may use: Go's `text/template`
-/// renders it (Flagger's skipper docs use it), aviary's renderer does not yet.
-fn is_printf(action: &str) -> bool {
-    let Some(rest) = action.strip_prefix("printf") else {
-        return false;
-    };
-    let rest = rest.trim_start();
-    if rest.len() == action.len() - "printf".len() || !rest.starts_with('"') {
-        return false;
-    }
-    let mut escaped = false;
-    let mut end = None;
-    for (i, c) in rest.char_indices().skip(1) {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => {
-                end = Some(i);
-                break;
+/// A `{{ printf "FORMAT" ARG... }}` action, as Go's `text/template` runs it in Flagger's queries
+/// (its skipper tutorial builds a route name this way): each argument a name a query may use or
+/// `variables.NAME`, the format's verbs `%s`, `%v` (the value), `%q` (the value double-quoted,
+/// Go-style) and `%%`. Anything else is refused when the spec is read, not rendered wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Printf {
+    /// The format, its Go string escapes resolved.
+    pub format: String,
+    pub args: Vec<String>,
+}
+
+/// One piece of a [`Printf`] format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Format text, as written.
+    Text(&'a str),
+    /// The value of the argument at this index (`%s`, `%v`).
+    Value(usize),
+    /// The value of the argument at this index, double-quoted (`%q`).
+    Quoted(usize),
+}
+
+impl Printf {
+    /// Parses the inside of the braces; an error says what is wrong.
+    pub fn parse(action: &str) -> Result<Printf, String> {
+        let rest = action
+            .strip_prefix("printf")
+            .filter(|r| r.starts_with(char::is_whitespace))
+            .map(str::trim_start)
+            .ok_or("printf needs a format and arguments")?;
+        let body = rest
+            .strip_prefix('"')
+            .ok_or("the format must be a double-quoted string")?;
+        let mut format = String::new();
+        let mut chars = body.char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                '\\' => match chars.next().map(|(_, e)| e) {
+                    Some('n') => format.push('\n'),
+                    Some('t') => format.push('\t'),
+                    Some(e @ ('\\' | '"')) => format.push(e),
+                    other => {
+                        return Err(format!(
+                            "the escape \\{} in the format is not one aviary reads (\\\\, \\\", \\n, \\t)",
+                            other.map(String::from).unwrap_or_default()
+                        ))
+                    }
+                },
+                c => format.push(c),
             }
-            _ => {}
+        }
+        let end = end.ok_or("the format's string is not closed")?;
+        let args: Vec<String> = body[end + 1..]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        for arg in &args {
+            let variable = arg
+                .strip_prefix("variables.")
+                .is_some_and(|k| !k.is_empty());
+            if !variable && !NAMES.contains(&arg.as_str()) {
+                return Err(format!("unknown argument {arg}"));
+            }
+        }
+        let printf = Printf { format, args };
+        let pieces = printf.pieces()?;
+        let used = pieces
+            .iter()
+            .filter(|p| matches!(p, Piece::Value(_) | Piece::Quoted(_)))
+            .count();
+        if used != printf.args.len() {
+            return Err(format!(
+                "the format has {used} verb(s) for {} argument(s)",
+                printf.args.len()
+            ));
+        }
+        Ok(printf)
+    }
+
+    /// The format split into text and verbs, in order; an error names a verb aviary does not
+    /// render.
+    pub fn pieces(&self) -> Result<Vec<Piece<'_>>, String> {
+        let mut out = Vec::new();
+        let mut next = 0;
+        let mut rest = self.format.as_str();
+        while let Some(at) = rest.find('%') {
+            if at > 0 {
+                out.push(Piece::Text(&rest[..at]));
+            }
+            let verb = rest[at + 1..].chars().next();
+            match verb {
+                Some('%') => out.push(Piece::Text("%")),
+                Some('s' | 'v') => {
+                    out.push(Piece::Value(next));
+                    next += 1;
+                }
+                Some('q') => {
+                    out.push(Piece::Quoted(next));
+                    next += 1;
+                }
+                other => {
+                    return Err(format!(
+                        "the verb %{} is not one aviary renders (%s, %v, %q, %%)",
+                        other.map(String::from).unwrap_or_default()
+                    ))
+                }
+            }
+            rest = &rest[at + 1 + verb.map_or(0, char::len_utf8)..];
+        }
+        if !rest.is_empty() {
+            out.push(Piece::Text(rest));
+        }
+        Ok(out)
+    }
+}
+
+/// `value` double-quoted the way Go's `%q` prints a string (`strconv.Quote`).
+pub fn go_quote(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c => out.push(c),
         }
     }
-    let Some(end) = end else {
-        return false;
-    };
-    rest[end + 1..]
-        .split_whitespace()
-        .all(|arg| NAMES.contains(&arg))
+    out.push('"');
+    out
 }
 
 /// `; did you mean namespace?` for a near miss such as `.namespace` or `Namespace`.
@@ -188,6 +295,43 @@ mod tests {
         let (found, problems) = scan("{{-variables.app-}}");
         assert_eq!(found[0].name, "-variables.app-");
         assert_eq!(problems.len(), 1);
+    }
+
+    #[test]
+    fn printf_is_read_and_its_mistakes_are_problems() {
+        let (_, p) = scan(
+            r#"route=~"{{ printf "kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?" namespace ingress service }}""#,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        let f = Printf::parse(r#"printf "%s-%q 100%% \"x\"" variables.app name"#).unwrap();
+        assert_eq!(f.format, "%s-%q 100%% \"x\"");
+        assert_eq!(f.args, ["variables.app", "name"]);
+        assert_eq!(
+            f.pieces().unwrap(),
+            [
+                Piece::Value(0),
+                Piece::Text("-"),
+                Piece::Quoted(1),
+                Piece::Text(" 100"),
+                Piece::Text("%"),
+                Piece::Text(" \"x\""),
+            ]
+        );
+        for (action, says) in [
+            (r#"printf "%s" nosuch"#, "unknown argument nosuch"),
+            (r#"printf "%s %s" name"#, "2 verb(s) for 1 argument(s)"),
+            (
+                r#"printf "%d" name"#,
+                "the verb %d is not one aviary renders",
+            ),
+            (r#"printf "%s name"#, "not closed"),
+            (r#"printf name"#, "double-quoted"),
+        ] {
+            let (_, p) = scan(&format!("{{{{ {action} }}}}"));
+            assert_eq!(p.len(), 1, "{action}: {p:?}");
+            assert!(p[0].message.contains(says), "{action}: {}", p[0].message);
+        }
+        assert_eq!(go_quote("a\"b\\c\n"), r#""a\"b\\c\n""#);
     }
 
     #[test]

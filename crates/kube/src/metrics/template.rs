@@ -1,5 +1,6 @@
 //! Query templates: Flagger's `{{ name }}`, `{{ namespace }}`, `{{ target }}`, `{{ service }}`,
-//! `{{ ingress }}`, `{{ route }}`, `{{ interval }}` and `{{ variables.x }}` placeholders.
+//! `{{ ingress }}`, `{{ route }}`, `{{ interval }}` and `{{ variables.x }}` placeholders, and
+//! `{{ printf "FORMAT" ARG... }}` over them.
 //!
 //! Flagger renders these with Go's `text/template`, where each name is a function and a missing
 //! `variables` key silently becomes `<no value>`. aviary accepts the same placeholders (whitespace
@@ -16,6 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::{MetricContext, MetricError};
+use aviary_core::spec::placeholders::{go_quote, Piece, Printf};
 
 /// Where a placeholder stands in the PromQL text around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +63,13 @@ pub fn render_template(
                 let kept = out.trim_end().len();
                 out.truncate(kept);
             }
-            let value = lookup(inner.trim(), raw, ctx, interval, variables)?;
-            insert(&mut out, inner.trim(), value, state)?;
+            let action = inner.trim();
+            if action.starts_with("printf") {
+                printf(&mut out, action, raw, state, ctx, interval, variables)?;
+            } else {
+                let value = lookup(action, raw, ctx, interval, variables)?;
+                insert(&mut out, action, value, state)?;
+            }
             if trim_right {
                 rest = rest.trim_start();
             }
@@ -101,6 +108,52 @@ pub fn render_template(
         };
     }
     Ok(out)
+}
+
+/// `{{ printf "FORMAT" ARG... }}` ([`Printf`]): the format's text as written, each argument's
+/// value placed like a placeholder's (escaped for the string it stands in), `%q` a Go-quoted
+/// string (as it is outside a string: PromQL reads Go's escapes). Format text that would open or
+/// close a string or a comment is refused: where the values stand must stay readable.
+fn printf(
+    out: &mut String,
+    action: &str,
+    raw: &str,
+    state: Context,
+    ctx: &MetricContext,
+    interval: &str,
+    variables: &BTreeMap<String, String>,
+) -> Result<(), MetricError> {
+    let bad = |e: String| MetricError::Failed(format!("`{{{{{raw}}}}}`: {e}"));
+    let call = Printf::parse(action).map_err(bad)?;
+    let pieces = call.pieces().map_err(bad)?;
+    for piece in pieces {
+        match piece {
+            Piece::Text(text) => {
+                let opens = ['"', '\'', '`'].iter().any(|q| text.contains(*q))
+                    || (state == Context::Code && text.contains('#'));
+                if opens {
+                    return Err(bad(format!(
+                        "its format text {text:?} holds a quote or a comment sign; aviary places printf's values only where the template shows them"
+                    )));
+                }
+                out.push_str(text);
+            }
+            Piece::Value(i) | Piece::Quoted(i) => {
+                let arg = call.args.get(i).map(String::as_str).unwrap_or_default();
+                let value = lookup(arg, raw, ctx, interval, variables)?;
+                if matches!(piece, Piece::Quoted(_)) {
+                    let quoted = go_quote(value);
+                    match state {
+                        Context::Code => out.push_str(&quoted),
+                        _ => insert(out, arg, &quoted, state)?,
+                    }
+                } else {
+                    insert(out, arg, value, state)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The names a template may use, for messages.
@@ -296,6 +349,41 @@ mod tests {
                 r#"a{n="podinfo",ns="test",t="podinfo",s="podinfo-svc",i="podinfo-ing",r="podinfo-route",x="y"}[1m]"#
             )
         );
+    }
+
+    #[test]
+    fn printf_renders_like_go_and_keeps_values_in_their_string() {
+        // Flagger's skipper tutorial.
+        let q = r#"sum(rate(skipper_serve_route_duration_seconds_count{route=~"{{ printf "kube(ew)?_%s__%s_canary__.*__%s_canary(_[0-9]+)?" namespace ingress service }}"}[{{ interval }}]))"#;
+        assert_eq!(
+            render(q, &vars(&[])).ok().as_deref(),
+            Some(
+                r#"sum(rate(skipper_serve_route_duration_seconds_count{route=~"kube(ew)?_test__podinfo-ing_canary__.*__podinfo-svc_canary(_[0-9]+)?"}[1m]))"#
+            )
+        );
+        // A value stays one label value inside the string, as a plain placeholder's does.
+        let evil = vars(&[("app", r#"x"} or vector(1) or up{a=""#)]);
+        assert_eq!(
+            render(r#"up{a="{{ printf "%s-%s" variables.app name }}"}"#, &evil)
+                .ok()
+                .as_deref(),
+            Some(r#"up{a="x\"} or vector(1) or up{a=\"-podinfo"}"#)
+        );
+        // %q outside a string writes a string literal; %% a percent sign.
+        assert_eq!(
+            render(
+                r#"label_replace(up, "d", {{ printf "%q" variables.app }}, "", "") # 100%"#,
+                &vars(&[("app", "a\"b")])
+            )
+            .ok()
+            .as_deref(),
+            Some(r#"label_replace(up, "d", "a\"b", "", "") # 100%"#)
+        );
+        // Format text that would open a string is refused, and so is an unknown argument.
+        let e = render(r#"up{a="{{ printf "%s\"}" name }}"}"#, &vars(&[])).unwrap_err();
+        assert!(e.to_string().contains("holds a quote"), "{e}");
+        let e = render(r#"up{a="{{ printf "%s" nosuch }}"}"#, &vars(&[])).unwrap_err();
+        assert!(e.to_string().contains("unknown argument nosuch"), "{e}");
     }
 
     #[test]

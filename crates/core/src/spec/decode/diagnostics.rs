@@ -59,11 +59,7 @@ impl<'f> Cx<'f> {
                 .collect();
             let excerpt = excerpt.trim_end();
             let line = self.line_with(field.line(), excerpt);
-            if p.warning {
-                self.warn(line, &field.path, p.message).hint(p.help);
-            } else {
-                self.error(line, &field.path, p.message).hint(p.help);
-            }
+            self.error(line, &field.path, p.message).hint(p.help);
         }
         found
     }
