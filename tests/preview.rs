@@ -1,7 +1,8 @@
 //! `service.previewHosts` (aviary.dev) end to end: the real `aviary rollout` binary against the
 //! API server emulator writes, beside each router's own objects, one preview object that sends
 //! the preview host to the canary Service alone, and keeps it so through a bootstrap, a
-//! promotion and a rollback (put back when someone deletes it). The sandbox's end-to-end test
+//! promotion and a rollback (put back when someone deletes it), and deletes it once the Canary no
+//! longer has `previewHosts`. The sandbox's end-to-end test
 //! (`sandbox::a_good_release_is_promoted_without_a_failed_request`) sends real requests to it.
 
 use serde_json::{json, Value};
@@ -58,6 +59,16 @@ fn preview_through_every_run(
         },
         check,
     );
+    // previewHosts taken out of the Canary: the next rollout deletes the preview object.
+    let without = c.write(
+        "canary.yaml",
+        &canary(provider, spec, service, CANARY_STEPS, &hook.url),
+    );
+    hook.set(200);
+    c.apply_target("ghcr.io/stefanprodan/podinfo:6.3.0", 2);
+    let out = c.run(&without);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(c.get(api, plural, name), Value::Null, "{provider}");
 }
 
 #[test]

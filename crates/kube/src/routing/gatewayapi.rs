@@ -268,7 +268,7 @@ pub struct GatewayApi {
     api: Api<HttpRoute>,
     objects: GatewayObjects,
     /// `service.previewHosts`, when the route can carry them (see [`super::preview`]).
-    preview: Option<Vec<String>>,
+    preview: super::preview::PreviewState,
 }
 
 impl GatewayApi {
@@ -286,7 +286,7 @@ impl GatewayApi {
                 _ => "gatewayapi",
             },
             api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
-            preview: super::preview::hosts(canary, provider),
+            preview: super::preview::PreviewState::new(canary, provider),
             objects: GatewayObjects::new(
                 canary,
                 provider,
@@ -391,8 +391,12 @@ impl TrafficRouter for GatewayApi {
     fn set_routes<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
             self.apply(self.route(routes)).await?;
-            if let Some(hosts) = &self.preview {
-                self.apply(self.objects.preview_route(hosts)).await?;
+            match &self.preview.hosts {
+                Some(hosts) => self.apply(self.objects.preview_route(hosts)).await?,
+                None => {
+                    let name = super::preview::object_name(&self.objects.name);
+                    self.preview.sweep(&self.api, "HTTPRoute", &name).await?
+                }
             }
             Ok(())
         })

@@ -34,7 +34,7 @@ pub struct Istio {
     /// The DestinationRules were applied by an earlier call.
     rules_applied: AtomicBool,
     /// `service.previewHosts` (see [`super::preview`]).
-    preview: Option<Vec<String>>,
+    preview: super::preview::PreviewState,
 }
 
 impl Istio {
@@ -53,7 +53,7 @@ impl Istio {
             destination_rules: Api::namespaced_with(client, ns, &resource("DestinationRule")),
             objects,
             rules_applied: AtomicBool::new(false),
-            preview: super::preview::hosts(canary, &Provider::Istio),
+            preview: super::preview::PreviewState::new(canary, &Provider::Istio),
         })
     }
 }
@@ -90,15 +90,22 @@ impl TrafficRouter for Istio {
                 self.virtual_services.patch(&o.name, &params, &patch)
             })
             .await?;
-            if let Some(hosts) = &self.preview {
-                let vs = o.preview_virtual_service(hosts);
-                let name = super::preview::object_name(&o.name);
-                let what = format!("apply VirtualService {name}.{}", o.namespace);
-                let (params, patch) = (apply_params(), Patch::Apply(&vs));
-                retry(&what, || {
-                    self.virtual_services.patch(&name, &params, &patch)
-                })
-                .await?;
+            let name = super::preview::object_name(&o.name);
+            match &self.preview.hosts {
+                Some(hosts) => {
+                    let vs = o.preview_virtual_service(hosts);
+                    let what = format!("apply VirtualService {name}.{}", o.namespace);
+                    let (params, patch) = (apply_params(), Patch::Apply(&vs));
+                    retry(&what, || {
+                        self.virtual_services.patch(&name, &params, &patch)
+                    })
+                    .await?;
+                }
+                None => {
+                    self.preview
+                        .sweep(&self.virtual_services, "VirtualService", &name)
+                        .await?
+                }
             }
             Ok(())
         })

@@ -25,7 +25,7 @@ pub struct Nginx {
     api: Api<Ingress>,
     objects: NginxObjects,
     /// `service.previewHosts` (see [`super::preview`]).
-    preview: Option<Vec<String>>,
+    preview: super::preview::PreviewState,
 }
 
 impl Nginx {
@@ -34,7 +34,7 @@ impl Nginx {
         Ok(Nginx {
             api: Api::namespaced(workloads.client().clone(), &workloads.namespace),
             objects,
-            preview: super::preview::hosts(canary, &aviary_core::spec::Provider::Nginx),
+            preview: super::preview::PreviewState::new(canary, &aviary_core::spec::Provider::Nginx),
         })
     }
 }
@@ -62,8 +62,8 @@ impl TrafficRouter for Nginx {
             let what = format!("apply Ingress {}.{}", o.canary_ingress, o.namespace);
             let (params, patch) = (apply_params(), Patch::Apply(&copy));
             retry(&what, || self.api.patch(&o.canary_ingress, &params, &patch)).await?;
-            if let Some(hosts) = &self.preview {
-                let name = super::preview::object_name(&o.ingress);
+            let name = super::preview::object_name(&o.ingress);
+            if let Some(hosts) = &self.preview.hosts {
                 let preview = super::preview::ingress(
                     &user,
                     &o.service,
@@ -81,6 +81,8 @@ impl TrafficRouter for Nginx {
                 let what = format!("apply Ingress {name}.{}", o.namespace);
                 let (params, patch) = (apply_params(), Patch::Apply(&preview));
                 retry(&what, || self.api.patch(&name, &params, &patch)).await?;
+            } else {
+                self.preview.sweep(&self.api, "Ingress", &name).await?;
             }
             Ok(())
         })

@@ -22,10 +22,67 @@
 //! promotion or a rollback), so a preview host then answers 503 from the gateway: it is never
 //! served by the primary.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::api::{Api, DeleteParams};
 use serde_json::{json, Map, Value};
 
-use crate::cluster::MANAGED_BY;
+use crate::cluster::{retry, ClusterError, MANAGED_BY};
 use aviary_core::spec::{preview_gap, Canary, Provider};
+
+/// What a router keeps of `service.previewHosts`: the hosts it writes a preview object for, or,
+/// with none, whether it has already looked for a stale preview object to remove.
+#[derive(Debug, Default)]
+pub struct PreviewState {
+    pub hosts: Option<Vec<String>>,
+    swept: AtomicBool,
+}
+
+impl PreviewState {
+    pub fn new(canary: &Canary, provider: &Provider) -> PreviewState {
+        PreviewState {
+            hosts: hosts(canary, provider),
+            swept: AtomicBool::new(false),
+        }
+    }
+
+    /// With no preview hosts, once per router: deletes the preview object `name` (a `kind`)
+    /// when aviary wrote it (labelled as aviary's), so that removing `previewHosts` from a
+    /// Canary removes its preview route at the next rollout. An object of that name that is
+    /// not aviary's is left alone.
+    pub async fn sweep<K>(&self, api: &Api<K>, kind: &str, name: &str) -> Result<(), ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if self.hosts.is_some() || self.swept.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let what = format!("read {kind} {name}");
+        if let Some(found) = retry(&what, || api.get_opt(name)).await? {
+            let ours = found
+                .meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(MANAGED_BY.0))
+                .is_some_and(|v| v == MANAGED_BY.1);
+            if ours {
+                tracing::info!(
+                    "deleting {kind} {name}: the Canary has no service.previewHosts any more"
+                );
+                let what = format!("delete {kind} {name}");
+                retry(&what, || async {
+                    match api.delete(name, &DeleteParams::default()).await {
+                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                        other => other.map(drop),
+                    }
+                })
+                .await?;
+            }
+        }
+        self.swept.store(true, Ordering::Release);
+        Ok(())
+    }
+}
 
 /// The preview hosts a router writes objects for: `None` when the Canary has none, or when
 /// `provider` cannot route them ([`preview_gap`]; the rollout says so before it starts).
