@@ -5,6 +5,7 @@ use super::canary::decode_canary;
 use super::diagnostics::{choice_help, Cx, Hint};
 use super::fields::{Field, Reader};
 use super::metric_template::decode_template_spec;
+use super::metrics::check_traefik_builtins;
 use super::names::{check_state_name, is_dns_label, is_dns_subdomain};
 use super::service::check_preview;
 use super::unapplied::check_unapplied;
@@ -151,6 +152,7 @@ pub(super) fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
             if let Some(spec_node) = doc.get("spec") {
                 check_unapplied(cx, spec_node, &canary);
                 check_preview(cx, spec_node, &canary);
+                check_traefik_builtins(cx, spec_node, &canary);
             }
             out.canaries.push(canary);
         }

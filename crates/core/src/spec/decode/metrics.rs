@@ -8,8 +8,8 @@ use super::canary::decode_ref;
 use super::diagnostics::{join, Cx, Hint};
 use super::fields::Field;
 use super::names::unique_name;
-use crate::spec::types::{BuiltinMetric, Metric, MetricSource, ThresholdRange};
-use crate::spec::yaml::{quote, Value};
+use crate::spec::types::{BuiltinMetric, Canary, Metric, MetricSource, Provider, ThresholdRange};
+use crate::spec::yaml::{quote, Node, Value};
 use crate::spec::TemplateUse;
 
 pub(super) fn decode_metrics(cx: &mut Cx, items: &[Field]) -> Vec<Metric> {
@@ -289,6 +289,43 @@ fn decode_metric_checks(
     Some(checks)
 }
 
+/// With provider `traefik`, aviary's HTTPRoute is served by Traefik's Gateway provider, whose
+/// services are labelled `@kubernetesgateway`; Flagger's built-in Traefik queries select the
+/// `@kubernetescrd` services of its TraefikService, so they would find no values and fail every
+/// check. Each built-in metric gets a warning at its line saying so and what to do.
+pub(super) fn check_traefik_builtins(cx: &mut Cx, spec: &Node, canary: &Canary) {
+    if canary.provider != Some(Provider::Traefik) {
+        return;
+    }
+    let (key, analysis) = match (spec.get("analysis"), spec.get("canaryAnalysis")) {
+        (Some(a), _) => ("spec.analysis", a),
+        (None, Some(a)) => ("spec.canaryAnalysis", a),
+        (None, None) => return,
+    };
+    let Some(metrics) = analysis.get("metrics").and_then(Node::as_seq) else {
+        return;
+    };
+    let builtins = canary
+        .analysis
+        .iter()
+        .flat_map(|a| a.metrics.iter())
+        .filter(|m| matches!(m.source, MetricSource::Builtin(_)))
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>();
+    for (i, node) in metrics.iter().enumerate() {
+        let Some(name) = node.get("name").and_then(Node::as_str) else {
+            continue;
+        };
+        if !builtins.contains(&name) || node.get("templateRef").is_some() {
+            continue;
+        }
+        cx.warn(node.line, &format!("{key}.metrics[{i}]"), format!(
+            "{name} is built in: Flagger's Traefik query selects the service `<namespace>-<target>-canary-<port>@kubernetescrd` (its TraefikService), and Traefik serves aviary's HTTPRoute through its Gateway provider, whose services end `@kubernetesgateway`, so the check would find no values"
+        ))
+        .hint("define the check with a MetricTemplate whose query selects your Traefik Gateway's service labels, and reference it with templateRef");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::spec::decode::test_support::*;
@@ -366,5 +403,26 @@ mod tests {
             errors(&text),
             vec!["canary.yaml:14: spec.analysis.metrics[0]: metric \"cpu\" is neither a built-in (request-success-rate, request-duration) nor has a templateRef\n  help: add templateRef: {name: cpu} pointing at a MetricTemplate"]
         );
+    }
+
+    #[test]
+    fn traefik_built_in_checks_are_warned_to_find_nothing() {
+        let text = canary(
+            FLAGGER_API,
+            "    stepWeight: 10\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n      - name: request-duration\n        templateRef: {name: latency}\n        thresholdRange: {max: 500}\n",
+        )
+        .replace("spec:\n", "spec:\n  provider: traefik\n");
+        let w = warnings(&text);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("canary.yaml:15: warning: spec.analysis.metrics[0]: request-success-rate is built in: Flagger's Traefik query selects the service"),
+            "{w:?}"
+        );
+        assert!(
+            w[0].contains("help: define the check with a MetricTemplate"),
+            "{w:?}"
+        );
+        let gatewayapi = text.replace("provider: traefik", "provider: gatewayapi:v1");
+        assert!(warnings(&gatewayapi).is_empty());
     }
 }
