@@ -585,6 +585,16 @@ pub(crate) mod testing {
     use proptest::prelude::{any, prop, Strategy};
 
     use aviary_core::engine::{RouteScope, Routes};
+    use aviary_core::spec::Canary;
+
+    /// The one Canary of `text` (a test's YAML), or a panic saying why there is none.
+    pub(crate) fn the_canary(text: &str) -> Canary {
+        match aviary_core::spec::decode::decode_documents("canary.yaml", text) {
+            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
+            Ok(_) => panic!("no canary in:\n{text}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
 
     /// Any routes, weights summing to 100; A/B scope only when `matched` (a Canary with an
     /// `analysis.match`, the only kind the engine asks A/B routes of).

@@ -307,11 +307,7 @@ spec:
     stepWeight: 10
 "
         );
-        match aviary_core::spec::decode::decode_documents("canary.yaml", &text) {
-            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
-            Ok(_) => panic!("no canary"),
-            Err(e) => panic!("{e}"),
-        }
+        crate::routing::testing::the_canary(&text)
     }
 
     #[test]
