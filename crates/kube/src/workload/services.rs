@@ -90,7 +90,8 @@ impl Workloads {
             .and_then(|s| s.spec.as_ref())
             .and_then(|s| s.cluster_ip.as_deref());
         // `None` is applied on creation, and kept (still owned) while the live one is headless.
-        let cluster_ip = (headless && live_ip.is_none_or(|ip| ip == "None")).then(|| "None".into());
+        let cluster_ip =
+            (headless && live_ip.map_or(true, |ip| ip == "None")).then(|| "None".into());
         Service {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
