@@ -6,7 +6,7 @@ use super::diagnostics::{choice_help, Cx, Hint};
 use super::fields::{Field, Reader};
 use super::metric_template::decode_template_spec;
 use super::names::{check_state_name, is_dns_label, is_dns_subdomain};
-use super::unapplied::check_unapplied;
+use super::unapplied::{check_gateway_refs, check_unapplied};
 use crate::spec::types::{ApiVersion, MetricTemplate, Origin};
 use crate::spec::yaml::{quote, Node, Value};
 use crate::spec::Documents;
@@ -149,6 +149,7 @@ pub(super) fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
             canary.origin = origin;
             if let Some(spec_node) = doc.get("spec") {
                 check_unapplied(cx, spec_node, &canary);
+                check_gateway_refs(cx, spec_node, &canary);
             }
             out.canaries.push(canary);
         }
