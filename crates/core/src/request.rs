@@ -99,11 +99,16 @@ pub fn provider(origin: Origin, key: &str, value: &str) -> Result<Provider, BadV
         "gloo" => Provider::Gloo,
         "nginx" => Provider::Nginx,
         "gatewayapi" | "gatewayapi:v1" | "gatewayapi:v1beta1" => Provider::GatewayApi,
+        // Routed with the Gateway API HTTPRoute each implements, as in a Canary's spec.provider.
+        "linkerd" => Provider::Linkerd,
+        "kuma" => Provider::Kuma,
+        "contour" => Provider::Contour,
+        "traefik" => Provider::Traefik,
         other => {
             return Err(BadValue {
                 setting: origin.name(key),
                 message: format!("unknown provider {other:?}"),
-                help: "use one of kubernetes, istio, gloo, nginx, gatewayapi".into(),
+                help: "use one of kubernetes, istio, gloo, nginx, gatewayapi, linkerd, kuma, contour, traefik".into(),
             })
         }
     })
@@ -291,11 +296,23 @@ mod tests {
             duration(Origin::Input, "timeout", " 90s ", "30m").ok(),
             Some(Duration::from_secs(90))
         );
-        let bad = provider(Origin::Input, "provider", "linkerd").unwrap_err();
+        let bad = provider(Origin::Input, "provider", "appmesh").unwrap_err();
         assert_eq!(
             bad.to_string(),
-            "input `provider`: unknown provider \"linkerd\""
+            "input `provider`: unknown provider \"appmesh\""
         );
+        for (name, routed) in [
+            ("linkerd", Provider::Linkerd),
+            ("kuma", Provider::Kuma),
+            ("contour", Provider::Contour),
+            (" traefik ", Provider::Traefik),
+        ] {
+            assert_eq!(
+                provider(Origin::Flag, "provider", name).ok(),
+                Some(routed),
+                "{name}"
+            );
+        }
         assert_eq!(
             provider(Origin::Flag, "provider", "gatewayapi:v1beta1").ok(),
             Some(Provider::GatewayApi)

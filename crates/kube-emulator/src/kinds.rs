@@ -302,6 +302,17 @@ pub(crate) fn validate(rt: &Rt, obj: &Value, old: Option<&Value>) -> ApiResult<(
                     &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
                 ));
             }
+            if let Some(td) = spec.get("trafficDistribution").filter(|v| !v.is_null()) {
+                const DISTRIBUTIONS: [&str; 3] =
+                    ["PreferClose", "PreferSameNode", "PreferSameZone"];
+                if !td.as_str().is_some_and(|t| DISTRIBUTIONS.contains(&t)) {
+                    causes.push(Cause::unsupported(
+                        "spec.trafficDistribution",
+                        td,
+                        &DISTRIBUTIONS,
+                    ));
+                }
+            }
             let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
             let ports = spec.get("ports").and_then(Value::as_array);
             if ty != "ExternalName" && !headless && ports.is_none_or(|p| p.is_empty()) {
@@ -442,6 +453,29 @@ mod tests {
         assert_eq!(new["spec"]["clusterIP"], "10.96.0.5");
         assert_eq!(new["spec"]["ports"][0]["targetPort"], 80);
         assert!(validate(&r, &new, Some(&old)).is_ok());
+    }
+
+    #[test]
+    fn a_headless_service_stays_headless_and_its_traffic_distribution_is_checked() {
+        let r = rt("", "Service", "services");
+        let old = json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}});
+        let mut new =
+            json!({"spec": {"ports": [{"port": 80}], "trafficDistribution": "PreferClose"}});
+        let mut ip = || "10.96.0.99".to_string();
+        apply_defaults(&r, &mut new, Some(&old), &mut ip);
+        assert_eq!(new["spec"]["clusterIP"], "None");
+        assert!(validate(&r, &new, Some(&old)).is_ok());
+        let to_ip = json!({"spec": {"clusterIP": "10.96.0.7", "ports": [{"port": 80}]}});
+        assert!(validate(&r, &to_ip, Some(&old)).is_err());
+        let bad = json!({"spec": {"ports": [{"port": 80}], "trafficDistribution": "Nearby"}});
+        let err = validate(&r, &bad, None)
+            .err()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        assert!(
+            err.contains("spec.trafficDistribution: Unsupported value: \"Nearby\""),
+            "{err}"
+        );
     }
 
     #[test]

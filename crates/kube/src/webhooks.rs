@@ -5,7 +5,9 @@
 //! The per-hook timeout bounds the whole call (connect, send, answer); opening the connection is
 //! also bounded by [`crate::http::CONNECT_TIMEOUT`]. Of a failing answer only the first
 //! [`crate::http::WEBHOOK_EXCERPT`] bytes are read, for the message; a successful answer's body is
-//! not read at all. The hook's URL appears in messages redacted ([`aviary_core::urls::redact`]): a
+//! not read at all. A hook with `disableTLS: true` is called, as Flagger calls it, by a second
+//! client that does not verify the server's TLS certificate (same timeouts and caps); every other
+//! hook's certificate is verified. The hook's URL appears in messages redacted ([`aviary_core::urls::redact`]): a
 //! `user:password@` or a `?token=` never reaches a log, a report or an annotation.
 
 use std::time::Duration;
@@ -28,6 +30,8 @@ struct Payload<'a> {
 #[derive(Clone)]
 pub struct WebhookCaller {
     http: reqwest::Client,
+    /// For the hooks with `disableTLS`: the server's certificate is not verified.
+    insecure: reqwest::Client,
 }
 
 impl Default for WebhookCaller {
@@ -40,6 +44,11 @@ impl WebhookCaller {
     pub fn new() -> WebhookCaller {
         WebhookCaller {
             http: crate::http::client_builder().build().unwrap_or_default(),
+            insecure: crate::http::client_builder()
+                .tls_danger_accept_invalid_certs(true)
+                .tls_danger_accept_invalid_hostnames(true)
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -61,12 +70,16 @@ impl WebhookCaller {
         };
         let shown = aviary_core::urls::redact(&hook.url);
         let mut last = String::new();
+        let http = if hook.disable_tls {
+            &self.insecure
+        } else {
+            &self.http
+        };
         for attempt in 0..=hook.retries {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(10)))).await;
             }
-            let result = self
-                .http
+            let result = http
                 .post(&hook.url)
                 .timeout(hook.timeout)
                 .json(&payload)
@@ -189,6 +202,93 @@ mod tests {
         );
         assert!(
             !message.contains("hunter2") && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+
+    /// Serves HTTPS on loopback with the self-signed certificate of `testdata/webhook-tls`
+    /// (made with `openssl req -x509 -newkey ec ... -days 36500`), answering every request with
+    /// 200. Returns the port.
+    async fn https_hook() -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        crate::http::install_crypto_provider();
+        let cert = include_bytes!("../testdata/webhook-tls/cert.pem");
+        let key = include_bytes!("../testdata/webhook-tls/key.pem");
+        let certs = match CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>() {
+            Ok(c) => c,
+            Err(e) => panic!("cert: {e}"),
+        };
+        let key = match PrivateKeyDer::from_pem_slice(key) {
+            Ok(k) => k,
+            Err(e) => panic!("key: {e}"),
+        };
+        let config = match rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+        {
+            Ok(c) => c,
+            Err(e) => panic!("server config: {e}"),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let port = match listener.local_addr() {
+            Ok(a) => a.port(),
+            Err(e) => panic!("{e}"),
+        };
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A failed handshake (a client that checks the certificate) just ends here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn disable_tls_skips_the_certificate_check_for_that_hook_only() {
+        let (insecure, verified) = block_on(async {
+            let port = https_hook().await;
+            let url = format!("https://127.0.0.1:{port}/hook");
+            let caller = WebhookCaller::new();
+            let mut skip = hook(&url);
+            skip.disable_tls = true;
+            let insecure = caller
+                .call(&skip, "podinfo", "test", Phase::Progressing, "abc")
+                .await;
+            let verified = caller
+                .call(&hook(&url), "podinfo", "test", Phase::Progressing, "abc")
+                .await;
+            (insecure, verified)
+        });
+        assert_eq!(insecure, HookOutcome::Pass);
+        let message = fail_message(verified);
+        assert!(
+            message.contains("certificate") || message.contains("Certificate"),
             "{message}"
         );
     }

@@ -484,7 +484,7 @@ fn template_from_json(
         .and_then(Value::as_object)
         .map(|h| {
             h.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .filter_map(|(k, v)| header_value(v).map(|v| (k.clone(), v)))
                 .collect()
         })
         .unwrap_or_default();
@@ -516,6 +516,21 @@ fn template_from_json(
         },
         query,
     })
+}
+
+/// A `spec.provider.headers` value: Flagger's list of values (`map[string][]string`), sent as one
+/// header whose values are joined with `", "` (the same header for HTTP, RFC 9110 section 5.3),
+/// as the file reader holds it; or aviary's plain string. `None` for no value at all.
+fn header_value(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(values) => {
+            let values: Vec<&str> = values.iter().filter_map(Value::as_str).collect();
+            (!values.is_empty()).then(|| values.join(", "))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -893,7 +908,12 @@ spec:
                     "address": "http://prom:9090",
                     "secretRef": {"name": "auth"},
                     "insecureSkipVerify": true,
-                    "headers": {"X-Scope-OrgID": "tenant"}
+                    "headers": {
+                        "X-Scope-OrgID": "tenant",
+                        "X-Flagger-Form": ["a", "b"],
+                        "X-One": ["only"],
+                        "X-None": []
+                    }
                 },
                 "query": "vector(1)"
             }
@@ -911,6 +931,16 @@ spec:
                     t.provider.headers.get("X-Scope-OrgID").map(String::as_str),
                     Some("tenant")
                 );
+                // Flagger's form, a list of values per header: every value is sent.
+                assert_eq!(
+                    t.provider.headers.get("X-Flagger-Form").map(String::as_str),
+                    Some("a, b")
+                );
+                assert_eq!(
+                    t.provider.headers.get("X-One").map(String::as_str),
+                    Some("only")
+                );
+                assert!(!t.provider.headers.contains_key("X-None"));
             }
             Err(e) => panic!("{e}"),
         }

@@ -54,18 +54,20 @@ impl Workloads {
             Some((k, v)) => BTreeMap::from([(k.clone(), v.clone())]),
             None => primary_selector.clone(),
         };
-        self.apply_service(&self.service, apex_selector, self.apex_meta.as_ref())
+        self.apply_service(&self.service, apex_selector, self.apex_meta.as_ref(), false)
             .await?;
         self.apply_service(
             &self.primary_service(),
             primary_selector,
             self.primary_meta.as_ref(),
+            true,
         )
         .await?;
         self.apply_service(
             &self.canary_service(),
             self.selector(&self.label_value),
             self.canary_meta.as_ref(),
+            true,
         )
         .await
     }

@@ -6,7 +6,7 @@ use kube::api::Api;
 use kube::Client;
 
 use crate::cluster::{retry, ClusterError};
-use aviary_core::spec::{Canary, CustomMetadata, IntOrString};
+use aviary_core::spec::{Canary, CustomMetadata, IntOrString, UnmanagedMetadata};
 
 /// The selector labels Flagger looks for, in order.
 pub const SELECTOR_LABELS: [&str; 3] = ["app", "name", "app.kubernetes.io/name"];
@@ -32,6 +32,12 @@ pub struct Workloads {
     pub(super) apex_meta: Option<CustomMetadata>,
     pub(super) primary_meta: Option<CustomMetadata>,
     pub(super) canary_meta: Option<CustomMetadata>,
+    /// `service.headless`: the primary and canary Services are created headless.
+    pub(super) headless: bool,
+    /// `service.trafficDistribution`, set on the three Services.
+    pub(super) traffic_distribution: Option<String>,
+    /// `service.unmanagedMetadata`: label and annotation keys whose live values are kept.
+    pub(super) unmanaged: UnmanagedMetadata,
     pub(super) autoscaler: Option<String>,
     pub(super) primary_min_replicas: Option<i32>,
     pub(super) primary_max_replicas: Option<i32>,
@@ -100,6 +106,13 @@ impl Workloads {
             apex_meta: canary.service.apex.clone(),
             primary_meta: canary.service.primary.clone(),
             canary_meta: canary.service.canary.clone(),
+            headless: canary.service.headless,
+            traffic_distribution: canary.service.traffic_distribution.clone(),
+            unmanaged: canary
+                .service
+                .unmanaged_metadata
+                .clone()
+                .unwrap_or_default(),
             autoscaler: scaler.map(|a| a.name.clone()),
             primary_min_replicas: scaler
                 .and_then(|a| a.primary_scaler_replicas.as_ref())

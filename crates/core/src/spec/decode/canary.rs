@@ -446,7 +446,23 @@ mod tests {
         ] {
             let docs = decode_lenient(&with(name));
             assert_eq!(docs.canaries[0].provider, Some(provider));
-            assert!(docs.warnings.is_empty(), "{:?}", docs.warnings);
+            // Without gatewayRefs, contour and traefik are refused by rollout: validate says so.
+            let refused = matches!(name, "contour" | "traefik");
+            assert_eq!(
+                docs.warnings.len(),
+                usize::from(refused),
+                "{:?}",
+                docs.warnings
+            );
+            if refused {
+                assert!(
+                    docs.warnings[0]
+                        .message
+                        .contains("without spec.service.gatewayRefs"),
+                    "{:?}",
+                    docs.warnings
+                );
+            }
         }
         let docs = decode_lenient(&with("knative"));
         assert_eq!(
