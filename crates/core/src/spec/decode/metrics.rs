@@ -411,11 +411,15 @@ mod tests {
             FLAGGER_API,
             "    stepWeight: 10\n    metrics:\n      - name: request-success-rate\n        thresholdRange: {min: 99}\n      - name: request-duration\n        templateRef: {name: latency}\n        thresholdRange: {max: 500}\n",
         )
-        .replace("spec:\n", "spec:\n  provider: traefik\n");
+        .replace("spec:\n", "spec:\n  provider: traefik\n")
+        .replace(
+            "    port: 9898\n",
+            "    port: 9898\n    gatewayRefs: [{name: traefik, namespace: traefik}]\n",
+        );
         let w = warnings(&text);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
-            w[0].starts_with("canary.yaml:15: warning: spec.analysis.metrics[0]: request-success-rate is built in: Flagger's Traefik query selects the service"),
+            w[0].starts_with("canary.yaml:16: warning: spec.analysis.metrics[0]: request-success-rate is built in: Flagger's Traefik query selects the service"),
             "{w:?}"
         );
         assert!(
