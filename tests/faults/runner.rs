@@ -326,6 +326,42 @@ fn f06_lease_writes_that_fail_transiently_are_retried() {
     );
 }
 
+/// Item 6, the state's side: half the saves of the state ConfigMap are stored but their answer
+/// is lost (504, as an API server answers a committed write it could not confirm in time). A
+/// retried write then meets the resourceVersion it made itself (409); that is this runner's own
+/// save, not another runner's, so the rollout goes on and promotes.
+#[test]
+fn f06_a_state_save_whose_answer_is_lost_is_not_another_runner() {
+    let gate = Gate::start(|_| Answer::Status(200));
+    let (c, canary) = bootstrapped(&gate, STEPS_TO_60);
+    c.emu.set_faults(vec![Fault {
+        method: Some("PUT".into()),
+        path_regex: "/configmaps/podinfo-aviary$".into(),
+        probability: 0.5,
+        kind: FaultKind::AnswerLost,
+        seed: 1,
+    }]);
+    let out = c.run(&canary);
+    c.emu.set_faults(Vec::new());
+    let lost = c
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.injected_fault && r.method == "PUT")
+        .count();
+    assert!(lost >= 3, "only {lost} state saves lost their answer");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("another process"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        image(&c.get("apps/v1", "deployments", "podinfo-primary")),
+        "podinfo:2"
+    );
+}
+
 /// Item 2, during the promotion: the primary already runs the analysed revision and traffic
 /// moves to it step by step; a signal then leaves both sides serving the analysed revision,
 /// which is a clean cancel (130), and the next run finishes the promotion.

@@ -151,6 +151,10 @@ pub enum FaultKind {
     Latency(Duration),
     /// Hold the request for 60 s (or until the client gives up), then answer 504.
     Timeout,
+    /// Serve the request (a write is stored), then answer 504 Timeout instead of the result,
+    /// as an API server does when the answer of a committed write cannot be returned in time:
+    /// the client cannot tell whether its write happened.
+    AnswerLost,
 }
 
 /// A fault injected into matching requests.

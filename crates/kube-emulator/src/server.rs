@@ -148,6 +148,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
                 }
                 return error_response(&ApiError::timeout());
             }
+            FaultKind::AnswerLost => {}
         }
     }
 
@@ -164,7 +165,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         user_agent: &user_agent,
         body: &bytes,
     };
-    let resp = route(&shared, &req);
+    let mut resp = route(&shared, &req);
+    if fault == Some(FaultKind::AnswerLost) {
+        resp = error_response(&ApiError::timeout());
+    }
     log(
         &shared,
         &method,

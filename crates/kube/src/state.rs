@@ -227,6 +227,14 @@ impl StateStore {
                         .and_then(|c| c.data.as_ref())
                         .and_then(|d| d.get(ENGINE_KEY))
                         .cloned();
+                    if theirs.as_deref() == Some(text.as_str()) {
+                        // This very write landed, and its answer was lost (a 504 or a broken
+                        // connection, then the retry met the resourceVersion it had made): it
+                        // is saved, not changed by another process.
+                        self.resource_version = current.and_then(|c| c.metadata.resource_version);
+                        self.last_written = Some(text);
+                        return Ok(());
+                    }
                     if theirs.is_some() && theirs != self.last_written {
                         return Err(ClusterError::Invalid(format!(
                             "the state of this rollout in ConfigMap {}.{} was changed by another process; is another runner driving it?",
