@@ -6,6 +6,7 @@ pub mod gloo;
 pub mod istio;
 pub mod kubernetes;
 pub mod nginx;
+pub(crate) mod sticky;
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};

@@ -62,16 +62,6 @@ pub(super) fn check_unapplied(cx: &mut Cx, spec: &Node, canary: &Canary) {
     if let Some((_, service)) = entry(spec, "service") {
         let base = "spec.service";
         for (key, routers, what) in [
-            (
-                "backendTimeout",
-                &["gatewayapi"][..],
-                "the HTTPRoute's backend request timeout",
-            ),
-            (
-                "mirror",
-                &["gatewayapi"][..],
-                "the HTTPRoute's extra mirror backends",
-            ),
             ("headless", services, "headless primary and canary Services"),
             (
                 "trafficDistribution",
@@ -98,13 +88,6 @@ pub(super) fn check_unapplied(cx: &mut Cx, spec: &Node, canary: &Canary) {
                     ));
             }
         }
-        if let Some((line, _)) = entry(service, "rewrite").and_then(|(_, r)| entry(r, "type")) {
-            if let Some(who) = gap(provider, &["gatewayapi"]) {
-                let path = "spec.service.rewrite.type";
-                cx.warn(line, path, format!("rewrite.type is not applied by {who} yet"))
-                    .hint("aviary reads it, but its HTTPRoute has no URLRewrite filter yet; Flagger's has");
-            }
-        }
     }
     let Some(analysis) = entry(spec, "analysis").or_else(|| entry(spec, "canaryAnalysis")) else {
         return;
@@ -115,7 +98,7 @@ pub(super) fn check_unapplied(cx: &mut Cx, spec: &Node, canary: &Canary) {
         "spec.canaryAnalysis"
     };
     if let Some((line, affinity)) = entry(analysis.1, "sessionAffinity") {
-        if let Some(who) = gap(provider, &["istio", "gatewayapi"]) {
+        if let Some(who) = gap(provider, &["istio"]) {
             let path = join(analysis_key, "sessionAffinity");
             let set: Vec<&str> = match &affinity.value {
                 Value::Map(entries) => entries.iter().filter_map(|(k, _)| k.as_str()).collect(),
