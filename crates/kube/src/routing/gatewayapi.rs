@@ -4,7 +4,9 @@
 //! and Traefik (Gateway parents), Linkerd and Kuma, whose route attaches to the apex Service
 //! (`{group: "", kind: Service, name, port}`, GAMMA mesh routing) when `gatewayRefs` is empty. A/B testing adds
 //! a rule in front carrying `analysis.match` (headers, query parameters, path, method); mirroring
-//! adds a `RequestMirror` filter. After each change the router waits until every parent (Gateway or mesh Service)
+//! adds a `RequestMirror` filter (`service.mirror[]` one each, next to `service.rewrite`'s
+//! `URLRewrite`). Session affinity puts Flagger's sticky cookie rules in front of the weighted
+//! one ([`super::sticky`]); `observed` reads the weights past them. After each change the router waits until every parent (Gateway or mesh Service)
 //! has accepted the route at its current generation.
 
 use std::time::Duration;

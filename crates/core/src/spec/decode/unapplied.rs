@@ -97,21 +97,6 @@ pub(super) fn check_unapplied(cx: &mut Cx, spec: &Node, canary: &Canary) {
     } else {
         "spec.canaryAnalysis"
     };
-    if let Some((line, affinity)) = entry(analysis.1, "sessionAffinity") {
-        if let Some(who) = gap(provider, &["istio"]) {
-            let path = join(analysis_key, "sessionAffinity");
-            let set: Vec<&str> = match &affinity.value {
-                Value::Map(entries) => entries.iter().filter_map(|(k, _)| k.as_str()).collect(),
-                _ => Vec::new(),
-            };
-            cx.warn(
-                line,
-                &path,
-                format!("sessionAffinity ({}) is not applied by {who} yet", set.join(", ")),
-            )
-            .hint("requests are split by weight without a sticky cookie; Flagger's router sets the cookie");
-        }
-    }
     if let Some((
         _,
         Node {
