@@ -249,6 +249,109 @@ fn istio_canary_promote_and_rollback() {
     );
 }
 
+/// `(primary, canary)` weights of the VirtualService's last route: the weighted one, behind
+/// the session affinity routes.
+fn istio_weighted(vs: &Value) -> (i64, i64) {
+    let last = vs["spec"]["http"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or_default();
+    istio_weights(&json!({"spec": {"http": [last]}}))
+}
+
+#[test]
+fn istio_session_affinity_sticks_the_canary_cookie_then_expires_it() {
+    // The sessionAffinity of Flagger's e2e canary (test/istio/test-session-affinity.sh).
+    let c = cluster();
+    let hook = Hook::start();
+    let file = c.write(
+        "canary.yaml",
+        &canary(
+            "istio",
+            "",
+            "    gateways: [istio-system/istio-ingressgateway]
+    hosts: ['*']",
+            "    maxWeight: 60
+    stepWeight: 20
+    sessionAffinity:
+      cookieName: canary-flagger-cookie
+      primaryCookieName: primary-flagger-cookie",
+            &hook.url,
+        ),
+    );
+    let history = |c: &Cluster| {
+        c.emu
+            .history(ISTIO, "virtualservices", Some("test"), "podinfo")
+    };
+    rollouts(
+        &c,
+        &hook,
+        &file,
+        |_| {},
+        |c| {
+            assert_eq!(
+                steps(c, ISTIO, "virtualservices", "podinfo", istio_weighted),
+                vec![(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]
+            );
+            let mut cookie: Option<String> = None;
+            for vs in history(c) {
+                let http = &vs["spec"]["http"];
+                let (_, canary) = istio_weighted(&vs);
+                if canary == 0 {
+                    continue;
+                }
+                // Mid-rollout: the cookie holders go to the canary, the primary cookie's stay.
+                assert_eq!(http[0]["name"], "sticky-route", "{vs}");
+                assert_eq!(http[1]["name"], "sticky-primary-route", "{vs}");
+                assert_eq!(http[0]["route"][1]["weight"], 100, "{vs}");
+                assert_eq!(http[1]["route"][0]["weight"], 100, "{vs}");
+                let set = http[2]["route"][1]["headers"]["response"]["add"]["Set-Cookie"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(set.ends_with("; Max-Age=86400"), "{set}");
+                let value = set.split(';').next().unwrap_or_default().to_string();
+                assert!(value.starts_with("canary-flagger-cookie="), "{set}");
+                let (name, v) = value.split_once('=').unwrap_or_default();
+                assert_eq!(
+                    http[0]["match"][0]["headers"]["Cookie"]["regex"],
+                    format!(".*{name}.*{v}.*")
+                );
+                assert!(
+                    http[2]["route"][0]["headers"]["response"]["add"]["Set-Cookie"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("primary-flagger-cookie=")
+                            && p.ends_with("; Max-Age=1"))
+                );
+                // One cookie for the whole run.
+                if let Some(first) = &cookie {
+                    assert_eq!(first, &value);
+                }
+                cookie = Some(value);
+            }
+            // Promoted: the last route is back on the primary, and the cookie is expired.
+            let vs = c.get(ISTIO, "virtualservices", "podinfo");
+            let expired = format!("{}; Max-Age=-1", cookie.unwrap_or_default());
+            assert_eq!(
+                vs["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"], expired,
+                "{vs}"
+            );
+            assert_eq!(istio_weighted(&vs), (100, 0));
+        },
+        |c| {
+            let vs = c.get(ISTIO, "virtualservices", "podinfo");
+            assert_eq!(istio_weighted(&vs), (100, 0));
+            assert_eq!(vs["spec"]["http"][0]["name"], "sticky-route");
+            assert!(
+                vs["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("; Max-Age=-1"))
+            );
+        },
+    );
+}
+
 #[test]
 fn istio_ab_testing_routes_the_header_then_returns_to_the_primary() {
     let c = cluster();
