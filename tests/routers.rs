@@ -255,6 +255,109 @@ fn istio_canary_promote_and_rollback() {
     );
 }
 
+/// `(primary, canary)` weights of the VirtualService's last route: the weighted one, behind
+/// the session affinity routes.
+fn istio_weighted(vs: &Value) -> (i64, i64) {
+    let last = vs["spec"]["http"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .unwrap_or_default();
+    istio_weights(&json!({"spec": {"http": [last]}}))
+}
+
+#[test]
+fn istio_session_affinity_sticks_the_canary_cookie_then_expires_it() {
+    // The sessionAffinity of Flagger's e2e canary (test/istio/test-session-affinity.sh).
+    let c = cluster();
+    let hook = Hook::start();
+    let file = c.write(
+        "canary.yaml",
+        &canary(
+            "istio",
+            "",
+            "    gateways: [istio-system/istio-ingressgateway]
+    hosts: ['*']",
+            "    maxWeight: 60
+    stepWeight: 20
+    sessionAffinity:
+      cookieName: canary-flagger-cookie
+      primaryCookieName: primary-flagger-cookie",
+            &hook.url,
+        ),
+    );
+    let history = |c: &Cluster| {
+        c.emu
+            .history(ISTIO, "virtualservices", Some("test"), "podinfo")
+    };
+    rollouts(
+        &c,
+        &hook,
+        &file,
+        |_| {},
+        |c| {
+            assert_eq!(
+                steps(c, ISTIO, "virtualservices", "podinfo", istio_weighted),
+                vec![(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]
+            );
+            let mut cookie: Option<String> = None;
+            for vs in history(c) {
+                let http = &vs["spec"]["http"];
+                let (_, canary) = istio_weighted(&vs);
+                if canary == 0 {
+                    continue;
+                }
+                // Mid-rollout: the cookie holders go to the canary, the primary cookie's stay.
+                assert_eq!(http[0]["name"], "sticky-route", "{vs}");
+                assert_eq!(http[1]["name"], "sticky-primary-route", "{vs}");
+                assert_eq!(http[0]["route"][1]["weight"], 100, "{vs}");
+                assert_eq!(http[1]["route"][0]["weight"], 100, "{vs}");
+                let set = http[2]["route"][1]["headers"]["response"]["add"]["Set-Cookie"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(set.ends_with("; Max-Age=86400"), "{set}");
+                let value = set.split(';').next().unwrap_or_default().to_string();
+                assert!(value.starts_with("canary-flagger-cookie="), "{set}");
+                let (name, v) = value.split_once('=').unwrap_or_default();
+                assert_eq!(
+                    http[0]["match"][0]["headers"]["Cookie"]["regex"],
+                    format!(".*{name}.*{v}.*")
+                );
+                assert!(
+                    http[2]["route"][0]["headers"]["response"]["add"]["Set-Cookie"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("primary-flagger-cookie=")
+                            && p.ends_with("; Max-Age=1"))
+                );
+                // One cookie for the whole run.
+                if let Some(first) = &cookie {
+                    assert_eq!(first, &value);
+                }
+                cookie = Some(value);
+            }
+            // Promoted: the last route is back on the primary, and the cookie is expired.
+            let vs = c.get(ISTIO, "virtualservices", "podinfo");
+            let expired = format!("{}; Max-Age=-1", cookie.unwrap_or_default());
+            assert_eq!(
+                vs["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"], expired,
+                "{vs}"
+            );
+            assert_eq!(istio_weighted(&vs), (100, 0));
+        },
+        |c| {
+            let vs = c.get(ISTIO, "virtualservices", "podinfo");
+            assert_eq!(istio_weighted(&vs), (100, 0));
+            assert_eq!(vs["spec"]["http"][0]["name"], "sticky-route");
+            assert!(
+                vs["spec"]["http"][0]["headers"]["response"]["add"]["Set-Cookie"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("; Max-Age=-1"))
+            );
+        },
+    );
+}
+
 #[test]
 fn istio_ab_testing_routes_the_header_then_returns_to_the_primary() {
     let c = cluster();
@@ -1101,4 +1204,125 @@ fn providers_aviary_does_not_route_are_refused_at_spec_provider() {
             ],
         );
     }
+}
+
+/// `(primary, canary)` weights of the HTTPRoute's last rule: the weighted one, behind the
+/// session affinity rules.
+fn route_weighted(route: &Value) -> (i64, i64) {
+    let last = route["spec"]["rules"]
+        .as_array()
+        .and_then(|r| r.last())
+        .cloned()
+        .unwrap_or_default();
+    route_split(&json!({"spec": {"rules": [last]}}))
+}
+
+#[test]
+fn gatewayapi_session_affinity_and_flaggers_route_fields() {
+    // The sessionAffinity of Flagger's e2e canary (test/gatewayapi/test-session-affinity.sh),
+    // with backendTimeout, rewrite and an extra mirror.
+    let c = cluster();
+    let hook = Hook::start();
+    let file = c.write(
+        "canary.yaml",
+        &canary(
+            "gatewayapi:v1",
+            "",
+            "    hosts: [www.example.com]
+    gatewayRefs:
+      - name: gateway
+        namespace: istio-ingress
+    timeout: 30s
+    backendTimeout: 10s
+    rewrite: {uri: /v2, type: ReplacePrefixMatch}
+    mirror:
+      - backendRef: {name: shadow, port: 80}",
+            "    maxWeight: 60
+    stepWeight: 20
+    sessionAffinity:
+      cookieName: canary-flagger-cookie
+      primaryCookieName: primary-flagger-cookie",
+            &hook.url,
+        ),
+    );
+    let history = |c: &Cluster| {
+        c.emu
+            .history(HTTPROUTE, "httproutes", Some("test"), "podinfo")
+    };
+    rollouts(
+        &c,
+        &hook,
+        &file,
+        |c| {
+            let route = c.get(HTTPROUTE, "httproutes", "podinfo");
+            assert!(applied_by_aviary(&route), "{route}");
+            for rule in route["spec"]["rules"].as_array().into_iter().flatten() {
+                assert_eq!(
+                    rule["timeouts"],
+                    json!({"request": "30s", "backendRequest": "10s"}),
+                    "{route}"
+                );
+                assert_eq!(
+                    rule["filters"],
+                    json!([
+                        {"type": "URLRewrite", "urlRewrite": {"path": {
+                            "type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}},
+                        {"type": "RequestMirror", "requestMirror": {"backendRef": {
+                            "name": "shadow", "port": 80}}},
+                    ]),
+                    "{route}"
+                );
+            }
+        },
+        |c| {
+            assert_eq!(
+                steps(c, HTTPROUTE, "httproutes", "podinfo", route_weighted),
+                vec![(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]
+            );
+            let mut cookie: Option<String> = None;
+            for route in history(c) {
+                let rules = &route["spec"]["rules"];
+                if route_weighted(&route).1 == 0 {
+                    continue;
+                }
+                // Mid-rollout: the canary cookie's holders go to the canary, the primary's stay.
+                let set = rules[2]["backendRefs"][1]["filters"][0]["responseHeaderModifier"]["add"]
+                    [0]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert!(set.ends_with("; Max-Age=86400"), "{route}");
+                let value = set.split(';').next().unwrap_or_default().to_string();
+                let (name, v) = value.split_once('=').unwrap_or_default();
+                assert_eq!(name, "canary-flagger-cookie");
+                assert_eq!(
+                    rules[0]["matches"][0]["headers"][0],
+                    json!({"type": "RegularExpression", "name": "Cookie",
+                        "value": format!(".*{name}.*{v}.*")})
+                );
+                assert_eq!(rules[0]["backendRefs"][1]["weight"], 100, "{route}");
+                assert_eq!(rules[1]["backendRefs"][0]["weight"], 100, "{route}");
+                assert!(rules[1]["matches"][0]["headers"][0]["value"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(".*primary-flagger-cookie.*")));
+                if let Some(first) = &cookie {
+                    assert_eq!(first, &value);
+                }
+                cookie = Some(value);
+            }
+            // Promoted: back on the primary, the cookie expired by the rule in front.
+            let route = c.get(HTTPROUTE, "httproutes", "podinfo");
+            assert_eq!(route_weighted(&route), (100, 0));
+            let filters = route["spec"]["rules"][0]["filters"].to_string();
+            let expired = format!("{}; Max-Age=-1", cookie.unwrap_or_default());
+            assert!(filters.contains(&expired), "{route}");
+        },
+        |c| {
+            let route = c.get(HTTPROUTE, "httproutes", "podinfo");
+            assert_eq!(route_weighted(&route), (100, 0));
+            assert!(route["spec"]["rules"][0]["filters"]
+                .to_string()
+                .contains("; Max-Age=-1"));
+        },
+    );
 }

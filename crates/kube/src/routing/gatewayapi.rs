@@ -4,7 +4,9 @@
 //! and Traefik (Gateway parents), Linkerd and Kuma, whose route attaches to the apex Service
 //! (`{group: "", kind: Service, name, port}`, GAMMA mesh routing) when `gatewayRefs` is empty. A/B testing adds
 //! a rule in front carrying `analysis.match` (headers, query parameters, path, method); mirroring
-//! adds a `RequestMirror` filter. After each change the router waits until every parent (Gateway or mesh Service)
+//! adds a `RequestMirror` filter (`service.mirror[]` one each, next to `service.rewrite`'s
+//! `URLRewrite`). Session affinity puts Flagger's sticky cookie rules in front of the weighted
+//! one ([`super::sticky`]); `observed` reads the weights past them. After each change the router waits until every parent (Gateway or mesh Service)
 //! has accepted the route at its current generation.
 
 use std::time::Duration;
@@ -17,8 +19,11 @@ use serde_json::{json, Value};
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
 use crate::workload::Workloads;
 use aviary_core::engine::{RouteScope, Routes};
-use aviary_core::spec::{Canary, HeaderOperations, HttpMatch, Provider, StringMatch};
+use aviary_core::spec::{
+    Canary, HeaderOperations, HttpMatch, HttpRewrite, MirrorBackend, Provider, StringMatch,
+};
 
+use super::sticky::{cookie_regex, Affinity, Cookies, COOKIE, SET_COOKIE};
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
 };
@@ -40,6 +45,9 @@ pub struct GatewayObjects {
     ab_matches: Vec<Value>,
     filters: Vec<Value>,
     timeout: Option<String>,
+    backend_timeout: Option<String>,
+    /// `analysis.sessionAffinity`: the sticky cookie rules in front of the weighted one.
+    affinity: Option<Affinity>,
 }
 
 impl GatewayObjects {
@@ -88,6 +96,12 @@ impl GatewayObjects {
                 filters.push(json!({"type": "ResponseHeaderModifier", "responseHeaderModifier": header_ops(ops)}));
             }
         }
+        if let Some(rw) = &spec.rewrite {
+            filters.push(url_rewrite(rw));
+        }
+        for m in &spec.mirror {
+            filters.push(request_mirror(m));
+        }
         let convert = |matches: &[HttpMatch]| -> Result<Vec<Value>, ClusterError> {
             matches.iter().map(http_route_match).collect()
         };
@@ -103,6 +117,11 @@ impl GatewayObjects {
             ab_matches: convert(&analysis.r#match)?,
             filters,
             timeout: spec.timeout.clone(),
+            backend_timeout: spec.backend_timeout.clone(),
+            affinity: analysis
+                .session_affinity
+                .as_ref()
+                .map(|sa| Affinity::new(sa, analysis.interval)),
         })
     }
 
@@ -123,14 +142,112 @@ impl GatewayObjects {
         if !filters.is_empty() {
             rule["filters"] = json!(filters);
         }
+        let mut timeouts = serde_json::Map::new();
         if let Some(t) = &self.timeout {
-            rule["timeouts"] = json!({ "request": t });
+            timeouts.insert("request".into(), json!(t));
+        }
+        if let Some(t) = &self.backend_timeout {
+            timeouts.insert("backendRequest".into(), json!(t));
+        }
+        if !timeouts.is_empty() {
+            rule["timeouts"] = Value::Object(timeouts);
         }
         rule
     }
 
-    /// The HTTPRoute for `routes`.
+    /// A `ResponseHeaderModifier` filter adding `Set-Cookie: value`.
+    fn set_cookie(value: String) -> Value {
+        json!({
+            "type": "ResponseHeaderModifier",
+            "responseHeaderModifier": { "add": [{ "name": SET_COOKIE, "value": value }] },
+        })
+    }
+
+    /// The matches of a sticky rule: the `Cookie` header carrying `cookie`, within the service's
+    /// own matches.
+    fn cookie_matches(&self, cookie: &str) -> Vec<Value> {
+        let m = json!({ "headers": [{
+            "type": "RegularExpression", "name": COOKIE, "value": cookie_regex(cookie),
+        }] });
+        and_matches(&[m], &self.service_matches, |m, a| {
+            merge_match(m, a, &["headers", "queryParams"])
+        })
+    }
+
+    /// Flagger's session affinity rules for `routes`: the sticky rule(s) in front of the
+    /// weighted one, whose backends set the cookies ([`sticky`](super::sticky)).
+    fn sticky_rules(
+        &self,
+        affinity: &Affinity,
+        routes: &Routes,
+        cookies: &Cookies,
+        mirror: Option<Value>,
+    ) -> Vec<Value> {
+        let mut weighted = self.rule(
+            &self.service_matches,
+            self.backends(routes.primary, routes.canary),
+            mirror.clone(),
+        );
+        let mut rules = Vec::new();
+        if let (true, Some(canary_cookie)) = (routes.canary > 0, &cookies.canary) {
+            let max_age = i64::from(affinity.max_age);
+            weighted["backendRefs"][1]["filters"] = json!([Self::set_cookie(
+                affinity.set_cookie(canary_cookie, max_age)
+            )]);
+            rules.push(self.rule(
+                &self.cookie_matches(canary_cookie),
+                self.backends(0, 100),
+                mirror.clone(),
+            ));
+            if let Some(primary_cookie) = &cookies.primary {
+                let max_age = i64::try_from(affinity.interval).unwrap_or(i64::MAX);
+                weighted["backendRefs"][0]["filters"] = json!([Self::set_cookie(
+                    affinity.set_cookie(primary_cookie, max_age)
+                )]);
+                rules.push(self.rule(
+                    &self.cookie_matches(primary_cookie),
+                    self.backends(100, 0),
+                    mirror,
+                ));
+            }
+        } else if let Some(previous) = &cookies.previous {
+            // The last run's cookie: requests still carrying it get it expired.
+            let mut expire = self.rule(
+                &self.cookie_matches(previous),
+                self.backends(routes.primary, routes.canary),
+                mirror,
+            );
+            let filter = Self::set_cookie(affinity.set_cookie(previous, -1));
+            match expire.get_mut("filters").and_then(Value::as_array_mut) {
+                Some(filters) => filters.push(filter),
+                None => expire["filters"] = json!([filter]),
+            }
+            rules.push(expire);
+        } else {
+            // Flagger's sticky rule is then a copy of the weighted one.
+            rules.push(weighted.clone());
+        }
+        rules.push(weighted);
+        rules
+    }
+
+    /// The HTTPRoute for `routes`, with fresh session affinity cookies.
     pub fn route(&self, routes: &Routes) -> Value {
+        self.route_after(routes, None)
+    }
+
+    /// The HTTPRoute for `routes`, keeping the session affinity cookies that `existing` (the
+    /// route written last) sets.
+    pub fn route_after(&self, routes: &Routes, existing: Option<&Value>) -> Value {
+        let cookies = match &self.affinity {
+            Some(a) => Cookies::after(a, existing, routes.canary),
+            None => Cookies::default(),
+        };
+        self.route_with(routes, &cookies)
+    }
+
+    /// The HTTPRoute for `routes` with the session affinity `cookies`.
+    fn route_with(&self, routes: &Routes, cookies: &Cookies) -> Value {
         let mirror = routes.mirror.then(|| {
             let mut m = json!({
                 "type": "RequestMirror",
@@ -142,7 +259,9 @@ impl GatewayObjects {
             m
         });
         let mut rules = Vec::new();
-        if routes.scope == RouteScope::Matched {
+        if let (Some(a), RouteScope::All) = (&self.affinity, routes.scope) {
+            rules = self.sticky_rules(a, routes, cookies, mirror);
+        } else if routes.scope == RouteScope::Matched {
             // Requests matching the A/B conditions (within the service's own matches) get the
             // split; every other request goes to the primary.
             // The A/B rule stays within the service's own routes: each A/B match ANDed with each.
@@ -178,17 +297,47 @@ impl GatewayObjects {
         route
     }
 
+    /// The rules that route by weight: with session affinity, not the sticky rules in front
+    /// (those matching the affinity cookies, or the copy of the weighted rule Flagger puts
+    /// there while no cookie is to be expired).
+    fn weighted_rules<'v>(&self, rules: &'v [Value]) -> Vec<&'v Value> {
+        let Some(a) = &self.affinity else {
+            return rules.iter().collect();
+        };
+        let sticky = |rule: &Value| {
+            rule.get("matches")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.get("headers").and_then(Value::as_array))
+                .flatten()
+                .any(|h| {
+                    h.get("type").and_then(Value::as_str) == Some("RegularExpression")
+                        && a.is_cookie_match(
+                            h.get("name").and_then(Value::as_str).unwrap_or_default(),
+                            h.get("value").and_then(Value::as_str).unwrap_or_default(),
+                        )
+                })
+        };
+        let mut out: Vec<&Value> = rules.iter().filter(|r| !sticky(r)).collect();
+        if out.len() == 2 && out[0] == out[1] {
+            out.remove(0);
+        }
+        out
+    }
+
     /// What an HTTPRoute that [`GatewayObjects::route`] wrote says, whoever changed it since: the
     /// first rule's weights for `<svc>-primary` and `<svc>-canary` (Gateway API weighs backends
     /// relative to their sum; a backend without a weight weighs 1) and its `RequestMirror` to
     /// the canary; a rule after it (the default route A/B testing puts last) makes the first
     /// one's split apply to matching requests only.
     pub fn routes_of(&self, route: &Value) -> Result<Routes, String> {
-        let rules = route
+        let all = route
             .pointer("/spec/rules")
             .and_then(Value::as_array)
             .ok_or("it has no spec.rules")?;
-        let first = rules.first().ok_or("its spec.rules is empty")?;
+        let rules = self.weighted_rules(all);
+        let first = *rules.first().ok_or("its spec.rules is empty")?;
         let backends = first
             .get("backendRefs")
             .and_then(Value::as_array)
@@ -390,7 +539,18 @@ impl TrafficRouter for GatewayApi {
 
     fn set_routes<'a>(&'a self, routes: &'a Routes) -> BoxFuture<'a, Result<(), ClusterError>> {
         Box::pin(async move {
-            self.apply(self.route(routes)).await?;
+            // Session affinity keeps the cookies the route written last sets.
+            let existing = match &self.objects.affinity {
+                Some(_) => {
+                    let what = format!("read HTTPRoute {}", self.qualified());
+                    retry(&what, || self.api.get_opt(&self.objects.name))
+                        .await?
+                        .and_then(|r| serde_json::to_value(r).ok())
+                }
+                None => None,
+            };
+            self.apply(self.objects.route_after(routes, existing.as_ref()))
+                .await?;
             match &self.preview.hosts {
                 Some(hosts) => self.apply(self.objects.preview_route(hosts)).await?,
                 None => {
@@ -450,6 +610,42 @@ impl GatewayObjects {
             },
         })
     }
+}
+
+/// `service.rewrite` as a `URLRewrite` filter, as Flagger's gatewayapi router writes it: the
+/// authority becomes the hostname, the uri the path, replacing the prefix the rule matched with
+/// `type: ReplacePrefixMatch` and the full path otherwise (`ReplaceFullPath`, the default).
+fn url_rewrite(rw: &HttpRewrite) -> Value {
+    let mut rewrite = json!({});
+    if let Some(authority) = rw.authority.as_deref().filter(|a| !a.is_empty()) {
+        rewrite["hostname"] = json!(authority);
+    }
+    if let Some(uri) = rw.uri.as_deref().filter(|u| !u.is_empty()) {
+        rewrite["path"] = if rw.r#type.as_deref() == Some("ReplacePrefixMatch") {
+            json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": uri })
+        } else {
+            json!({ "type": "ReplaceFullPath", "replaceFullPath": uri })
+        };
+    }
+    json!({ "type": "URLRewrite", "urlRewrite": rewrite })
+}
+
+/// One of `service.mirror[]` as a `RequestMirror` filter.
+fn request_mirror(m: &MirrorBackend) -> Value {
+    let mut backend = json!({ "name": m.name });
+    for (key, value) in [
+        ("group", &m.group),
+        ("kind", &m.kind),
+        ("namespace", &m.namespace),
+    ] {
+        if let Some(v) = value {
+            backend[key] = json!(v);
+        }
+    }
+    if let Some(port) = m.port {
+        backend["port"] = json!(port);
+    }
+    json!({ "type": "RequestMirror", "requestMirror": { "backendRef": backend } })
 }
 
 fn header_ops(ops: &HeaderOperations) -> Value {
@@ -764,11 +960,241 @@ spec:
         assert!(o.is_ok_and(|o| o.parents.is_empty()));
     }
 
+    #[test]
+    fn backend_timeout_rewrite_and_mirrors_are_written_as_flagger_writes_them() {
+        let c = canary(
+            "    timeout: 30s
+    backendTimeout: 10s
+    rewrite: {uri: /v2, authority: api.example.com, type: ReplacePrefixMatch}
+    mirror:
+      - backendRef: {name: shadow, port: 80}
+      - backendRef: {group: \"\", kind: Service, name: audit, namespace: tools, port: 8080}",
+            "    iterations: 2
+    match:
+      - headers:
+          x-canary: {exact: insider}",
+        );
+        let o = objects(&c);
+        let rewrite_and_mirrors = json!([
+            {"type": "URLRewrite", "urlRewrite": {
+                "hostname": "api.example.com",
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2"}}},
+            {"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "shadow", "port": 80}}},
+            {"type": "RequestMirror", "requestMirror": {"backendRef": {
+                "group": "", "kind": "Service", "name": "audit", "namespace": "tools", "port": 8080}}},
+        ]);
+        let route = o.route(&Routes::split(100, RouteScope::Matched));
+        for rule in [0, 1] {
+            let r = &route["spec"]["rules"][rule];
+            assert_eq!(
+                r["timeouts"],
+                json!({"request": "30s", "backendRequest": "10s"}),
+                "{r}"
+            );
+            assert_eq!(r["filters"], rewrite_and_mirrors, "{r}");
+        }
+        // Without a type, the full path is replaced.
+        let c = canary(
+            "    rewrite: {uri: /v2}\n    backendTimeout: 5s",
+            "    stepWeight: 10\n    maxWeight: 50",
+        );
+        let route = objects(&c).route(&Routes::PRIMARY);
+        assert_eq!(
+            route["spec"]["rules"][0]["filters"],
+            json!([{"type": "URLRewrite", "urlRewrite": {
+                "path": {"type": "ReplaceFullPath", "replaceFullPath": "/v2"}}}])
+        );
+        assert_eq!(
+            route["spec"]["rules"][0]["timeouts"],
+            json!({"backendRequest": "5s"})
+        );
+        // The typed HTTPRoute keeps all of it, and the extra mirrors are not the canary's.
+        for routes in [Routes::PRIMARY, Routes::split(100, RouteScope::Matched)] {
+            assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)), "{routes:?}");
+        }
+        let typed: Result<HttpRoute, _> = serde_json::from_value(o.route(&Routes::PRIMARY));
+        let back = typed.map(|t| serde_json::to_value(t).map(|v| v["spec"]["rules"][0].clone()));
+        assert!(
+            matches!(&back, Ok(Ok(r)) if r["timeouts"]["backendRequest"] == "10s"
+                && r["filters"] == rewrite_and_mirrors),
+            "{back:?}"
+        );
+    }
+
+    /// The corpus's gatewayapi session affinity canary (test/gatewayapi/test-session-affinity.sh)
+    /// with every cookie attribute.
+    fn sticky(primary_cookie: bool) -> GatewayObjects {
+        let primary = if primary_cookie {
+            "\n      primaryCookieName: primary-flagger-cookie"
+        } else {
+            ""
+        };
+        objects(&canary(
+            "    hosts: [www.example.com]",
+            &format!(
+                "    maxWeight: 50
+    stepWeight: 10
+    sessionAffinity:
+      cookieName: canary-flagger-cookie{primary}
+      maxAge: 21600
+      domain: example.com
+      httpOnly: true
+      path: /
+      sameSite: Strict
+      secure: true"
+            ),
+        ))
+        .replace_interval()
+    }
+
+    impl GatewayObjects {
+        /// The corpus canary's `interval: 15s` (the fixture's analysis has `interval: 1s`).
+        fn replace_interval(mut self) -> GatewayObjects {
+            if let Some(a) = &mut self.affinity {
+                a.interval = 15;
+            }
+            self
+        }
+    }
+
+    fn cookies(canary: Option<&str>, primary: Option<&str>, previous: Option<&str>) -> Cookies {
+        Cookies {
+            canary: canary.map(str::to_string),
+            primary: primary.map(str::to_string),
+            previous: previous.map(str::to_string),
+        }
+    }
+
+    fn backends(p: u32, c: u32) -> Value {
+        json!([
+            {"name": "podinfo-primary", "port": 9898, "weight": p},
+            {"name": "podinfo-canary", "port": 9898, "weight": c},
+        ])
+    }
+
+    const ATTRS: &str = "; Domain=example.com; HttpOnly; Path=/; SameSite=Strict; Secure";
+
+    #[test]
+    fn session_affinity_sends_the_cookie_holders_to_the_canary_and_sets_the_cookies() {
+        let o = sticky(true);
+        let c = cookies(
+            Some("canary-flagger-cookie=CCCCCCCCCC"),
+            Some("primary-flagger-cookie=PPPPPPPPPP"),
+            None,
+        );
+        let route = o.route_with(&Routes::split(10, RouteScope::All), &c);
+        let cookie_match = |v: &str| {
+            json!([{"headers": [
+            {"type": "RegularExpression", "name": "Cookie", "value": v}]}])
+        };
+        let mut weighted = backends(90, 10);
+        weighted[0]["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "add": [{"name": "Set-Cookie",
+                "value": format!("primary-flagger-cookie=PPPPPPPPPP; Max-Age=15{ATTRS}")}]}}]);
+        weighted[1]["filters"] = json!([{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "add": [{"name": "Set-Cookie",
+                "value": format!("canary-flagger-cookie=CCCCCCCCCC; Max-Age=21600{ATTRS}")}]}}]);
+        assert_eq!(
+            route["spec"]["rules"],
+            json!([
+                {"matches": cookie_match(".*canary-flagger-cookie.*CCCCCCCCCC.*"),
+                 "backendRefs": backends(0, 100)},
+                {"matches": cookie_match(".*primary-flagger-cookie.*PPPPPPPPPP.*"),
+                 "backendRefs": backends(100, 0)},
+                {"backendRefs": weighted},
+            ])
+        );
+        assert_eq!(route["spec"]["hostnames"], json!(["www.example.com"]));
+    }
+
+    #[test]
+    fn session_affinity_expires_the_last_cookie_once_the_canary_has_no_traffic() {
+        let o = sticky(false);
+        let done = cookies(None, None, Some("canary-flagger-cookie=CCCCCCCCCC"));
+        let route = o.route_with(&Routes::PRIMARY, &done);
+        assert_eq!(
+            route["spec"]["rules"],
+            json!([
+                {"matches": [{"headers": [{"type": "RegularExpression", "name": "Cookie",
+                    "value": ".*canary-flagger-cookie.*CCCCCCCCCC.*"}]}],
+                 "filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                    "add": [{"name": "Set-Cookie",
+                        "value": format!("canary-flagger-cookie=CCCCCCCCCC; Max-Age=-1{ATTRS}")}]}}],
+                 "backendRefs": backends(100, 0)},
+                {"backendRefs": backends(100, 0)},
+            ])
+        );
+        // No cookie to expire (before the first run): Flagger's sticky rule is the weighted one.
+        let route = o.route_with(&Routes::PRIMARY, &Cookies::default());
+        assert_eq!(
+            route["spec"]["rules"],
+            json!([{"backendRefs": backends(100, 0)}, {"backendRefs": backends(100, 0)}])
+        );
+    }
+
+    #[test]
+    fn session_affinity_keeps_its_cookies_across_writes_and_reads_back_the_weighted_rule() {
+        for primary in [false, true] {
+            let o = sticky(primary);
+            let mut last: Option<Value> = None;
+            let mut canary_cookie = None;
+            for routes in [
+                Routes::PRIMARY,
+                Routes::split(10, RouteScope::All),
+                Routes::split(20, RouteScope::All),
+                Routes::split(50, RouteScope::All),
+                Routes::PRIMARY,
+                Routes::PRIMARY,
+                Routes {
+                    mirror: true,
+                    mirror_weight: Some(20),
+                    ..Routes::PRIMARY
+                },
+            ] {
+                let route = o.route_after(&routes, last.as_ref());
+                // As observed reads it: through the typed HTTPRoute and back.
+                let typed: HttpRoute = match serde_json::from_value(route.clone()) {
+                    Ok(t) => t,
+                    Err(e) => panic!("{e}: {route}"),
+                };
+                let read = serde_json::to_value(&typed).unwrap_or_default();
+                assert_eq!(
+                    o.routes_of(&read),
+                    Ok(canonical(&routes)),
+                    "{routes:?}: {read}"
+                );
+                let set = read.to_string();
+                if routes.canary > 0 {
+                    let c = read["spec"]["rules"][0]["matches"][0]["headers"][0]["value"].clone();
+                    // The same cookie for the whole run.
+                    if let Some(previous) = &canary_cookie {
+                        assert_eq!(&c, previous);
+                    }
+                    canary_cookie = Some(c);
+                    assert!(
+                        set.contains("canary-flagger-cookie=") && set.contains("Max-Age=21600")
+                    );
+                    assert_eq!(set.contains("primary-flagger-cookie="), primary, "{set}");
+                } else {
+                    // Once a run has set a cookie, it is expired from then on.
+                    assert_eq!(set.contains("Max-Age=-1"), canary_cookie.is_some(), "{set}");
+                }
+                last = Some(read);
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn any_routes_read_back_as_written(routes in any_routes(true)) {
             let o = full();
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
+        }
+
+        #[test]
+        fn any_routes_read_back_as_written_with_session_affinity(routes in any_routes(false)) {
+            let o = sticky(true);
             proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
         }
     }

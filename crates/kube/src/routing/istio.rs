@@ -3,7 +3,10 @@
 //! splits traffic between the two hosts by weight. A/B testing puts one route per
 //! `analysis.match` entry (ANDed with the service's own matches) in front, carrying the split,
 //! followed by the default route that keeps every other request on the primary. Mirroring adds
-//! `mirror` and `mirrorPercentage` to the weighted route. Istio reports no status to wait on, so
+//! `mirror` and `mirrorPercentage` to the first route. Session affinity puts Flagger's sticky
+//! routes (`sticky-route`, and `sticky-primary-route` with `primaryCookieName`) in front of the
+//! weighted one, whose destinations set the cookies ([`super::sticky`]); `observed` reads the
+//! weights past them. Istio reports no status to wait on, so
 //! a change is in effect once the API server has stored it, as Flagger assumes.
 
 use std::collections::BTreeMap;
@@ -20,6 +23,7 @@ use aviary_core::spec::{
     Canary, CustomMetadata, HeaderOperations, HttpMatch, Provider, StringMatch,
 };
 
+use super::sticky::{cookie_regex, Affinity, Cookies, COOKIE, SET_COOKIE};
 use super::{
     and_matches, canonical, merge_match, number, percentages, regex_escape, Observed, TrafficRouter,
 };
@@ -83,7 +87,17 @@ impl TrafficRouter for Istio {
                 }
                 self.rules_applied.store(true, Ordering::Release);
             }
-            let vs = o.virtual_service(routes);
+            // Session affinity keeps the cookies the VirtualService written last sets.
+            let existing = match &o.affinity {
+                Some(_) => {
+                    let what = format!("read VirtualService {}.{}", o.name, o.namespace);
+                    retry(&what, || self.virtual_services.get_opt(&o.name))
+                        .await?
+                        .and_then(|vs| serde_json::to_value(vs).ok())
+                }
+                None => None,
+            };
+            let vs = o.virtual_service_after(routes, existing.as_ref());
             let what = format!("apply VirtualService {}.{}", o.name, o.namespace);
             let (params, patch) = (apply_params(), Patch::Apply(&vs));
             retry(&what, || {
@@ -153,7 +167,15 @@ pub struct IstioObjects {
     ab_matches: Vec<Value>,
     /// rewrite, timeout, retries, headers and corsPolicy: the same on every route.
     route_options: Map<String, Value>,
+    /// `analysis.sessionAffinity`: the sticky cookie routes in front of the weighted one.
+    affinity: Option<Affinity>,
 }
+
+/// The name of the route in front that sends the canary cookie's holders to the canary (or
+/// expires the cookie), as Flagger names it.
+const STICKY_ROUTE: &str = "sticky-route";
+/// The name of the route that keeps the primary cookie's holders on the primary.
+const STICKY_PRIMARY_ROUTE: &str = "sticky-primary-route";
 
 impl IstioObjects {
     pub fn new(
@@ -197,13 +219,6 @@ impl IstioObjects {
             (Some(hosts), Some(gateways))
         };
         let analysis = canary.analysis.clone().unwrap_or_default();
-        if analysis.session_affinity.is_some() {
-            tracing::warn!(
-                "{}: analysis.sessionAffinity is not implemented by aviary's istio router; \
-                 requests are split by weight without a sticky cookie",
-                canary.qualified_name()
-            );
-        }
         let service_matches: Vec<Value> = s.r#match.iter().map(istio_match).collect();
         let ab: Vec<Value> = analysis.r#match.iter().map(istio_match).collect();
         let mut route_options = Map::new();
@@ -263,6 +278,10 @@ impl IstioObjects {
             ab_matches: combine_matches(&ab, &service_matches),
             service_matches,
             route_options,
+            affinity: analysis
+                .session_affinity
+                .as_ref()
+                .map(|sa| Affinity::new(sa, analysis.interval)),
         })
     }
 
@@ -306,10 +325,88 @@ impl IstioObjects {
         Value::Object(route)
     }
 
-    /// The VirtualService for `routes`.
+    /// The VirtualService for `routes`, with fresh session affinity cookies.
     pub fn virtual_service(&self, routes: &Routes) -> Value {
+        self.virtual_service_after(routes, None)
+    }
+
+    /// The VirtualService for `routes`, keeping the session affinity cookies that `existing`
+    /// (the VirtualService written last) sets.
+    pub fn virtual_service_after(&self, routes: &Routes, existing: Option<&Value>) -> Value {
+        let cookies = match &self.affinity {
+            Some(a) => Cookies::after(a, existing, routes.canary),
+            None => Cookies::default(),
+        };
+        self.virtual_service_with(routes, &cookies)
+    }
+
+    /// `route` with `Set-Cookie: value` added to its response headers (`route` is an HTTP
+    /// route, or one of its destinations).
+    fn add_set_cookie(route: &mut Value, value: String) {
+        let add = &mut route["headers"]["response"]["add"];
+        if !add.is_object() {
+            *add = json!({});
+        }
+        add[SET_COOKIE] = json!(value);
+    }
+
+    /// The matches of a sticky route: the `Cookie` header carrying `cookie`, within the
+    /// service's own matches.
+    fn cookie_matches(&self, cookie: &str) -> Vec<Value> {
+        let m = json!({ "headers": { COOKIE: { "regex": cookie_regex(cookie) } } });
+        combine_matches(&[m], &self.service_matches)
+    }
+
+    /// Flagger's session affinity routes for `routes`: the sticky route(s) in front of the
+    /// weighted one, whose destinations set the cookies ([`sticky`](super::sticky)).
+    fn sticky_routes(&self, affinity: &Affinity, routes: &Routes, cookies: &Cookies) -> Vec<Value> {
+        let mut weighted = self.http_route(&self.service_matches, routes.primary, routes.canary);
+        let named = |mut route: Value, name: &str| {
+            route["name"] = json!(name);
+            route
+        };
         let mut http = Vec::new();
-        if routes.scope == RouteScope::Matched && !self.ab_matches.is_empty() {
+        if let (true, Some(canary_cookie)) = (routes.canary > 0, &cookies.canary) {
+            let max_age = i64::from(affinity.max_age);
+            Self::add_set_cookie(
+                &mut weighted["route"][1],
+                affinity.set_cookie(canary_cookie, max_age),
+            );
+            let sticky = self.http_route(&self.cookie_matches(canary_cookie), 0, 100);
+            http.push(named(sticky, STICKY_ROUTE));
+            if let Some(primary_cookie) = &cookies.primary {
+                let max_age = i64::try_from(affinity.interval).unwrap_or(i64::MAX);
+                Self::add_set_cookie(
+                    &mut weighted["route"][0],
+                    affinity.set_cookie(primary_cookie, max_age),
+                );
+                let sticky = self.http_route(&self.cookie_matches(primary_cookie), 100, 0);
+                http.push(named(sticky, STICKY_PRIMARY_ROUTE));
+            }
+        } else if let Some(previous) = &cookies.previous {
+            // The last run's cookie: requests still carrying it get it expired.
+            let mut expire = self.http_route(
+                &self.cookie_matches(previous),
+                routes.primary,
+                routes.canary,
+            );
+            Self::add_set_cookie(&mut expire, affinity.set_cookie(previous, -1));
+            http.push(named(expire, STICKY_ROUTE));
+        } else {
+            // Flagger's sticky route is then a copy of the weighted one.
+            http.push(named(weighted.clone(), STICKY_ROUTE));
+        }
+        http.push(weighted);
+        http
+    }
+
+    /// The VirtualService for `routes` with the session affinity `cookies`.
+    fn virtual_service_with(&self, routes: &Routes, cookies: &Cookies) -> Value {
+        let mut http = Vec::new();
+        let ab = routes.scope == RouteScope::Matched && !self.ab_matches.is_empty();
+        if let (Some(a), false) = (&self.affinity, ab) {
+            http = self.sticky_routes(a, routes, cookies);
+        } else if ab {
             http.push(self.http_route(&self.ab_matches, routes.primary, routes.canary));
             http.push(self.http_route(&self.service_matches, 100, 0));
         } else {
@@ -362,11 +459,24 @@ impl IstioObjects {
     /// to the canary with `mirrorPercentage`; a route after it (the default route A/B testing
     /// puts last) makes the first one's split apply to matching requests only.
     pub fn routes_of(&self, vs: &Value) -> Result<Routes, String> {
-        let http = vs
+        let all = vs
             .pointer("/spec/http")
             .and_then(Value::as_array)
             .ok_or("it has no spec.http")?;
-        let first = http.first().ok_or("its spec.http is empty")?;
+        // With session affinity, the sticky routes in front do not route by weight (the
+        // mirror, which Flagger puts on the first route, is read there all the same).
+        let mirrored = all.first().ok_or("its spec.http is empty")?;
+        let http: Vec<&Value> = all
+            .iter()
+            .filter(|r| {
+                self.affinity.is_none()
+                    || !matches!(
+                        r.get("name").and_then(Value::as_str),
+                        Some(STICKY_ROUTE | STICKY_PRIMARY_ROUTE)
+                    )
+            })
+            .collect();
+        let first = *http.first().ok_or("its spec.http has no weighted route")?;
         let destinations = first
             .get("route")
             .and_then(Value::as_array)
@@ -406,11 +516,11 @@ impl IstioObjects {
             ));
         }
         let (primary, canary) = percentages(primary, canary)?;
-        let mirror = first
+        let mirror = mirrored
             .pointer("/mirror/host")
             .and_then(Value::as_str)
             .is_some_and(|h| is(h, &self.canary));
-        let mirror_weight = match first.pointer("/mirrorPercentage/value") {
+        let mirror_weight = match mirrored.pointer("/mirrorPercentage/value") {
             Some(v) if mirror => Some(number(v, "spec.http[0].mirrorPercentage.value")?),
             _ => None,
         };
@@ -808,6 +918,175 @@ spec:
         );
         let r = o.routes_of(&json!({"spec": {"http": []}}));
         assert!(r.is_err_and(|e| e.contains("spec.http is empty")));
+    }
+
+    /// The corpus's istio session affinity canary (test/istio/test-session-affinity.sh), with
+    /// every cookie attribute.
+    fn sticky(primary_cookie: bool) -> IstioObjects {
+        let primary = if primary_cookie {
+            "\n      primaryCookieName: primary-flagger-cookie"
+        } else {
+            ""
+        };
+        let c = canary(
+            "    gateways: [istio-system/istio-ingressgateway]
+    hosts: ['*']",
+            &format!(
+                "    maxWeight: 30
+    stepWeight: 10
+    sessionAffinity:
+      cookieName: canary-flagger-cookie{primary}
+      maxAge: 21600
+      domain: example.com
+      httpOnly: true
+      partitioned: true
+      path: /
+      sameSite: None
+      secure: true"
+            ),
+        );
+        match objects(&c) {
+            Ok(mut o) => {
+                // The corpus canary's `interval: 15s` (the fixture's analysis has 1s).
+                if let Some(a) = &mut o.affinity {
+                    a.interval = 15;
+                }
+                o
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const ATTRS: &str =
+        "; Domain=example.com; HttpOnly; Partitioned; Path=/; SameSite=None; Secure";
+
+    fn dest(host: &str, weight: u32) -> Value {
+        json!({"destination": {"host": host, "port": {"number": 9898}}, "weight": weight})
+    }
+
+    fn cookies(canary: Option<&str>, primary: Option<&str>, previous: Option<&str>) -> Cookies {
+        Cookies {
+            canary: canary.map(str::to_string),
+            primary: primary.map(str::to_string),
+            previous: previous.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn session_affinity_sends_the_cookie_holders_to_the_canary_and_sets_the_cookies() {
+        let o = sticky(true);
+        let c = cookies(
+            Some("canary-flagger-cookie=CCCCCCCCCC"),
+            Some("primary-flagger-cookie=PPPPPPPPPP"),
+            None,
+        );
+        let vs = o.virtual_service_with(&Routes::split(10, RouteScope::All), &c);
+        let mut primary = dest("podinfo-primary", 90);
+        primary["headers"] = json!({"response": {"add": {
+            "Set-Cookie": format!("primary-flagger-cookie=PPPPPPPPPP; Max-Age=15{ATTRS}")}}});
+        let mut canary = dest("podinfo-canary", 10);
+        canary["headers"] = json!({"response": {"add": {
+            "Set-Cookie": format!("canary-flagger-cookie=CCCCCCCCCC; Max-Age=21600{ATTRS}")}}});
+        assert_eq!(
+            vs["spec"]["http"],
+            json!([
+                {"name": "sticky-route",
+                 "match": [{"headers": {"Cookie": {"regex": ".*canary-flagger-cookie.*CCCCCCCCCC.*"}}}],
+                 "route": [dest("podinfo-primary", 0), dest("podinfo-canary", 100)]},
+                {"name": "sticky-primary-route",
+                 "match": [{"headers": {"Cookie": {"regex": ".*primary-flagger-cookie.*PPPPPPPPPP.*"}}}],
+                 "route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]},
+                {"route": [primary, canary]},
+            ])
+        );
+        assert_eq!(
+            vs["spec"]["gateways"],
+            json!(["istio-system/istio-ingressgateway"])
+        );
+    }
+
+    #[test]
+    fn session_affinity_expires_the_last_cookie_once_the_canary_has_no_traffic() {
+        let o = sticky(false);
+        let done = cookies(None, None, Some("canary-flagger-cookie=CCCCCCCCCC"));
+        let vs = o.virtual_service_with(&Routes::PRIMARY, &done);
+        assert_eq!(
+            vs["spec"]["http"],
+            json!([
+                {"name": "sticky-route",
+                 "match": [{"headers": {"Cookie": {"regex": ".*canary-flagger-cookie.*CCCCCCCCCC.*"}}}],
+                 "headers": {"response": {"add": {
+                    "Set-Cookie": format!("canary-flagger-cookie=CCCCCCCCCC; Max-Age=-1{ATTRS}")}}},
+                 "route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]},
+                {"route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]},
+            ])
+        );
+        // No cookie to expire: Flagger's sticky route is a copy of the weighted one.
+        let vs = o.virtual_service_with(&Routes::PRIMARY, &Cookies::default());
+        let weighted = json!({"route": [dest("podinfo-primary", 100), dest("podinfo-canary", 0)]});
+        let mut copy = weighted.clone();
+        copy["name"] = json!("sticky-route");
+        assert_eq!(vs["spec"]["http"], json!([copy, weighted]));
+    }
+
+    #[test]
+    fn session_affinity_keeps_its_cookies_across_writes_and_reads_back_the_weighted_route() {
+        for primary in [false, true] {
+            let o = sticky(primary);
+            let mut last: Option<Value> = None;
+            let mut canary_cookie = None;
+            for routes in [
+                Routes::PRIMARY,
+                Routes::split(10, RouteScope::All),
+                Routes::split(30, RouteScope::All),
+                Routes::split(100, RouteScope::All),
+                Routes::PRIMARY,
+                Routes::PRIMARY,
+                Routes {
+                    mirror: true,
+                    mirror_weight: Some(20),
+                    ..Routes::PRIMARY
+                },
+            ] {
+                let vs = o.virtual_service_after(&routes, last.as_ref());
+                let dynamic: DynamicObject = match serde_json::from_value(vs.clone()) {
+                    Ok(d) => d,
+                    Err(e) => panic!("{e}: {vs}"),
+                };
+                let read = serde_json::to_value(&dynamic).unwrap_or_default();
+                assert_eq!(
+                    o.routes_of(&read),
+                    Ok(canonical(&routes)),
+                    "{routes:?}: {read}"
+                );
+                let set = read.to_string();
+                if routes.canary > 0 {
+                    let c = read["spec"]["http"][0]["match"][0].clone();
+                    if let Some(previous) = &canary_cookie {
+                        assert_eq!(&c, previous, "the same cookie for the whole run");
+                    }
+                    canary_cookie = Some(c);
+                    assert!(
+                        set.contains("canary-flagger-cookie=") && set.contains("Max-Age=21600")
+                    );
+                    assert_eq!(set.contains("primary-flagger-cookie="), primary, "{set}");
+                } else {
+                    assert_eq!(set.contains("Max-Age=-1"), canary_cookie.is_some(), "{set}");
+                }
+                last = Some(read);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn any_routes_read_back_as_written_with_session_affinity(
+            routes in crate::routing::testing::any_routes(false)
+        ) {
+            let o = sticky(true);
+            proptest::prop_assert_eq!(read_back(&o, &routes), Ok(canonical(&routes)));
+        }
     }
 
     proptest::proptest! {

@@ -7,6 +7,7 @@ pub mod istio;
 pub mod kubernetes;
 pub mod nginx;
 pub mod preview;
+pub(crate) mod sticky;
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};

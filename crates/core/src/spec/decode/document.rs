@@ -7,8 +7,8 @@ use super::fields::{Field, Reader};
 use super::metric_template::decode_template_spec;
 use super::metrics::check_traefik_builtins;
 use super::names::{check_state_name, is_dns_label, is_dns_subdomain};
+use super::provider_checks::check_gateway_refs;
 use super::service::check_preview;
-use super::unapplied::{check_gateway_refs, check_unapplied};
 use crate::spec::types::{ApiVersion, MetricTemplate, Origin};
 use crate::spec::yaml::{quote, Node, Value};
 use crate::spec::Documents;
@@ -150,7 +150,6 @@ pub(super) fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
             canary.namespace_explicit = namespace_explicit;
             canary.origin = origin;
             if let Some(spec_node) = doc.get("spec") {
-                check_unapplied(cx, spec_node, &canary);
                 check_gateway_refs(cx, spec_node, &canary);
                 check_preview(cx, spec_node, &canary);
                 check_traefik_builtins(cx, spec_node, &canary);

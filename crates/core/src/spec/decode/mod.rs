@@ -35,10 +35,10 @@ mod matches;
 mod metric_template;
 mod metrics;
 mod names;
+mod provider_checks;
 mod service;
 #[cfg(test)]
 mod test_support;
-mod unapplied;
 mod webhooks;
 
 use std::time::Duration;
