@@ -647,7 +647,7 @@ mod tests {
         }
         let tk = host(
             HostKind::Tekton,
-            env(&[("PARAM_COMMAND", "release"), ("PARAM_PROVIDER", "linkerd")]),
+            env(&[("PARAM_COMMAND", "release"), ("PARAM_PROVIDER", "knative")]),
         );
         match StepRequest::read(&*tk) {
             Err(e) => assert!(e.message.starts_with("input `provider`: "), "{e}"),
