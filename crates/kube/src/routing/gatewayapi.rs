@@ -1136,51 +1136,20 @@ spec:
     fn session_affinity_keeps_its_cookies_across_writes_and_reads_back_the_weighted_rule() {
         for primary in [false, true] {
             let o = sticky(primary);
-            let mut last: Option<Value> = None;
-            let mut canary_cookie = None;
-            for routes in [
-                Routes::PRIMARY,
-                Routes::split(10, RouteScope::All),
-                Routes::split(20, RouteScope::All),
-                Routes::split(50, RouteScope::All),
-                Routes::PRIMARY,
-                Routes::PRIMARY,
-                Routes {
-                    mirror: true,
-                    mirror_weight: Some(20),
-                    ..Routes::PRIMARY
-                },
-            ] {
-                let route = o.route_after(&routes, last.as_ref());
+            crate::routing::testing::check_sticky_run(
+                primary,
+                [10, 20, 50],
                 // As observed reads it: through the typed HTTPRoute and back.
-                let typed: HttpRoute = match serde_json::from_value(route.clone()) {
-                    Ok(t) => t,
-                    Err(e) => panic!("{e}: {route}"),
-                };
-                let read = serde_json::to_value(&typed).unwrap_or_default();
-                assert_eq!(
-                    o.routes_of(&read),
-                    Ok(canonical(&routes)),
-                    "{routes:?}: {read}"
-                );
-                let set = read.to_string();
-                if routes.canary > 0 {
-                    let c = read["spec"]["rules"][0]["matches"][0]["headers"][0]["value"].clone();
-                    // The same cookie for the whole run.
-                    if let Some(previous) = &canary_cookie {
-                        assert_eq!(&c, previous);
+                |routes, last| {
+                    let route = o.route_after(routes, last);
+                    match serde_json::from_value::<HttpRoute>(route.clone()) {
+                        Ok(t) => serde_json::to_value(&t).unwrap_or_default(),
+                        Err(e) => panic!("{e}: {route}"),
                     }
-                    canary_cookie = Some(c);
-                    assert!(
-                        set.contains("canary-flagger-cookie=") && set.contains("Max-Age=21600")
-                    );
-                    assert_eq!(set.contains("primary-flagger-cookie="), primary, "{set}");
-                } else {
-                    // Once a run has set a cookie, it is expired from then on.
-                    assert_eq!(set.contains("Max-Age=-1"), canary_cookie.is_some(), "{set}");
-                }
-                last = Some(read);
-            }
+                },
+                |read| o.routes_of(read),
+                |read| read["spec"]["rules"][0]["matches"][0]["headers"][0]["value"].clone(),
+            );
         }
     }
 

@@ -1033,48 +1033,19 @@ spec:
     fn session_affinity_keeps_its_cookies_across_writes_and_reads_back_the_weighted_route() {
         for primary in [false, true] {
             let o = sticky(primary);
-            let mut last: Option<Value> = None;
-            let mut canary_cookie = None;
-            for routes in [
-                Routes::PRIMARY,
-                Routes::split(10, RouteScope::All),
-                Routes::split(30, RouteScope::All),
-                Routes::split(100, RouteScope::All),
-                Routes::PRIMARY,
-                Routes::PRIMARY,
-                Routes {
-                    mirror: true,
-                    mirror_weight: Some(20),
-                    ..Routes::PRIMARY
-                },
-            ] {
-                let vs = o.virtual_service_after(&routes, last.as_ref());
-                let dynamic: DynamicObject = match serde_json::from_value(vs.clone()) {
-                    Ok(d) => d,
-                    Err(e) => panic!("{e}: {vs}"),
-                };
-                let read = serde_json::to_value(&dynamic).unwrap_or_default();
-                assert_eq!(
-                    o.routes_of(&read),
-                    Ok(canonical(&routes)),
-                    "{routes:?}: {read}"
-                );
-                let set = read.to_string();
-                if routes.canary > 0 {
-                    let c = read["spec"]["http"][0]["match"][0].clone();
-                    if let Some(previous) = &canary_cookie {
-                        assert_eq!(&c, previous, "the same cookie for the whole run");
+            crate::routing::testing::check_sticky_run(
+                primary,
+                [10, 30, 100],
+                |routes, last| {
+                    let vs = o.virtual_service_after(routes, last);
+                    match serde_json::from_value::<DynamicObject>(vs.clone()) {
+                        Ok(d) => serde_json::to_value(&d).unwrap_or_default(),
+                        Err(e) => panic!("{e}: {vs}"),
                     }
-                    canary_cookie = Some(c);
-                    assert!(
-                        set.contains("canary-flagger-cookie=") && set.contains("Max-Age=21600")
-                    );
-                    assert_eq!(set.contains("primary-flagger-cookie="), primary, "{set}");
-                } else {
-                    assert_eq!(set.contains("Max-Age=-1"), canary_cookie.is_some(), "{set}");
-                }
-                last = Some(read);
-            }
+                },
+                |read| o.routes_of(read),
+                |read| read["spec"]["http"][0]["match"][0].clone(),
+            );
         }
     }
 

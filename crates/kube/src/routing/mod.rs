@@ -597,6 +597,58 @@ pub(crate) mod testing {
         }
     }
 
+    /// A release's routes through a router with session affinity (`flagger-cookie` living
+    /// 21600 s, and `primary-flagger-cookie` when `primary`): `write` builds the object for the
+    /// routes after the one written last, `read` parses it back as `observed` does, and
+    /// `canary_match` is the cookie condition of the rule in front. Checks that every object
+    /// reads back as its routes, that the canary cookie stays the same for the whole run while
+    /// the canary has traffic (the primary cookie set only with `primary`), and that once a
+    /// cookie was set it is expired (`Max-Age=-1`) whenever the canary has none.
+    pub(crate) fn check_sticky_run(
+        primary: bool,
+        mid: [u32; 3],
+        write: impl Fn(&Routes, Option<&serde_json::Value>) -> serde_json::Value,
+        read: impl Fn(&serde_json::Value) -> Result<Routes, String>,
+        canary_match: impl Fn(&serde_json::Value) -> serde_json::Value,
+    ) {
+        let mut last: Option<serde_json::Value> = None;
+        let mut canary_cookie = None;
+        for routes in [
+            Routes::PRIMARY,
+            Routes::split(mid[0], RouteScope::All),
+            Routes::split(mid[1], RouteScope::All),
+            Routes::split(mid[2], RouteScope::All),
+            Routes::PRIMARY,
+            Routes::PRIMARY,
+            Routes {
+                mirror: true,
+                mirror_weight: Some(20),
+                ..Routes::PRIMARY
+            },
+        ] {
+            let object = write(&routes, last.as_ref());
+            assert_eq!(
+                read(&object),
+                Ok(super::canonical(&routes)),
+                "{routes:?}: {object}"
+            );
+            let set = object.to_string();
+            if routes.canary > 0 {
+                let c = canary_match(&object);
+                if let Some(previous) = &canary_cookie {
+                    assert_eq!(&c, previous, "the same cookie for the whole run");
+                }
+                canary_cookie = Some(c);
+                assert!(set.contains("canary-flagger-cookie=") && set.contains("Max-Age=21600"));
+                assert_eq!(set.contains("primary-flagger-cookie="), primary, "{set}");
+            } else {
+                // Once a run has set a cookie, it is expired from then on.
+                assert_eq!(set.contains("Max-Age=-1"), canary_cookie.is_some(), "{set}");
+            }
+            last = Some(object);
+        }
+    }
+
     /// Any routes, weights summing to 100; A/B scope only when `matched` (a Canary with an
     /// `analysis.match`, the only kind the engine asks A/B routes of).
     pub(crate) fn any_routes(matched: bool) -> impl Strategy<Value = Routes> {
