@@ -728,7 +728,6 @@ fn http_route_match(m: &HttpMatch) -> Result<Value, ClusterError> {
 mod tests {
     use super::*;
     use crate::routing::testing::any_routes;
-    use aviary_core::spec::decode::decode_documents;
     use proptest::prelude::{proptest, ProptestConfig};
 
     fn canary(service: &str, analysis: &str) -> Canary {
@@ -755,11 +754,7 @@ spec:
 {analysis}
 "
         );
-        match decode_documents("canary.yaml", &text) {
-            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
-            Ok(_) => panic!("no canary"),
-            Err(e) => panic!("{e}"),
-        }
+        crate::routing::testing::the_canary(&text)
     }
 
     fn objects(c: &Canary) -> GatewayObjects {
@@ -891,11 +886,7 @@ spec:
     stepWeight: 10
 "
         );
-        match decode_documents("canary.yaml", &text) {
-            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
-            Ok(_) => panic!("no canary"),
-            Err(e) => panic!("{e}"),
-        }
+        crate::routing::testing::the_canary(&text)
     }
 
     #[test]

@@ -612,7 +612,6 @@ fn combine_matchers(ab: &[Value], service: &[Value]) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_core::spec::decode::decode_documents;
 
     fn canary(extra: &str, service: &str, analysis: &str) -> Canary {
         let text = format!(
@@ -636,11 +635,7 @@ spec:
 {analysis}
 "
         );
-        match decode_documents("canary.yaml", &text) {
-            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
-            Ok(_) => panic!("no canary"),
-            Err(e) => panic!("{e}"),
-        }
+        crate::routing::testing::the_canary(&text)
     }
 
     fn objects(c: &Canary) -> Result<GlooObjects, ClusterError> {

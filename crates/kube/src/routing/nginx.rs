@@ -422,7 +422,6 @@ fn ab_condition(matches: &[HttpMatch]) -> Result<Option<AbCondition>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aviary_core::spec::decode::decode_documents;
 
     fn canary(extra: &str, analysis: &str) -> Canary {
         let text = format!(
@@ -445,11 +444,7 @@ spec:
 {analysis}
 "
         );
-        match decode_documents("canary.yaml", &text) {
-            Ok(mut docs) if !docs.canaries.is_empty() => docs.canaries.remove(0),
-            Ok(_) => panic!("no canary"),
-            Err(e) => panic!("{e}"),
-        }
+        crate::routing::testing::the_canary(&text)
     }
 
     const REF: &str = "  ingressRef: {apiVersion: networking.k8s.io/v1, kind: Ingress, name: web}";
