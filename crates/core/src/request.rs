@@ -105,10 +105,17 @@ pub fn provider(origin: Origin, key: &str, value: &str) -> Result<Provider, BadV
         "contour" => Provider::Contour,
         "traefik" => Provider::Traefik,
         other => {
-            return Err(BadValue {
-                setting: origin.name(key),
-                message: format!("unknown provider {other:?}"),
-                help: "use one of kubernetes, istio, gloo, nginx, gatewayapi, linkerd, kuma, contour, traefik".into(),
+            return Err(match crate::spec::decode::unrouted(other) {
+                Some(instead) => BadValue {
+                    setting: origin.name(key),
+                    message: format!("aviary does not route provider {other} (Flagger does)"),
+                    help: instead,
+                },
+                None => BadValue {
+                    setting: origin.name(key),
+                    message: format!("unknown provider {other:?}"),
+                    help: "use one of kubernetes, istio, gloo, nginx, gatewayapi, linkerd, kuma, contour, traefik".into(),
+                },
             })
         }
     })
@@ -296,11 +303,19 @@ mod tests {
             duration(Origin::Input, "timeout", " 90s ", "30m").ok(),
             Some(Duration::from_secs(90))
         );
+        // A provider Flagger knows: said so, with what to use instead.
         let bad = provider(Origin::Input, "provider", "appmesh").unwrap_err();
         assert_eq!(
             bad.to_string(),
-            "input `provider`: unknown provider \"appmesh\""
+            "input `provider`: aviary does not route provider appmesh (Flagger does)"
         );
+        assert!(
+            bad.help.starts_with("use provider gatewayapi:v1"),
+            "{}",
+            bad.help
+        );
+        let bad = provider(Origin::Flag, "provider", "istioo").unwrap_err();
+        assert_eq!(bad.to_string(), "--provider: unknown provider \"istioo\"");
         for (name, routed) in [
             ("linkerd", Provider::Linkerd),
             ("kuma", Provider::Kuma),

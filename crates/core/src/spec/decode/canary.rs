@@ -99,6 +99,13 @@ fn parse_provider_name(cx: &mut Cx, f: &Field, name: &str) -> Option<Provider> {
     })
 }
 
+/// What to use instead of `provider` when it is one Flagger knows and aviary does not route.
+pub(crate) fn unrouted(provider: &str) -> Option<String> {
+    OTHER_PROVIDERS
+        .contains(&provider)
+        .then(|| instead_of(provider))
+}
+
 /// What to use instead of a provider aviary does not route (`provider` one of
 /// [`OTHER_PROVIDERS`]); `aviary rollout` repeats this warning as its error when it refuses it.
 fn instead_of(provider: &str) -> String {

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use super::yaml::parse_documents;
 use super::{Documents, SpecError, TemplateUse};
+pub(crate) use canary::unrouted;
 use diagnostics::{field_help, Cx};
 use document::decode_document;
 
