@@ -38,3 +38,35 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! What the crate's tests against the API server emulator share.
+
+    use std::path::Path;
+    use std::time::Duration;
+
+    use kube_emulator::{Config, Emulator};
+
+    /// An emulated API server with the namespace `test` (Deployments ready after
+    /// `ready_delay`), its kubeconfig written in `dir`, and a client connected through it.
+    pub(crate) async fn emulated(dir: &Path, ready_delay: Duration) -> (Emulator, kube::Client) {
+        let config = Config {
+            deployment_ready_delay: ready_delay,
+            namespaces: vec!["test".into()],
+            ..Config::default()
+        };
+        let emu = match Emulator::start(config).await {
+            Ok(e) => e,
+            Err(e) => panic!("emulator: {e}"),
+        };
+        let kubeconfig = dir.join("kubeconfig");
+        if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
+            panic!("kubeconfig: {e}");
+        }
+        match crate::cluster::connect(Some(&kubeconfig), None, Duration::from_secs(5)).await {
+            Ok((client, _)) => (emu, client),
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use kube_emulator::{Config as EmulatorConfig, Emulator};
+use kube_emulator::Emulator;
 use serde_json::json;
 
 use super::*;
@@ -56,28 +56,11 @@ struct Cluster {
 }
 
 async fn cluster() -> Cluster {
-    let config = EmulatorConfig {
-        deployment_ready_delay: Duration::from_millis(50),
-        namespaces: vec!["test".into()],
-        ..EmulatorConfig::default()
-    };
-    let emu = match Emulator::start(config).await {
-        Ok(e) => e,
-        Err(e) => panic!("emulator: {e}"),
-    };
     let dir = match tempfile::tempdir() {
         Ok(d) => d,
         Err(e) => panic!("temp dir: {e}"),
     };
-    let kubeconfig = dir.path().join("kubeconfig");
-    if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
-        panic!("kubeconfig: {e}");
-    }
-    let client =
-        match crate::cluster::connect(Some(&kubeconfig), None, Duration::from_secs(5)).await {
-            Ok((client, _)) => client,
-            Err(e) => panic!("connect: {e}"),
-        };
+    let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(50)).await;
     Cluster {
         emu,
         client,

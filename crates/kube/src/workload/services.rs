@@ -168,7 +168,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Service;
     use kube::api::{Api, DeleteParams, Patch, PatchParams};
     use kube::Client;
-    use kube_emulator::{Config as EmulatorConfig, Emulator};
+    use kube_emulator::Emulator;
     use serde_json::{json, Value};
 
     use crate::workload::Workloads;
@@ -196,24 +196,7 @@ spec:
     }
 
     async fn cluster(dir: &tempfile::TempDir) -> (Emulator, Client) {
-        let config = EmulatorConfig {
-            deployment_ready_delay: Duration::from_millis(10),
-            namespaces: vec!["test".into()],
-            ..EmulatorConfig::default()
-        };
-        let emu = match Emulator::start(config).await {
-            Ok(e) => e,
-            Err(e) => panic!("emulator: {e}"),
-        };
-        let kubeconfig = dir.path().join("kubeconfig");
-        if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
-            panic!("kubeconfig: {e}");
-        }
-        let client =
-            match crate::cluster::connect(Some(&kubeconfig), None, Duration::from_secs(5)).await {
-                Ok((client, _)) => client,
-                Err(e) => panic!("connect: {e}"),
-            };
+        let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(10)).await;
         let deployment = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "podinfo", "namespace": "test"},
