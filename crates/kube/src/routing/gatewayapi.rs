@@ -63,21 +63,16 @@ impl GatewayObjects {
             .gateway_refs
             .iter()
             .map(|g| {
-                let mut p = json!({ "name": g.name });
-                for (key, value) in [
-                    ("group", &g.group),
-                    ("kind", &g.kind),
-                    ("namespace", &g.namespace),
-                    ("sectionName", &g.section_name),
-                ] {
-                    if let Some(v) = value {
-                        p[key] = json!(v);
-                    }
-                }
-                if let Some(port) = g.port {
-                    p["port"] = json!(port);
-                }
-                p
+                reference(
+                    &g.name,
+                    &[
+                        ("group", &g.group),
+                        ("kind", &g.kind),
+                        ("namespace", &g.namespace),
+                        ("sectionName", &g.section_name),
+                    ],
+                    g.port,
+                )
             })
             .collect();
         if parents.is_empty() && provider.mesh() {
@@ -632,20 +627,31 @@ fn url_rewrite(rw: &HttpRewrite) -> Value {
 
 /// One of `service.mirror[]` as a `RequestMirror` filter.
 fn request_mirror(m: &MirrorBackend) -> Value {
-    let mut backend = json!({ "name": m.name });
-    for (key, value) in [
-        ("group", &m.group),
-        ("kind", &m.kind),
-        ("namespace", &m.namespace),
-    ] {
+    let backend = reference(
+        &m.name,
+        &[
+            ("group", &m.group),
+            ("kind", &m.kind),
+            ("namespace", &m.namespace),
+        ],
+        m.port,
+    );
+    json!({ "type": "RequestMirror", "requestMirror": { "backendRef": backend } })
+}
+
+/// A Gateway API reference (a `parentRef`, a `backendRef`): its name, the `optional` fields
+/// that are set, and its port.
+fn reference(name: &str, optional: &[(&str, &Option<String>)], port: Option<i64>) -> Value {
+    let mut r = json!({ "name": name });
+    for (key, value) in optional {
         if let Some(v) = value {
-            backend[key] = json!(v);
+            r[*key] = json!(v);
         }
     }
-    if let Some(port) = m.port {
-        backend["port"] = json!(port);
+    if let Some(port) = port {
+        r["port"] = json!(port);
     }
-    json!({ "type": "RequestMirror", "requestMirror": { "backendRef": backend } })
+    r
 }
 
 fn header_ops(ops: &HeaderOperations) -> Value {
