@@ -546,12 +546,15 @@ impl TrafficRouter for GatewayApi {
             };
             self.apply(self.objects.route_after(routes, existing.as_ref()))
                 .await?;
-            match &self.preview.hosts {
-                Some(hosts) => self.apply(self.objects.preview_route(hosts)).await?,
-                None => {
-                    let name = super::preview::object_name(&self.objects.name);
-                    self.preview.sweep(&self.api, "HTTPRoute", &name).await?
-                }
+            let name = super::preview::object_name(&self.objects.name);
+            let applied = self
+                .preview
+                .reconcile(&self.api, "HTTPRoute", &name, |hosts| {
+                    Ok(self.objects.preview_route(hosts))
+                })
+                .await?;
+            if applied {
+                self.wait_accepted(&name).await?;
             }
             Ok(())
         })

@@ -105,22 +105,11 @@ impl TrafficRouter for Istio {
             })
             .await?;
             let name = super::preview::object_name(&o.name);
-            match &self.preview.hosts {
-                Some(hosts) => {
-                    let vs = o.preview_virtual_service(hosts);
-                    let what = format!("apply VirtualService {name}.{}", o.namespace);
-                    let (params, patch) = (apply_params(), Patch::Apply(&vs));
-                    retry(&what, || {
-                        self.virtual_services.patch(&name, &params, &patch)
-                    })
-                    .await?;
-                }
-                None => {
-                    self.preview
-                        .sweep(&self.virtual_services, "VirtualService", &name)
-                        .await?
-                }
-            }
+            self.preview
+                .reconcile(&self.virtual_services, "VirtualService", &name, |hosts| {
+                    Ok(o.preview_virtual_service(hosts))
+                })
+                .await?;
             Ok(())
         })
     }

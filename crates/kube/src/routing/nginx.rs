@@ -63,27 +63,24 @@ impl TrafficRouter for Nginx {
             let (params, patch) = (apply_params(), Patch::Apply(&copy));
             retry(&what, || self.api.patch(&o.canary_ingress, &params, &patch)).await?;
             let name = super::preview::object_name(&o.ingress);
-            if let Some(hosts) = &self.preview.hosts {
-                let preview = super::preview::ingress(
-                    &user,
-                    &o.service,
-                    &o.canary_service,
-                    hosts,
-                    &name,
-                    &o.namespace,
-                )
-                .map_err(|e| {
-                    ClusterError::Invalid(format!(
-                        "service.previewHosts: Ingress {}.{} (the Canary's ingressRef): {e}",
-                        o.ingress, o.namespace
-                    ))
-                })?;
-                let what = format!("apply Ingress {name}.{}", o.namespace);
-                let (params, patch) = (apply_params(), Patch::Apply(&preview));
-                retry(&what, || self.api.patch(&name, &params, &patch)).await?;
-            } else {
-                self.preview.sweep(&self.api, "Ingress", &name).await?;
-            }
+            self.preview
+                .reconcile(&self.api, "Ingress", &name, |hosts| {
+                    super::preview::ingress(
+                        &user,
+                        &o.service,
+                        &o.canary_service,
+                        hosts,
+                        &name,
+                        &o.namespace,
+                    )
+                    .map_err(|e| {
+                        ClusterError::Invalid(format!(
+                            "service.previewHosts: Ingress {}.{} (the Canary's ingressRef): {e}",
+                            o.ingress, o.namespace
+                        ))
+                    })
+                })
+                .await?;
             Ok(())
         })
     }

@@ -24,10 +24,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch};
 use serde_json::{json, Map, Value};
 
-use crate::cluster::{retry, ClusterError, MANAGED_BY};
+use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
 use aviary_core::spec::{preview_gap, Canary, Provider};
 
 /// What a router keeps of `service.previewHosts`: the hosts it writes a preview object for, or,
@@ -46,18 +46,41 @@ impl PreviewState {
         }
     }
 
+    /// Puts the preview object `name` (a `kind`) in place: with preview hosts, applies what
+    /// `build` makes of them and returns true; without, removes a stale one ([`Self::sweep`]).
+    pub async fn reconcile<K>(
+        &self,
+        api: &Api<K>,
+        kind: &str,
+        name: &str,
+        build: impl FnOnce(&[String]) -> Result<Value, ClusterError>,
+    ) -> Result<bool, ClusterError>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let Some(hosts) = &self.hosts else {
+            self.sweep(api, kind, name).await?;
+            return Ok(false);
+        };
+        let object = build(hosts)?;
+        let what = format!("apply {kind} {}", qualified(api, name));
+        let (params, patch) = (apply_params(), Patch::Apply(&object));
+        retry(&what, || api.patch(name, &params, &patch)).await?;
+        Ok(true)
+    }
+
     /// With no preview hosts, once per router: deletes the preview object `name` (a `kind`)
     /// when aviary wrote it (labelled as aviary's), so that removing `previewHosts` from a
     /// Canary removes its preview route at the next rollout. An object of that name that is
     /// not aviary's is left alone.
-    pub async fn sweep<K>(&self, api: &Api<K>, kind: &str, name: &str) -> Result<(), ClusterError>
+    async fn sweep<K>(&self, api: &Api<K>, kind: &str, name: &str) -> Result<(), ClusterError>
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         if self.hosts.is_some() || self.swept.load(Ordering::Acquire) {
             return Ok(());
         }
-        let what = format!("read {kind} {name}");
+        let what = format!("read {kind} {}", qualified(api, name));
         if let Some(found) = retry(&what, || api.get_opt(name)).await? {
             let ours = found
                 .meta()
@@ -66,10 +89,8 @@ impl PreviewState {
                 .and_then(|l| l.get(MANAGED_BY.0))
                 .is_some_and(|v| v == MANAGED_BY.1);
             if ours {
-                tracing::info!(
-                    "deleting {kind} {name}: the Canary has no service.previewHosts any more"
-                );
-                let what = format!("delete {kind} {name}");
+                let what = format!("delete {kind} {}", qualified(api, name));
+                tracing::info!("{what}: the Canary has no service.previewHosts any more");
                 retry(&what, || async {
                     match api.delete(name, &DeleteParams::default()).await {
                         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -81,6 +102,14 @@ impl PreviewState {
         }
         self.swept.store(true, Ordering::Release);
         Ok(())
+    }
+}
+
+/// `name.namespace` for messages, as the routers name their objects.
+fn qualified<K: kube::Resource>(api: &Api<K>, name: &str) -> String {
+    match api.namespace() {
+        Some(ns) => format!("{name}.{ns}"),
+        None => name.to_string(),
     }
 }
 
