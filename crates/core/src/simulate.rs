@@ -102,14 +102,8 @@ impl Timeline {
         let hook_names: Vec<&str> = config.webhooks.iter().map(|h| h.name.as_str()).collect();
         let line_of = |section: &str, name: &str| -> usize {
             root.get(section)
-                .and_then(|s| match &s.value {
-                    Value::Map(es) => es
-                        .iter()
-                        .find(|(k, _)| k.as_str() == Some(name))
-                        .map(|(k, _)| k.line),
-                    _ => None,
-                })
-                .unwrap_or(root.line)
+                .and_then(|s| s.entry(name))
+                .map_or(root.line, |(k, _)| k.line)
         };
         for name in timeline.metrics.keys() {
             if !metric_names.contains(&name.as_str()) {

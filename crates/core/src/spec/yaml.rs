@@ -50,11 +50,17 @@ impl Node {
 
     /// The value of `key` when this node is a mapping with a string key `key`.
     pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entry(key).map(|(_, v)| v)
+    }
+
+    /// The key node (with its line) and the value of `key`, when this node is a mapping with a
+    /// string key `key`.
+    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.value {
             Value::Map(entries) => entries
                 .iter()
                 .find(|(k, _)| matches!(&k.value, Value::Str(s) if s == key))
-                .map(|(_, v)| v),
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }

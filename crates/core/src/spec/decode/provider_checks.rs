@@ -5,7 +5,7 @@
 
 use super::diagnostics::{Cx, Hint};
 use crate::spec::types::{Canary, Provider};
-use crate::spec::yaml::{Node, Value};
+use crate::spec::yaml::Node;
 
 /// Warns, for `aviary validate`, about a contour or traefik Canary without
 /// `service.gatewayRefs`: aviary routes both with a Gateway API HTTPRoute, which needs a Gateway
@@ -19,12 +19,12 @@ pub(super) fn check_gateway_refs(cx: &mut Cx, spec: &Node, canary: &Canary) {
     if !canary.service.gateway_refs.is_empty() {
         return;
     }
-    let Some((line, _)) = entry(spec, "provider") else {
+    let Some((key, _)) = spec.entry("provider") else {
         return;
     };
     let name = canary.provider.as_ref().map_or("", Provider::name);
     cx.warn(
-        line,
+        key.line,
         "spec.provider",
         format!(
             "provider {name} without spec.service.gatewayRefs: `aviary rollout` refuses it (exit 2); aviary routes {name} with a Gateway API HTTPRoute (where Flagger writes {flagger}), which needs the Gateway to attach it to"
@@ -33,17 +33,6 @@ pub(super) fn check_gateway_refs(cx: &mut Cx, spec: &Node, canary: &Canary) {
     .hint(format!(
         "add `gatewayRefs: [{{name: GATEWAY, namespace: GATEWAY_NAMESPACE}}]` under spec.service, naming the {implementer} Gateway that serves this host"
     ));
-}
-
-/// The line of `key` in the mapping `node`, and its value.
-fn entry<'n>(node: &'n Node, key: &str) -> Option<(usize, &'n Node)> {
-    match &node.value {
-        Value::Map(entries) => entries
-            .iter()
-            .find(|(k, _)| k.as_str() == Some(key))
-            .map(|(k, v)| (k.line, v)),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

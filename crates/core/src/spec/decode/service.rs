@@ -258,8 +258,7 @@ pub(super) fn check_preview(cx: &mut Cx, spec: &Node, canary: &Canary) {
     };
     let line = spec
         .get("service")
-        .and_then(Node::as_map)
-        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == Some("previewHosts")))
+        .and_then(|s| s.entry("previewHosts"))
         .map_or(canary.origin.line, |(k, _)| k.line);
     cx.warn(line, "spec.service.previewHosts", message)
         .hint(help);
