@@ -112,6 +112,23 @@ impl TrafficRouter for Nginx {
     }
 }
 
+/// The annotations of the user's Ingress `user` (as JSON) that its copies keep (rewrites,
+/// timeouts, the class...): all but its own canary settings and kubectl's last-applied copy.
+pub(super) fn user_annotations(user: &Value) -> Map<String, Value> {
+    user.pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .map(|a| {
+            a.iter()
+                .filter(|(k, _)| {
+                    !k.starts_with(&format!("{PREFIX}/canary"))
+                        && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What a canary Ingress written for `routes` reads back as: ingress-nginx cannot mirror, and
 /// its A/B condition sends every matching request to the canary (the engine asks for A/B routes
 /// only when the Canary has an `analysis.match`, which is then the condition).
@@ -307,20 +324,7 @@ impl NginxObjects {
             .cloned()
             .unwrap_or_default();
         labels.insert(MANAGED_BY.0.into(), json!(MANAGED_BY.1));
-        // The user's annotations (rewrites, timeouts...), without canary settings of their own.
-        let mut annotations: Map<String, Value> = user
-            .pointer("/metadata/annotations")
-            .and_then(Value::as_object)
-            .map(|a| {
-                a.iter()
-                    .filter(|(k, _)| {
-                        !k.starts_with(&format!("{PREFIX}/canary"))
-                            && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
-                    })
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut annotations = user_annotations(user);
         annotations.extend(self.route_annotations(routes));
         Ok(json!({
             "apiVersion": "networking.k8s.io/v1",

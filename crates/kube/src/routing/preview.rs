@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::api::{Api, DeleteParams, Patch};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::cluster::{apply_params, retry, ClusterError, MANAGED_BY};
 use aviary_core::spec::{preview_gap, Canary, Provider};
@@ -195,20 +195,7 @@ pub fn ingress(
         spec["ingressClassName"] = class.clone();
     }
     let mut meta = metadata(name, namespace);
-    // The user's annotations (rewrites, timeouts, the class...), without canary settings.
-    let annotations: Map<String, Value> = user
-        .pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-        .map(|a| {
-            a.iter()
-                .filter(|(k, _)| {
-                    !k.starts_with("nginx.ingress.kubernetes.io/canary")
-                        && k.as_str() != "kubectl.kubernetes.io/last-applied-configuration"
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let annotations = super::nginx::user_annotations(user);
     if !annotations.is_empty() {
         meta["annotations"] = Value::Object(annotations);
     }
