@@ -476,21 +476,6 @@ impl GatewayApi {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-
-    /// Applies `route` (an HTTPRoute as JSON) and waits until its parents accept it.
-    async fn apply(&self, route: Value) -> Result<(), ClusterError> {
-        let name = route
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let typed: HttpRoute = serde_json::from_value(route)
-            .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {name}: {e}")))?;
-        let what = format!("apply HTTPRoute {name}.{}", self.objects.namespace);
-        let (params, patch) = (apply_params(), Patch::Apply(&typed));
-        retry(&what, || self.api.patch(&name, &params, &patch)).await?;
-        self.wait_accepted(&name).await
-    }
 }
 
 /// Whether every one of `parents` parents reports Accepted=True for the route's generation.
@@ -544,17 +529,23 @@ impl TrafficRouter for GatewayApi {
                 }
                 None => None,
             };
-            self.apply(self.objects.route_after(routes, existing.as_ref()))
-                .await?;
-            let name = super::preview::object_name(&self.objects.name);
+            let name = &self.objects.name;
+            let route: HttpRoute =
+                serde_json::from_value(self.objects.route_after(routes, existing.as_ref()))
+                    .map_err(|e| ClusterError::Invalid(format!("HTTPRoute {name}: {e}")))?;
+            let what = format!("apply HTTPRoute {}", self.qualified());
+            let (params, patch) = (apply_params(), Patch::Apply(&route));
+            retry(&what, || self.api.patch(name, &params, &patch)).await?;
+            self.wait_accepted(name).await?;
+            let preview = super::preview::object_name(name);
             let applied = self
                 .preview
-                .reconcile(&self.api, "HTTPRoute", &name, |hosts| {
+                .reconcile(&self.api, "HTTPRoute", &preview, |hosts| {
                     Ok(self.objects.preview_route(hosts))
                 })
                 .await?;
             if applied {
-                self.wait_accepted(&name).await?;
+                self.wait_accepted(&preview).await?;
             }
             Ok(())
         })
