@@ -96,6 +96,10 @@ pub struct MetricConfig {
     /// Requests needed on each side, for request counts. Default 100.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// For a latency histogram: the quantile of the pooled requests whose bucket bound splits
+    /// slow requests from the others. Default 0.9.
+    #[serde(default = "default_quantile")]
+    pub quantile: f64,
 }
 
 fn default_weight() -> f64 {
@@ -113,6 +117,9 @@ fn default_min_samples() -> usize {
 fn default_min_requests() -> u64 {
     100
 }
+fn default_quantile() -> f64 {
+    0.9
+}
 
 impl MetricConfig {
     /// A non-critical metric with the defaults: weight 1, alpha 0.05, effect floor 10%, 10
@@ -127,6 +134,7 @@ impl MetricConfig {
             effect_floor: default_effect_floor(),
             min_samples: default_min_samples(),
             min_requests: default_min_requests(),
+            quantile: default_quantile(),
         }
     }
 }
@@ -161,6 +169,9 @@ pub enum Classification {
     Low,
     /// Not enough (usable) data to tell; never a pass.
     NoData,
+    /// Not decided yet: a sequential test that has not crossed either way, or too little data
+    /// while the canary is younger than the judge's window. Not a failure.
+    Undecided,
 }
 
 impl Classification {
@@ -170,6 +181,7 @@ impl Classification {
             Classification::High => "high",
             Classification::Low => "low",
             Classification::NoData => "no data",
+            Classification::Undecided => "not yet decided",
         }
     }
 }
@@ -398,6 +410,14 @@ pub fn judge_verdicts(config: &JudgeConfig, metrics: Vec<MetricVerdict>) -> Judg
     } else {
         let _ = write!(reason, "; not passing: {}", failing.join(", "));
     }
+    let undecided: Vec<String> = metrics
+        .iter()
+        .filter(|m| m.classification == Classification::Undecided)
+        .map(|m| format!("{:?}", m.name))
+        .collect();
+    if !undecided.is_empty() {
+        let _ = write!(reason, " (not yet decided: {})", undecided.join(", "));
+    }
     Judgement {
         score,
         verdict,
@@ -414,7 +434,7 @@ fn effective_weight(weight: f64) -> f64 {
     }
 }
 
-fn check_config(config: &MetricConfig) -> Result<(), String> {
+pub(super) fn check_config(config: &MetricConfig) -> Result<(), String> {
     if !(config.alpha > 0.0 && config.alpha <= 1.0) {
         return Err(format!("alpha must be in (0, 1], got {}", config.alpha));
     }
@@ -427,7 +447,7 @@ fn check_config(config: &MetricConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn classify_values(
+pub(super) fn classify_values(
     config: &MetricConfig,
     mut verdict: MetricVerdict,
     canary: &[f64],
@@ -480,7 +500,7 @@ fn classify_values(
     )
 }
 
-fn classify_counts(
+pub(super) fn classify_counts(
     config: &MetricConfig,
     mut verdict: MetricVerdict,
     (canary_errors, canary_total): (u64, u64),
@@ -509,7 +529,7 @@ fn classify_counts(
         return verdict;
     }
     let Some(test) =
-        stats::two_proportion_z(canary_errors, canary_total, baseline_errors, baseline_total)
+        exact_two_proportion(canary_errors, canary_total, baseline_errors, baseline_total)
     else {
         verdict.reason = format!(
             "{}: no data: {canary_total} canary and {baseline_total} baseline requests",
@@ -532,7 +552,7 @@ fn classify_counts(
 }
 
 /// The classification from the p-value and the two (non-NaN) summaries.
-fn conclude(
+pub(super) fn conclude(
     config: &MetricConfig,
     mut verdict: MetricVerdict,
     p_value: f64,
@@ -589,6 +609,7 @@ fn conclude(
         Classification::High => direction == Direction::Decrease,
         Classification::Low => direction == Direction::Increase,
         Classification::NoData => false,
+        Classification::Undecided => true,
     };
     verdict.classification = classification;
     verdict.effect = effect;
@@ -606,24 +627,49 @@ fn conclude(
     verdict
 }
 
+/// The two error rates compared with the exact conditional test: given all errors of both
+/// sides, the canary's share is binomial with its share of the requests when the rates are
+/// equal. Two-sided p-value (twice the smaller tail, at most 1). Unlike the z-test it stays at
+/// its nominal level when errors are rare and the split is uneven (1:9 at the first step).
+fn exact_two_proportion(
+    errors_a: u64,
+    total_a: u64,
+    errors_b: u64,
+    total_b: u64,
+) -> Option<stats::TwoProportion> {
+    let trial = super::sequential::Trial {
+        canary_events: errors_a,
+        canary_requests: total_a,
+        primary_events: errors_b,
+        primary_requests: total_b,
+    };
+    let high = super::sequential::conditional_p(&trial, 1.0, true)?;
+    let low = super::sequential::conditional_p(&trial, 1.0, false)?;
+    let z = stats::two_proportion_z(errors_a, total_a, errors_b, total_b)?;
+    Some(stats::TwoProportion {
+        p_value: (2.0 * high.min(low)).clamp(0.0, 1.0),
+        ..z
+    })
+}
+
 /// `(canary − baseline) / |baseline|`, 0 for equal values, `None` when not a finite number.
-fn relative_change(canary: f64, baseline: f64) -> Option<f64> {
+pub(super) fn relative_change(canary: f64, baseline: f64) -> Option<f64> {
     if canary == baseline {
         return Some(0.0);
     }
     finite((canary - baseline) / baseline.abs())
 }
 
-fn finite(x: f64) -> Option<f64> {
+pub(super) fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-fn count(n: usize) -> u64 {
+pub(super) fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// "4 canary samples", "3 baseline requests" or "4 canary and 3 baseline samples".
-fn shortfall<T: PartialOrd + std::fmt::Display>(
+pub(super) fn shortfall<T: PartialOrd + std::fmt::Display>(
     canary: T,
     baseline: T,
     need: T,
@@ -638,7 +684,7 @@ fn shortfall<T: PartialOrd + std::fmt::Display>(
 
 /// A number for people: integers as such, otherwise 4 significant digits, exponents for the very
 /// large and very small.
-fn number(x: f64) -> String {
+pub(super) fn number(x: f64) -> String {
     if !x.is_finite() {
         return format!("{x}");
     }
@@ -659,12 +705,12 @@ fn number(x: f64) -> String {
 }
 
 /// A rate as a percentage: 0.02 → "2%".
-fn percent(rate: f64) -> String {
+pub(super) fn percent(rate: f64) -> String {
     format!("{}%", number(rate * 100.0))
 }
 
 /// A relative change as a signed percentage: 0.3826 → "+38%", -0.031 → "-3.1%".
-fn signed_percent(change: f64) -> String {
+pub(super) fn signed_percent(change: f64) -> String {
     let pct = change * 100.0;
     if pct.abs() >= 10.0 {
         format!("{pct:+.0}%")
@@ -674,7 +720,7 @@ fn signed_percent(change: f64) -> String {
 }
 
 /// A p-value: 4 decimals down to 0.0001, then an exponent.
-fn p_text(p: f64) -> String {
+pub(super) fn p_text(p: f64) -> String {
     if p == 0.0 {
         "0".to_string()
     } else if p >= 1e-4 {
@@ -922,15 +968,17 @@ mod tests {
         let v = classify(&errors("error rate"), &counts(100, 5000, 25, 5000));
         assert_eq!(v.classification, Classification::High);
         assert!(!v.passed);
-        // z = 6.750527405556143, p = 1.47308691337247e-11 (formula + scipy.stats.norm.sf).
-        assert!((v.p_value.unwrap() - 1.47308691337247e-11).abs() < 1e-20);
+        // Exact conditional test: 100 of the 125 errors in the canary, half the requests:
+        // p = 2·P(X ≥ 100 | Bin(125, ½)) = 8.08544054685349e-12 (exact rational arithmetic).
+        let p = v.p_value.unwrap_or(f64::NAN);
+        assert!((p / 8.08544054685349e-12 - 1.0).abs() < 1e-9, "{p}");
         assert_eq!(
             (v.canary_summary, v.baseline_summary),
             (Some(0.02), Some(0.005))
         );
         assert_eq!(v.effect, Some(3.0));
         assert_eq!(v.samples, (5000, 5000));
-        assert_eq!(v.reason, "error rate 2% vs 0.5% (+300%, p=1.5e-11): high");
+        assert_eq!(v.reason, "error rate 2% vs 0.5% (+300%, p=8.1e-12): high");
     }
 
     #[test]
@@ -1323,6 +1371,7 @@ mod tests {
                         effect_floor,
                         min_samples,
                         min_requests,
+                        quantile: 0.9,
                     }
                 },
             )

@@ -5,9 +5,12 @@
 //! classification per metric and a score with a verdict for the whole canary. Both are pure: no
 //! I/O, no clock, no panics, and everything they return is serde data for JSON reports.
 
+pub mod history;
 pub mod judge;
+pub mod sequential;
 pub mod stats;
 
+pub use history::{judge_history, HistoryOptions, Interval, Method, Observation};
 pub use judge::{
     classify, judge, judge_verdicts, Classification, Direction, JudgeConfig, JudgeVerdict,
     Judgement, Measure, MetricConfig, MetricVerdict, Sample,

@@ -280,6 +280,7 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
         cx.st.iterations = 0;
         cx.st.canary_not_ready_since = None;
         cx.st.last_applied_revision = cx.st.target_revision.clone();
+        cx.st.analysis_started = Some(cx.now);
         cx.set_phase(Phase::Progressing);
         return Ok(());
     }
@@ -291,6 +292,7 @@ fn advance(cx: &mut Cx<'_>) -> Flow {
         cx.st.iterations = 0;
         cx.st.canary_not_ready_since = None;
         cx.st.last_applied_revision = cx.st.target_revision.clone();
+        cx.st.analysis_started = Some(cx.now);
         cx.set_phase(Phase::Progressing);
         cx.info(format!(
             "New revision detected! Restarting analysis for {}",
@@ -658,6 +660,7 @@ fn analysis(cx: &mut Cx<'_>) -> Flow<bool> {
         let answer = cx.ask(Request::Metric {
             index,
             name: metric.name.clone(),
+            since: cx.st.analysis_started,
         })?;
         let outcome = match answer {
             Answer::Metric(m) => m,

@@ -155,6 +155,11 @@ pub struct State {
     pub last_transition: Millis,
     pub primary_not_ready_since: Option<Millis>,
     pub canary_not_ready_since: Option<Millis>,
+    /// When the analysis of `last_applied_revision` began (its first Progressing tick), for
+    /// the judge: its history starts there, and it is young until its window has passed.
+    /// Absent in states saved before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_started: Option<Millis>,
 }
 
 impl State {
@@ -200,8 +205,14 @@ pub enum Request {
         hook: HookType,
         phase: Phase,
     },
-    /// Query metric `index` of the config (named `name`).
-    Metric { index: usize, name: String },
+    /// Query metric `index` of the config (named `name`). `since`: when the analysis of this
+    /// revision began (the judge's history starts there), when the engine knows it.
+    Metric {
+        index: usize,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Millis>,
+    },
 }
 
 /// The answer to a [`Request`].

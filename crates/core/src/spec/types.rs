@@ -414,6 +414,12 @@ pub struct JudgeMetric {
     pub kind: JudgeKind,
     /// Range query for value kinds.
     pub query: Option<String>,
+    /// For `latency`: bucket counts per `le` over `{{ interval }}` (e.g.
+    /// `sum(increase(..._bucket{...}[{{ interval }}])) by (le)`), judged as the share of
+    /// requests slower than the pooled `quantile`'s bucket.
+    pub histogram_query: Option<String>,
+    /// The quantile of `histogram_query` (default 0.9).
+    pub quantile: f64,
     /// Instant queries for `error-rate`: errors and requests over the window.
     pub errors_query: Option<String>,
     pub total_query: Option<String>,
@@ -428,6 +434,8 @@ pub struct JudgeMetric {
 /// `analysis.judge` (aviary.dev/v1alpha1): compare canary against primary, Kayenta-style.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeSpec {
+    /// Sequential (default) or fixed-window.
+    pub method: crate::analysis::Method,
     /// How far back the samples reach; defaults to 5m.
     pub window: Duration,
     pub window_text: String,

@@ -2,6 +2,7 @@
 
 use super::diagnostics::{join, Cx, Hint};
 use super::fields::{to_u32, Reader};
+use crate::analysis::Method;
 use crate::spec::types::{JudgeKind, JudgeMetric, JudgeSpec};
 
 /// `analysis.judge`.
@@ -16,6 +17,16 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
                 )
             })
     };
+    let method = r
+        .field("method")
+        .and_then(|f| f.one_of(cx, "judge method", &Method::NAMES))
+        .map_or(Method::Sequential, |m| {
+            if m == "fixed-window" {
+                Method::FixedWindow
+            } else {
+                Method::Sequential
+            }
+        });
     let (window, window_text) = duration(&mut r, cx, "window", "5m");
     let (step, _) = duration(&mut r, cx, "step", "30s");
     // A score field, `None` when absent or out of range (reported).
@@ -58,14 +69,39 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
                 "increase" => JudgeKind::Increase,
                 _ => JudgeKind::Decrease,
             });
-        let (query, errors_query, total_query) = match kind {
+        let (query, histogram_query, errors_query, total_query) = match kind {
             Some(JudgeKind::ErrorRate) => (
+                None,
                 None,
                 m.req_string(cx, "errorsQuery"),
                 m.req_string(cx, "totalQuery"),
             ),
-            Some(_) => (m.req_string(cx, "query"), None, None),
-            None => (None, None, None),
+            // A latency metric takes a histogram (judged request by request) or a value query.
+            Some(JudgeKind::Latency) if m.present("histogramQuery") => {
+                if m.present("query") {
+                    if let Some(f) = m.field("query") {
+                        f.error(
+                            cx,
+                            "a latency metric takes histogramQuery or query, not both",
+                        )
+                        .hint("keep histogramQuery: the judge then compares request by request");
+                    }
+                }
+                (None, m.req_string(cx, "histogramQuery"), None, None)
+            }
+            Some(_) => (m.req_string(cx, "query"), None, None, None),
+            None => (None, None, None, None),
+        };
+        let quantile = match m.field("quantile") {
+            Some(f) => match f.number(cx) {
+                Some(q) if q > 0.0 && q < 1.0 => q,
+                Some(q) => {
+                    f.error(cx, format!("expected a quantile between 0 and 1, got {q}"));
+                    0.9
+                }
+                None => 0.9,
+            },
+            None => 0.9,
         };
         let critical = m.flag(cx, "critical");
         let weight = m.number(cx, "weight").unwrap_or(1.0);
@@ -81,6 +117,8 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
                 name,
                 kind,
                 query,
+                histogram_query,
+                quantile,
                 errors_query,
                 total_query,
                 critical,
@@ -94,6 +132,7 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
     }
     r.finish(cx);
     JudgeSpec {
+        method,
         window,
         window_text,
         step,
