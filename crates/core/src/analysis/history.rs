@@ -402,7 +402,7 @@ mod tests {
         let one = counts(6, 500, 27, 4500);
         let single = classify_history(
             &errors(),
-            &[one.clone()],
+            std::slice::from_ref(&one),
             &options(Method::FixedWindow, false),
         );
         assert_eq!(

@@ -98,6 +98,10 @@ pub struct Config {
     /// Metrics in the order Flagger checks them: built-ins and inline queries first, then templates,
     /// each group in spec order.
     pub metrics: Vec<MetricCheck>,
+    /// `analysis.judge`, whose score is the [`JUDGE_CHECK`] check (`simulate` replays it on a
+    /// timeline's data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::spec::JudgeSpec>,
 }
 
 impl Config {
@@ -216,6 +220,7 @@ impl Config {
                 })
                 .collect(),
             metrics,
+            judge: analysis.judge.clone(),
         }
     }
 

@@ -36,6 +36,7 @@ fn base() -> Config {
                 max: None,
             },
         }],
+        judge: None,
     }
 }
 

@@ -403,6 +403,42 @@ pub enum JudgeKind {
 
 impl JudgeKind {
     pub const NAMES: [&'static str; 4] = ["latency", "error-rate", "increase", "decrease"];
+
+    /// The name as the spec writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeKind::Latency => "latency",
+            JudgeKind::ErrorRate => "error-rate",
+            JudgeKind::Increase => "increase",
+            JudgeKind::Decrease => "decrease",
+        }
+    }
+}
+
+impl JudgeMetric {
+    /// How the judge classifies this metric (the pure analysis' configuration).
+    pub fn config(&self) -> crate::analysis::MetricConfig {
+        use crate::analysis::{Direction, Measure};
+        let kind = match self.kind {
+            JudgeKind::Latency => Measure::Latency,
+            JudgeKind::ErrorRate => Measure::ErrorRate,
+            JudgeKind::Increase => Measure::Generic {
+                direction: Direction::Increase,
+            },
+            JudgeKind::Decrease => Measure::Generic {
+                direction: Direction::Decrease,
+            },
+        };
+        let mut config = crate::analysis::MetricConfig::new(self.name.clone(), kind);
+        config.critical = self.critical;
+        config.weight = self.weight;
+        config.alpha = self.alpha;
+        config.effect_floor = self.effect_floor;
+        config.min_samples = usize::try_from(self.min_samples).unwrap_or(usize::MAX);
+        config.min_requests = self.min_requests;
+        config.quantile = self.quantile;
+        config
+    }
 }
 
 /// One metric of the statistical judge. Queries may use `{{ workload }}`, which is the canary's
@@ -446,6 +482,16 @@ pub struct JudgeSpec {
     /// Score at or above which the result is marginal (still a failed check); defaults to 75.
     pub marginal_score: f64,
     pub metrics: Vec<JudgeMetric>,
+}
+
+impl JudgeSpec {
+    /// The scores the judgement is read against.
+    pub fn config(&self) -> crate::analysis::JudgeConfig {
+        crate::analysis::JudgeConfig {
+            pass_score: self.pass_score,
+            marginal_score: self.marginal_score,
+        }
+    }
 }
 
 impl Analysis {
