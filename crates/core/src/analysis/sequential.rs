@@ -38,8 +38,8 @@ pub struct Trial {
 
 /// Ratios `g` of the alternatives to the null (`r = r0·g` for a regression, `r0/g` for a pass).
 pub const GRID: usize = 32;
-const GRID_LOW: f64 = 1.05;
-const GRID_HIGH: f64 = 20.0;
+const GRID_LOW: f64 = 1.1;
+const GRID_HIGH: f64 = 10.0;
 
 fn grid() -> [f64; GRID] {
     let (lo, hi) = (GRID_LOW.ln(), GRID_HIGH.ln());
