@@ -36,7 +36,9 @@ use crate::analysis::{
     Observation,
 };
 use crate::engine::config::JUDGE_CHECK;
-use crate::engine::{sim, Answer, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State};
+use crate::engine::{
+    sim, Answer, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State,
+};
 use crate::spec::{self, Provider};
 
 /// podinfo's (Prometheus' default) latency buckets, seconds.
@@ -233,7 +235,7 @@ impl Scenario {
         } else {
             (1.0, 1.0)
         };
-        let mut serve = |rng: &mut Rng, requests: u64, median: f64, rate: f64| {
+        let serve = |rng: &mut Rng, requests: u64, median: f64, rate: f64| {
             let (own_latency, own_errors) = if noisy {
                 ((0.03 * rng.normal()).exp(), (0.3 * rng.normal()).exp())
             } else {
@@ -269,12 +271,7 @@ impl Scenario {
                 self.canary_median(),
                 self.canary_error_rate(),
             ),
-            primary: serve(
-                rng,
-                total - canary_requests,
-                self.median,
-                self.error_rate,
-            ),
+            primary: serve(rng, total - canary_requests, self.median, self.error_rate),
         }
     }
 
@@ -284,14 +281,12 @@ impl Scenario {
         let (mut requests, mut errors, mut slow) = (0u64, 0u64, 0u64);
         // The baseline's P90, known to the oracle: median · e^(1.2816 σ).
         let p90 = self.median * (1.281_551_565_5 * self.sigma).exp();
-        let above = BUCKETS.iter().position(|le| *le >= p90);
         for weight in [10, 20, 30, 40, 50] {
             let m = self.minute(&mut rng, weight);
             requests += m.canary.requests;
             errors += m.canary.errors;
             // Slower than the baseline's P90, counted exactly (the oracle sees requests, not
-            // buckets): redraw from the canary's distribution.
-            let _ = above;
+            // buckets): drawn again from the canary's distribution.
             for _ in 0..m.canary.requests {
                 let latency = self.canary_median() * (self.sigma * rng.normal()).exp();
                 if latency > p90 {
@@ -419,20 +414,18 @@ fn metric(policy: Policy, name: &str, history: &[Minute]) -> MetricOutcome {
     }
 }
 
-/// The judge's metrics, as the README's example configures them.
+/// The judge's metrics with the defaults of the policy's method, as the README's example
+/// configures them.
 fn judge_metric(policy: Policy, name: &str, kind: Measure) -> MetricConfig {
+    let method = match policy {
+        Policy::Sequential => Method::Sequential,
+        _ => Method::FixedWindow,
+    };
     let mut m = MetricConfig::new(name, kind);
-    if policy == Policy::Sequential {
-        m.alpha = SEQUENTIAL_ALPHA;
-        m.effect_floor = SEQUENTIAL_FLOOR;
-    }
+    m.alpha = method.default_alpha();
+    m.effect_floor = method.default_effect_floor();
     m
 }
-
-/// The sequential judge's level per metric (two metrics: at most twice this in all).
-pub const SEQUENTIAL_ALPHA: f64 = 0.02;
-/// The sequential judge's effect floor: the null allows the canary this much more.
-pub const SEQUENTIAL_FLOOR: f64 = 0.0;
 
 /// The engine's configuration for `policy`: a Canary with Flagger's defaults, routed by weight.
 pub fn policy_config(policy: Policy) -> Result<Config, String> {
@@ -449,7 +442,21 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
         interval: 1m
 "
         }
-        _ => {
+        Policy::FixedWindow => {
+            "    judge:
+      method: fixed-window
+      window: 5m
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: e
+          totalQuery: t
+        - name: latency
+          kind: latency
+          histogramQuery: h
+"
+        }
+        Policy::Sequential => {
             "    judge:
       window: 5m
       metrics:
@@ -506,7 +513,11 @@ pub struct Tally {
 impl Tally {
     fn add(&mut self, o: &Outcome) {
         self.releases += 1;
-        let minutes = if o.minutes.is_finite() { o.minutes } else { 0.0 };
+        let minutes = if o.minutes.is_finite() {
+            o.minutes
+        } else {
+            0.0
+        };
         if o.rolled_back {
             self.rolled_back += 1;
             self.rollback_checks += f64::from(o.checks);
@@ -556,8 +567,14 @@ pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Re
         .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
         .collect();
     for (i, s) in scenarios.iter().enumerate() {
-        let ci = Condition::ALL.iter().position(|c| *c == s.condition).unwrap_or(0);
-        let ki = Class::ALL.iter().position(|(c, _)| *c == s.class).unwrap_or(0);
+        let ci = Condition::ALL
+            .iter()
+            .position(|c| *c == s.condition)
+            .unwrap_or(0);
+        let ki = Class::ALL
+            .iter()
+            .position(|(c, _)| *c == s.class)
+            .unwrap_or(0);
         let row = &mut tallies[ci][ki];
         for (p, policy) in Policy::ALL.iter().enumerate() {
             row[p].add(&s.run(*policy, &configs[p]));
@@ -598,7 +615,11 @@ impl Results {
                     // Checks and minutes to the verdict this row is about: promotion for good
                     // releases, rollback for regressions.
                     let (n, checks, minutes) = if *class == Class::Good {
-                        (t.releases - t.rolled_back, t.promote_checks, t.promote_minutes)
+                        (
+                            t.releases - t.rolled_back,
+                            t.promote_checks,
+                            t.promote_minutes,
+                        )
                     } else {
                         (t.rolled_back, t.rollback_checks, t.rollback_minutes)
                     };

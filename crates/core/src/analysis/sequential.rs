@@ -394,7 +394,10 @@ mod tests {
         );
         // At 0.99 it is 0.5 (985 of 1000 at or below it).
         let t = slow_requests(&canary, &primary, 0.99);
-        assert_eq!(t.map(|t| (t.canary_events, t.primary_events)), Some((5, 10)));
+        assert_eq!(
+            t.map(|t| (t.canary_events, t.primary_events)),
+            Some((5, 10))
+        );
         // Every request in the first bucket: nothing can be slower.
         let fast = [(0.1, 10), (0.25, 10), (f64::INFINITY, 10)];
         assert_eq!(slow_requests(&fast, &fast, 0.9), None);
