@@ -21,6 +21,7 @@ pub mod addresses;
 pub mod analysis;
 pub mod engine;
 pub mod exit;
+pub mod judge_bench;
 pub mod plan;
 pub mod report;
 pub mod request;

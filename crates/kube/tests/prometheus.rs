@@ -922,37 +922,47 @@ spec:
           totalQuery: 'sum(increase(http_requests_total{pod=~\"{{ workload }}-.*\"}[{{ interval }}]))'
 ";
 
-/// A Prometheus stand-in answering range queries with `latency(workload)` per step and instant
-/// queries with error and request counts, the workload read from the query.
+/// A Prometheus stand-in answering the judge's range queries, one point per step from `start`
+/// to `end` as Prometheus does: `latency(workload)` for the latency query, error and request
+/// counts per step for the error-rate queries, the workload read from the query. Instant
+/// queries are refused: the judge reads every metric as series.
 fn judged_prometheus(canary_latency: f64, canary_errors: u64) -> String {
     let (url, _) = fake(move |_, (target, _)| {
-        let primary = target.contains("podinfo-primary");
-        if target.starts_with("/api/v1/query_range") {
-            let base = if primary { 0.200 } else { canary_latency };
-            let values: Vec<serde_json::Value> = (0..20)
-                .map(|i| {
-                    json!([
-                        1_700_000_000 + i * 30,
-                        format!("{}", base + (i % 5) as f64 * 0.001)
-                    ])
-                })
-                .collect();
-            let body = json!({"status": "success", "data": {"resultType": "matrix",
-                "result": [{"metric": {}, "values": values}]}});
-            return Reply::Answer(200, body.to_string());
-        }
-        let value =
-            if target.contains("code%3D~") || target.contains("code=~") || target.contains("5..") {
-                if primary {
-                    10
+        let Some(params) = target.strip_prefix("/api/v1/query_range?") else {
+            let body = json!({"status": "error", "errorType": "bad_data",
+                "error": "the judge reads series"});
+            return Reply::Answer(400, body.to_string());
+        };
+        let params: BTreeMap<String, String> = url_decode_pairs(params).into_iter().collect();
+        let number = |k: &str| {
+            params
+                .get(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (start, end, step) = (number("start"), number("end"), number("step").max(1.0));
+        let query = params.get("query").cloned().unwrap_or_default();
+        let primary = query.contains("podinfo-primary");
+        let points = ((end - start) / step).round().max(0.0) as usize + 1;
+        let values: Vec<serde_json::Value> = (0..points)
+            .map(|i| {
+                let value = if query.contains("histogram_quantile") {
+                    let base = if primary { 0.200 } else { canary_latency };
+                    base + (i % 5) as f64 * 0.001
+                } else if query.contains("5..") {
+                    if primary {
+                        10.0
+                    } else {
+                        canary_errors as f64
+                    }
                 } else {
-                    canary_errors
-                }
-            } else {
-                2_000
-            };
-        let body = json!({"status": "success", "data": {"resultType": "vector",
-            "result": [{"metric": {}, "value": [1_700_000_000, value.to_string()]}]}});
+                    2_000.0
+                };
+                json!([start + i as f64 * step, format!("{value}")])
+            })
+            .collect();
+        let body = json!({"status": "success", "data": {"resultType": "matrix",
+            "result": [{"metric": {}, "values": values}]}});
         Reply::Answer(200, body.to_string())
     });
     url
@@ -1004,4 +1014,218 @@ async fn the_judge_scores_canary_against_primary() {
         0.001,
         "broken canary",
     );
+}
+
+// =============================================================================================
+// The judge over a release's history, in a real Prometheus backfilled with it.
+
+/// A Canary of `target` judged by error counts and a latency histogram, by `method`.
+fn judged_by_history(target: &str, method: &str) -> aviary_core::spec::Canary {
+    let text = r#"apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: TARGET
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: TARGET}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    judge:
+      method: METHOD
+      window: 5m
+      step: 30s
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: 'sum(increase(http_requests_total{workload="{{ workload }}",code=~"5.."}[{{ interval }}]))'
+          totalQuery: 'sum(increase(http_requests_total{workload="{{ workload }}"}[{{ interval }}]))'
+        - name: latency
+          kind: latency
+          histogramQuery: 'sum(increase(http_request_duration_seconds_bucket{workload="{{ workload }}"}[{{ interval }}])) by (le)'
+          quantile: 0.9
+"#
+    .replace("TARGET", target)
+    .replace("METHOD", method);
+    find_canary(&decode(&text), target)
+}
+
+/// What a workload served: requests per second, errors per thousand requests, and per thousand
+/// requests how many took at most 0.1 s, 0.25 s, 0.5 s and 1 s.
+#[derive(Clone, Copy)]
+struct Served {
+    rps: u64,
+    errors_permille: u64,
+    within_permille: [u64; 4],
+}
+
+const HEALTHY: Served = Served {
+    rps: 20,
+    errors_permille: 10,
+    within_permille: [900, 980, 995, 1000],
+};
+
+/// OpenMetrics text of what `workloads` served from `from` to `to` (Unix seconds), a sample
+/// every 5 s: `http_requests_total{workload,code}` and
+/// `http_request_duration_seconds_bucket{workload,le}`.
+fn served_history(from: u64, to: u64, workloads: &[(&str, Served)]) -> String {
+    let mut out = String::new();
+    let times = || (from..=to).step_by(5);
+    let total = |s: &Served, t: u64| s.rps * (t - from);
+    for (name, s) in workloads {
+        for t in times() {
+            let errors = total(s, t) * s.errors_permille / 1000;
+            out.push_str(&format!(
+                "http_requests_total{{workload=\"{name}\",code=\"200\"}} {} {t}\n",
+                total(s, t) - errors
+            ));
+        }
+        for t in times() {
+            let errors = total(s, t) * s.errors_permille / 1000;
+            out.push_str(&format!(
+                "http_requests_total{{workload=\"{name}\",code=\"500\"}} {errors} {t}\n"
+            ));
+        }
+    }
+    for (name, s) in workloads {
+        let bounds = ["0.1", "0.25", "0.5", "1"];
+        for (le, share) in bounds.iter().zip(s.within_permille) {
+            for t in times() {
+                out.push_str(&format!(
+                    "http_request_duration_seconds_bucket{{workload=\"{name}\",le=\"{le}\"}} {} {t}\n",
+                    total(s, t) * share / 1000
+                ));
+            }
+        }
+        for t in times() {
+            out.push_str(&format!(
+                "http_request_duration_seconds_bucket{{workload=\"{name}\",le=\"+Inf\"}} {} {t}\n",
+                total(s, t)
+            ));
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn the_judge_reads_the_release_history_from_prometheus() {
+    let now = unix_now();
+    // Twenty minutes of history (and a little ahead, so the latest intervals are whole).
+    let (from, to) = (now - 20 * 60, now + 120);
+    let erring = Served {
+        errors_permille: 100,
+        ..HEALTHY
+    };
+    let slow = Served {
+        within_permille: [700, 850, 950, 1000],
+        ..HEALTHY
+    };
+    let history = served_history(
+        from,
+        to,
+        &[
+            ("steady", HEALTHY),
+            ("steady-primary", HEALTHY),
+            ("erring", erring),
+            ("erring-primary", HEALTHY),
+            ("slow", slow),
+            ("slow-primary", HEALTHY),
+        ],
+    );
+    let prometheus = start_prometheus_with_history(&history).await;
+    let score = |target: &str, method: &str, since: Option<u64>| {
+        let canary = judged_by_history(target, method);
+        let url = prometheus.url.clone();
+        async move {
+            let evaluator = Evaluator::new(
+                &canary,
+                &Provider::GatewayApi,
+                Vec::new(),
+                None,
+                Some(url),
+                Auth::None,
+            );
+            evaluator.evaluate_at("judge", since).await
+        }
+    };
+    let began = |ago_s: u64| Some((now - ago_s) * 1000);
+    let value = |outcome: MetricOutcome, what: &str| match outcome {
+        MetricOutcome::Value(v) => v,
+        other => panic!("{what}: {other:?}"),
+    };
+
+    // Same error rate and latency as the primary: nothing against the canary.
+    for method in ["sequential", "fixed-window"] {
+        assert_value(
+            score("steady", method, began(10 * 60)).await,
+            100.0,
+            0.001,
+            &format!("steady canary, {method}"),
+        );
+    }
+    // Ten times the primary's errors: the error metric fails, the score is below passScore.
+    for method in ["sequential", "fixed-window"] {
+        let s = value(score("erring", method, began(10 * 60)).await, method);
+        assert!(s < 95.0, "erring canary, {method}: {s}");
+        assert!((s - 50.0).abs() < 0.001, "erring canary, {method}: {s}");
+    }
+    // Slower buckets: the latency metric fails.
+    for method in ["sequential", "fixed-window"] {
+        let s = value(score("slow", method, began(10 * 60)).await, method);
+        assert!((s - 50.0).abs() < 0.001, "slow canary, {method}: {s}");
+    }
+    // Without `since`, the latest window is read, and a regression still shows.
+    let s = value(score("erring", "sequential", None).await, "no since");
+    assert!((s - 50.0).abs() < 0.001, "erring canary without since: {s}");
+}
+
+#[tokio::test]
+async fn the_judge_waits_for_data_while_the_canary_is_young() {
+    let now = unix_now();
+    // Only the primary served anything: the canary has no series at all.
+    let history = served_history(now - 20 * 60, now + 120, &[("fresh-primary", HEALTHY)]);
+    let prometheus = start_prometheus_with_history(&history).await;
+    let score = |since: Option<u64>| {
+        let canary = judged_by_history("fresh", "sequential");
+        let url = prometheus.url.clone();
+        async move {
+            Evaluator::new(
+                &canary,
+                &Provider::GatewayApi,
+                Vec::new(),
+                None,
+                Some(url),
+                Auth::None,
+            )
+            .evaluate_at("judge", since)
+            .await
+        }
+    };
+    // Began a minute ago, younger than the 5m window: not decided yet, not a failure.
+    assert_value(
+        score(Some((now - 60) * 1000)).await,
+        100.0,
+        0.001,
+        "young canary without data",
+    );
+    // Began twenty minutes ago and still nothing: no data fails every metric.
+    assert_value(
+        score(Some((now - 20 * 60) * 1000)).await,
+        0.0,
+        0.001,
+        "old canary without data",
+    );
+    // Without `since` the canary is not taken to be young.
+    assert_value(score(None).await, 0.0, 0.001, "no since, no data");
 }

@@ -38,8 +38,8 @@ pub struct Trial {
 
 /// Ratios `g` of the alternatives to the null (`r = r0·g` for a regression, `r0/g` for a pass).
 pub const GRID: usize = 32;
-const GRID_LOW: f64 = 1.05;
-const GRID_HIGH: f64 = 20.0;
+const GRID_LOW: f64 = 1.1;
+const GRID_HIGH: f64 = 10.0;
 
 fn grid() -> [f64; GRID] {
     let (lo, hi) = (GRID_LOW.ln(), GRID_HIGH.ln());
@@ -183,13 +183,14 @@ pub fn conditional_p(t: &Trial, r0: f64, greater: bool) -> Option<f64> {
 }
 
 /// What a latency histogram says about slow requests in one interval: the pooled (canary and
-/// primary) `quantile` picks a bucket bound, and the requests above it are the "events".
+/// primary) `quantile` picks a bucket bound (the one at or just below it), and the requests
+/// above that bound are the "events".
 ///
 /// `canary` and `primary` are `(upper bound, cumulative count)` buckets as Prometheus'
 /// `le` series give them (+inf allowed; a missing +inf bucket makes the largest bound the
 /// total). Only bounds both sides have are used. The pivot depends only on the pooled requests,
-/// which keeps the conditional test exact. `None` when a side has no requests or the pivot is
-/// the last bucket (no request can be above it).
+/// which keeps the conditional test exact. `None` when a side has no requests or no request is
+/// above the bound.
 pub fn slow_requests(
     canary: &[(f64, u64)],
     primary: &[(f64, u64)],
@@ -218,11 +219,19 @@ pub fn slow_requests(
         .map(|b| b.0)
         .filter(|le| le.is_finite() && p.iter().any(|q| q.0 == *le))
         .collect();
+    // The bound at or just below the pooled quantile (so that its tail holds at least the
+    // quantile's share of requests, which matters with coarse buckets), else the first one.
     let need = quantile.clamp(0.0, 1.0) * (nc as f64 + np as f64);
+    let pooled = |le: f64| at(&c, le) as f64 + at(&p, le) as f64;
     let pivot = bounds
         .iter()
         .copied()
-        .find(|le| at(&c, *le) as f64 + at(&p, *le) as f64 >= need)?;
+        .filter(|le| pooled(*le) <= need)
+        .last()
+        .or_else(|| bounds.first().copied())?;
+    if pooled(pivot) >= (nc as f64 + np as f64) {
+        return None;
+    }
     let (below_c, below_p) = (at(&c, pivot).min(nc), at(&p, pivot).min(np));
     Some(Trial {
         canary_events: nc - below_c,
@@ -367,24 +376,31 @@ mod tests {
     }
 
     #[test]
-    fn slow_requests_use_the_pooled_quantile_bucket() {
+    fn slow_requests_are_above_the_bound_at_the_pooled_quantile() {
         // Buckets 0.1, 0.25, 0.5, +inf. Canary: 100 requests, 60 ≤ 0.1, 80 ≤ 0.25, 95 ≤ 0.5.
         // Primary: 900 requests, 720 ≤ 0.1, 850 ≤ 0.25, 890 ≤ 0.5.
         let canary = [(0.1, 60), (0.25, 80), (0.5, 95), (f64::INFINITY, 100)];
         let primary = [(0.1, 720), (0.25, 850), (0.5, 890), (f64::INFINITY, 900)];
-        // Pooled: 780, 930, 985 of 1000; the 0.9 quantile is in the 0.25 bucket.
+        // Pooled: 780, 930, 985 of 1000; the bound at or below the 0.9 quantile is 0.1.
         let t = slow_requests(&canary, &primary, 0.9);
         assert_eq!(
             t,
             Some(Trial {
-                canary_events: 20,
+                canary_events: 40,
                 canary_requests: 100,
-                primary_events: 50,
+                primary_events: 180,
                 primary_requests: 900
             })
         );
-        // The 0.99 quantile is above the last finite bound: nothing can be slower.
-        assert_eq!(slow_requests(&canary, &primary, 0.99), None);
+        // At 0.99 it is 0.5 (985 of 1000 at or below it).
+        let t = slow_requests(&canary, &primary, 0.99);
+        assert_eq!(
+            t.map(|t| (t.canary_events, t.primary_events)),
+            Some((5, 10))
+        );
+        // Every request in the first bucket: nothing can be slower.
+        let fast = [(0.1, 10), (0.25, 10), (f64::INFINITY, 10)];
+        assert_eq!(slow_requests(&fast, &fast, 0.9), None);
         assert_eq!(slow_requests(&[], &primary, 0.9), None);
     }
 }

@@ -391,9 +391,11 @@ pub struct Analysis {
 /// How a judged metric is compared (see `crate::analysis`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JudgeKind {
-    /// Per-step values (latency); higher is worse; Mann-Whitney U.
+    /// Latency, from a histogram (slow requests, judged like errors) or per-step values
+    /// (Mann-Whitney U); higher is worse.
     Latency,
-    /// Error and request counts over the window; a higher error rate is worse; two-proportion test.
+    /// Error and request counts per step; a higher error rate is worse (sequential rate test,
+    /// or the exact conditional test over the window).
     ErrorRate,
     /// Per-step values where an increase is worse.
     Increase,
@@ -456,7 +458,7 @@ pub struct JudgeMetric {
     pub histogram_query: Option<String>,
     /// The quantile of `histogram_query` (default 0.9).
     pub quantile: f64,
-    /// Instant queries for `error-rate`: errors and requests over the window.
+    /// For `error-rate`: errors and requests over `{{ interval }}` (the step), as range queries.
     pub errors_query: Option<String>,
     pub total_query: Option<String>,
     pub critical: bool,
@@ -467,7 +469,8 @@ pub struct JudgeMetric {
     pub min_requests: u64,
 }
 
-/// `analysis.judge` (aviary.dev/v1alpha1): compare canary against primary, Kayenta-style.
+/// `analysis.judge` (aviary.dev/v1alpha1): compare canary against primary, Kayenta-style,
+/// sequentially over the release or over a fixed window (`crate::analysis::history`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeSpec {
     /// Sequential (default) or fixed-window.

@@ -33,6 +33,7 @@ use crate::http::{describe, CappedError};
 use aviary_core::urls::{redact, redact_url};
 use serde_json::Value;
 
+use super::provider::RangeSeries;
 use super::template::collapse_whitespace;
 use super::MetricError;
 
@@ -255,16 +256,16 @@ impl PrometheusClient {
         }
     }
 
-    /// Runs the range query `promql` over `[start, end]` (Unix seconds) at `step` and returns the
-    /// samples of its series (the last one, as `query` does), NaNs left out. Used by the
-    /// statistical judge, which compares distributions rather than single numbers.
+    /// Runs the range query `promql` over `[start, end]` (Unix seconds) at `step` and returns
+    /// its series with their labels and timestamped points, NaNs left out. Used by the
+    /// statistical judge, which follows both deployments interval by interval.
     pub async fn query_range(
         &self,
         promql: &str,
         start: f64,
         end: f64,
         step: Duration,
-    ) -> Result<Vec<f64>, MetricError> {
+    ) -> Result<Vec<RangeSeries>, MetricError> {
         let promql = promql.trim();
         let mut url = self.endpoint.clone();
         let path = format!("{}_range", url.path());
@@ -391,7 +392,7 @@ impl super::provider::MetricsProvider for PrometheusClient {
         start: f64,
         end: f64,
         step: Duration,
-    ) -> BoxFuture<'a, Result<Vec<f64>, MetricError>> {
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(PrometheusClient::query_range(self, query, start, end, step))
     }
 }
@@ -489,8 +490,8 @@ fn parse_response(body: &[u8], promql: &str, shown: &str) -> Result<f64, MetricE
     Ok(value)
 }
 
-/// The samples of a range query's last series.
-fn parse_matrix(body: &[u8], promql: &str, shown: &str) -> Result<Vec<f64>, MetricError> {
+/// The series of a range query: labels and `(timestamp, value)` points, NaNs left out.
+fn parse_matrix(body: &[u8], promql: &str, shown: &str) -> Result<Vec<RangeSeries>, MetricError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| {
         MetricError::Failed(format!(
             "{shown} did not answer with Prometheus API JSON ({e})"
@@ -510,21 +511,39 @@ fn parse_matrix(body: &[u8], promql: &str, shown: &str) -> Result<Vec<f64>, Metr
         .get("result")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed(shown, "data.result is not a list"))?;
-    let Some(last) = series.last() else {
+    if series.is_empty() {
         return Err(no_values(promql, "the query returned no series"));
-    };
-    let values = last
-        .get("values")
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed(shown, "a series has no values"))?;
-    let mut out = Vec::with_capacity(values.len());
-    for pair in values {
-        let raw = sample_value(Some(pair), shown)?;
-        if let Ok(x) = raw.trim().parse::<f64>() {
-            if !x.is_nan() {
-                out.push(x);
+    }
+    let mut out = Vec::with_capacity(series.len());
+    for one in series {
+        let labels = one
+            .get("metric")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let values = one
+            .get("values")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed(shown, "a series has no values"))?;
+        let mut points = Vec::with_capacity(values.len());
+        for pair in values {
+            let raw = sample_value(Some(pair), shown)?;
+            let at = pair
+                .as_array()
+                .and_then(|p| p.first())
+                .and_then(Value::as_f64)
+                .ok_or_else(|| malformed(shown, "a sample is not [timestamp, \"value\"]"))?;
+            if let Ok(x) = raw.trim().parse::<f64>() {
+                if !x.is_nan() {
+                    points.push((at, x));
+                }
             }
         }
+        out.push(RangeSeries { labels, points });
     }
     Ok(out)
 }
@@ -590,6 +609,59 @@ mod tests {
 
     fn parse(body: &str) -> Result<f64, MetricError> {
         parse_response(body.as_bytes(), "up", "http://p/api/v1/query")
+    }
+
+    #[test]
+    fn range_queries_keep_every_series_with_labels_and_timestamps() {
+        let body = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"le":"0.1"},"values":[[1700000000,"3"],[1700000030.5,"NaN"],[1700000060,"5"]]},
+            {"metric":{"le":"+Inf"},"values":[[1700000000,"4"],[1700000060,"7"]]}]}}"#;
+        match parse_matrix(body.as_bytes(), "x", "http://p") {
+            Ok(series) => {
+                assert_eq!(series.len(), 2);
+                assert_eq!(series[0].labels.get("le").map(String::as_str), Some("0.1"));
+                assert_eq!(
+                    series[0].points,
+                    vec![(1_700_000_000.0, 3.0), (1_700_000_060.0, 5.0)]
+                );
+                assert_eq!(series[1].labels.get("le").map(String::as_str), Some("+Inf"));
+                assert_eq!(series[1].points.len(), 2);
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let empty = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert!(matches!(
+            parse_matrix(empty.as_bytes(), "x", "http://p"),
+            Err(MetricError::NoValues(_))
+        ));
+        let nans = r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"NaN"]]}]}}"#;
+        match parse_matrix(nans.as_bytes(), "x", "http://p") {
+            Ok(series) => assert!(series.len() == 1 && series[0].points.is_empty()),
+            Err(e) => panic!("{e}"),
+        }
+        for (bad, expected) in [
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+                "did not return a matrix",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{}}]}}"#,
+                "has no values",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[["x","1"]]}]}}"#,
+                "is not [timestamp",
+            ),
+            (
+                r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+                "prometheus error",
+            ),
+        ] {
+            match parse_matrix(bad.as_bytes(), "x", "http://p") {
+                Err(MetricError::Failed(m)) => assert!(m.contains(expected), "{bad}: {m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -52,13 +52,14 @@ pub trait MetricsProvider: Send + Sync + std::fmt::Debug {
     /// never [`MetricError::NoValues`].
     fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>>;
 
-    /// The samples of `query` over `[start, end]` (Unix seconds) at `step`, for the statistical
-    /// judge, which compares the canary's and the primary's distributions rather than single
-    /// numbers. Flagger's interface has no such method; it is an aviary addition.
+    /// The series of `query` over `[start, end]` (Unix seconds) at `step`, with their labels and
+    /// the timestamp of every point, for the statistical judge, which follows the canary and the
+    /// primary interval by interval rather than reading single numbers. Flagger's interface has
+    /// no such method; it is an aviary addition.
     ///
     /// "No values" ([`MetricError::NoValues`]) means the query returned no series; the judge then
-    /// has no samples for that workload. Samples that are NaN are left out, so a series of NaNs
-    /// is an empty list, not an error.
+    /// has no samples for that workload. Points that are NaN are left out, so a series of NaNs
+    /// is a series without points, not an error.
     ///
     /// The default is for providers that cannot give series: a [`MetricError::Failed`] that says
     /// the judge needs them and this provider cannot give them.
@@ -68,7 +69,7 @@ pub trait MetricsProvider: Send + Sync + std::fmt::Debug {
         _start: f64,
         _end: f64,
         _step: Duration,
-    ) -> BoxFuture<'a, Result<Vec<f64>, MetricError>> {
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         let message = format!(
             "the statistical judge needs series over time (range queries), and metric provider {} at {} cannot give them",
             self.kind(),
@@ -76,6 +77,14 @@ pub trait MetricsProvider: Send + Sync + std::fmt::Debug {
         );
         Box::pin(futures::future::ready(Err(MetricError::Failed(message))))
     }
+}
+
+/// One series of a range query: its labels and its `(Unix seconds, value)` points, in time
+/// order, NaNs left out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RangeSeries {
+    pub labels: BTreeMap<String, String>,
+    pub points: Vec<(f64, f64)>,
 }
 
 /// A provider of type `provider_type` (a MetricTemplate's `spec.provider.type`; empty means

@@ -225,8 +225,8 @@ impl Shell {
                         .await,
                 )
             }
-            Request::Metric { name, .. } => {
-                let outcome = self.metrics.evaluate(name).await;
+            Request::Metric { name, since, .. } => {
+                let outcome = self.metrics.evaluate_at(name, *since).await;
                 if let aviary_core::engine::MetricOutcome::NoValues(detail) = &outcome {
                     // The event says "no values found" in Flagger's words; what the query
                     // returned and why it counts as no values goes to the log.

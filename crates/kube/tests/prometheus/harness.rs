@@ -329,6 +329,17 @@ pub type Job<'a> = (&'a str, SocketAddr, &'a [(&'a str, &'a str)]);
 /// Starts Prometheus on a free loopback port, scraping each job every second, and waits until it
 /// answers queries.
 pub async fn start_prometheus(jobs: &[Job<'_>]) -> Prometheus {
+    start_prometheus_in(jobs, None).await
+}
+
+/// Starts Prometheus, scraping nothing, over a TSDB backfilled (`promtool tsdb
+/// create-blocks-from openmetrics`) with `openmetrics`: samples with explicit timestamps, so a
+/// test can give a release a history of any length without waiting for it.
+pub async fn start_prometheus_with_history(openmetrics: &str) -> Prometheus {
+    start_prometheus_in(&[], Some(openmetrics)).await
+}
+
+async fn start_prometheus_in(jobs: &[Job<'_>], history: Option<&str>) -> Prometheus {
     let binary = prometheus_binary();
     let dir = match tempfile::Builder::new()
         .prefix("aviary-prometheus-")
@@ -337,6 +348,25 @@ pub async fn start_prometheus(jobs: &[Job<'_>]) -> Prometheus {
         Ok(d) => d,
         Err(e) => panic!("cannot create a temporary directory: {e}"),
     };
+    if let Some(history) = history {
+        let input = dir.path().join("history.om");
+        write(&input, history);
+        let promtool = binary.with_file_name("promtool");
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "promtool could not backfill: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("cannot run {}: {e}", promtool.display()),
+        }
+    }
     let mut config = String::from(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\nscrape_configs:\n",
     );

@@ -105,8 +105,10 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
         };
         let critical = m.flag(cx, "critical");
         let weight = m.number(cx, "weight").unwrap_or(1.0);
-        let alpha = m.number(cx, "alpha").unwrap_or(0.05);
-        let effect_floor = m.number(cx, "effectFloor").unwrap_or(0.1);
+        let alpha = m.number(cx, "alpha").unwrap_or(method.default_alpha());
+        let effect_floor = m
+            .number(cx, "effectFloor")
+            .unwrap_or(method.default_effect_floor());
         let min_samples = m.int(cx, "minSamples", 1, None).map_or(10, to_u32);
         let min_requests = m
             .int(cx, "minRequests", 1, None)

@@ -1,0 +1,46 @@
+//! `cargo bench -p aviary-core --bench judge [-- --scale N --seed S]`: the judge benchmark
+//! (see `aviary_core::judge_bench`): 1,500 seeded releases decided by the engine under Flagger's
+//! thresholds, the fixed-window judge and the sequential judge, beside an oracle. Prints a
+//! Markdown table (the README's) and the time it took.
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use aviary_core::judge_bench;
+
+fn main() {
+    let mut scale = 1usize;
+    let mut seed = 2026u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--scale" => scale = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(2026),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    let scenarios = judge_bench::corpus(seed, scale);
+    let started = Instant::now();
+    let total = scenarios.len();
+    let result = judge_bench::run(&scenarios, &mut |done| {
+        if done % 100 == 0 || done == total {
+            eprint!("\r{done}/{total} releases");
+            let _ = std::io::stderr().flush();
+        }
+    });
+    eprintln!();
+    match result {
+        Ok(results) => {
+            println!(
+                "{} releases (seed {seed}), {:.1} s; each cell: rolled back % (95% interval) · mean checks / minutes to the verdict (promotion for good releases, rollback for regressions)\n",
+                total,
+                started.elapsed().as_secs_f64()
+            );
+            print!("{}", results.table());
+        }
+        Err(e) => {
+            eprintln!("judge benchmark: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,744 @@
+//! The judge benchmark (`cargo bench -p aviary-core --bench judge`): a seeded corpus of
+//! releases, each decided by the real engine under several policies, beside an oracle that marks
+//! the statistical limit.
+//!
+//! **Corpus.** Three traffic conditions × (200 good releases + 50 of each of six regressions:
+//! error rate ×1.5, ×2, ×5; latency +10%, +25%, +100%), 1,500 releases in all:
+//!
+//! * `normal`: per-minute traffic log-uniform in 500–4,000 requests, so the canary sees 50–2,000
+//!   requests per interval between its 10% and 50% steps;
+//! * `low`: ten times less;
+//! * `noisy`: normal traffic, plus noise shared by both deployments each minute (latency ×
+//!   e^N(0, 0.1), error rate × e^N(0, 0.3)) and noise of each deployment's own (latency ×
+//!   e^N(0, 0.03), error rate × e^N(0, 0.3): overdispersed errors).
+//!
+//! Latency is log-normal (median 10–60 ms, σ 0.3–0.6), recorded in podinfo's (Prometheus'
+//! default) histogram buckets; errors are binomial with a baseline rate log-uniform in
+//! 0.05–0.5%. A regression multiplies the canary's error rate, or its latency, by its factor.
+//!
+//! **Policies**, each a Canary decided tick by tick by [`Engine`] with Flagger's defaults
+//! (interval 1m, threshold 5, stepWeight 10, maxWeight 50), the traffic of each minute split at
+//! the weight the engine had set:
+//!
+//! * `thresholds`: Flagger's built-ins, success rate ≥ 99% and P99 ≤ 500 ms over the last minute;
+//! * `fixed-window`: the judge over a 5-minute window (errors and the latency histogram);
+//! * `sequential`: the judge's anytime-valid tests over the whole release (the same metrics).
+//!
+//! **Oracle**: knows the baseline's error rate and latency distribution, pools every canary
+//! request of the release (as it runs when promoted: 10% to 50%), and tests errors (exact
+//! binomial) and requests slower than the baseline's P90 (exact binomial against 10%), each at
+//! half the level, one-sided.
+
+use std::fmt::Write as _;
+
+use crate::analysis::{
+    judge_history, stats, HistoryOptions, Interval, JudgeConfig, Measure, Method, MetricConfig,
+    Observation,
+};
+use crate::engine::config::JUDGE_CHECK;
+use crate::engine::{
+    sim, Answer, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State,
+};
+use crate::spec::{self, Provider};
+
+/// podinfo's (Prometheus' default) latency buckets, seconds.
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    Normal,
+    Low,
+    Noisy,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 3] = [Condition::Normal, Condition::Low, Condition::Noisy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Normal => "normal",
+            Condition::Low => "low traffic",
+            Condition::Noisy => "noisy",
+        }
+    }
+}
+
+/// What the release changes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Class {
+    Good,
+    /// The canary's error rate times this.
+    Errors(f64),
+    /// The canary's latency times `1 +` this.
+    Latency(f64),
+}
+
+impl Class {
+    /// The classes in table order, with their number of releases per condition.
+    pub const ALL: [(Class, usize); 7] = [
+        (Class::Good, 200),
+        (Class::Errors(1.5), 50),
+        (Class::Errors(2.0), 50),
+        (Class::Errors(5.0), 50),
+        (Class::Latency(0.10), 50),
+        (Class::Latency(0.25), 50),
+        (Class::Latency(1.0), 50),
+    ];
+
+    pub fn label(self) -> String {
+        match self {
+            Class::Good => "good (rolled back = false alarm)".to_string(),
+            Class::Errors(f) => format!("errors ×{f}"),
+            Class::Latency(f) => format!("latency +{:.0}%", f * 100.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Thresholds,
+    FixedWindow,
+    Sequential,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 3] = [Policy::Thresholds, Policy::FixedWindow, Policy::Sequential];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Thresholds => "thresholds",
+            Policy::FixedWindow => "fixed-window judge",
+            Policy::Sequential => "sequential judge",
+        }
+    }
+}
+
+/// One release of the corpus.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scenario {
+    pub condition: Condition,
+    pub class: Class,
+    pub seed: u64,
+    /// Requests per minute, both deployments together.
+    pub traffic: f64,
+    pub error_rate: f64,
+    /// Median latency (seconds) and log-normal σ.
+    pub median: f64,
+    pub sigma: f64,
+}
+
+/// The corpus: every condition × class, seeded from `seed`; `scale` divides the number of
+/// releases per class (1 for the full 1,500).
+pub fn corpus(seed: u64, scale: usize) -> Vec<Scenario> {
+    let mut rng = Rng(seed);
+    let mut out = Vec::new();
+    for condition in Condition::ALL {
+        for (class, count) in Class::ALL {
+            for _ in 0..(count / scale.max(1)).max(1) {
+                let mut traffic = log_uniform(&mut rng, 500.0, 4000.0);
+                if condition == Condition::Low {
+                    traffic /= 10.0;
+                }
+                out.push(Scenario {
+                    condition,
+                    class,
+                    seed: rng.next_u64(),
+                    traffic,
+                    error_rate: log_uniform(&mut rng, 0.0005, 0.005),
+                    median: 0.010 + 0.050 * rng.uniform(),
+                    sigma: 0.3 + 0.3 * rng.uniform(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// How one release ended under one policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Outcome {
+    pub rolled_back: bool,
+    /// Analysis ticks (checks) until the verdict.
+    pub checks: u32,
+    /// Minutes from the first tick to the verdict.
+    pub minutes: f64,
+}
+
+/// What each deployment served in one minute.
+struct Minute {
+    canary: Served,
+    primary: Served,
+}
+
+struct Served {
+    requests: u64,
+    errors: u64,
+    /// Cumulative counts per [`BUCKETS`] bound, then the total (+inf).
+    buckets: [u64; BUCKETS.len() + 1],
+}
+
+impl Served {
+    fn histogram(&self) -> Observation {
+        let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(self.buckets).collect();
+        buckets.push((f64::INFINITY, self.requests));
+        Observation::Histogram { buckets }
+    }
+
+    /// `histogram_quantile` as Prometheus computes it (linear within the bucket), in ms.
+    fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.requests == 0 {
+            return None;
+        }
+        let rank = q * self.requests as f64;
+        let mut lower = (0.0, 0u64);
+        for (i, &le) in BUCKETS.iter().enumerate() {
+            let count = self.buckets[i];
+            if count as f64 >= rank {
+                let span = (count - lower.1) as f64;
+                let within = if span > 0.0 {
+                    (rank - lower.1 as f64) / span
+                } else {
+                    0.0
+                };
+                return Some(1000.0 * (lower.0 + (le - lower.0) * within));
+            }
+            lower = (le, count);
+        }
+        Some(1000.0 * BUCKETS[BUCKETS.len() - 1])
+    }
+}
+
+impl Scenario {
+    fn canary_error_rate(&self) -> f64 {
+        match self.class {
+            Class::Errors(f) => (self.error_rate * f).min(1.0),
+            _ => self.error_rate,
+        }
+    }
+
+    fn canary_median(&self) -> f64 {
+        match self.class {
+            Class::Latency(f) => self.median * (1.0 + f),
+            _ => self.median,
+        }
+    }
+
+    /// One minute at canary weight `weight` (percent).
+    fn minute(&self, rng: &mut Rng, weight: u32) -> Minute {
+        let total = poisson_like(rng, self.traffic);
+        let canary_requests = binomial(rng, total, f64::from(weight.min(100)) / 100.0);
+        let noisy = self.condition == Condition::Noisy;
+        let (shared_latency, shared_errors) = if noisy {
+            ((0.1 * rng.normal()).exp(), (0.3 * rng.normal()).exp())
+        } else {
+            (1.0, 1.0)
+        };
+        let serve = |rng: &mut Rng, requests: u64, median: f64, rate: f64| {
+            let (own_latency, own_errors) = if noisy {
+                ((0.03 * rng.normal()).exp(), (0.3 * rng.normal()).exp())
+            } else {
+                (1.0, 1.0)
+            };
+            let rate = (rate * shared_errors * own_errors).min(1.0);
+            let median = median * shared_latency * own_latency;
+            let mut counts = [0u64; BUCKETS.len() + 1];
+            for _ in 0..requests {
+                let latency = median * (self.sigma * rng.normal()).exp();
+                let bucket = BUCKETS
+                    .iter()
+                    .position(|le| latency <= *le)
+                    .unwrap_or(BUCKETS.len());
+                counts[bucket] += 1;
+            }
+            let mut cumulative = [0u64; BUCKETS.len() + 1];
+            let mut sum = 0;
+            for (c, n) in cumulative.iter_mut().zip(counts) {
+                sum += n;
+                *c = sum;
+            }
+            Served {
+                requests,
+                errors: binomial(rng, requests, rate),
+                buckets: cumulative,
+            }
+        };
+        Minute {
+            canary: serve(
+                rng,
+                canary_requests,
+                self.canary_median(),
+                self.canary_error_rate(),
+            ),
+            primary: serve(rng, total - canary_requests, self.median, self.error_rate),
+        }
+    }
+
+    /// The oracle's verdict at level `alpha`: `true` is a rollback.
+    pub fn oracle(&self, alpha: f64) -> bool {
+        let mut rng = Rng(self.seed ^ 0x5EED_0F0E_AC1E);
+        let (mut requests, mut errors, mut slow) = (0u64, 0u64, 0u64);
+        // The baseline's P90, known to the oracle: median · e^(1.2816 σ).
+        let p90 = self.median * (1.281_551_565_5 * self.sigma).exp();
+        for weight in [10, 20, 30, 40, 50] {
+            let m = self.minute(&mut rng, weight);
+            requests += m.canary.requests;
+            errors += m.canary.errors;
+            // Slower than the baseline's P90, counted exactly (the oracle sees requests, not
+            // buckets): drawn again from the canary's distribution.
+            for _ in 0..m.canary.requests {
+                let latency = self.canary_median() * (self.sigma * rng.normal()).exp();
+                if latency > p90 {
+                    slow += 1;
+                }
+            }
+        }
+        let half = alpha / 2.0;
+        stats::binomial_sf(errors, requests, self.error_rate) < half
+            || stats::binomial_sf(slow, requests, 0.1) < half
+    }
+
+    /// The release decided by the engine under `policy`.
+    pub fn run(&self, policy: Policy, config: &Config) -> Outcome {
+        let mut engine = Engine::new(
+            config.clone(),
+            State::initialized_with_new_revision("1", "2"),
+        );
+        let mut rng = Rng(self.seed);
+        let mut history: Vec<Minute> = Vec::new();
+        let interval_ms = 60_000u64;
+        let mut checks = 0u32;
+        for k in 0..40u64 {
+            let now = k * interval_ms;
+            if k > 0 {
+                let weight = engine.state().routes.canary;
+                history.push(self.minute(&mut rng, weight));
+            }
+            let mut asked = false;
+            let mut oracle = |request: &Request, _now: u64| -> Answer {
+                match request {
+                    Request::Readiness { .. } => Answer::Readiness(Readiness::Ready),
+                    Request::Webhook { .. } => Answer::Webhook(HookOutcome::Pass),
+                    Request::Metric { name, .. } => {
+                        asked = true;
+                        Answer::Metric(metric(policy, name, &history))
+                    }
+                }
+            };
+            let log = match sim::tick(&mut engine, now, &mut oracle) {
+                Ok(log) => log,
+                Err(_) => break,
+            };
+            if asked {
+                checks += 1;
+            }
+            let verdict = log.commands.iter().find_map(|c| match c {
+                crate::engine::Command::SetPhase { phase } if phase.is_verdict() => Some(*phase),
+                _ => None,
+            });
+            if let Some(phase) = verdict {
+                return Outcome {
+                    rolled_back: phase == Phase::Failed,
+                    checks,
+                    minutes: now as f64 / 60_000.0,
+                };
+            }
+        }
+        Outcome {
+            rolled_back: false,
+            checks,
+            minutes: f64::NAN,
+        }
+    }
+}
+
+/// The answer to a metric request from the minutes served so far.
+fn metric(policy: Policy, name: &str, history: &[Minute]) -> MetricOutcome {
+    let Some(last) = history.last() else {
+        return MetricOutcome::NoValues("no traffic yet".into());
+    };
+    match name {
+        "request-success-rate" => {
+            let c = &last.canary;
+            if c.requests == 0 {
+                return MetricOutcome::NoValues("no canary requests".into());
+            }
+            MetricOutcome::Value(100.0 * (1.0 - c.errors as f64 / c.requests as f64))
+        }
+        "request-duration" => match last.canary.quantile_ms(0.99) {
+            Some(ms) => MetricOutcome::Value(ms),
+            None => MetricOutcome::NoValues("no canary requests".into()),
+        },
+        n if n == JUDGE_CHECK => {
+            let (method, window) = match policy {
+                Policy::Sequential => (Method::Sequential, 5),
+                _ => (Method::FixedWindow, 5),
+            };
+            let counts = |s: &Served| Observation::Counts {
+                errors: s.errors,
+                total: s.requests,
+            };
+            let errors = history
+                .iter()
+                .map(|m| Interval {
+                    canary: counts(&m.canary),
+                    primary: counts(&m.primary),
+                })
+                .collect();
+            let latency = history
+                .iter()
+                .map(|m| Interval {
+                    canary: m.canary.histogram(),
+                    primary: m.primary.histogram(),
+                })
+                .collect();
+            let judgement = judge_history(
+                &JudgeConfig {
+                    pass_score: 95.0,
+                    marginal_score: 75.0,
+                },
+                &[
+                    (judge_metric(policy, "errors", Measure::ErrorRate), errors),
+                    (judge_metric(policy, "latency", Measure::Latency), latency),
+                ],
+                &HistoryOptions {
+                    method,
+                    window,
+                    young: history.len() < window,
+                },
+            );
+            MetricOutcome::Value(judgement.score)
+        }
+        other => MetricOutcome::Error(format!("no metric {other}")),
+    }
+}
+
+/// The judge's metrics with the defaults of the policy's method, as the README's example
+/// configures them.
+fn judge_metric(policy: Policy, name: &str, kind: Measure) -> MetricConfig {
+    let method = match policy {
+        Policy::Sequential => Method::Sequential,
+        _ => Method::FixedWindow,
+    };
+    let mut m = MetricConfig::new(name, kind);
+    m.alpha = method.default_alpha();
+    m.effect_floor = method.default_effect_floor();
+    m
+}
+
+/// The engine's configuration for `policy`: a Canary with Flagger's defaults, routed by weight.
+pub fn policy_config(policy: Policy) -> Result<Config, String> {
+    let checks = match policy {
+        Policy::Thresholds => {
+            "    metrics:
+      - name: request-success-rate
+        thresholdRange:
+          min: 99
+        interval: 1m
+      - name: request-duration
+        thresholdRange:
+          max: 500
+        interval: 1m
+"
+        }
+        Policy::FixedWindow => {
+            "    judge:
+      method: fixed-window
+      window: 5m
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: e
+          totalQuery: t
+        - name: latency
+          kind: latency
+          histogramQuery: h
+"
+        }
+        Policy::Sequential => {
+            "    judge:
+      window: 5m
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: e
+          totalQuery: t
+        - name: latency
+          kind: latency
+          histogramQuery: h
+"
+        }
+    };
+    let text = format!(
+        "apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: app
+  namespace: bench
+spec:
+  targetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: app
+  service:
+    port: 80
+  analysis:
+    interval: 1m
+    threshold: 5
+    stepWeight: 10
+    maxWeight: 50
+{checks}"
+    );
+    let docs = spec::load_str("bench.yaml", &text).map_err(|e| e.to_string())?;
+    let canary = docs
+        .canaries
+        .first()
+        .ok_or_else(|| "the benchmark's Canary did not load".to_string())?;
+    Ok(Config::from_canary(canary, &Provider::Istio))
+}
+
+/// Per class and policy: releases, rolled back, and the checks and minutes to verdict.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub releases: usize,
+    pub rolled_back: usize,
+    /// Checks and minutes summed over the rolled-back releases, then over the promoted ones.
+    pub rollback_checks: f64,
+    pub rollback_minutes: f64,
+    pub promote_checks: f64,
+    pub promote_minutes: f64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Outcome) {
+        self.releases += 1;
+        let minutes = if o.minutes.is_finite() {
+            o.minutes
+        } else {
+            0.0
+        };
+        if o.rolled_back {
+            self.rolled_back += 1;
+            self.rollback_checks += f64::from(o.checks);
+            self.rollback_minutes += minutes;
+        } else {
+            self.promote_checks += f64::from(o.checks);
+            self.promote_minutes += minutes;
+        }
+    }
+
+    /// The rolled-back share with its 95% Wilson interval, in percent.
+    pub fn share(&self) -> (f64, f64, f64) {
+        wilson(self.rolled_back, self.releases)
+    }
+}
+
+fn wilson(k: usize, n: usize) -> (f64, f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let (k, n) = (k as f64, n as f64);
+    let z = 1.959_963_984_540_054f64;
+    let p = k / n;
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    (
+        100.0 * p,
+        100.0 * (centre - half).max(0.0),
+        100.0 * (centre + half).min(1.0),
+    )
+}
+
+/// Every release under every policy and the oracle, tallied per condition and class.
+pub struct Results {
+    /// `[condition][class][policy]`, then the oracle at 0.05 and 0.01 as two more "policies".
+    pub tallies: Vec<Vec<[Tally; 5]>>,
+}
+
+pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Results, String> {
+    let configs = Policy::ALL
+        .iter()
+        .map(|p| policy_config(*p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tallies: Vec<Vec<[Tally; 5]>> = Condition::ALL
+        .iter()
+        .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
+        .collect();
+    for (i, s) in scenarios.iter().enumerate() {
+        let ci = Condition::ALL
+            .iter()
+            .position(|c| *c == s.condition)
+            .unwrap_or(0);
+        let ki = Class::ALL
+            .iter()
+            .position(|(c, _)| *c == s.class)
+            .unwrap_or(0);
+        let row = &mut tallies[ci][ki];
+        for (p, policy) in Policy::ALL.iter().enumerate() {
+            row[p].add(&s.run(*policy, &configs[p]));
+        }
+        for (slot, alpha) in [(3, 0.05), (4, 0.01)] {
+            row[slot].add(&Outcome {
+                rolled_back: s.oracle(alpha),
+                checks: 0,
+                minutes: f64::NAN,
+            });
+        }
+        progress(i + 1);
+    }
+    Ok(Results { tallies })
+}
+
+impl Results {
+    /// The Markdown table: per condition and class, the rolled-back share (95% interval) and
+    /// the mean checks to verdict for each policy, and the oracle.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| condition | class | n | thresholds | fixed-window judge | sequential judge | oracle α=0.05 | oracle α=0.01 |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        for (ci, condition) in Condition::ALL.iter().enumerate() {
+            for (ki, (class, _)) in Class::ALL.iter().enumerate() {
+                let row = &self.tallies[ci][ki];
+                let mut line = format!(
+                    "| {} | {} | {} ",
+                    condition.as_str(),
+                    class.label(),
+                    row[0].releases
+                );
+                for t in &row[..3] {
+                    let (p, lo, hi) = t.share();
+                    // Checks and minutes to the verdict this row is about: promotion for good
+                    // releases, rollback for regressions.
+                    let (n, checks, minutes) = if *class == Class::Good {
+                        (
+                            t.releases - t.rolled_back,
+                            t.promote_checks,
+                            t.promote_minutes,
+                        )
+                    } else {
+                        (t.rolled_back, t.rollback_checks, t.rollback_minutes)
+                    };
+                    let _ = write!(line, "| {p:.1}% ({lo:.1}–{hi:.1})");
+                    if n > 0 {
+                        let _ = write!(
+                            line,
+                            " · {:.1} / {:.1}′",
+                            checks / n as f64,
+                            minutes / n as f64
+                        );
+                    }
+                    line.push(' ');
+                }
+                for t in &row[3..] {
+                    let (p, _, _) = t.share();
+                    let _ = write!(line, "| {p:.1}% ");
+                }
+                line.push('|');
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
+    }
+}
+
+/// splitmix64 with Box–Muller: seeded, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1).
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+fn log_uniform(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    (lo.ln() + (hi.ln() - lo.ln()) * rng.uniform()).exp()
+}
+
+/// Requests in a minute: the mean with Poisson-sized scatter (normal approximation).
+fn poisson_like(rng: &mut Rng, mean: f64) -> u64 {
+    (mean + mean.sqrt() * rng.normal()).round().max(0.0) as u64
+}
+
+/// Binomial(n, p): geometric gaps for small `p`, a normal approximation for large counts.
+fn binomial(rng: &mut Rng, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    if p < 0.05 {
+        let log_q = (1.0 - p).ln();
+        let (mut count, mut position) = (0u64, 0f64);
+        loop {
+            position += (rng.uniform().ln() / log_q).floor() + 1.0;
+            if position > n as f64 {
+                return count;
+            }
+            count += 1;
+        }
+    }
+    let (mean, var) = (n as f64 * p, n as f64 * p * (1.0 - p));
+    (mean + var.sqrt() * rng.normal())
+        .round()
+        .clamp(0.0, n as f64) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corpus_is_seeded_and_has_every_condition_and_class() {
+        let a = corpus(1, 50);
+        assert_eq!(a, corpus(1, 50));
+        assert_ne!(a, corpus(2, 50));
+        // 200/50 good + 6 × 1 regressions, three conditions.
+        assert_eq!(a.len(), 3 * (4 + 6));
+        assert!(a
+            .iter()
+            .filter(|s| s.condition == Condition::Low)
+            .all(|s| s.traffic < 400.0 && s.traffic >= 50.0));
+    }
+
+    #[test]
+    fn the_engine_promotes_a_good_release_and_rolls_back_a_bad_one_under_every_policy() {
+        let mut good = corpus(3, 200)[0];
+        good.traffic = 3000.0;
+        let config = |p| match policy_config(p) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        for policy in Policy::ALL {
+            let o = good.run(policy, &config(policy));
+            assert!(!o.rolled_back, "{policy:?}: {o:?}");
+            // Flagger's defaults: 10% to 50% in 5 steps, then promotion.
+            assert!(o.minutes.is_finite() && o.checks >= 5, "{policy:?}: {o:?}");
+        }
+        let mut bad = good;
+        bad.class = Class::Errors(40.0);
+        for policy in Policy::ALL {
+            let o = bad.run(policy, &config(policy));
+            assert!(o.rolled_back, "{policy:?}: {o:?}");
+        }
+    }
+}
