@@ -31,15 +31,12 @@
 
 use std::fmt::Write as _;
 
-use crate::analysis::{
-    judge_history, stats, HistoryOptions, Interval, JudgeConfig, Measure, Method, MetricConfig,
-    Observation,
-};
+use crate::analysis::{judge_history, stats, HistoryOptions, Interval, MetricConfig, Observation};
 use crate::engine::config::JUDGE_CHECK;
 use crate::engine::{
     sim, Answer, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State,
 };
-use crate::spec::{self, Provider};
+use crate::spec::{self, JudgeKind, Provider};
 
 /// podinfo's (Prometheus' default) latency buckets, seconds.
 pub const BUCKETS: [f64; 11] = [
@@ -300,7 +297,7 @@ impl Scenario {
     }
 
     /// The release decided by the engine under `policy`.
-    pub fn run(&self, policy: Policy, config: &Config) -> Outcome {
+    pub fn run(&self, config: &Config) -> Outcome {
         let mut engine = Engine::new(
             config.clone(),
             State::initialized_with_new_revision("1", "2"),
@@ -322,7 +319,7 @@ impl Scenario {
                     Request::Webhook { .. } => Answer::Webhook(HookOutcome::Pass),
                     Request::Metric { name, .. } => {
                         asked = true;
-                        Answer::Metric(metric(policy, name, &history))
+                        Answer::Metric(metric(config, name, &history))
                     }
                 }
             };
@@ -353,8 +350,9 @@ impl Scenario {
     }
 }
 
-/// The answer to a metric request from the minutes served so far.
-fn metric(policy: Policy, name: &str, history: &[Minute]) -> MetricOutcome {
+/// The answer to a metric request from the minutes served so far. The judge is configured by
+/// the Canary's `analysis.judge`, as decoded from the spec.
+fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
     let Some(last) = history.last() else {
         return MetricOutcome::NoValues("no traffic yet".into());
     };
@@ -371,39 +369,43 @@ fn metric(policy: Policy, name: &str, history: &[Minute]) -> MetricOutcome {
             None => MetricOutcome::NoValues("no canary requests".into()),
         },
         n if n == JUDGE_CHECK => {
-            let (method, window) = match policy {
-                Policy::Sequential => (Method::Sequential, 5),
-                _ => (Method::FixedWindow, 5),
+            let Some(spec) = &config.judge else {
+                return MetricOutcome::Error("the Canary has no judge".into());
             };
             let counts = |s: &Served| Observation::Counts {
                 errors: s.errors,
                 total: s.requests,
             };
-            let errors = history
+            let metrics: Vec<(MetricConfig, Vec<Interval>)> = spec
+                .metrics
                 .iter()
-                .map(|m| Interval {
-                    canary: counts(&m.canary),
-                    primary: counts(&m.primary),
+                .map(|m| {
+                    let history = history
+                        .iter()
+                        .map(|minute| match m.kind {
+                            JudgeKind::ErrorRate => Interval {
+                                canary: counts(&minute.canary),
+                                primary: counts(&minute.primary),
+                            },
+                            _ => Interval {
+                                canary: minute.canary.histogram(),
+                                primary: minute.primary.histogram(),
+                            },
+                        })
+                        .collect();
+                    (m.config(), history)
                 })
                 .collect();
-            let latency = history
-                .iter()
-                .map(|m| Interval {
-                    canary: m.canary.histogram(),
-                    primary: m.primary.histogram(),
-                })
-                .collect();
+            let interval = config.interval_ms.max(1);
+            let window_ms = u64::try_from(spec.window.as_millis()).unwrap_or(u64::MAX);
+            let window = usize::try_from(window_ms.div_ceil(interval))
+                .unwrap_or(usize::MAX)
+                .max(1);
             let judgement = judge_history(
-                &JudgeConfig {
-                    pass_score: 95.0,
-                    marginal_score: 75.0,
-                },
-                &[
-                    (judge_metric(policy, "errors", Measure::ErrorRate), errors),
-                    (judge_metric(policy, "latency", Measure::Latency), latency),
-                ],
+                &spec.config(),
+                &metrics,
                 &HistoryOptions {
-                    method,
+                    method: spec.method,
                     window,
                     young: history.len() < window,
                 },
@@ -412,19 +414,6 @@ fn metric(policy: Policy, name: &str, history: &[Minute]) -> MetricOutcome {
         }
         other => MetricOutcome::Error(format!("no metric {other}")),
     }
-}
-
-/// The judge's metrics with the defaults of the policy's method, as the README's example
-/// configures them.
-fn judge_metric(policy: Policy, name: &str, kind: Measure) -> MetricConfig {
-    let method = match policy {
-        Policy::Sequential => Method::Sequential,
-        _ => Method::FixedWindow,
-    };
-    let mut m = MetricConfig::new(name, kind);
-    m.alpha = method.default_alpha();
-    m.effect_floor = method.default_effect_floor();
-    m
 }
 
 /// The engine's configuration for `policy`: a Canary with Flagger's defaults, routed by weight.
@@ -446,6 +435,8 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
             "    judge:
       method: fixed-window
       window: 5m
+      step: 1m
+      passScore: 95
       metrics:
         - name: errors
           kind: error-rate
@@ -454,11 +445,14 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
         - name: latency
           kind: latency
           histogramQuery: h
+          critical: true
 "
         }
         Policy::Sequential => {
             "    judge:
       window: 5m
+      step: 1m
+      passScore: 95
       metrics:
         - name: errors
           kind: error-rate
@@ -467,6 +461,7 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
         - name: latency
           kind: latency
           histogramQuery: h
+          critical: true
 "
         }
     };
@@ -576,8 +571,8 @@ pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Re
             .position(|(c, _)| *c == s.class)
             .unwrap_or(0);
         let row = &mut tallies[ci][ki];
-        for (p, policy) in Policy::ALL.iter().enumerate() {
-            row[p].add(&s.run(*policy, &configs[p]));
+        for (p, config) in configs.iter().enumerate() {
+            row[p].add(&s.run(config));
         }
         for (slot, alpha) in [(3, 0.05), (4, 0.01)] {
             row[slot].add(&Outcome {
@@ -729,7 +724,7 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         for policy in Policy::ALL {
-            let o = good.run(policy, &config(policy));
+            let o = good.run(&config(policy));
             assert!(!o.rolled_back, "{policy:?}: {o:?}");
             // Flagger's defaults: 10% to 50% in 5 steps, then promotion.
             assert!(o.minutes.is_finite() && o.checks >= 5, "{policy:?}: {o:?}");
@@ -737,7 +732,7 @@ mod tests {
         let mut bad = good;
         bad.class = Class::Errors(40.0);
         for policy in Policy::ALL {
-            let o = bad.run(policy, &config(policy));
+            let o = bad.run(&config(policy));
             assert!(o.rolled_back, "{policy:?}: {o:?}");
         }
     }

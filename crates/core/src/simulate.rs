@@ -1153,7 +1153,7 @@ spec:
         assert!(
             events
                 .iter()
-                .any(|e| e.starts_with("judge: critical metric \"p90-latency\" failed")),
+                .any(|e| e.starts_with("judge: critical metric \"latency\" failed")),
             "{events:?}"
         );
     }

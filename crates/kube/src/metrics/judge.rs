@@ -179,16 +179,9 @@ impl Evaluator {
                 .zip(baseline)
                 .map(|(canary, primary)| Interval { canary, primary })
                 .collect();
-            metrics.push((metric_config(m), history));
+            metrics.push((m.config(), history));
         }
-        let judgement = analysis::judge_history(
-            &JudgeConfig {
-                pass_score: spec.pass_score,
-                marginal_score: spec.marginal_score,
-            },
-            &metrics,
-            &options,
-        );
+        let judgement = analysis::judge_history(&spec.config(), &metrics, &options);
         for v in &judgement.metrics {
             tracing::info!(metric = %v.name, "judge: {}", v.reason);
         }
@@ -299,28 +292,6 @@ impl Evaluator {
                 .collect())
         }
     }
-}
-
-fn metric_config(m: &JudgeMetric) -> MetricConfig {
-    let kind = match m.kind {
-        JudgeKind::Latency => analysis::Measure::Latency,
-        JudgeKind::ErrorRate => analysis::Measure::ErrorRate,
-        JudgeKind::Increase => analysis::Measure::Generic {
-            direction: Direction::Increase,
-        },
-        JudgeKind::Decrease => analysis::Measure::Generic {
-            direction: Direction::Decrease,
-        },
-    };
-    let mut config = MetricConfig::new(m.name.clone(), kind);
-    config.critical = m.critical;
-    config.weight = m.weight;
-    config.alpha = m.alpha;
-    config.effect_floor = m.effect_floor;
-    config.min_samples = usize::try_from(m.min_samples).unwrap_or(10);
-    config.min_requests = m.min_requests;
-    config.quantile = m.quantile;
-    config
 }
 
 #[cfg(test)]
