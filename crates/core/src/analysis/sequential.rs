@@ -226,8 +226,7 @@ pub fn slow_requests(
     let pivot = bounds
         .iter()
         .copied()
-        .filter(|le| pooled(*le) <= need)
-        .last()
+        .rfind(|le| pooled(*le) <= need)
         .or_else(|| bounds.first().copied())?;
     if pooled(pivot) >= (nc as f64 + np as f64) {
         return None;

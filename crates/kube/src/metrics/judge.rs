@@ -14,9 +14,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aviary_core::analysis::{
-    self, Direction, HistoryOptions, Interval, JudgeConfig, Method, MetricConfig, Observation,
-};
+use aviary_core::analysis::{self, HistoryOptions, Interval, Method, Observation};
 use aviary_core::spec::duration::format_human;
 use aviary_core::spec::{JudgeKind, JudgeMetric, JudgeSpec};
 
