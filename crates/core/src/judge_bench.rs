@@ -31,6 +31,7 @@
 
 use std::fmt::Write as _;
 
+use crate::analysis::rng::SplitMix as Rng;
 use crate::analysis::{judge_history, stats, HistoryOptions, Interval, MetricConfig, Observation};
 use crate::engine::config::JUDGE_CHECK;
 use crate::engine::{
@@ -416,11 +417,27 @@ fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
     }
 }
 
+/// The judge of both judge policies: the README's example (with placeholder queries; the
+/// benchmark answers them from the corpus).
+const JUDGE: &str = "    judge:
+      window: 5m
+      step: 1m
+      passScore: 95
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: e
+          totalQuery: t
+        - name: latency
+          kind: latency
+          histogramQuery: h
+          critical: true
+";
+
 /// The engine's configuration for `policy`: a Canary with Flagger's defaults, routed by weight.
 pub fn policy_config(policy: Policy) -> Result<Config, String> {
     let checks = match policy {
-        Policy::Thresholds => {
-            "    metrics:
+        Policy::Thresholds => "    metrics:
       - name: request-success-rate
         thresholdRange:
           min: 99
@@ -430,40 +447,9 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
           max: 500
         interval: 1m
 "
-        }
-        Policy::FixedWindow => {
-            "    judge:
-      method: fixed-window
-      window: 5m
-      step: 1m
-      passScore: 95
-      metrics:
-        - name: errors
-          kind: error-rate
-          errorsQuery: e
-          totalQuery: t
-        - name: latency
-          kind: latency
-          histogramQuery: h
-          critical: true
-"
-        }
-        Policy::Sequential => {
-            "    judge:
-      window: 5m
-      step: 1m
-      passScore: 95
-      metrics:
-        - name: errors
-          kind: error-rate
-          errorsQuery: e
-          totalQuery: t
-        - name: latency
-          kind: latency
-          histogramQuery: h
-          critical: true
-"
-        }
+        .to_string(),
+        Policy::FixedWindow => JUDGE.replace("judge:\n", "judge:\n      method: fixed-window\n"),
+        Policy::Sequential => JUDGE.to_string(),
     };
     let text = format!(
         "apiVersion: aviary.dev/v1alpha1
@@ -638,29 +624,6 @@ impl Results {
             }
         }
         out
-    }
-}
-
-/// splitmix64 with Box–Muller: seeded, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1).
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 }
 

@@ -21,9 +21,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::judge::{
-    check_config, classify_counts, classify_values, conclude, judge_verdicts, number, p_text,
-    percent, relative_change, signed_percent, Classification, Direction, JudgeConfig, Judgement,
-    Measure, MetricConfig, MetricVerdict,
+    begin, classify_counts, classify_values, conclude, judge_verdicts, number, p_text, percent,
+    relative_change, signed_percent, Classification, Direction, JudgeConfig, Judgement, Measure,
+    MetricConfig, MetricVerdict,
 };
 use super::sequential::{conditional_p, rate_test, slow_requests, Trial};
 
@@ -121,29 +121,10 @@ pub fn classify_history(
     history: &[Interval],
     options: &HistoryOptions,
 ) -> MetricVerdict {
-    let verdict = MetricVerdict {
-        name: config.name.clone(),
-        classification: Classification::NoData,
-        passed: false,
-        critical: config.critical,
-        weight: if config.weight.is_finite() && config.weight > 0.0 {
-            config.weight
-        } else {
-            0.0
-        },
-        p_value: None,
-        effect: None,
-        shift: None,
-        canary_summary: None,
-        baseline_summary: None,
-        samples: (0, 0),
-        reason: String::new(),
+    let verdict = match begin(config) {
+        Ok(v) => v,
+        Err(invalid) => return *invalid,
     };
-    if let Err(problem) = check_config(config) {
-        let mut verdict = verdict;
-        verdict.reason = format!("{}: invalid configuration: {problem}", config.name);
-        return verdict;
-    }
     let window = options.window.max(1);
     let recent = &history[history.len().saturating_sub(window)..];
     let has_counts = history

@@ -271,24 +271,10 @@ pub struct Judgement {
 
 /// Classifies one metric; see the module documentation. Never panics.
 pub fn classify(config: &MetricConfig, sample: &Sample) -> MetricVerdict {
-    let mut verdict = MetricVerdict {
-        name: config.name.clone(),
-        classification: Classification::NoData,
-        passed: false,
-        critical: config.critical,
-        weight: effective_weight(config.weight),
-        p_value: None,
-        effect: None,
-        shift: None,
-        canary_summary: None,
-        baseline_summary: None,
-        samples: (0, 0),
-        reason: String::new(),
+    let mut verdict = match begin(config) {
+        Ok(v) => v,
+        Err(invalid) => return *invalid,
     };
-    if let Err(problem) = check_config(config) {
-        verdict.reason = format!("{}: invalid configuration: {problem}", config.name);
-        return verdict;
-    }
     match (config.kind, sample) {
         (Measure::Latency, Sample::Counts { .. }) => {
             verdict.reason = format!(
@@ -314,6 +300,32 @@ pub fn classify(config: &MetricConfig, sample: &Sample) -> MetricVerdict {
             (canary_errors, canary_total),
             (baseline_errors, baseline_total),
         ),
+    }
+}
+
+/// A metric's verdict before any data: no data, nothing passed. `Err` (with the reason) when
+/// the configuration is invalid.
+pub(super) fn begin(config: &MetricConfig) -> Result<MetricVerdict, Box<MetricVerdict>> {
+    let mut verdict = MetricVerdict {
+        name: config.name.clone(),
+        classification: Classification::NoData,
+        passed: false,
+        critical: config.critical,
+        weight: effective_weight(config.weight),
+        p_value: None,
+        effect: None,
+        shift: None,
+        canary_summary: None,
+        baseline_summary: None,
+        samples: (0, 0),
+        reason: String::new(),
+    };
+    match check_config(config) {
+        Ok(()) => Ok(verdict),
+        Err(problem) => {
+            verdict.reason = format!("{}: invalid configuration: {problem}", config.name);
+            Err(Box::new(verdict))
+        }
     }
 }
 
@@ -736,28 +748,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// splitmix64 with Box–Muller: deterministic synthetic latencies without a `rand` dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in (0, 1).
-        fn uniform(&mut self) -> f64 {
-            ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            let (u1, u2) = (self.uniform(), self.uniform());
-            (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-        }
-    }
+    use crate::analysis::rng::SplitMix as Rng;
 
     /// `n` log-normal latencies (σ = 0.3) around `median`.
     fn latencies(seed: u64, n: usize, median: f64) -> Vec<f64> {

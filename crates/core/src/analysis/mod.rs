@@ -7,6 +7,7 @@
 
 pub mod history;
 pub mod judge;
+pub mod rng;
 pub mod sequential;
 pub mod stats;
 

@@ -244,19 +244,10 @@ pub fn slow_requests(
 mod tests {
     use super::*;
 
-    /// splitmix64: deterministic draws without a `rand` dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-        fn binomial(&mut self, n: u64, p: f64) -> u64 {
-            (0..n).filter(|_| self.next() < p).count() as u64
-        }
+    use crate::analysis::rng::SplitMix as Rng;
+
+    fn binomial(rng: &mut Rng, n: u64, p: f64) -> u64 {
+        (0..n).filter(|_| rng.uniform() < p).count() as u64
     }
 
     fn release(rng: &mut Rng, canary_rate: f64, primary_rate: f64, intervals: usize) -> Vec<Trial> {
@@ -266,9 +257,9 @@ mod tests {
                 let nc = (2000.0 * weight) as u64;
                 let np = 2000 - nc;
                 Trial {
-                    canary_events: rng.binomial(nc, canary_rate),
+                    canary_events: binomial(rng, nc, canary_rate),
                     canary_requests: nc,
-                    primary_events: rng.binomial(np, primary_rate),
+                    primary_events: binomial(rng, np, primary_rate),
                     primary_requests: np,
                 }
             })
