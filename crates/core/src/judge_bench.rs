@@ -536,6 +536,20 @@ fn wilson(k: usize, n: usize) -> (f64, f64, f64) {
 pub struct Results {
     /// `[condition][class][policy]`, then the oracle at 0.05 and 0.01 as two more "policies".
     pub tallies: Vec<Vec<[Tally; 5]>>,
+    /// `[condition][class]`: the releases thresholds and the sequential judge decided alike
+    /// (both rolled back a regression, both promoted a good release), with the checks each took.
+    pub paired: Vec<Vec<Paired>>,
+}
+
+/// Checks to the same verdict, release by release, under thresholds and the sequential judge.
+#[derive(Debug, Clone, Default)]
+pub struct Paired {
+    pub releases: usize,
+    pub thresholds_checks: f64,
+    pub sequential_checks: f64,
+    /// Releases where the sequential judge took fewer / more checks.
+    pub fewer: usize,
+    pub more: usize,
 }
 
 pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Results, String> {
@@ -547,6 +561,10 @@ pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Re
         .iter()
         .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
         .collect();
+    let mut paired: Vec<Vec<Paired>> = Condition::ALL
+        .iter()
+        .map(|_| Class::ALL.iter().map(|_| Paired::default()).collect())
+        .collect();
     for (i, s) in scenarios.iter().enumerate() {
         let ci = Condition::ALL
             .iter()
@@ -557,8 +575,22 @@ pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Re
             .position(|(c, _)| *c == s.class)
             .unwrap_or(0);
         let row = &mut tallies[ci][ki];
-        for (p, config) in configs.iter().enumerate() {
-            row[p].add(&s.run(config));
+        let outcomes: Vec<Outcome> = configs.iter().map(|c| s.run(c)).collect();
+        for (tally, outcome) in row.iter_mut().zip(&outcomes) {
+            tally.add(outcome);
+        }
+        let (t, q) = (&outcomes[0], &outcomes[2]);
+        let expected = s.class != Class::Good;
+        if t.rolled_back == expected && q.rolled_back == expected {
+            let pair = &mut paired[ci][ki];
+            pair.releases += 1;
+            pair.thresholds_checks += f64::from(t.checks);
+            pair.sequential_checks += f64::from(q.checks);
+            if q.checks < t.checks {
+                pair.fewer += 1;
+            } else if q.checks > t.checks {
+                pair.more += 1;
+            }
         }
         for (slot, alpha) in [(3, 0.05), (4, 0.01)] {
             row[slot].add(&Outcome {
@@ -569,10 +601,42 @@ pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Re
         }
         progress(i + 1);
     }
-    Ok(Results { tallies })
+    Ok(Results { tallies, paired })
 }
 
 impl Results {
+    /// Checks to the same verdict on the releases both decided alike: thresholds against the
+    /// sequential judge, one Markdown row per condition and class with any such release.
+    pub fn paired_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| condition | class | decided alike | thresholds checks | sequential checks | sequential fewer / more |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+        for (ci, condition) in Condition::ALL.iter().enumerate() {
+            for (ki, (class, _)) in Class::ALL.iter().enumerate() {
+                let p = &self.paired[ci][ki];
+                if p.releases == 0 {
+                    continue;
+                }
+                let n = p.releases as f64;
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.2} | {:.2} | {} / {} |",
+                    condition.as_str(),
+                    class.label(),
+                    p.releases,
+                    p.thresholds_checks / n,
+                    p.sequential_checks / n,
+                    p.fewer,
+                    p.more
+                );
+            }
+        }
+        out
+    }
+
     /// The Markdown table: per condition and class, the rolled-back share (95% interval) and
     /// the mean checks to verdict for each policy, and the oracle.
     pub fn table(&self) -> String {
