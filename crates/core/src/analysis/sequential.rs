@@ -36,6 +36,17 @@ pub struct Trial {
     pub primary_requests: u64,
 }
 
+impl Trial {
+    /// Requests on both sides and no more events than requests: a trial that carries
+    /// information.
+    pub fn usable(&self) -> bool {
+        self.canary_requests > 0
+            && self.primary_requests > 0
+            && self.canary_events <= self.canary_requests
+            && self.primary_events <= self.primary_requests
+    }
+}
+
 /// Ratios `g` of the alternatives to the null (`r = r0·g` for a regression, `r0/g` for a pass).
 pub const GRID: usize = 32;
 const GRID_LOW: f64 = 1.1;
@@ -108,11 +119,7 @@ pub fn rate_test(trials: &[Trial], r0: f64, alpha: f64) -> RateTest {
     let mut max_up = 0.0f64; // log of the largest regression e-value
     let mut max_down = 0.0f64;
     for (i, t) in trials.iter().enumerate() {
-        if t.canary_requests == 0
-            || t.primary_requests == 0
-            || t.canary_events > t.canary_requests
-            || t.primary_events > t.primary_requests
-        {
+        if !t.usable() {
             continue;
         }
         out.canary_events = out.canary_events.saturating_add(t.canary_events);
@@ -165,11 +172,7 @@ fn log_mean_exp(v: &[f64]) -> f64 {
 /// `greater`) of them in the canary if its rate were `r0` times the primary's. `None` without
 /// requests on a side.
 pub fn conditional_p(t: &Trial, r0: f64, greater: bool) -> Option<f64> {
-    if t.canary_requests == 0
-        || t.primary_requests == 0
-        || t.canary_events > t.canary_requests
-        || t.primary_events > t.primary_requests
-    {
+    if !t.usable() {
         return None;
     }
     let k = t.canary_events.saturating_add(t.primary_events);

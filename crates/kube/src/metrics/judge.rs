@@ -12,7 +12,7 @@
 //! a message that says the judge needs series.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aviary_core::analysis::{self, HistoryOptions, Interval, Method, Observation};
 use aviary_core::spec::duration::format_human;
@@ -94,13 +94,6 @@ fn interval_text(step_ms: u64) -> String {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 /// A non-negative whole count; NaN, negative and infinite values are 0.
 fn count(v: f64) -> u64 {
     if v.is_finite() && v > 0.0 {
@@ -127,7 +120,7 @@ impl Evaluator {
         since: Option<u64>,
     ) -> Result<f64, MetricError> {
         let provider = self.builtin_provider()?;
-        let now = now_ms();
+        let now = crate::runner::wall_ms();
         let window_ms = u64::try_from(spec.window.as_millis()).unwrap_or(u64::MAX);
         let step_ms = u64::try_from(spec.step.as_millis())
             .unwrap_or(u64::MAX)
