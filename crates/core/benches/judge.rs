@@ -1,7 +1,8 @@
-//! `cargo bench -p aviary-core --bench judge [-- --scale N --seed S]`: the judge benchmark
-//! (see `aviary_core::judge_bench`): 1,500 seeded releases decided by the engine under Flagger's
-//! thresholds, the fixed-window judge and the sequential judge, beside an oracle. Prints a
-//! Markdown table (the README's) and the time it took.
+//! `cargo bench -p aviary-core --bench judge [-- --scale N --seed S --baseline D]`: the judge
+//! benchmark (see `aviary_core::judge_bench`): 1,500 seeded releases decided by the engine under
+//! Flagger's thresholds, the fixed-window judge and the sequential judge, beside an oracle.
+//! Prints a Markdown table (the README's) and the time it took. `--baseline 0s` runs the
+//! sequential judge without the primary's history (the README's judge reads 1h).
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -11,18 +12,21 @@ use aviary_core::judge_bench;
 fn main() {
     let mut scale = 1usize;
     let mut seed = 2026u64;
+    let mut baseline: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--scale" => scale = args.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(2026),
+            // The sequential judge's `baseline` (the README's is 1h; `0s`: none).
+            "--baseline" => baseline = args.next(),
             _ => {} // cargo bench passes --bench
         }
     }
     let scenarios = judge_bench::corpus(seed, scale);
     let started = Instant::now();
     let total = scenarios.len();
-    let result = judge_bench::run(&scenarios, &mut |done| {
+    let result = judge_bench::run_with(&scenarios, baseline.as_deref(), &mut |done| {
         if done % 100 == 0 || done == total {
             eprint!("\r{done}/{total} releases");
             let _ = std::io::stderr().flush();
@@ -32,8 +36,9 @@ fn main() {
     match result {
         Ok(results) => {
             println!(
-                "{} releases (seed {seed}), {:.1} s; each cell: rolled back % (95% interval) · mean checks / minutes to the verdict (promotion for good releases, rollback for regressions)\n",
+                "{} releases (seed {seed}, sequential judge's baseline {}), {:.1} s; each cell: rolled back % (95% interval) · mean checks / minutes to the verdict (promotion for good releases, rollback for regressions)\n",
                 total,
+                baseline.as_deref().unwrap_or("1h"),
                 started.elapsed().as_secs_f64()
             );
             print!("{}", results.table());

@@ -22,12 +22,14 @@
 //!
 //! * `thresholds`: Flagger's built-ins, success rate ≥ 99% and P99 ≤ 500 ms over the last minute;
 //! * `fixed-window`: the judge over a 5-minute window (errors and the latency histogram);
-//! * `sequential`: the judge's anytime-valid tests over the whole release (the same metrics).
+//! * `sequential`: the judge's sequential tests over the whole release (the same metrics), with
+//!   the primary's hour before the release as its baseline (the primary's minutes before the
+//!   release are drawn like the others, at weight 0).
 //!
 //! **Oracle**: knows the baseline's error rate and latency distribution, pools every canary
-//! request of the release (as it runs when promoted: 10% to 50%), and tests errors (exact
-//! binomial) and requests slower than the baseline's P90 (exact binomial against 10%), each at
-//! half the level, one-sided.
+//! request of the release (as it runs when promoted: the same minutes the engine's runs see,
+//! 10% to 50%), and tests errors (exact binomial) and requests slower than the baseline's P90
+//! (exact binomial against 10%), each at half the level, one-sided.
 
 use std::fmt::Write as _;
 
@@ -37,7 +39,7 @@ use crate::engine::config::JUDGE_CHECK;
 use crate::engine::{
     sim, Answer, Config, Engine, HookOutcome, MetricOutcome, Phase, Readiness, Request, State,
 };
-use crate::spec::{self, JudgeKind, Provider};
+use crate::spec::{self, JudgeKind, JudgeSpec, Provider};
 
 /// podinfo's (Prometheus' default) latency buckets, seconds.
 pub const BUCKETS: [f64; 11] = [
@@ -275,10 +277,15 @@ impl Scenario {
 
     /// The oracle's verdict at level `alpha`: `true` is a rollback.
     pub fn oracle(&self, alpha: f64) -> bool {
-        let mut rng = Rng(self.seed ^ 0x5EED_0F0E_AC1E);
+        // The release's own minutes (the engine's runs draw the same ones while the weights
+        // agree), so that the oracle and the policies are compared on the same traffic.
+        let mut rng = Rng(self.seed);
+        let mut draws = Rng(self.seed ^ 0x5EED_0F0E_AC1E);
         let (mut requests, mut errors, mut slow) = (0u64, 0u64, 0u64);
         // The baseline's P90, known to the oracle: median · e^(1.2816 σ).
         let p90 = self.median * (1.281_551_565_5 * self.sigma).exp();
+        // The engine's first minute is served at weight 0 (the analysis starts after it).
+        let _ = self.minute(&mut rng, 0);
         for weight in [10, 20, 30, 40, 50] {
             let m = self.minute(&mut rng, weight);
             requests += m.canary.requests;
@@ -286,7 +293,7 @@ impl Scenario {
             // Slower than the baseline's P90, counted exactly (the oracle sees requests, not
             // buckets): drawn again from the canary's distribution.
             for _ in 0..m.canary.requests {
-                let latency = self.canary_median() * (self.sigma * rng.normal()).exp();
+                let latency = self.canary_median() * (self.sigma * draws.normal()).exp();
                 if latency > p90 {
                     slow += 1;
                 }
@@ -305,6 +312,12 @@ impl Scenario {
         );
         let mut rng = Rng(self.seed);
         let mut history: Vec<Minute> = Vec::new();
+        // The primary's minutes before the release, as many as the judge's baseline reads.
+        let baseline: Vec<Minute> = {
+            let minutes = config.judge.as_ref().map_or(0, JudgeSpec::baseline_steps);
+            let mut rng = Rng(self.seed ^ 0xBA5E_11AE);
+            (0..minutes).map(|_| self.minute(&mut rng, 0)).collect()
+        };
         let interval_ms = 60_000u64;
         let mut checks = 0u32;
         for k in 0..40u64 {
@@ -320,7 +333,7 @@ impl Scenario {
                     Request::Webhook { .. } => Answer::Webhook(HookOutcome::Pass),
                     Request::Metric { name, .. } => {
                         asked = true;
-                        Answer::Metric(metric(config, name, &history))
+                        Answer::Metric(metric(config, name, &baseline, &history))
                     }
                 }
             };
@@ -353,7 +366,7 @@ impl Scenario {
 
 /// The answer to a metric request from the minutes served so far. The judge is configured by
 /// the Canary's `analysis.judge`, as decoded from the spec.
-fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
+fn metric(config: &Config, name: &str, baseline: &[Minute], history: &[Minute]) -> MetricOutcome {
     let Some(last) = history.last() else {
         return MetricOutcome::NoValues("no traffic yet".into());
     };
@@ -381,8 +394,9 @@ fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
                 .metrics
                 .iter()
                 .map(|m| {
-                    let history = history
+                    let history = baseline
                         .iter()
+                        .chain(history)
                         .map(|minute| match m.kind {
                             JudgeKind::ErrorRate => Interval {
                                 canary: counts(&minute.canary),
@@ -409,6 +423,8 @@ fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
                     method: spec.method,
                     window,
                     young: history.len() < window,
+                    horizon: config.judge_horizon(interval),
+                    before: baseline.len(),
                 },
             );
             MetricOutcome::Value(judgement.score)
@@ -422,6 +438,7 @@ fn metric(config: &Config, name: &str, history: &[Minute]) -> MetricOutcome {
 const JUDGE: &str = "    judge:
       window: 5m
       step: 1m
+      baseline: 1h
       passScore: 95
       metrics:
         - name: errors
@@ -436,6 +453,15 @@ const JUDGE: &str = "    judge:
 
 /// The engine's configuration for `policy`: a Canary with Flagger's defaults, routed by weight.
 pub fn policy_config(policy: Policy) -> Result<Config, String> {
+    policy_config_with(policy, None)
+}
+
+/// [`policy_config`], the judge's `baseline` replaced where given.
+fn policy_config_with(policy: Policy, baseline: Option<&str>) -> Result<Config, String> {
+    let judge = match baseline {
+        Some(b) => JUDGE.replace("baseline: 1h", &format!("baseline: {b}")),
+        None => JUDGE.to_string(),
+    };
     let checks = match policy {
         Policy::Thresholds => "    metrics:
       - name: request-success-rate
@@ -448,8 +474,8 @@ pub fn policy_config(policy: Policy) -> Result<Config, String> {
         interval: 1m
 "
         .to_string(),
-        Policy::FixedWindow => JUDGE.replace("judge:\n", "judge:\n      method: fixed-window\n"),
-        Policy::Sequential => JUDGE.to_string(),
+        Policy::FixedWindow => judge.replace("judge:\n", "judge:\n      method: fixed-window\n"),
+        Policy::Sequential => judge,
     };
     let text = format!(
         "apiVersion: aviary.dev/v1alpha1
@@ -553,9 +579,19 @@ pub struct Paired {
 }
 
 pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Results, String> {
+    run_with(scenarios, None, progress)
+}
+
+/// [`run`], with the sequential judge's `baseline` set to `baseline` (e.g. `0s`: the
+/// concurrent primary alone) instead of the README's.
+pub fn run_with(
+    scenarios: &[Scenario],
+    baseline: Option<&str>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Results, String> {
     let configs = Policy::ALL
         .iter()
-        .map(|p| policy_config(*p))
+        .map(|p| policy_config_with(*p, baseline))
         .collect::<Result<Vec<_>, _>>()?;
     let mut tallies: Vec<Vec<[Tally; 5]>> = Condition::ALL
         .iter()

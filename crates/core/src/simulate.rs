@@ -13,6 +13,8 @@
 //!     buckets: [0.05, 0.1, 0.25, 0.5, .inf]
 //!     canary:  [[120, 300, 390, 398, 400]]
 //!     primary: [[1100, 2700, 3500, 3590, 3600]]
+//!     baseline: [[1000, 2400, 3300, 3560, 3600]]  # optional: the primary before the
+//!                                                 # analysis, oldest first (sequential method)
 //!   p90:                                     # latency without buckets, increase, decrease:
 //!     canary:  [[0.11, 0.12], [0.13]]        #   the samples of each interval
 //!     primary: [[0.10, 0.11], [0.10]]
@@ -55,6 +57,9 @@ pub struct Timeline {
     /// served in each analysis interval. Empty: no section (the judge's score, if any, is
     /// scripted under `metrics`).
     pub judge: BTreeMap<String, Vec<Interval>>,
+    /// Per judge metric, what the primary served in each interval before the analysis (its
+    /// `baseline:` rows, oldest first), for the sequential method.
+    pub judge_baseline: BTreeMap<String, Vec<Observation>>,
 }
 
 impl Timeline {
@@ -106,7 +111,9 @@ impl Timeline {
             match key.as_str() {
                 Some("judge") => {
                     judge_section = true;
-                    timeline.judge = read_judge(file, key.line, value, config, &mut errors);
+                    let (judge, baseline) = read_judge(file, key.line, value, config, &mut errors);
+                    timeline.judge = judge;
+                    timeline.judge_baseline = baseline;
                 }
                 Some("metrics") => {
                     timeline.metrics =
@@ -205,15 +212,20 @@ impl Timeline {
     }
 }
 
-/// Reads the `judge:` section against the Canary's `analysis.judge`.
+/// Reads the `judge:` section against the Canary's `analysis.judge`: each metric's intervals,
+/// and its `baseline:` rows where given.
 fn read_judge(
     file: &str,
     line: usize,
     node: &Node,
     config: &Config,
     errors: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, Vec<Interval>> {
+) -> (
+    BTreeMap<String, Vec<Interval>>,
+    BTreeMap<String, Vec<Observation>>,
+) {
     let mut out = BTreeMap::new();
+    let mut baselines = BTreeMap::new();
     let Some(spec) = &config.judge else {
         errors.push(
             Diagnostic::error(
@@ -230,7 +242,7 @@ fn read_judge(
                  (apiVersion aviary.dev/v1alpha1)",
             ),
         );
-        return out;
+        return (out, baselines);
     };
     let names: Vec<&str> = spec.metrics.iter().map(|m| m.name.as_str()).collect();
     let entries: &[(Node, Node)] = match &node.value {
@@ -252,7 +264,7 @@ fn read_judge(
                     list(&names)
                 )),
             );
-            return out;
+            return (out, baselines);
         }
     };
     let mut given = Vec::new();
@@ -283,8 +295,13 @@ fn read_judge(
             );
             continue;
         };
-        if let Some(intervals) = read_judge_metric(file, &path, key.line, metric, value, errors) {
+        if let Some((intervals, before)) =
+            read_judge_metric(file, &path, key.line, metric, value, errors)
+        {
             out.insert(name.to_string(), intervals);
+            if !before.is_empty() {
+                baselines.insert(name.to_string(), before);
+            }
         }
     }
     for name in &names {
@@ -303,7 +320,7 @@ fn read_judge(
             );
         }
     }
-    out
+    (out, baselines)
 }
 
 /// How a judge metric's intervals are written.
@@ -324,7 +341,7 @@ fn read_judge_metric(
     metric: &JudgeMetric,
     node: &Node,
     errors: &mut Vec<Diagnostic>,
-) -> Option<Vec<Interval>> {
+) -> Option<(Vec<Interval>, Vec<Observation>)> {
     let before = errors.len();
     let kind = metric.kind.as_str();
     let example = match metric.kind {
@@ -350,12 +367,13 @@ fn read_judge_metric(
         );
         return None;
     };
-    let (mut canary, mut primary, mut buckets) = (None, None, None);
+    let (mut canary, mut primary, mut buckets, mut baseline) = (None, None, None, None);
     for (key, value) in entries {
         match key.as_str() {
             Some("canary") => canary = Some(value),
             Some("primary") => primary = Some(value),
             Some("buckets") => buckets = Some(value),
+            Some("baseline") => baseline = Some(value),
             _ => errors.push(
                 Diagnostic::error(
                     file,
@@ -363,7 +381,7 @@ fn read_judge_metric(
                     &format!("{path}.{}", key.scalar_text().unwrap_or_default()),
                     "unknown field of a judge metric's data",
                 )
-                .with_help("a judge metric has `canary:`, `primary:` and, for a latency histogram, `buckets:`"),
+                .with_help("a judge metric has `canary:`, `primary:`, optionally `baseline:` (the primary before the analysis) and, for a latency histogram, `buckets:`"),
             ),
         }
     }
@@ -387,10 +405,18 @@ fn read_judge_metric(
             return None;
         }
     };
-    let mut sides = Vec::with_capacity(2);
-    for (side, given) in [("canary", canary), ("primary", primary)] {
+    let mut sides = Vec::with_capacity(3);
+    for (side, given) in [
+        ("canary", canary),
+        ("primary", primary),
+        ("baseline", baseline),
+    ] {
         let side_path = format!("{path}.{side}");
         let Some(given) = given else {
+            if side == "baseline" {
+                sides.push((line, Vec::new()));
+                continue;
+            }
             errors.push(
                 Diagnostic::error(file, line, path, format!("no `{side}:` intervals"))
                     .with_help(format!("for this {kind} metric, e.g. {example}")),
@@ -411,8 +437,13 @@ fn read_judge_metric(
         };
         if rows.is_empty() {
             errors.push(
-                Diagnostic::error(file, given.line, &side_path, "no intervals")
-                    .with_help("give at least one interval; the last one repeats"),
+                Diagnostic::error(file, given.line, &side_path, "no intervals").with_help(
+                    if side == "baseline" {
+                        "give the primary's intervals before the analysis, or remove `baseline:`"
+                    } else {
+                        "give at least one interval; the last one repeats"
+                    },
+                ),
             );
             continue;
         }
@@ -426,7 +457,7 @@ fn read_judge_metric(
             .collect();
         sides.push((given.line, observations));
     }
-    if let [(_, c), (primary_line, p)] = sides.as_slice() {
+    if let [(_, c), (primary_line, p), ..] = sides.as_slice() {
         if c.len() != p.len() {
             errors.push(
                 Diagnostic::error(
@@ -447,14 +478,15 @@ fn read_judge_metric(
         return None;
     }
     let mut sides = sides.into_iter().map(|(_, o)| o);
-    let (canary, primary) = (sides.next()?, sides.next()?);
-    Some(
+    let (canary, primary, baseline) = (sides.next()?, sides.next()?, sides.next()?);
+    Some((
         canary
             .into_iter()
             .zip(primary)
             .map(|(canary, primary)| Interval { canary, primary })
             .collect(),
-    )
+        baseline,
+    ))
 }
 
 /// A number (`.inf` and `.nan` included).
@@ -560,7 +592,11 @@ fn read_row(
                     ),
                 },
                 _ => fail(
-                    format!("expected [errors, requests], got {} numbers", items.len()),
+                    format!(
+                        "expected [errors, requests], got {} number{}",
+                        items.len(),
+                        if items.len() == 1 { "" } else { "s" }
+                    ),
                     help,
                 ),
             }
@@ -720,6 +756,14 @@ impl Scripted<'_> {
             method: spec.method,
             window,
             young: age < window_ms,
+            horizon: self.config.judge_horizon(interval_ms),
+            before: self
+                .timeline
+                .judge_baseline
+                .values()
+                .map(Vec::len)
+                .max()
+                .unwrap_or(0),
         };
         let first = i.saturating_add(1).saturating_sub(MAX_JUDGE_HISTORY);
         let metrics: Vec<_> = spec
@@ -731,8 +775,22 @@ impl Scripted<'_> {
                     .judge
                     .get(&m.name)
                     .map_or(&[][..], Vec::as_slice);
-                let history = (first..=i)
-                    .filter_map(|k| data.get(k).or(data.last()).cloned())
+                // The primary's baseline first, padded at the front to the longest one
+                // (`before` is the same for every metric).
+                let baseline = self
+                    .timeline
+                    .judge_baseline
+                    .get(&m.name)
+                    .map_or(&[][..], Vec::as_slice);
+                let padding = options.before.saturating_sub(baseline.len());
+                let history = std::iter::repeat(Observation::Missing)
+                    .take(padding)
+                    .chain(baseline.iter().cloned())
+                    .map(|primary| Interval {
+                        canary: Observation::Missing,
+                        primary,
+                    })
+                    .chain((first..=i).filter_map(|k| data.get(k).or(data.last()).cloned()))
                     .collect();
                 (m.config(), history)
             })
@@ -1125,6 +1183,35 @@ spec:
     }
 
     #[test]
+    fn the_primarys_baseline_in_a_timeline_joins_the_comparison() {
+        // The canary errs four times as often as the primary, whose few concurrent errors
+        // cannot show it; its hour before the analysis (60 rows) can.
+        let release = "judge:
+  errors:
+    canary: [[2, 500]]
+    primary: [[2, 1500]]
+";
+        let run = replay(&judged(), &format!("{release}{FAST}"));
+        assert_eq!(run.verdict, Some(Phase::Succeeded), "{:?}", events(&run));
+        let baseline = vec!["[2, 2000]"; 60].join(", ");
+        let run = replay(
+            &judged(),
+            &format!(
+                "{release}    baseline: [{baseline}]
+{FAST}"
+            ),
+        );
+        assert_eq!(run.verdict, Some(Phase::Failed), "{:?}", events(&run));
+        assert!(
+            events(&run)
+                .iter()
+                .any(|e| e.contains("its 60 intervals before the analysis") && e.contains("high")),
+            "{:?}",
+            events(&run)
+        );
+    }
+
+    #[test]
     fn the_judge_replays_on_other_metrics_timelines_too() {
         // A Canary with a threshold metric as well: it needs values, the judge does not.
         let config = config_of(&JUDGED.replace(
@@ -1213,6 +1300,31 @@ spec:
             &config,
             &format!("judge:\n{errors}  latency:\n    buckets: [0.1, 0.5, .inf]\n    canary: [[1, 2, 3]]\n    primary:\n      - [5, 4, 6]\n"),
             "9: judge.latency.primary[0]: the counts are not cumulative: 4 after 5 (bucket le=0.5)",
+        );
+        // A baseline row of the wrong shape, and an empty baseline.
+        assert_error(
+            &config,
+            &format!(
+                "judge:
+  errors:
+    canary: [[2, 500]]
+    primary: [[18, 4500]]
+    baseline: [[3, 900], [1]]
+{FAST}"
+            ),
+            "5: judge.errors.baseline[1]: expected [errors, requests], got 1 number",
+        );
+        assert_error(
+            &config,
+            &format!(
+                "judge:
+  errors:
+    canary: [[2, 500]]
+    primary: [[18, 4500]]
+    baseline: []
+{FAST}"
+            ),
+            "5: judge.errors.baseline: no intervals",
         );
         // Buckets out of order, and buckets for a metric that is not a latency.
         assert_error(

@@ -1021,6 +1021,11 @@ async fn the_judge_scores_canary_against_primary() {
 
 /// A Canary of `target` judged by error counts and a latency histogram, by `method`.
 fn judged_by_history(target: &str, method: &str) -> aviary_core::spec::Canary {
+    judged_by_history_with(target, method, "1h")
+}
+
+/// [`judged_by_history`] with the judge's `baseline`.
+fn judged_by_history_with(target: &str, method: &str, baseline: &str) -> aviary_core::spec::Canary {
     let text = r#"apiVersion: aviary.dev/v1alpha1
 kind: Canary
 metadata:
@@ -1038,6 +1043,7 @@ spec:
       method: METHOD
       window: 5m
       step: 30s
+      baseline: BASELINE
       metrics:
         - name: errors
           kind: error-rate
@@ -1049,7 +1055,8 @@ spec:
           quantile: 0.9
 "#
     .replace("TARGET", target)
-    .replace("METHOD", method);
+    .replace("METHOD", method)
+    .replace("BASELINE", baseline);
     find_canary(&decode(&text), target)
 }
 
@@ -1188,6 +1195,48 @@ async fn the_judge_reads_the_release_history_from_prometheus() {
     // Without `since`, the latest window is read, and a regression still shows.
     let s = value(score("erring", "sequential", None).await, "no since");
     assert!((s - 50.0).abs() < 0.001, "erring canary without since: {s}");
+}
+
+#[tokio::test]
+async fn the_judge_adds_the_primarys_hour_before_the_analysis_to_its_side() {
+    let now = unix_now();
+    // A busy canary beside a quiet primary (5 requests a second): the primary's errors during
+    // the release are too few to tell 3‰ from 1‰, its hour before the analysis is not.
+    let quiet = Served {
+        rps: 5,
+        errors_permille: 1,
+        ..HEALTHY
+    };
+    let erring = Served {
+        errors_permille: 3,
+        ..HEALTHY
+    };
+    let history = served_history(
+        now - 70 * 60,
+        now + 120,
+        &[("busy", erring), ("busy-primary", quiet)],
+    );
+    let prometheus = start_prometheus_with_history(&history).await;
+    let score = |baseline: &'static str| {
+        let canary = judged_by_history_with("busy", "sequential", baseline);
+        let url = prometheus.url.clone();
+        async move {
+            Evaluator::new(
+                &canary,
+                &Provider::GatewayApi,
+                Vec::new(),
+                None,
+                Some(url),
+                Auth::None,
+            )
+            .evaluate_at("judge", Some((now - 10 * 60) * 1000))
+            .await
+        }
+    };
+    // The default baseline (1h): the error metric fails.
+    assert_value(score("1h").await, 50.0, 0.001, "with the primary's hour");
+    // Without it, the release alone cannot tell yet.
+    assert_value(score("0s").await, 100.0, 0.001, "without a baseline");
 }
 
 #[tokio::test]

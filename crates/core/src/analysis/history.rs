@@ -1,6 +1,7 @@
 //! The judge over a release's history: what each deployment served in each interval since the
-//! analysis began, judged either sequentially (evidence accumulated over the whole release,
-//! anytime-valid: [`super::sequential`]) or over a fixed window of the latest intervals.
+//! analysis began (and the primary before it), judged either sequentially (evidence accumulated
+//! over the whole release, with a false-alarm bound over the planned analysis however often it
+//! is read: [`super::spending`]) or over a fixed window of the latest intervals.
 //!
 //! The same history comes from Prometheus (range queries, one point per interval) in a rollout
 //! and from a timeline in `aviary simulate`, so a judge configuration can be replayed offline.
@@ -10,13 +11,26 @@
 //! | data | sequential | fixed window |
 //! |---|---|---|
 //! | error counts | rate test, errors per request | exact conditional test over the window |
-//! | latency histogram | rate test, requests slower than the pooled quantile's bucket | exact test of the same, over the window |
+//! | latency histogram | rate test, requests slower than a bucket bound near the quantile | exact test of the same, over the window |
 //! | values (per-step quantiles, …) | Mann–Whitney over the window | Mann–Whitney over the window |
 //!
+//! **The primary's baseline.** The primary served alone before the analysis; those intervals
+//! ([`HistoryOptions::before`]) measure its rate, and how much that rate swings from interval to
+//! interval, far better than the few events it serves beside the canary. The sequential test
+//! adds them to the primary's side, in disjoint chunks, one per planned interval (so every
+//! interval stays an exact conditional trial), and widens its boundary by their swing. It does
+//! so only while it is the sharper comparison (a baseline that swings more than the primary's
+//! own sampling error is worth less than the concurrent primary) and while the primary's events
+//! during the release stay within [`DRIFT_Z`] standard scores of the baseline's rate; from the
+//! interval they leave it on (a deploy elsewhere, the time of day), the canary is compared with
+//! the concurrent primary alone. A latency baseline also picks the bucket bound of the test:
+//! the one whose share of the primary's requests above it is nearest to `1 − quantile`, set
+//! before the canary served anything.
+//!
 //! Too little data is "not yet decided" (not a failure) while the canary is younger than the
-//! judge's window, and "no data" (a failure) after. A sequential test that has crossed neither
-//! way is "not yet decided" however old the canary is: no evidence of a regression is not a
-//! failed check.
+//! judge's window, and "no data" (a failure) after. A sequential test that has not crossed is
+//! "not yet decided" until the planned analysis ends, and a pass then: no evidence of a
+//! regression is not a failed check.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +39,8 @@ use super::judge::{
     relative_change, signed_percent, Classification, Direction, JudgeConfig, Judgement, Measure,
     MetricConfig, MetricVerdict,
 };
-use super::sequential::{conditional_p, rate_test, slow_requests, Trial};
+use super::sequential::{above, conditional_p, slow_requests, tail_pivot, Trial};
+use super::spending::{excess_variance, spending_test, SpendingTest, GAMMA};
 
 /// How the judge weighs a release's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -48,12 +63,13 @@ impl Method {
             Method::FixedWindow => "fixed-window",
         }
     }
-    /// The default significance level per metric: 0.02 for the sequential tests (their
-    /// false-alarm bound holds however often they are looked at; on the benchmark two metrics at
-    /// 0.02 roll back at most 0.5% of good releases), 0.05 for the fixed window.
+    /// The default significance level per metric: 0.005 for the sequential tests (their
+    /// false-alarm bound holds over the whole planned analysis however often they are looked
+    /// at; on the benchmark two metrics at 0.005 roll back at most 1% of good releases, noisy
+    /// traffic included), 0.05 for the fixed window.
     pub fn default_alpha(self) -> f64 {
         match self {
-            Method::Sequential => 0.02,
+            Method::Sequential => 0.005,
             Method::FixedWindow => 0.05,
         }
     }
@@ -99,6 +115,14 @@ pub struct HistoryOptions {
     pub window: usize,
     /// The canary is younger than the judge's window: too little data is not a failure yet.
     pub young: bool,
+    /// Intervals in the planned analysis (the Canary's steps times its interval, in judge
+    /// steps): the sequential tests spend their alpha over this horizon. At least 1.
+    pub horizon: usize,
+    /// Leading intervals of every history that precede the analysis: the primary's own
+    /// baseline before the canary existed (canary observations are ignored). The sequential
+    /// tests add them, in `horizon` equal chunks, to the primary's side of the release's
+    /// intervals; the window ignores them.
+    pub before: usize,
 }
 
 /// Classifies every metric over its history and judges the canary (see the module
@@ -125,6 +149,8 @@ pub fn classify_history(
         Ok(v) => v,
         Err(invalid) => return *invalid,
     };
+    let before = options.before.min(history.len());
+    let (baseline, history) = history.split_at(before);
     let window = options.window.max(1);
     let recent = &history[history.len().saturating_sub(window)..];
     let has_counts = history
@@ -137,18 +163,21 @@ pub fn classify_history(
     let upward = config.kind.direction() == Direction::Increase;
     let verdict = if has_histogram {
         if options.method == Method::Sequential && upward {
+            let (test, against) = sequential_test(config, history, baseline, options, true);
             sequential(
                 config,
                 verdict,
-                &histogram_trials(history, config.quantile),
+                &test,
                 "requests slower than the pooled quantile's bucket",
+                &against,
             )
         } else {
             windowed_histogram(config, verdict, recent)
         }
     } else if has_counts && config.kind != Measure::Latency {
         if options.method == Method::Sequential && upward {
-            sequential(config, verdict, &count_trials(history), "errors")
+            let (test, against) = sequential_test(config, history, baseline, options, false);
+            sequential(config, verdict, &test, "errors", &against)
         } else {
             let (ce, ct) = sum_counts(recent.iter().map(|i| &i.canary));
             let (pe, pt) = sum_counts(recent.iter().map(|i| &i.primary));
@@ -179,6 +208,208 @@ pub fn classify_history(
     not_yet_while_young(verdict, options.young)
 }
 
+/// Standard scores beyond which the primary's events during the release are no longer those
+/// of its baseline (the rate moved: a deploy of something else, the time of day), so the
+/// baseline is dropped.
+const DRIFT_Z: f64 = 3.0;
+
+/// The sequential test of one metric, and what the canary was compared with. With a baseline
+/// (the primary before the analysis), the baseline's events join the primary's side and its
+/// interval-to-interval variation sets the allowance for over-dispersion, until the primary's
+/// own events during the release say that its rate moved; from then on (and without a
+/// baseline) the canary is compared with the concurrent primary alone, with the dispersion its
+/// intervals show.
+fn sequential_test(
+    config: &MetricConfig,
+    history: &[Interval],
+    baseline: &[Interval],
+    options: &HistoryOptions,
+    histogram: bool,
+) -> (SpendingTest, String) {
+    let r0 = 1.0 + config.effect_floor;
+    let run = |trials: &[Trial], kappa: Option<f64>| {
+        spending_test(trials, r0, config.alpha, options.horizon, GAMMA, kappa)
+    };
+    let concurrent = || {
+        if histogram {
+            histogram_trials(history, config.quantile)
+        } else {
+            count_trials(history)
+        }
+    };
+    let alone = "the primary".to_string();
+    // The baseline's events per interval: errors, or requests above its own quantile's bound.
+    let pivot = if histogram {
+        match tail_pivot(
+            &sum_histograms(baseline.iter().map(|i| &i.primary)),
+            config.quantile,
+        ) {
+            Some(p) => Some(p),
+            None => return (run(&concurrent(), None), alone),
+        }
+    } else {
+        None
+    };
+    let events = |o: &Observation| -> Option<(f64, f64)> {
+        match (o, pivot) {
+            (Observation::Counts { errors, total }, None) if errors <= total => {
+                Some((*errors as f64, *total as f64))
+            }
+            (Observation::Histogram { buckets }, Some(p)) => {
+                above(buckets, p).map(|(e, n)| (e as f64, n as f64))
+            }
+            _ => None,
+        }
+    };
+    let base: Vec<(f64, f64)> = baseline.iter().filter_map(|i| events(&i.primary)).collect();
+    let (base_events, base_requests) = base.iter().fold((0.0, 0.0), |(e, n), b| (e + b.0, n + b.1));
+    if base.len() < 2 || base_events <= 0.0 {
+        return (run(&concurrent(), None), alone);
+    }
+    let kappa = excess_variance(&base);
+    let rate = base_events / base_requests;
+    let spread = |m: f64| m * (1.0 + kappa * m);
+    let base_var: f64 = base.iter().map(|b| spread(rate * b.1)).sum::<f64>() / base_events.powi(2);
+    // The first release interval at which the primary's events left the baseline's range.
+    let (mut seen, mut expected, mut var) = (0.0, 0.0, 0.0);
+    let mut drift = None;
+    for (i, interval) in history.iter().enumerate() {
+        if let Some((e, n)) = events(&interval.primary) {
+            seen += e;
+            expected += rate * n;
+            var += spread(rate * n);
+        }
+        let total = var + expected * expected * base_var;
+        if total > 0.0 && ((seen - expected) / total.sqrt()).abs() > DRIFT_Z {
+            drift = Some(i + 1);
+            break;
+        }
+    }
+    let trials = if histogram {
+        let bound = pivot.unwrap_or(f64::INFINITY);
+        with_baseline(history, baseline, options.horizon)
+            .iter()
+            .map(|i| match (&i.canary, &i.primary) {
+                (Observation::Histogram { buckets: c }, Observation::Histogram { buckets: p }) => {
+                    match (above(c, bound), above(p, bound)) {
+                        (Some((ce, ct)), Some((pe, pt))) => Trial {
+                            canary_events: ce,
+                            canary_requests: ct,
+                            primary_events: pe,
+                            primary_requests: pt,
+                        },
+                        _ => Trial::default(),
+                    }
+                }
+                _ => Trial::default(),
+            })
+            .collect()
+    } else {
+        count_trials(&with_baseline(history, baseline, options.horizon))
+    };
+    // Which comparison tells a regression apart better, from the requests alone: the
+    // concurrent primary's (conditional variance μ(1 − θ) per interval) or the baseline's (μ
+    // inflated by its variation, μ(1 + κμ)), μ the canary's expected events.
+    let (mut by_primary, mut by_baseline) = (0.0, 0.0);
+    for t in count_requests(history) {
+        let (c, q) = (t.0 as f64, t.1 as f64);
+        if c > 0.0 && q > 0.0 {
+            let mu = rate * c;
+            by_primary += mu * q / (c + q);
+            by_baseline += mu / (1.0 + kappa * mu);
+        }
+    }
+    if by_baseline <= by_primary {
+        return (run(&concurrent(), None), alone);
+    }
+    let with = run(&trials, Some(kappa));
+    let against = match pivot {
+        Some(le) => format!(
+            "the primary and its {} intervals before the analysis (slow: above {}s, its \
+             bucket nearest the quantile)",
+            baseline.len(),
+            number(le)
+        ),
+        None => format!(
+            "the primary and its {} intervals before the analysis",
+            baseline.len()
+        ),
+    };
+    match drift {
+        Some(at) if with.decided_at.map_or(true, |d| d >= at) => (
+            run(&concurrent(), None),
+            format!("the primary alone (its rate left its baseline's at interval {at})"),
+        ),
+        _ => (with, against),
+    }
+}
+
+/// The canary's and the primary's requests per interval (counts or histograms), `(0, 0)` where
+/// a side has none.
+fn count_requests(history: &[Interval]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let requests = |o: &Observation| match o {
+        Observation::Counts { total, .. } => *total,
+        Observation::Histogram { buckets } => buckets.iter().map(|b| b.1).max().unwrap_or(0),
+        _ => 0,
+    };
+    history
+        .iter()
+        .map(move |i| (requests(&i.canary), requests(&i.primary)))
+}
+
+/// The release's intervals with the primary's baseline history added to their primary side:
+/// interval `i` (of the first `horizon`) gets the `i`-th of `horizon` equal, disjoint chunks of
+/// `baseline`, so every trial stays independent of the others.
+fn with_baseline(history: &[Interval], baseline: &[Interval], horizon: usize) -> Vec<Interval> {
+    let horizon = horizon.max(1);
+    // Chunks start with the canary's first requests, as the test's time does.
+    let start = count_requests(history)
+        .position(|(c, q)| c > 0 && q > 0)
+        .unwrap_or(history.len());
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, interval)| {
+            let Some(i) = i.checked_sub(start).filter(|i| *i < horizon) else {
+                return interval.clone();
+            };
+            let chunk = &baseline[i * baseline.len() / horizon..(i + 1) * baseline.len() / horizon];
+            let primary = match &interval.primary {
+                Observation::Counts { .. } | Observation::Missing
+                    if chunk
+                        .iter()
+                        .any(|c| matches!(c.primary, Observation::Counts { .. })) =>
+                {
+                    let (e, t) = sum_counts(
+                        std::iter::once(&interval.primary).chain(chunk.iter().map(|c| &c.primary)),
+                    );
+                    Observation::Counts {
+                        errors: e,
+                        total: t,
+                    }
+                }
+                Observation::Histogram { .. } | Observation::Missing
+                    if chunk
+                        .iter()
+                        .any(|c| matches!(c.primary, Observation::Histogram { .. })) =>
+                {
+                    Observation::Histogram {
+                        buckets: sum_histograms(
+                            std::iter::once(&interval.primary)
+                                .chain(chunk.iter().map(|c| &c.primary)),
+                        ),
+                    }
+                }
+                other => other.clone(),
+            };
+            Interval {
+                canary: interval.canary.clone(),
+                primary,
+            }
+        })
+        .collect()
+}
+
 /// Too little data while the canary is young is not decided yet, rather than a failure.
 fn not_yet_while_young(mut verdict: MetricVerdict, young: bool) -> MetricVerdict {
     let short = verdict.reason.contains("not enough data") || verdict.reason.contains("no data");
@@ -202,10 +433,12 @@ fn sum_counts<'a>(observations: impl Iterator<Item = &'a Observation>) -> (u64, 
     })
 }
 
+/// One trial per interval, in order; an interval without counts on both sides is an empty
+/// (unusable) trial, so positions stay calendar time.
 fn count_trials(history: &[Interval]) -> Vec<Trial> {
     history
         .iter()
-        .filter_map(|i| match (&i.canary, &i.primary) {
+        .map(|i| match (&i.canary, &i.primary) {
             (
                 Observation::Counts {
                     errors: ce,
@@ -215,25 +448,26 @@ fn count_trials(history: &[Interval]) -> Vec<Trial> {
                     errors: pe,
                     total: pt,
                 },
-            ) => Some(Trial {
+            ) => Trial {
                 canary_events: *ce,
                 canary_requests: *ct,
                 primary_events: *pe,
                 primary_requests: *pt,
-            }),
-            _ => None,
+            },
+            _ => Trial::default(),
         })
         .collect()
 }
 
+/// One trial per interval, as [`count_trials`].
 fn histogram_trials(history: &[Interval], quantile: f64) -> Vec<Trial> {
     history
         .iter()
-        .filter_map(|i| match (&i.canary, &i.primary) {
+        .map(|i| match (&i.canary, &i.primary) {
             (Observation::Histogram { buckets: c }, Observation::Histogram { buckets: p }) => {
-                slow_requests(c, p, quantile)
+                slow_requests(c, p, quantile).unwrap_or_default()
             }
-            _ => None,
+            _ => Trial::default(),
         })
         .collect()
 }
@@ -306,11 +540,10 @@ fn windowed_histogram(
 fn sequential(
     config: &MetricConfig,
     mut verdict: MetricVerdict,
-    trials: &[Trial],
+    test: &SpendingTest,
     events: &str,
+    against: &str,
 ) -> MetricVerdict {
-    let r0 = 1.0 + config.effect_floor;
-    let test = rate_test(trials, r0, config.alpha);
     verdict.samples = (test.canary_requests, test.primary_requests);
     if test.canary_requests == 0 || test.primary_requests == 0 {
         verdict.reason = format!(
@@ -329,14 +562,19 @@ fn sequential(
         .effect
         .map_or_else(|| "relative change undefined".to_string(), signed_percent);
     let head = format!(
-        "{} {events} {} vs {} ({effect}, {} vs {} requests, anytime p={}, e={})",
+        "{} {events} {} vs {} against {against} ({effect}, {} vs {} requests; {} canary \
+         events, {} expected, dispersion {}; p={}, alpha spent {} of {})",
         config.name,
         percent(canary),
         percent(primary),
         test.canary_requests,
         test.primary_requests,
+        test.canary_events,
+        number(test.expected),
+        number(test.dispersion),
         p_text(test.p_value),
-        number(test.e_value)
+        number(test.spent),
+        number(config.alpha)
     );
     let floor = if config.effect_floor > 0.0 {
         format!(" by more than {}", signed_percent(config.effect_floor))
@@ -352,17 +590,17 @@ fn sequential(
                 test.decided_at.unwrap_or(0)
             ),
         )
-    } else if test.pass {
+    } else if test.complete {
         (
             Classification::Pass,
             true,
-            format!("pass: not above the primary's{floor}"),
+            format!("pass: not above the primary's{floor} over the planned analysis"),
         )
     } else {
         (
             Classification::Undecided,
             true,
-            format!("not yet decided (alpha {})", number(config.alpha)),
+            "not yet decided".to_string(),
         )
     };
     verdict.classification = classification;
@@ -393,11 +631,21 @@ mod tests {
             method,
             window: 5,
             young,
+            horizon: 5,
+            before: 0,
         }
     }
 
     fn errors() -> MetricConfig {
         MetricConfig::new("errors", Measure::ErrorRate)
+    }
+
+    /// The sequential method's defaults (alpha 0.005, no effect floor).
+    fn sequential_errors() -> MetricConfig {
+        let mut c = errors();
+        c.alpha = Method::Sequential.default_alpha();
+        c.effect_floor = Method::Sequential.default_effect_floor();
+        c
     }
 
     #[test]
@@ -484,6 +732,94 @@ mod tests {
         );
         let seq = classify_history(&errors(), &history, &options(Method::Sequential, false));
         assert_eq!(seq.classification, Classification::High, "{}", seq.reason);
+    }
+
+    fn with_before(before: usize) -> HistoryOptions {
+        HistoryOptions {
+            before,
+            ..options(Method::Sequential, false)
+        }
+    }
+
+    /// `before` intervals of the primary alone, then the release.
+    fn baseline_then(baseline: Vec<(u64, u64)>, release: Vec<Interval>) -> Vec<Interval> {
+        baseline
+            .into_iter()
+            .map(|(errors, total)| Interval {
+                canary: Observation::Missing,
+                primary: Observation::Counts { errors, total },
+            })
+            .chain(release)
+            .collect()
+    }
+
+    #[test]
+    fn the_primarys_baseline_finds_what_the_concurrent_primary_alone_cannot() {
+        // Rare errors, the canary at four times the rate: the concurrent primary's few errors
+        // cannot tell, an hour of its history can.
+        let release = vec![counts(2, 500, 2, 1500); 5];
+        let alone = classify_history(&sequential_errors(), &release, &with_before(0));
+        assert_ne!(
+            alone.classification,
+            Classification::High,
+            "{}",
+            alone.reason
+        );
+        let history = baseline_then(vec![(2, 2000); 60], release);
+        let v = classify_history(&sequential_errors(), &history, &with_before(60));
+        assert_eq!(v.classification, Classification::High, "{}", v.reason);
+        assert!(
+            v.reason.contains("its 60 intervals before the analysis"),
+            "{}",
+            v.reason
+        );
+        // The same canary at the primary's rate: a pass at the end of the planned analysis.
+        let good: Vec<Interval> = (0..5).map(|_| counts(1, 1000, 1, 1000)).collect();
+        let v = classify_history(
+            &sequential_errors(),
+            &baseline_then(vec![(2, 2000); 60], good),
+            &with_before(60),
+        );
+        assert_eq!(v.classification, Classification::Pass, "{}", v.reason);
+    }
+
+    #[test]
+    fn a_primary_whose_rate_left_its_baseline_is_compared_alone() {
+        // Errors went up for everyone (the primary too) after the baseline: the canary is no
+        // worse than the primary it runs beside.
+        let release = vec![counts(10, 1000, 10, 1000); 5];
+        let history = baseline_then(vec![(1, 1000); 60], release);
+        let v = classify_history(&sequential_errors(), &history, &with_before(60));
+        assert_ne!(v.classification, Classification::High, "{}", v.reason);
+        assert!(v.passed);
+        assert!(
+            v.reason
+                .contains("the primary alone (its rate left its baseline's at interval"),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn a_baseline_that_swings_from_interval_to_interval_is_not_trusted_over_the_primary() {
+        // The same average rate (1%), steady or swinging between 0 and 2% a minute; the canary
+        // at 2%. Steady, the baseline is the sharper comparison and finds the regression;
+        // swinging, its minutes say little about the canary's, and the concurrent primary is
+        // the comparison.
+        let release = vec![counts(4, 200, 8, 800); 5];
+        let steady = baseline_then(vec![(20, 2000); 60], release.clone());
+        let v = classify_history(&sequential_errors(), &steady, &with_before(60));
+        assert_eq!(v.classification, Classification::High, "{}", v.reason);
+        assert!(v.reason.contains("before the analysis"), "{}", v.reason);
+        let swinging: Vec<(u64, u64)> = (0..60)
+            .map(|i| (if i % 2 == 0 { 0 } else { 40 }, 2000))
+            .collect();
+        let v = classify_history(
+            &sequential_errors(),
+            &baseline_then(swinging, release),
+            &with_before(60),
+        );
+        assert!(v.reason.contains("against the primary ("), "{}", v.reason);
     }
 
     #[test]

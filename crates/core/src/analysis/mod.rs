@@ -9,6 +9,7 @@ pub mod history;
 pub mod judge;
 pub mod rng;
 pub mod sequential;
+pub mod spending;
 pub mod stats;
 
 pub use history::{judge_history, HistoryOptions, Interval, Method, Observation};

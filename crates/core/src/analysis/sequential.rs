@@ -1,34 +1,17 @@
-//! Anytime-valid comparison of two event rates: the canary's and the primary's errors (or slow
-//! requests) per request, interval after interval, with evidence that accumulates over the whole
-//! release and a false-alarm probability that stays below `alpha` however often it is looked at.
+//! Two event rates compared as counts: the canary's and the primary's events (errors, or
+//! requests slower than a pivot) out of their requests, one [`Trial`] per interval.
 //!
-//! The model is the one Lindon, Sanden and Shirikian use for count data ("Rapid Regression
-//! Detection in Software Deployments through Sequential Testing", KDD 2022): in each interval the
-//! canary served `n_c` requests with `x` events and the primary `n_p` requests with `y` events.
-//! Given the interval's `k = x + y` events, the canary's share `x` is binomial with
+//! Given an interval's `k = x + y` events, the canary's share `x` is binomial with
 //! `θ(r) = r·n_c / (r·n_c + n_p)`, where `r` is the ratio of the canary's event rate to the
-//! primary's, whatever the primary's rate is (it cancels). So every interval is a known-`θ`
-//! binomial trial, and the weights may change between intervals.
-//!
-//! * **Regression** ([`RateTest::regression`]): the null is `r ≤ r0` (`r0 = 1 + effect floor`),
-//!   the alternative a mixture over `r = r0·g` for [`GRID`] ratios `g` from 1.05 to 20. The
-//!   mixture of likelihood ratios is a non-negative supermartingale under the null (each ratio
-//!   is one, and for `r < r0` its expectation per trial is below one), so by Ville's inequality
-//!   it crosses `1/alpha` with probability at most `alpha`, at any time or never. A crossing is
-//!   sticky: once crossed, the regression is decided.
-//! * **No regression** ([`RateTest::pass`]): the mirror test of `r ≥ r0` against `r = r0/g`;
-//!   its crossing decides that the canary is not worse than the floor.
-//! * Neither crossed: not yet decided.
-//!
-//! Exact, not only asymptotic: under equal rates the canary's share of the interval's events is
-//! hypergeometric (a random split of the pooled requests), which is less dispersed than the
-//! binomial in the convex order, so the binomial likelihood ratio (convex in `x`) still has
-//! expectation at most one. The anytime-valid p-value is `1 / max M`.
+//! primary's, whatever the primary's rate is (it cancels): the conditional test. One pooled
+//! trial is the fixed window's test ([`conditional_p`]); a release's trials in order are the
+//! sequential test's ([`super::spending`]). Latency histograms become trials through
+//! [`slow_requests`].
 
 use serde::{Deserialize, Serialize};
 
 /// One interval: the canary's and the primary's events and the requests they came out of.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
     pub canary_events: u64,
     pub canary_requests: u64,
@@ -47,126 +30,6 @@ impl Trial {
     }
 }
 
-/// Ratios `g` of the alternatives to the null (`r = r0·g` for a regression, `r0/g` for a pass).
-pub const GRID: usize = 32;
-const GRID_LOW: f64 = 1.1;
-const GRID_HIGH: f64 = 10.0;
-
-fn grid() -> [f64; GRID] {
-    let (lo, hi) = (GRID_LOW.ln(), GRID_HIGH.ln());
-    let mut g = [0.0; GRID];
-    for (j, slot) in g.iter_mut().enumerate() {
-        *slot = (lo + (hi - lo) * j as f64 / (GRID - 1) as f64).exp();
-    }
-    g
-}
-
-/// The outcome of [`rate_test`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RateTest {
-    /// The regression e-process crossed `1/alpha`: the canary's rate is above `r0` times the
-    /// primary's.
-    pub regression: bool,
-    /// The no-regression e-process crossed `1/alpha`: the canary's rate is below `r0` times the
-    /// primary's.
-    pub pass: bool,
-    /// Anytime-valid p-value of "no regression", `min(1, 1 / max M)`.
-    pub p_value: f64,
-    /// The largest value the regression e-process reached.
-    pub e_value: f64,
-    /// Interval (1-based) at which the decision (regression, else pass) was reached.
-    pub decided_at: Option<usize>,
-    /// Events and requests summed over every usable trial.
-    pub canary_events: u64,
-    pub canary_requests: u64,
-    pub primary_events: u64,
-    pub primary_requests: u64,
-}
-
-impl RateTest {
-    /// The canary's and the primary's event rates over every usable trial (`None` without
-    /// requests).
-    pub fn rates(&self) -> (Option<f64>, Option<f64>) {
-        let rate = |e: u64, n: u64| (n > 0).then(|| e as f64 / n as f64);
-        (
-            rate(self.canary_events, self.canary_requests),
-            rate(self.primary_events, self.primary_requests),
-        )
-    }
-}
-
-/// Runs both e-processes over `trials` in order; see the module documentation. `r0` is the
-/// ratio of rates the null allows (≥ 1 in practice), `alpha` the false-alarm bound, in (0, 1).
-/// Trials without requests on a side, or with more events than requests, carry no information
-/// and are skipped. Never panics.
-pub fn rate_test(trials: &[Trial], r0: f64, alpha: f64) -> RateTest {
-    let g = grid();
-    let threshold = -(alpha.clamp(f64::MIN_POSITIVE, 1.0)).ln();
-    let r0 = if r0.is_finite() && r0 > 0.0 { r0 } else { 1.0 };
-    let mut up = [0.0f64; GRID];
-    let mut down = [0.0f64; GRID];
-    let mut out = RateTest {
-        regression: false,
-        pass: false,
-        p_value: 1.0,
-        e_value: 1.0,
-        decided_at: None,
-        canary_events: 0,
-        canary_requests: 0,
-        primary_events: 0,
-        primary_requests: 0,
-    };
-    let mut max_up = 0.0f64; // log of the largest regression e-value
-    let mut max_down = 0.0f64;
-    for (i, t) in trials.iter().enumerate() {
-        if !t.usable() {
-            continue;
-        }
-        out.canary_events = out.canary_events.saturating_add(t.canary_events);
-        out.canary_requests = out.canary_requests.saturating_add(t.canary_requests);
-        out.primary_events = out.primary_events.saturating_add(t.primary_events);
-        out.primary_requests = out.primary_requests.saturating_add(t.primary_requests);
-        if t.canary_events == 0 && t.primary_events == 0 {
-            continue;
-        }
-        let (nc, np) = (t.canary_requests as f64, t.primary_requests as f64);
-        let (x, y) = (t.canary_events as f64, t.primary_events as f64);
-        let theta = |r: f64| r * nc / (r * nc + np);
-        let t0 = theta(r0);
-        let log_lr = |r: f64| {
-            let t1 = theta(r);
-            x * (t1 / t0).ln() + y * ((1.0 - t1) / (1.0 - t0)).ln()
-        };
-        for j in 0..GRID {
-            up[j] += log_lr(r0 * g[j]);
-            down[j] += log_lr(r0 / g[j]);
-        }
-        max_up = max_up.max(log_mean_exp(&up));
-        max_down = max_down.max(log_mean_exp(&down));
-        if out.decided_at.is_none() && (max_up >= threshold || max_down >= threshold) {
-            out.decided_at = Some(i + 1);
-        }
-        if !out.regression && max_up >= threshold {
-            out.regression = true;
-            out.decided_at = Some(i + 1);
-        }
-    }
-    out.pass = !out.regression && max_down >= threshold;
-    out.e_value = max_up.exp();
-    out.p_value = (-max_up).exp().clamp(0.0, 1.0);
-    out
-}
-
-/// `ln(mean(exp(v)))`, without overflow.
-fn log_mean_exp(v: &[f64]) -> f64 {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
-    }
-    let s: f64 = v.iter().map(|x| (x - m).exp()).sum();
-    m + (s / v.len() as f64).ln()
-}
-
 /// The one-sided exact conditional test of a single (pooled) trial, for a fixed window: given
 /// the `k` events of both sides, the probability of `x` or more (`greater`) or `x` or fewer (not
 /// `greater`) of them in the canary if its rate were `r0` times the primary's. `None` without
@@ -183,6 +46,44 @@ pub fn conditional_p(t: &Trial, r0: f64, greater: bool) -> Option<f64> {
     } else {
         super::stats::binomial_cdf(t.canary_events, k, theta)
     })
+}
+
+/// The bucket bound of one histogram (`(upper bound, cumulative count)`, as [`slow_requests`]
+/// reads them) whose tail is closest, by ratio, to the `1 − quantile` share above `quantile`,
+/// among the bounds with at most half the requests above them (a tail too wide leaves a
+/// slower canary little room to show). `None` without requests or without such a bound.
+///
+/// Used on the primary's baseline, before the canary served anything, so the pivot cannot
+/// depend on the canary's requests.
+pub fn tail_pivot(buckets: &[(f64, u64)], quantile: f64) -> Option<f64> {
+    let total = buckets
+        .iter()
+        .filter(|x| !x.0.is_nan())
+        .map(|x| x.1)
+        .max()
+        .filter(|t| *t > 0)? as f64;
+    let target = (1.0 - quantile.clamp(0.0, 1.0)).max(1e-6);
+    buckets
+        .iter()
+        .filter(|x| x.0.is_finite())
+        .map(|&(le, below)| (le, (total - (below as f64).min(total)) / total))
+        .filter(|&(_, tail)| tail > 0.0 && tail <= 0.5)
+        .min_by(|a, b| {
+            let off = |tail: f64| (tail / target).ln().abs();
+            off(a.1).total_cmp(&off(b.1))
+        })
+        .map(|(le, _)| le)
+}
+
+/// Requests above `bound` and all requests of one histogram.
+pub fn above(buckets: &[(f64, u64)], bound: f64) -> Option<(u64, u64)> {
+    let total = buckets
+        .iter()
+        .filter(|x| !x.0.is_nan())
+        .map(|x| x.1)
+        .max()?;
+    let below = buckets.iter().find(|x| x.0 == bound).map(|x| x.1)?;
+    Some((total.saturating_sub(below), total))
 }
 
 /// What a latency histogram says about slow requests in one interval: the pooled (canary and
@@ -247,111 +148,6 @@ pub fn slow_requests(
 mod tests {
     use super::*;
 
-    use crate::analysis::rng::SplitMix as Rng;
-
-    fn binomial(rng: &mut Rng, n: u64, p: f64) -> u64 {
-        (0..n).filter(|_| rng.uniform() < p).count() as u64
-    }
-
-    fn release(rng: &mut Rng, canary_rate: f64, primary_rate: f64, intervals: usize) -> Vec<Trial> {
-        (0..intervals)
-            .map(|i| {
-                let weight = (0.1 * (i + 1) as f64).min(0.5);
-                let nc = (2000.0 * weight) as u64;
-                let np = 2000 - nc;
-                Trial {
-                    canary_events: binomial(rng, nc, canary_rate),
-                    canary_requests: nc,
-                    primary_events: binomial(rng, np, primary_rate),
-                    primary_requests: np,
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn equal_rates_rarely_cross_however_long_the_release() {
-        // 400 releases of 30 intervals, looked at after every interval: the share that ever
-        // crosses stays below alpha (Ville), with room for sampling error.
-        let mut rng = Rng(7);
-        let alpha = 0.05;
-        let crossed = (0..400)
-            .filter(|_| rate_test(&release(&mut rng, 0.01, 0.01, 30), 1.0, alpha).regression)
-            .count();
-        assert!(
-            crossed <= 400 * 6 / 100,
-            "{crossed} of 400 good releases flagged"
-        );
-    }
-
-    #[test]
-    fn a_doubled_error_rate_is_found_and_the_decision_sticks() {
-        let mut rng = Rng(11);
-        let mut found = 0;
-        for _ in 0..50 {
-            let trials = release(&mut rng, 0.02, 0.01, 12);
-            let t = rate_test(&trials, 1.0, 0.05);
-            if t.regression {
-                found += 1;
-                // More (good) data afterwards never takes the decision back.
-                let mut more = trials.clone();
-                more.extend(release(&mut rng, 0.01, 0.01, 10));
-                assert!(rate_test(&more, 1.0, 0.05).regression);
-                assert!(t.p_value <= 0.05 && t.e_value >= 20.0, "{t:?}");
-            }
-        }
-        assert!(found >= 45, "found {found} of 50");
-    }
-
-    #[test]
-    fn equal_rates_with_much_data_are_decided_as_a_pass() {
-        let mut rng = Rng(3);
-        let t = rate_test(&release(&mut rng, 0.05, 0.05, 20), 1.2, 0.05);
-        assert!(t.pass && !t.regression, "{t:?}");
-        // Nothing happened at all: nothing to decide.
-        let idle = vec![
-            Trial {
-                canary_events: 0,
-                canary_requests: 100,
-                primary_events: 0,
-                primary_requests: 900
-            };
-            3
-        ];
-        let t = rate_test(&idle, 1.0, 0.05);
-        assert!(!t.pass && !t.regression && t.decided_at.is_none(), "{t:?}");
-        assert_eq!((t.canary_requests, t.primary_requests), (300, 2700));
-    }
-
-    #[test]
-    fn an_improvement_is_not_a_regression() {
-        let mut rng = Rng(5);
-        let t = rate_test(&release(&mut rng, 0.005, 0.02, 10), 1.0, 0.05);
-        assert!(!t.regression && t.pass, "{t:?}");
-    }
-
-    #[test]
-    fn unusable_trials_are_skipped() {
-        let bad = [
-            Trial {
-                canary_events: 5,
-                canary_requests: 0,
-                primary_events: 0,
-                primary_requests: 10,
-            },
-            Trial {
-                canary_events: 50,
-                canary_requests: 10,
-                primary_events: 0,
-                primary_requests: 10,
-            },
-        ];
-        let t = rate_test(&bad, 1.0, 0.05);
-        assert_eq!((t.canary_requests, t.primary_requests), (0, 0));
-        assert!(!t.regression && !t.pass);
-        assert_eq!(t.rates(), (None, None));
-    }
-
     #[test]
     fn the_exact_conditional_test_matches_the_binomial_tail() {
         // 10 canary of 12 events with a 1:1 split: P(X ≥ 10 | Bin(12, ½)) = 79/4096.
@@ -366,6 +162,27 @@ mod tests {
         let q = conditional_p(&t, 1.0, false).unwrap_or(f64::NAN);
         // P(X ≤ 10) = 1 − P(X ≥ 11) = 1 − 13/4096.
         assert!((q - (1.0 - 13.0 / 4096.0)).abs() < 1e-12, "{q}");
+    }
+
+    #[test]
+    fn the_baseline_pivot_has_a_tail_near_the_quantiles() {
+        // 1000 requests: 700 ≤ 5 ms, 930 ≤ 10 ms, 995 ≤ 25 ms. Tails 30%, 7%, 0.5%: for P90
+        // (a 10% tail) 10 ms is the closest; for P99 (1%) 25 ms.
+        let b = [
+            (0.005, 700),
+            (0.01, 930),
+            (0.025, 995),
+            (f64::INFINITY, 1000),
+        ];
+        assert_eq!(tail_pivot(&b, 0.9), Some(0.01));
+        assert_eq!(tail_pivot(&b, 0.99), Some(0.025));
+        assert_eq!(above(&b, 0.01), Some((70, 1000)));
+        // Tails wider than half are never chosen; nothing above any bound: no pivot.
+        let wide = [(0.005, 100), (f64::INFINITY, 1000)];
+        assert_eq!(tail_pivot(&wide, 0.9), None);
+        let all_fast = [(0.005, 1000), (f64::INFINITY, 1000)];
+        assert_eq!(tail_pivot(&all_fast, 0.9), None);
+        assert_eq!(tail_pivot(&[], 0.9), None);
     }
 
     #[test]

@@ -235,6 +235,38 @@ impl Config {
         100
     }
 
+    /// The analysis checks a release that passes every one of them runs before promotion: one
+    /// per weight step up to the maximum weight (plus the mirroring step), or `iterations` for
+    /// A/B testing and blue/green. At least 1. The judge's sequential tests spend their alpha
+    /// over this many intervals.
+    pub fn planned_checks(&self) -> u32 {
+        match self.strategy {
+            Strategy::AbTesting | Strategy::BlueGreen => self.iterations.max(1),
+            Strategy::Canary => {
+                let max = self.effective_max_weight();
+                let (mut weight, mut checks) = (0u32, u32::from(self.mirror));
+                // Weights only grow, and by at least 1 a step: at most 100 steps.
+                while weight < max && checks <= 101 {
+                    let step = self.next_step_weight(weight);
+                    if step == 0 {
+                        break;
+                    }
+                    weight = weight.saturating_add(step).min(max);
+                    checks += 1;
+                }
+                checks.max(1)
+            }
+        }
+    }
+
+    /// The planned analysis in judge steps of `step_ms`: [`Config::planned_checks`] intervals.
+    pub fn judge_horizon(&self, step_ms: u64) -> usize {
+        let planned = u64::from(self.planned_checks()).saturating_mul(self.interval_ms);
+        usize::try_from(planned.div_ceil(step_ms.max(1)))
+            .unwrap_or(usize::MAX)
+            .max(1)
+    }
+
     /// Flagger's `nextStepWeight()`: how much to add to `canary_weight` at the next step.
     pub fn next_step_weight(&self, canary_weight: u32) -> u32 {
         if self.step_weight > 0 || self.step_weights.is_empty() {

@@ -480,6 +480,10 @@ pub struct JudgeSpec {
     pub window_text: String,
     /// Resolution of range queries; defaults to 30s.
     pub step: Duration,
+    /// How much of the primary's history before the analysis the sequential tests add to the
+    /// primary's side (while its rate during the release stays that of its history); defaults
+    /// to 1h, `0s` for none.
+    pub baseline: Duration,
     /// Score at or above which the judge passes; defaults to 95.
     pub pass_score: f64,
     /// Score at or above which the result is marginal (still a failed check); defaults to 75.
@@ -488,6 +492,16 @@ pub struct JudgeSpec {
 }
 
 impl JudgeSpec {
+    /// Whole steps of the primary's history before the analysis that the judge reads: those in
+    /// `baseline` for the sequential method, none for the fixed window.
+    pub fn baseline_steps(&self) -> usize {
+        if self.method != crate::analysis::Method::Sequential {
+            return 0;
+        }
+        let step = self.step.as_millis().max(1);
+        usize::try_from(self.baseline.as_millis() / step).unwrap_or(usize::MAX)
+    }
+
     /// The scores the judgement is read against.
     pub fn config(&self) -> crate::analysis::JudgeConfig {
         crate::analysis::JudgeConfig {

@@ -135,12 +135,26 @@ impl Evaluator {
             None => now.saturating_sub(window_ms),
         };
         let grid = Grid::new(start, now, step_ms);
+        // The primary's side also reaches back over the baseline, before the analysis began.
+        let baseline_steps = match since {
+            Some(_) => u64::try_from(spec.baseline_steps()).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        let primary_grid = Grid::new(
+            start.saturating_sub(baseline_steps.saturating_mul(step_ms)),
+            now,
+            step_ms,
+        );
+        let before = primary_grid.count.saturating_sub(grid.count);
         let options = HistoryOptions {
             method: spec.method,
             window: usize::try_from(window_ms.div_ceil(step_ms))
                 .unwrap_or(usize::MAX)
                 .max(1),
             young: since.is_some_and(|s| now.saturating_sub(s) < window_ms),
+            horizon: aviary_core::engine::Config::from_canary(&self.canary, &self.ctx.provider)
+                .judge_horizon(step_ms),
+            before,
         };
         let interval = interval_text(step_ms);
         let primary = format!("{}-primary", self.ctx.target);
@@ -156,19 +170,28 @@ impl Evaluator {
                 render_template(&query, &self.ctx, &interval, &vars)
                     .map_err(|e| e.context(&format!("judge metric {}", m.name)))
             };
-            let side = |workload: String| {
+            let side = |workload: String, grid: Grid| {
                 let render = &render;
                 async move {
                     self.observations(provider, m, &grid, |q| render(q, &workload))
                         .await
                 }
             };
-            let canary = side(self.ctx.target.clone()).await?;
-            let baseline = side(primary.clone()).await?;
-            let history = canary
+            let canary = side(self.ctx.target.clone(), grid).await?;
+            let mut baseline = side(primary.clone(), primary_grid).await?;
+            let concurrent = baseline.split_off(before.min(baseline.len()));
+            let history = baseline
                 .into_iter()
-                .zip(baseline)
-                .map(|(canary, primary)| Interval { canary, primary })
+                .map(|primary| Interval {
+                    canary: Observation::Missing,
+                    primary,
+                })
+                .chain(
+                    canary
+                        .into_iter()
+                        .zip(concurrent)
+                        .map(|(canary, primary)| Interval { canary, primary }),
+                )
                 .collect();
             metrics.push((m.config(), history));
         }

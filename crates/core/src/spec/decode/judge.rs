@@ -29,6 +29,7 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
         });
     let (window, window_text) = duration(&mut r, cx, "window", "5m");
     let (step, _) = duration(&mut r, cx, "step", "30s");
+    let (baseline, _) = duration(&mut r, cx, "baseline", "1h");
     // A score field, `None` when absent or out of range (reported).
     let score = |r: &mut Reader, cx: &mut Cx, key: &'static str| {
         let f = r.field(key)?;
@@ -138,6 +139,7 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
         window,
         window_text,
         step,
+        baseline,
         pass_score,
         marginal_score,
         metrics,
