@@ -733,10 +733,17 @@ fn the_judge_is_a_check_the_engine_counts() {
 
     // A latency metric without its query, and scores in the wrong order.
     let bad = JUDGED
-        .replace("      passScore: 90\n", "      passScore: 70\n      marginalScore: 80\n")
+        .replace(
+            "      passScore: 90\n",
+            "      passScore: 70\n      marginalScore: 80\n      method: sometimes\n      baseline: an hour\n",
+        )
         .replace("          query: 'histogram_quantile(0.99, rate(x{pod=~\"{{ workload }}-.*\"}[1m]))'\n", "");
     let (code, err) = plan_text(&bad);
     assert_eq!(code, 2, "{err}");
+    // A method it does not know, a baseline that is not a duration.
+    assert!(err.contains("spec.analysis.judge.method"), "{err}");
+    assert!(err.contains("sequential"), "{err}");
+    assert!(err.contains("spec.analysis.judge.baseline"), "{err}");
     assert!(
         err.contains("spec.analysis.judge.metrics[0]: missing required field \"query\""),
         "{err}"

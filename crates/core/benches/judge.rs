@@ -42,7 +42,7 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
             print!("{}", results.table());
-            println!("\nChecks to the same verdict, release by release (thresholds and the sequential judge both rolled back a regression, or both promoted a good release):\n");
+            println!("\nChecks to the same verdict, release by release (thresholds and the judge policy both rolled back a regression, or both promoted a good release):\n");
             print!("{}", results.paired_table());
         }
         Err(e) => {

@@ -101,19 +101,35 @@ pub enum Policy {
     Thresholds,
     FixedWindow,
     Sequential,
+    /// Flagger's thresholds and the sequential judge on the same Canary, as the README and the
+    /// sandbox configure it: a tick fails when either does.
+    Combined,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 3] = [Policy::Thresholds, Policy::FixedWindow, Policy::Sequential];
+    pub const ALL: [Policy; 4] = [
+        Policy::Thresholds,
+        Policy::FixedWindow,
+        Policy::Sequential,
+        Policy::Combined,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Policy::Thresholds => "thresholds",
             Policy::FixedWindow => "fixed-window judge",
             Policy::Sequential => "sequential judge",
+            Policy::Combined => "thresholds + sequential judge",
         }
     }
 }
+
+/// The oracle's levels, after the policies in a row of tallies.
+const ORACLE_ALPHAS: [f64; 2] = [0.05, 0.01];
+/// Tallies per row: the policies, then the oracle at each level.
+const COLUMNS: usize = Policy::ALL.len() + ORACLE_ALPHAS.len();
+/// The policies the paired table sets against thresholds.
+const PAIRED: [Policy; 2] = [Policy::Sequential, Policy::Combined];
 
 /// One release of the corpus.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -424,6 +440,7 @@ fn metric(config: &Config, name: &str, baseline: &[Minute], history: &[Minute]) 
                     window,
                     young: history.len() < window,
                     horizon: config.judge_horizon(interval),
+                    planned_share: config.judge_planned_share(interval),
                     before: baseline.len(),
                 },
             );
@@ -462,8 +479,7 @@ fn policy_config_with(policy: Policy, baseline: Option<&str>) -> Result<Config, 
         Some(b) => JUDGE.replace("baseline: 1h", &format!("baseline: {b}")),
         None => JUDGE.to_string(),
     };
-    let checks = match policy {
-        Policy::Thresholds => "    metrics:
+    let thresholds = "    metrics:
       - name: request-success-rate
         thresholdRange:
           min: 99
@@ -472,10 +488,12 @@ fn policy_config_with(policy: Policy, baseline: Option<&str>) -> Result<Config, 
         thresholdRange:
           max: 500
         interval: 1m
-"
-        .to_string(),
+";
+    let checks = match policy {
+        Policy::Thresholds => thresholds.to_string(),
         Policy::FixedWindow => judge.replace("judge:\n", "judge:\n      method: fixed-window\n"),
         Policy::Sequential => judge,
+        Policy::Combined => format!("{thresholds}{judge}"),
     };
     let text = format!(
         "apiVersion: aviary.dev/v1alpha1
@@ -560,19 +578,21 @@ fn wilson(k: usize, n: usize) -> (f64, f64, f64) {
 
 /// Every release under every policy and the oracle, tallied per condition and class.
 pub struct Results {
-    /// `[condition][class][policy]`, then the oracle at 0.05 and 0.01 as two more "policies".
-    pub tallies: Vec<Vec<[Tally; 5]>>,
-    /// `[condition][class]`: the releases thresholds and the sequential judge decided alike
-    /// (both rolled back a regression, both promoted a good release), with the checks each took.
-    pub paired: Vec<Vec<Paired>>,
+    /// `[condition][class][policy]`, then the oracle at each of [`ORACLE_ALPHAS`] as more
+    /// "policies".
+    pub tallies: Vec<Vec<[Tally; COLUMNS]>>,
+    /// `[condition][class][one of PAIRED]`: the releases thresholds and that policy decided
+    /// alike (both rolled back a regression, both promoted a good release), with the checks
+    /// each took.
+    pub paired: Vec<Vec<[Paired; PAIRED.len()]>>,
 }
 
-/// Checks to the same verdict, release by release, under thresholds and the sequential judge.
+/// Checks to the same verdict, release by release, under thresholds and a judge policy.
 #[derive(Debug, Clone, Default)]
 pub struct Paired {
     pub releases: usize,
     pub thresholds_checks: f64,
-    pub sequential_checks: f64,
+    pub judge_checks: f64,
     /// Releases where the sequential judge took fewer / more checks.
     pub fewer: usize,
     pub more: usize,
@@ -593,13 +613,13 @@ pub fn run_with(
         .iter()
         .map(|p| policy_config_with(*p, baseline))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut tallies: Vec<Vec<[Tally; 5]>> = Condition::ALL
+    let mut tallies: Vec<Vec<[Tally; COLUMNS]>> = Condition::ALL
         .iter()
         .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
         .collect();
-    let mut paired: Vec<Vec<Paired>> = Condition::ALL
+    let mut paired: Vec<Vec<[Paired; PAIRED.len()]>> = Condition::ALL
         .iter()
-        .map(|_| Class::ALL.iter().map(|_| Paired::default()).collect())
+        .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
         .collect();
     for (i, s) in scenarios.iter().enumerate() {
         let ci = Condition::ALL
@@ -615,22 +635,30 @@ pub fn run_with(
         for (tally, outcome) in row.iter_mut().zip(&outcomes) {
             tally.add(outcome);
         }
-        let (t, q) = (&outcomes[0], &outcomes[2]);
         let expected = s.class != Class::Good;
-        if t.rolled_back == expected && q.rolled_back == expected {
-            let pair = &mut paired[ci][ki];
-            pair.releases += 1;
-            pair.thresholds_checks += f64::from(t.checks);
-            pair.sequential_checks += f64::from(q.checks);
-            if q.checks < t.checks {
-                pair.fewer += 1;
-            } else if q.checks > t.checks {
-                pair.more += 1;
+        let t = &outcomes[0];
+        for (pair, policy) in paired[ci][ki].iter_mut().zip(PAIRED) {
+            let Some(q) = Policy::ALL
+                .iter()
+                .position(|p| *p == policy)
+                .and_then(|i| outcomes.get(i))
+            else {
+                continue;
+            };
+            if t.rolled_back == expected && q.rolled_back == expected {
+                pair.releases += 1;
+                pair.thresholds_checks += f64::from(t.checks);
+                pair.judge_checks += f64::from(q.checks);
+                if q.checks < t.checks {
+                    pair.fewer += 1;
+                } else if q.checks > t.checks {
+                    pair.more += 1;
+                }
             }
         }
-        for (slot, alpha) in [(3, 0.05), (4, 0.01)] {
-            row[slot].add(&Outcome {
-                rolled_back: s.oracle(alpha),
+        for (slot, alpha) in ORACLE_ALPHAS.iter().enumerate() {
+            row[Policy::ALL.len() + slot].add(&Outcome {
+                rolled_back: s.oracle(*alpha),
                 checks: 0,
                 minutes: f64::NAN,
             });
@@ -647,27 +675,29 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| condition | class | decided alike | thresholds checks | sequential checks | sequential fewer / more |"
+            "| condition | class | against thresholds | decided alike | thresholds checks | its checks | fewer / more |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---|---:|---:|---:|---:|");
         for (ci, condition) in Condition::ALL.iter().enumerate() {
             for (ki, (class, _)) in Class::ALL.iter().enumerate() {
-                let p = &self.paired[ci][ki];
-                if p.releases == 0 {
-                    continue;
+                for (p, policy) in self.paired[ci][ki].iter().zip(PAIRED) {
+                    if p.releases == 0 {
+                        continue;
+                    }
+                    let n = p.releases as f64;
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {:.2} | {:.2} | {} / {} |",
+                        condition.as_str(),
+                        class.label(),
+                        policy.as_str(),
+                        p.releases,
+                        p.thresholds_checks / n,
+                        p.judge_checks / n,
+                        p.fewer,
+                        p.more
+                    );
                 }
-                let n = p.releases as f64;
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {:.2} | {:.2} | {} / {} |",
-                    condition.as_str(),
-                    class.label(),
-                    p.releases,
-                    p.thresholds_checks / n,
-                    p.sequential_checks / n,
-                    p.fewer,
-                    p.more
-                );
             }
         }
         out
@@ -679,9 +709,9 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| condition | class | n | thresholds | fixed-window judge | sequential judge | oracle α=0.05 | oracle α=0.01 |"
+            "| condition | class | n | thresholds | fixed-window judge | sequential judge | thresholds + sequential | oracle α=0.05 | oracle α=0.01 |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         for (ci, condition) in Condition::ALL.iter().enumerate() {
             for (ki, (class, _)) in Class::ALL.iter().enumerate() {
                 let row = &self.tallies[ci][ki];
@@ -691,7 +721,7 @@ impl Results {
                     class.label(),
                     row[0].releases
                 );
-                for t in &row[..3] {
+                for t in &row[..Policy::ALL.len()] {
                     let (p, lo, hi) = t.share();
                     // Checks and minutes to the verdict this row is about: promotion for good
                     // releases, rollback for regressions.
@@ -715,7 +745,7 @@ impl Results {
                     }
                     line.push(' ');
                 }
-                for t in &row[3..] {
+                for t in &row[Policy::ALL.len()..] {
                     let (p, _, _) = t.share();
                     let _ = write!(line, "| {p:.1}% ");
                 }

@@ -757,6 +757,7 @@ impl Scripted<'_> {
             window,
             young: age < window_ms,
             horizon: self.config.judge_horizon(interval_ms),
+            planned_share: self.config.judge_planned_share(interval_ms),
             before: self
                 .timeline
                 .judge_baseline

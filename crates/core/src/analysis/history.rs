@@ -40,7 +40,7 @@ use super::judge::{
     MetricConfig, MetricVerdict,
 };
 use super::sequential::{above, conditional_p, slow_requests, tail_pivot, Trial};
-use super::spending::{excess_variance, spending_test, SpendingTest, GAMMA};
+use super::spending::{calendar, excess_variance, spending_test, SpendingTest, GAMMA};
 
 /// How the judge weighs a release's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -116,8 +116,14 @@ pub struct HistoryOptions {
     /// The canary is younger than the judge's window: too little data is not a failure yet.
     pub young: bool,
     /// Intervals in the planned analysis (the Canary's steps times its interval, in judge
-    /// steps): the sequential tests spend their alpha over this horizon. At least 1.
+    /// steps): the sequential tests spend their alpha over this horizon (and the baseline is
+    /// cut in this many chunks). At least 1.
     pub horizon: usize,
+    /// The canary's planned share of the traffic summed over those intervals (each step's
+    /// weight as a fraction), when the strategy shifts traffic by weight: the sequential tests
+    /// then measure time by the canary's share of the traffic so far, so a release held back
+    /// (failed checks of other metrics) keeps its alpha for the traffic it has not seen yet.
+    pub planned_share: Option<f64>,
     /// Leading intervals of every history that precede the analysis: the primary's own
     /// baseline before the canary existed (canary observations are ignored). The sequential
     /// tests add them, in `horizon` equal chunks, to the primary's side of the release's
@@ -227,8 +233,9 @@ fn sequential_test(
     histogram: bool,
 ) -> (SpendingTest, String) {
     let r0 = 1.0 + config.effect_floor;
+    let times = clock(history, options);
     let run = |trials: &[Trial], kappa: Option<f64>| {
-        spending_test(trials, r0, config.alpha, options.horizon, GAMMA, kappa)
+        spending_test(trials, r0, config.alpha, &times, GAMMA, kappa)
     };
     let concurrent = || {
         if histogram {
@@ -343,6 +350,40 @@ fn sequential_test(
         _ => (with, against),
     }
 }
+
+/// Information time at the end of each of the release's intervals: the canary's share of the
+/// requests so far over its planned share (all of alpha spent at [`SHARE_SPENT`] of it), or the
+/// calendar. Shares are set by the weights before each interval's events, so time never
+/// depends on the events tested.
+fn clock(history: &[Interval], options: &HistoryOptions) -> Vec<f64> {
+    match options.planned_share.filter(|p| *p > 0.0) {
+        Some(planned) => {
+            let mut seen = 0.0;
+            count_requests(history)
+                .map(|(c, q)| {
+                    if c > 0 && q > 0 {
+                        seen += c as f64 / (c as f64 + q as f64);
+                    }
+                    (seen / (SHARE_SPENT * planned)).min(1.0)
+                })
+                .collect()
+        }
+        None => {
+            let requests: Vec<Trial> = count_requests(history)
+                .map(|(c, q)| Trial {
+                    canary_requests: c,
+                    primary_requests: q,
+                    ..Trial::default()
+                })
+                .collect();
+            calendar(&requests, options.horizon)
+        }
+    }
+}
+
+/// The share of the planned traffic by which all of alpha is spent: the canary's observed share
+/// scatters around its weight, and the last planned step should not fall short of time 1.
+const SHARE_SPENT: f64 = 0.9;
 
 /// The canary's and the primary's requests per interval (counts or histograms), `(0, 0)` where
 /// a side has none.
@@ -632,6 +673,7 @@ mod tests {
             window: 5,
             young,
             horizon: 5,
+            planned_share: None,
             before: 0,
         }
     }
@@ -820,6 +862,31 @@ mod tests {
             &with_before(60),
         );
         assert!(v.reason.contains("against the primary ("), "{}", v.reason);
+    }
+
+    #[test]
+    fn a_release_held_back_keeps_its_alpha_for_the_traffic_still_to_come() {
+        // Planned: 10% to 50% (1.5 intervals of the canary's share). Five intervals at the
+        // planned weights end the analysis; five held at 10% are a third of the way.
+        let planned = HistoryOptions {
+            planned_share: Some(1.5),
+            ..options(Method::Sequential, false)
+        };
+        let at = |weight: u64| counts(0, 10 * weight, 0, 1000 - 10 * weight);
+        let on_plan: Vec<Interval> = [10, 20, 30, 40, 50].into_iter().map(at).collect();
+        let times = clock(&on_plan, &planned);
+        assert!((times[4] - 1.0).abs() < 1e-9, "{times:?}");
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        let held = vec![at(10); 5];
+        let times = clock(&held, &planned);
+        assert!((times[4] - 0.5 / 1.35).abs() < 1e-9, "{times:?}");
+        let v = classify_history(&sequential_errors(), &held, &planned);
+        assert_eq!(v.classification, Classification::Undecided, "{}", v.reason);
+        let v = classify_history(&sequential_errors(), &on_plan, &planned);
+        assert_eq!(v.classification, Classification::Pass, "{}", v.reason);
+        // Without a planned share (A/B testing, blue/green): the calendar.
+        let times = clock(&held, &options(Method::Sequential, false));
+        assert_eq!(times, vec![0.2, 0.4, 0.6, 0.8, 1.0]);
     }
 
     #[test]

@@ -12,17 +12,19 @@
 //! (`r ≤ r0`) the canary's running total `S_i = x_1 + … + x_i` is therefore a sum of independent
 //! binomials with known parameters, and its exact distribution can be computed.
 //!
-//! A release is planned: its analysis ends after a known number of intervals (`horizon`, from
-//! the Canary's steps and interval). Instead of paying for an unbounded horizon, as a mixture
-//! e-process does (its boundary, `1/alpha`, sits far above a fixed test's critical value), the
-//! test spends `alpha` over the planned release, Lan and DeMets style: by the `i`-th interval it
-//! may have spent `alpha · f(i / horizon)` ([`spent_share`], the Hwang–Shih–DeCani family).
+//! A release is planned: its analysis ends after a known number of steps, at known weights
+//! (from the Canary's steps and interval). Instead of paying for an unbounded horizon, as a
+//! mixture e-process does (its boundary, `1/alpha`, sits far above a fixed test's critical
+//! value), the test spends `alpha` over the planned release, Lan and DeMets style: by
+//! information time `t` (the share of the planned analysis behind it, by the calendar or by the
+//! canary's share of the traffic so far) it may have spent `alpha · f(t)` ([`spent_share`], the
+//! Hwang–Shih–DeCani family).
 //! At each interval the critical value is the smallest `c` with
 //! `P(S_i ≥ c, no earlier crossing) ≤ alpha·f(t_i) − spent so far`, computed exactly by
 //! dynamic programming over the distribution of `S` (on a coarser lattice with normal
 //! increments once the counts are large). The sum of the crossing probabilities is at most
 //! `alpha·f(1) = alpha`: the false-alarm bound holds for any number of intervals, any
-//! weights, and whenever the verdict is read. After the horizon no alpha is left, so no new
+//! weights, and whenever the verdict is read. At time 1 no alpha is left, so no new
 //! crossing can happen; a release that ran its planned course without a crossing is a pass.
 //!
 //! The binomial is the Poisson limit of the exact (hypergeometric) conditional law; for rare
@@ -343,17 +345,38 @@ pub fn dispersion(intervals: &[(f64, f64, f64, f64)], r0: f64) -> f64 {
     ((pearson + PRIOR_DF) / (df + PRIOR_DF)).max(1.0)
 }
 
-/// Runs the test over `trials`, one per interval since the analysis began, in order (time
-/// starts at the first usable trial, when the canary first served requests; an interval without
-/// a usable trial after that still counts as elapsed time); see the module documentation. `r0` is the ratio of rates the null allows, `alpha` the false-alarm bound in
-/// (0, 1), `horizon` the planned number of intervals (at least 1), `gamma` the spending shape,
-/// `kappa` the events' excess variance when a baseline measured it ([`excess_variance`]; else
-/// the intervals' own dispersion is estimated, [`dispersion`]). Never panics.
+/// Calendar time for [`spending_test`]: the fraction of `horizon` intervals elapsed at the end
+/// of each trial, counted from the first usable one (before it, the canary served nothing and
+/// the time is 0); an interval without a usable trial after it still counts.
+pub fn calendar(trials: &[Trial], horizon: usize) -> Vec<f64> {
+    let horizon = horizon.max(1) as f64;
+    let start = trials
+        .iter()
+        .position(Trial::usable)
+        .unwrap_or(trials.len());
+    (0..trials.len())
+        .map(|i| {
+            if i < start {
+                0.0
+            } else {
+                ((i - start + 1) as f64 / horizon).min(1.0)
+            }
+        })
+        .collect()
+}
+
+/// Runs the test over `trials`, one per interval since the analysis began, in order; see the
+/// module documentation. `times[i]` is the information time at the end of trial `i` (0 to 1,
+/// not decreasing; fixed by what is known before the trial's events, e.g. [`calendar`]), 1
+/// past its end. `r0` is the ratio of rates the null allows, `alpha` the false-alarm bound in
+/// (0, 1), `gamma` the spending shape, `kappa` the events' excess variance when a baseline
+/// measured it ([`excess_variance`]; else the intervals' own dispersion is estimated,
+/// [`dispersion`]). Never panics.
 pub fn spending_test(
     trials: &[Trial],
     r0: f64,
     alpha: f64,
-    horizon: usize,
+    times: &[f64],
     gamma: f64,
     kappa: Option<f64>,
 ) -> SpendingTest {
@@ -363,7 +386,6 @@ pub fn spending_test(
         0.0
     };
     let r0 = if r0.is_finite() && r0 > 0.0 { r0 } else { 1.0 };
-    let horizon = horizon.max(1);
     let mut out = SpendingTest {
         regression: false,
         complete: false,
@@ -384,15 +406,18 @@ pub fn spending_test(
     };
     let mut seen: Vec<(f64, f64, f64, f64)> = Vec::new();
     let mut extra = 0.0f64;
-    // Time starts with the canary's first requests (before them, the canary had no traffic).
+    // Intervals are counted from the canary's first requests, as the calendar counts them.
     let start = trials
         .iter()
         .position(Trial::usable)
         .unwrap_or(trials.len());
+    let mut time = 0.0f64;
     for (i, t) in trials.iter().enumerate().skip(start) {
         let look = i - start + 1;
-        let share = spent_share(look as f64 / horizon as f64, gamma);
-        if look >= horizon && !out.regression {
+        let now = times.get(i).copied().unwrap_or(1.0);
+        time = time.max(if now.is_nan() { 0.0 } else { now.min(1.0) });
+        let share = spent_share(time, gamma);
+        if time >= 1.0 && !out.regression {
             out.complete = true;
         }
         if !t.usable() {
@@ -519,7 +544,7 @@ mod tests {
             primary_events: 2,
             primary_requests: 500,
         };
-        let at = |alpha: f64| spending_test(&[t], 1.0, alpha, 1, GAMMA, None);
+        let at = |alpha: f64| spending_test(&[t], 1.0, alpha, &[1.0], GAMMA, None);
         let r = at(0.02);
         assert!(r.regression && r.decided_at == Some(1), "{r:?}");
         assert!((r.p_value - 79.0 / 4096.0).abs() < 1e-12, "{r:?}");
@@ -542,7 +567,15 @@ mod tests {
             let flagged = (0..400)
                 .filter(|_| {
                     let trials = release(&mut rng, traffic, rate, rate, intervals);
-                    spending_test(&trials, 1.0, alpha, intervals, GAMMA, None).regression
+                    spending_test(
+                        &trials,
+                        1.0,
+                        alpha,
+                        &calendar(&trials, intervals),
+                        GAMMA,
+                        None,
+                    )
+                    .regression
                 })
                 .count();
             assert!(
@@ -560,14 +593,14 @@ mod tests {
         let mut found = 0;
         for _ in 0..50 {
             let trials = release(&mut rng, 2000, 0.02, 0.01, 12);
-            let t = spending_test(&trials, 1.0, 0.05, 12, GAMMA, None);
+            let t = spending_test(&trials, 1.0, 0.05, &calendar(&trials, 12), GAMMA, None);
             if t.regression {
                 found += 1;
                 assert!(t.p_value <= t.spent + 1e-12 && t.spent <= 0.05, "{t:?}");
                 // More (good) data afterwards never takes the decision back.
                 let mut more = trials.clone();
                 more.extend(release(&mut rng, 2000, 0.01, 0.01, 10));
-                let later = spending_test(&more, 1.0, 0.05, 12, GAMMA, None);
+                let later = spending_test(&more, 1.0, 0.05, &calendar(&more, 12), GAMMA, None);
                 assert!(later.regression && later.decided_at == t.decided_at);
             }
         }
@@ -578,9 +611,16 @@ mod tests {
     fn an_improvement_runs_its_course_as_a_pass() {
         let mut rng = Rng(5);
         let trials = release(&mut rng, 2000, 0.005, 0.02, 10);
-        let early = spending_test(&trials[..4], 1.0, 0.05, 10, GAMMA, None);
+        let early = spending_test(
+            &trials[..4],
+            1.0,
+            0.05,
+            &calendar(&trials[..4], 10),
+            GAMMA,
+            None,
+        );
         assert!(!early.regression && !early.complete, "{early:?}");
-        let t = spending_test(&trials, 1.0, 0.05, 10, GAMMA, None);
+        let t = spending_test(&trials, 1.0, 0.05, &calendar(&trials, 10), GAMMA, None);
         assert!(!t.regression && t.complete, "{t:?}");
         assert!(t.p_value > 0.5, "{t:?}");
     }
@@ -609,15 +649,15 @@ mod tests {
         ];
         // Time starts with the canary's first requests: the two unusable trials before them
         // are not part of the analysis.
-        let t = spending_test(&bad, 1.0, 0.05, 1, GAMMA, None);
+        let t = spending_test(&bad, 1.0, 0.05, &calendar(&bad, 1), GAMMA, None);
         assert_eq!((t.canary_requests, t.primary_requests), (100, 900));
         assert!(!t.regression && t.complete && t.spent == 0.0, "{t:?}");
-        let t = spending_test(&bad, 1.0, 0.05, 2, GAMMA, None);
+        let t = spending_test(&bad, 1.0, 0.05, &calendar(&bad, 2), GAMMA, None);
         assert!(!t.complete, "{t:?}");
         // After them, an interval without requests is still time.
         let mut later = bad.to_vec();
         later.push(bad[0]);
-        let t = spending_test(&later, 1.0, 0.05, 2, GAMMA, None);
+        let t = spending_test(&later, 1.0, 0.05, &calendar(&later, 2), GAMMA, None);
         assert!(t.complete && t.spent == 0.0, "{t:?}");
     }
 
@@ -635,9 +675,9 @@ mod tests {
             };
             5
         ];
-        let steady = spending_test(&trials, 1.0, 0.005, 5, GAMMA, Some(0.0));
+        let steady = spending_test(&trials, 1.0, 0.005, &calendar(&trials, 5), GAMMA, Some(0.0));
         assert!(steady.regression && steady.dispersion == 1.0, "{steady:?}");
-        let swinging = spending_test(&trials, 1.0, 0.005, 5, GAMMA, Some(0.5));
+        let swinging = spending_test(&trials, 1.0, 0.005, &calendar(&trials, 5), GAMMA, Some(0.5));
         assert!(!swinging.regression && swinging.complete, "{swinging:?}");
         assert!((swinging.dispersion - 2.5).abs() < 0.05, "{swinging:?}");
     }
@@ -664,9 +704,11 @@ mod tests {
             primary_events: 1_000_000,
             primary_requests: 10_000_000,
         };
-        let t = spending_test(&vec![trial(1_010_000); 20], 1.0, 0.01, 20, GAMMA, None);
+        let many = vec![trial(1_010_000); 20];
+        let t = spending_test(&many, 1.0, 0.01, &calendar(&many, 20), GAMMA, None);
         assert!(t.regression, "{t:?}");
-        let t = spending_test(&vec![trial(1_000_000); 20], 1.0, 0.01, 20, GAMMA, None);
+        let many = vec![trial(1_000_000); 20];
+        let t = spending_test(&many, 1.0, 0.01, &calendar(&many, 20), GAMMA, None);
         assert!(!t.regression && t.complete, "{t:?}");
     }
 }

@@ -259,6 +259,31 @@ impl Config {
         }
     }
 
+    /// The canary's planned share of the traffic summed over the judge's steps of `step_ms`
+    /// (each check's weight as a fraction, times the steps in an interval), when the strategy
+    /// shifts traffic by weight; `None` for A/B testing, blue/green and mirroring.
+    pub fn judge_planned_share(&self, step_ms: u64) -> Option<f64> {
+        if self.strategy != Strategy::Canary || !self.traffic_shifting || self.mirror {
+            return None;
+        }
+        let max = self.effective_max_weight();
+        let mut weight = 0u32;
+        let mut sum = 0.0;
+        for _ in 0..=101 {
+            if weight >= max {
+                break;
+            }
+            let step = self.next_step_weight(weight);
+            if step == 0 {
+                break;
+            }
+            weight = weight.saturating_add(step).min(max);
+            sum += f64::from(weight) / 100.0;
+        }
+        let steps_per_check = self.interval_ms as f64 / step_ms.max(1) as f64;
+        (sum > 0.0).then_some(sum * steps_per_check)
+    }
+
     /// The planned analysis in judge steps of `step_ms`: [`Config::planned_checks`] intervals.
     pub fn judge_horizon(&self, step_ms: u64) -> usize {
         let planned = u64::from(self.planned_checks()).saturating_mul(self.interval_ms);

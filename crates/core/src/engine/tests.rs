@@ -1268,6 +1268,50 @@ fn thresholds_print_as_go_prints_a_float64() {
 }
 
 #[test]
+fn the_planned_checks_are_the_steps_to_the_maximum_weight_or_the_iterations() {
+    let analysis = |lines: &str| {
+        from_yaml(&format!(
+            "  provider: istio
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    threshold: 5
+{lines}"
+        ))
+    };
+    // 10% steps to 50%: 10, 20, 30, 40, 50.
+    let c = analysis("    stepWeight: 10\n    maxWeight: 50\n");
+    assert_eq!(c.planned_checks(), 5);
+    // The judge's horizon in its steps: 5 checks of 1m in 30s steps.
+    assert_eq!(c.judge_horizon(30_000), 10);
+    assert_eq!(c.judge_horizon(0), 300_000);
+    // Steps that overshoot stop at the maximum: 20, 40, 50.
+    assert_eq!(
+        analysis("    stepWeight: 20\n    maxWeight: 50\n").planned_checks(),
+        3
+    );
+    // Listed step weights: one check each.
+    assert_eq!(
+        analysis("    stepWeights: [1, 5, 20, 50]\n").planned_checks(),
+        4
+    );
+    // Blue/green and A/B testing: the iterations.
+    assert_eq!(analysis("    iterations: 7\n").planned_checks(), 7);
+    // The canary's planned share of the traffic: 0.1 + 0.2 + … + 0.5 per interval, twice that
+    // in 30s steps; none without weights.
+    let share = c.judge_planned_share(60_000).unwrap_or_default();
+    assert!((share - 1.5).abs() < 1e-9, "{share}");
+    let share = c.judge_planned_share(30_000).unwrap_or_default();
+    assert!((share - 3.0).abs() < 1e-9, "{share}");
+    assert_eq!(
+        analysis("    iterations: 7\n").judge_planned_share(60_000),
+        None
+    );
+}
+
+#[test]
 fn a_service_target_names_the_metrics_provider_with_service() {
     let config = from_yaml(
         "  provider: istio

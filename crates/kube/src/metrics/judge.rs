@@ -134,6 +134,8 @@ impl Evaluator {
             Some(s) => s.max(earliest).min(now),
             None => now.saturating_sub(window_ms),
         };
+        let engine_config =
+            aviary_core::engine::Config::from_canary(&self.canary, &self.ctx.provider);
         let grid = Grid::new(start, now, step_ms);
         // The primary's side also reaches back over the baseline, before the analysis began.
         let baseline_steps = match since {
@@ -152,8 +154,8 @@ impl Evaluator {
                 .unwrap_or(usize::MAX)
                 .max(1),
             young: since.is_some_and(|s| now.saturating_sub(s) < window_ms),
-            horizon: aviary_core::engine::Config::from_canary(&self.canary, &self.ctx.provider)
-                .judge_horizon(step_ms),
+            horizon: engine_config.judge_horizon(step_ms),
+            planned_share: engine_config.judge_planned_share(step_ms),
             before,
         };
         let interval = interval_text(step_ms);
