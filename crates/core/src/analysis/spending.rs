@@ -42,6 +42,12 @@ use super::stats::{ln_gamma, normal_sf};
 /// at most 0.4; −4 kept false alarms at or below 1% in noisy traffic where the others did not.
 pub const GAMMA: f64 = -4.0;
 
+/// At most this many looks (boundary checks) in a planned analysis, whatever its number of
+/// steps (a step of seconds over hours would otherwise cost a look each): one per 1/LOOKS of
+/// information time, and one when it reaches 1. Looks are set by the time alone, never by the
+/// events.
+const LOOKS: usize = 256;
+
 /// Cells of the lattice before it is coarsened (the cost of one interval is at most this
 /// times the width of its own increment).
 const MAX_CELLS: usize = 4096;
@@ -80,6 +86,8 @@ pub struct SpendingTest {
     pub expected: f64,
     /// The over-dispersion the latest look allowed for (1: binomial; see [`dispersion`]).
     pub dispersion: f64,
+    /// Boundary checks so far (at most [`LOOKS`] + 1).
+    pub looks: usize,
     /// Events and requests summed over every usable trial.
     pub canary_events: u64,
     pub canary_requests: u64,
@@ -394,6 +402,7 @@ pub fn spending_test(
         decided_at: None,
         expected: 0.0,
         dispersion: 1.0,
+        looks: 0,
         canary_events: 0,
         canary_requests: 0,
         primary_events: 0,
@@ -412,6 +421,8 @@ pub fn spending_test(
         .position(Trial::usable)
         .unwrap_or(trials.len());
     let mut time = 0.0f64;
+    // The boundary is checked when the time enters a new 1/LOOKS slice, and once at time 1.
+    let (mut last_slot, mut ended) = (-1i64, false);
     for (i, t) in trials.iter().enumerate().skip(start) {
         let look = i - start + 1;
         let now = times.get(i).copied().unwrap_or(1.0);
@@ -435,8 +446,10 @@ pub fn spending_test(
             out.expected += mean;
             continue;
         }
-        if k == 0 {
-            // Nothing can have moved; the unspent alpha waits for the next events.
+        if k == 0 || ended {
+            // Nothing can have moved (the unspent alpha waits for the next events), or no
+            // alpha is left.
+            out.expected += mean;
             continue;
         }
         let sd = (mean * (1.0 - theta)).sqrt();
@@ -460,6 +473,13 @@ pub fn spending_test(
             lattice.coarsen(out.expected);
         }
         seen.push((k as f64, t.canary_events as f64, nc, np));
+        let slot = (time * LOOKS as f64).floor() as i64;
+        if slot <= last_slot && time < 1.0 {
+            continue;
+        }
+        last_slot = slot;
+        ended = time >= 1.0;
+        out.looks += 1;
         let phi = match kappa {
             // Known from the baseline: each interval's variance grows by κ·μ² (see
             // [`excess_variance`]).
@@ -693,6 +713,27 @@ mod tests {
             .collect();
         assert!(dispersion(&swinging, 1.0) > 5.0);
         assert_eq!(dispersion(&steady[..1], 1.0), 1.0);
+    }
+
+    #[test]
+    fn hours_of_short_steps_are_checked_at_a_bounded_number_of_looks() {
+        // 10,000 steps (two-second steps over five and a half hours): at most 257 looks, and a
+        // doubled rate is still found; equal rates run their course.
+        let step = |canary: u64| Trial {
+            canary_events: canary,
+            canary_requests: 50,
+            primary_events: 2,
+            primary_requests: 50,
+        };
+        let steps = vec![step(4); 10_000];
+        let t = spending_test(&steps, 1.0, 0.005, &calendar(&steps, 10_000), GAMMA, None);
+        assert!(t.regression && t.looks <= LOOKS + 1, "{t:?}");
+        let steps = vec![step(2); 10_000];
+        let t = spending_test(&steps, 1.0, 0.005, &calendar(&steps, 10_000), GAMMA, None);
+        assert!(!t.regression && t.complete, "{t:?}");
+        assert_eq!(t.looks, LOOKS + 1, "{t:?}");
+        assert_eq!(t.canary_events, 20_000);
+        assert!((t.expected - 20_000.0).abs() < 1e-6, "{t:?}");
     }
 
     #[test]
