@@ -1118,6 +1118,25 @@ fn served_history(from: u64, to: u64, workloads: &[(&str, Served)]) -> String {
     out
 }
 
+/// The judge's check of `canary` against the Prometheus at `url`, for an analysis begun at
+/// `since` (Unix milliseconds).
+async fn judge_at(
+    canary: aviary_core::spec::Canary,
+    url: String,
+    since: Option<u64>,
+) -> MetricOutcome {
+    Evaluator::new(
+        &canary,
+        &Provider::GatewayApi,
+        Vec::new(),
+        None,
+        Some(url),
+        Auth::None,
+    )
+    .evaluate_at("judge", since)
+    .await
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1152,19 +1171,11 @@ async fn the_judge_reads_the_release_history_from_prometheus() {
     );
     let prometheus = start_prometheus_with_history(&history).await;
     let score = |target: &str, method: &str, since: Option<u64>| {
-        let canary = judged_by_history(target, method);
-        let url = prometheus.url.clone();
-        async move {
-            let evaluator = Evaluator::new(
-                &canary,
-                &Provider::GatewayApi,
-                Vec::new(),
-                None,
-                Some(url),
-                Auth::None,
-            );
-            evaluator.evaluate_at("judge", since).await
-        }
+        judge_at(
+            judged_by_history(target, method),
+            prometheus.url.clone(),
+            since,
+        )
     };
     let began = |ago_s: u64| Some((now - ago_s) * 1000);
     let value = |outcome: MetricOutcome, what: &str| match outcome {
@@ -1219,19 +1230,7 @@ async fn the_judge_adds_the_primarys_hour_before_the_analysis_to_its_side() {
     let prometheus = start_prometheus_with_history(&history).await;
     let score = |baseline: &'static str| {
         let canary = judged_by_history_with("busy", "sequential", baseline);
-        let url = prometheus.url.clone();
-        async move {
-            Evaluator::new(
-                &canary,
-                &Provider::GatewayApi,
-                Vec::new(),
-                None,
-                Some(url),
-                Auth::None,
-            )
-            .evaluate_at("judge", Some((now - 10 * 60) * 1000))
-            .await
-        }
+        judge_at(canary, prometheus.url.clone(), Some((now - 10 * 60) * 1000))
     };
     // The default baseline (1h): the error metric fails.
     assert_value(score("1h").await, 50.0, 0.001, "with the primary's hour");
@@ -1246,20 +1245,11 @@ async fn the_judge_waits_for_data_while_the_canary_is_young() {
     let history = served_history(now - 20 * 60, now + 120, &[("fresh-primary", HEALTHY)]);
     let prometheus = start_prometheus_with_history(&history).await;
     let score = |since: Option<u64>| {
-        let canary = judged_by_history("fresh", "sequential");
-        let url = prometheus.url.clone();
-        async move {
-            Evaluator::new(
-                &canary,
-                &Provider::GatewayApi,
-                Vec::new(),
-                None,
-                Some(url),
-                Auth::None,
-            )
-            .evaluate_at("judge", since)
-            .await
-        }
+        judge_at(
+            judged_by_history("fresh", "sequential"),
+            prometheus.url.clone(),
+            since,
+        )
     };
     // Began a minute ago, younger than the 5m window: not decided yet, not a failure.
     assert_value(
