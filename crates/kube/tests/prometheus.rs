@@ -979,20 +979,7 @@ async fn the_judge_scores_canary_against_primary() {
         Some(("judge".to_string(), aviary_core::engine::MetricKind::Judge))
     );
 
-    let score = |url: String| {
-        let canary = canary.clone();
-        async move {
-            let evaluator = Evaluator::new(
-                &canary,
-                &Provider::GatewayApi,
-                Vec::new(),
-                None,
-                Some(url),
-                Auth::None,
-            );
-            evaluator.evaluate("judge").await
-        }
-    };
+    let score = |url: String| judge_at(canary.clone(), url, None);
     // Same latency and error rate as the primary: 100.
     assert_value(
         score(judged_prometheus(0.200, 10)).await,
@@ -1119,7 +1106,7 @@ fn served_history(from: u64, to: u64, workloads: &[(&str, Served)]) -> String {
 }
 
 /// The judge's check of `canary` against the Prometheus at `url`, for an analysis begun at
-/// `since` (Unix milliseconds).
+/// `since` (Unix milliseconds), if known.
 async fn judge_at(
     canary: aviary_core::spec::Canary,
     url: String,

@@ -39,7 +39,7 @@ use super::judge::{
     relative_change, signed_percent, Classification, Direction, JudgeConfig, Judgement, Measure,
     MetricConfig, MetricVerdict,
 };
-use super::sequential::{above, conditional_p, slow_requests, tail_pivot, Trial};
+use super::sequential::{above, conditional_p, slow_above, slow_requests, tail_pivot, Trial};
 use super::spending::{calendar, excess_variance, spending_test, SpendingTest, GAMMA};
 
 /// How the judge weighs a release's history.
@@ -232,28 +232,46 @@ fn sequential_test(
     options: &HistoryOptions,
     histogram: bool,
 ) -> (SpendingTest, String) {
-    let r0 = 1.0 + config.effect_floor;
     let times = clock(history, options);
     let run = |trials: &[Trial], kappa: Option<f64>| {
-        spending_test(trials, r0, config.alpha, &times, GAMMA, kappa)
+        spending_test(
+            trials,
+            1.0 + config.effect_floor,
+            config.alpha,
+            &times,
+            GAMMA,
+            kappa,
+        )
     };
-    let concurrent = || {
-        if histogram {
-            histogram_trials(history, config.quantile)
-        } else {
-            count_trials(history)
+    match against_baseline(config, history, baseline, options, histogram, &run) {
+        Ok(done) => done,
+        Err(against) => {
+            let trials = if histogram {
+                histogram_trials(history, Bound::Pooled(config.quantile))
+            } else {
+                count_trials(history)
+            };
+            (run(&trials, None), against)
         }
-    };
-    let alone = "the primary".to_string();
+    }
+}
+
+/// [`sequential_test`] with the baseline on the primary's side, or `Err` with what the canary
+/// is compared with instead (the concurrent primary alone: no usable baseline, a baseline less
+/// sharp than the primary, or one the primary's rate has left).
+fn against_baseline(
+    config: &MetricConfig,
+    history: &[Interval],
+    baseline: &[Interval],
+    options: &HistoryOptions,
+    histogram: bool,
+    run: &dyn Fn(&[Trial], Option<f64>) -> SpendingTest,
+) -> Result<(SpendingTest, String), String> {
+    let alone = || "the primary".to_string();
     // The baseline's events per interval: errors, or requests above its own quantile's bound.
     let pivot = if histogram {
-        match tail_pivot(
-            &sum_histograms(baseline.iter().map(|i| &i.primary)),
-            config.quantile,
-        ) {
-            Some(p) => Some(p),
-            None => return (run(&concurrent(), None), alone),
-        }
+        let pooled = sum_histograms(baseline.iter().map(|i| &i.primary));
+        Some(tail_pivot(&pooled, config.quantile).ok_or_else(alone)?)
     } else {
         None
     };
@@ -271,10 +289,25 @@ fn sequential_test(
     let base: Vec<(f64, f64)> = baseline.iter().filter_map(|i| events(&i.primary)).collect();
     let (base_events, base_requests) = base.iter().fold((0.0, 0.0), |(e, n), b| (e + b.0, n + b.1));
     if base.len() < 2 || base_events <= 0.0 {
-        return (run(&concurrent(), None), alone);
+        return Err(alone());
     }
     let kappa = excess_variance(&base);
     let rate = base_events / base_requests;
+    // Which comparison tells a regression apart better, from the requests alone: the
+    // concurrent primary's (conditional variance μ(1 − θ) per interval) or the baseline's (μ
+    // inflated by its variation, μ(1 + κμ)), μ the canary's expected events.
+    let (mut by_primary, mut by_baseline) = (0.0, 0.0);
+    for t in count_requests(history) {
+        let (c, q) = (t.0 as f64, t.1 as f64);
+        if c > 0.0 && q > 0.0 {
+            let mu = rate * c;
+            by_primary += mu * q / (c + q);
+            by_baseline += mu / (1.0 + kappa * mu);
+        }
+    }
+    if by_baseline <= by_primary {
+        return Err(alone());
+    }
     let spread = |m: f64| m * (1.0 + kappa * m);
     let base_var: f64 = base.iter().map(|b| spread(rate * b.1)).sum::<f64>() / base_events.powi(2);
     // The first release interval at which the primary's events left the baseline's range.
@@ -292,43 +325,11 @@ fn sequential_test(
             break;
         }
     }
-    let trials = if histogram {
-        let bound = pivot.unwrap_or(f64::INFINITY);
-        with_baseline(history, baseline, options.horizon)
-            .iter()
-            .map(|i| match (&i.canary, &i.primary) {
-                (Observation::Histogram { buckets: c }, Observation::Histogram { buckets: p }) => {
-                    match (above(c, bound), above(p, bound)) {
-                        (Some((ce, ct)), Some((pe, pt))) => Trial {
-                            canary_events: ce,
-                            canary_requests: ct,
-                            primary_events: pe,
-                            primary_requests: pt,
-                        },
-                        _ => Trial::default(),
-                    }
-                }
-                _ => Trial::default(),
-            })
-            .collect()
-    } else {
-        count_trials(&with_baseline(history, baseline, options.horizon))
+    let augmented = with_baseline(history, baseline, options.horizon);
+    let trials = match pivot {
+        Some(le) => histogram_trials(&augmented, Bound::Fixed(le)),
+        None => count_trials(&augmented),
     };
-    // Which comparison tells a regression apart better, from the requests alone: the
-    // concurrent primary's (conditional variance μ(1 − θ) per interval) or the baseline's (μ
-    // inflated by its variation, μ(1 + κμ)), μ the canary's expected events.
-    let (mut by_primary, mut by_baseline) = (0.0, 0.0);
-    for t in count_requests(history) {
-        let (c, q) = (t.0 as f64, t.1 as f64);
-        if c > 0.0 && q > 0.0 {
-            let mu = rate * c;
-            by_primary += mu * q / (c + q);
-            by_baseline += mu / (1.0 + kappa * mu);
-        }
-    }
-    if by_baseline <= by_primary {
-        return (run(&concurrent(), None), alone);
-    }
     let with = run(&trials, Some(kappa));
     let against = match pivot {
         Some(le) => format!(
@@ -343,11 +344,10 @@ fn sequential_test(
         ),
     };
     match drift {
-        Some(at) if with.decided_at.map_or(true, |d| d >= at) => (
-            run(&concurrent(), None),
-            format!("the primary alone (its rate left its baseline's at interval {at})"),
-        ),
-        _ => (with, against),
+        Some(at) if with.decided_at.map_or(true, |d| d >= at) => Err(format!(
+            "the primary alone (its rate left its baseline's at interval {at})"
+        )),
+        _ => Ok((with, against)),
     }
 }
 
@@ -500,13 +500,27 @@ fn count_trials(history: &[Interval]) -> Vec<Trial> {
         .collect()
 }
 
+/// Where a histogram's slow requests begin.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// At the bucket bound at or below this quantile of each interval's pooled requests
+    /// ([`slow_requests`]).
+    Pooled(f64),
+    /// Above this bucket bound ([`slow_above`]).
+    Fixed(f64),
+}
+
 /// One trial per interval, as [`count_trials`].
-fn histogram_trials(history: &[Interval], quantile: f64) -> Vec<Trial> {
+fn histogram_trials(history: &[Interval], bound: Bound) -> Vec<Trial> {
     history
         .iter()
         .map(|i| match (&i.canary, &i.primary) {
             (Observation::Histogram { buckets: c }, Observation::Histogram { buckets: p }) => {
-                slow_requests(c, p, quantile).unwrap_or_default()
+                match bound {
+                    Bound::Pooled(quantile) => slow_requests(c, p, quantile),
+                    Bound::Fixed(le) => slow_above(c, p, le),
+                }
+                .unwrap_or_default()
             }
             _ => Trial::default(),
         })

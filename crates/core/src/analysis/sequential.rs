@@ -28,6 +28,18 @@ impl Trial {
             && self.canary_events <= self.canary_requests
             && self.primary_events <= self.primary_requests
     }
+
+    /// The events of both sides.
+    pub fn events(&self) -> u64 {
+        self.canary_events.saturating_add(self.primary_events)
+    }
+
+    /// The canary's expected share of the events if its rate were `r` times the primary's:
+    /// `r·n_c / (r·n_c + n_p)`.
+    pub fn share(&self, r: f64) -> f64 {
+        let (nc, np) = (self.canary_requests as f64, self.primary_requests as f64);
+        r * nc / (r * nc + np)
+    }
 }
 
 /// The one-sided exact conditional test of a single (pooled) trial, for a fixed window: given
@@ -38,9 +50,7 @@ pub fn conditional_p(t: &Trial, r0: f64, greater: bool) -> Option<f64> {
     if !t.usable() {
         return None;
     }
-    let k = t.canary_events.saturating_add(t.primary_events);
-    let (nc, np) = (t.canary_requests as f64, t.primary_requests as f64);
-    let theta = r0 * nc / (r0 * nc + np);
+    let (k, theta) = (t.events(), t.share(r0));
     Some(if greater {
         super::stats::binomial_sf(t.canary_events, k, theta)
     } else {
@@ -84,6 +94,19 @@ pub fn above(buckets: &[(f64, u64)], bound: f64) -> Option<(u64, u64)> {
         .max()?;
     let below = buckets.iter().find(|x| x.0 == bound).map(|x| x.1)?;
     Some((total.saturating_sub(below), total))
+}
+
+/// Slow requests as in [`slow_requests`], above a `bound` fixed beforehand ([`tail_pivot`] of a
+/// baseline). `None` when a side has no requests or lacks the bound.
+pub fn slow_above(canary: &[(f64, u64)], primary: &[(f64, u64)], bound: f64) -> Option<Trial> {
+    let (canary_events, canary_requests) = above(canary, bound)?;
+    let (primary_events, primary_requests) = above(primary, bound)?;
+    Some(Trial {
+        canary_events,
+        canary_requests,
+        primary_events,
+        primary_requests,
+    })
 }
 
 /// What a latency histogram says about slow requests in one interval: the pooled (canary and

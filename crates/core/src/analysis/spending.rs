@@ -34,7 +34,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::sequential::Trial;
-use super::stats::{ln_gamma, normal_sf};
+use super::stats::{binomial_log_pmf, normal_sf};
 
 /// The Hwang–Shih–DeCani shape the judge uses: O'Brien–Fleming-like, most of alpha kept for the
 /// end of the planned analysis (γ = 1 would be Pocock-like, spending evenly). On the judge
@@ -252,14 +252,8 @@ fn binomial_kernel(n: u64, p: f64) -> (i64, Vec<f64>) {
     let sd = (nf * p * (1.0 - p)).sqrt();
     let lo = (nf * p - SPREAD * sd - 2.0).floor().max(0.0) as u64;
     let hi = ((nf * p + SPREAD * sd + 2.0).ceil() as u64).min(n);
-    let (lp, lq) = (p.ln(), (1.0 - p).ln());
-    let base = ln_gamma(nf + 1.0);
-    let kernel = (lo..=hi)
-        .map(|k| {
-            let kf = k as f64;
-            (base - ln_gamma(kf + 1.0) - ln_gamma(nf - kf + 1.0) + kf * lp + (nf - kf) * lq).exp()
-        })
-        .collect();
+    let log_pmf = binomial_log_pmf(n, p);
+    let kernel = (lo..=hi).map(|k| log_pmf(k).exp()).collect();
     (i64::try_from(lo).unwrap_or(0), kernel)
 }
 
@@ -309,22 +303,20 @@ const PRIOR_DF: f64 = 2.0;
 
 /// How much more the canary's shares vary from interval to interval than binomial sampling
 /// explains (requests that are not independent: per-pod or per-minute differences between the
-/// deployments): Pearson's X² of the intervals `(events, canary events, canary requests,
-/// primary requests)` around the common ratio that fits them best, over its degrees of freedom,
-/// shrunk toward 1 by [`PRIOR_DF`], never below 1. A constant regression moves the fitted ratio,
-/// not the estimate. `r0` is the starting guess.
-pub fn dispersion(intervals: &[(f64, f64, f64, f64)], r0: f64) -> f64 {
-    let theta = |r: f64, nc: f64, np: f64| r * nc / (r * nc + np);
-    let (events, canary): (f64, f64) = intervals
-        .iter()
-        .fold((0.0, 0.0), |(e, c), i| (e + i.0, c + i.1));
-    if intervals.len() < 2 || canary <= 0.0 || canary >= events {
+/// deployments): Pearson's X² of the `trials` around the common ratio that fits them best, over
+/// its degrees of freedom, shrunk toward 1 by [`PRIOR_DF`], never below 1. A constant
+/// regression moves the fitted ratio, not the estimate. `r0` is the starting guess.
+pub fn dispersion(trials: &[Trial], r0: f64) -> f64 {
+    let (events, canary) = trials.iter().fold((0.0, 0.0), |(e, c), t| {
+        (e + t.events() as f64, c + t.canary_events as f64)
+    });
+    if trials.len() < 2 || canary <= 0.0 || canary >= events {
         return 1.0;
     }
     // The ratio whose expected canary events match the observed ones (monotone in log r).
     let expected = |lr: f64| -> f64 {
         let r = lr.exp();
-        intervals.iter().map(|i| i.0 * theta(r, i.2, i.3)).sum()
+        trials.iter().map(|t| t.events() as f64 * t.share(r)).sum()
     };
     let (mut lo, mut hi) = (-30.0f64, 30.0f64);
     let mut lr = r0.max(1e-9).ln().clamp(lo, hi);
@@ -337,19 +329,19 @@ pub fn dispersion(intervals: &[(f64, f64, f64, f64)], r0: f64) -> f64 {
         lr = 0.5 * (lo + hi);
     }
     let r = lr.exp();
-    let pearson: f64 = intervals
+    let pearson: f64 = trials
         .iter()
-        .map(|i| {
-            let t = theta(r, i.2, i.3);
-            let var = i.0 * t * (1.0 - t);
+        .map(|t| {
+            let (k, share) = (t.events() as f64, t.share(r));
+            let var = k * share * (1.0 - share);
             if var > 0.0 {
-                (i.1 - i.0 * t).powi(2) / var
+                (t.canary_events as f64 - k * share).powi(2) / var
             } else {
                 0.0
             }
         })
         .sum();
-    let df = (intervals.len() - 1) as f64;
+    let df = (trials.len() - 1) as f64;
     ((pearson + PRIOR_DF) / (df + PRIOR_DF)).max(1.0)
 }
 
@@ -413,7 +405,7 @@ pub fn spending_test(
         mass: vec![1.0],
         h: 0.0,
     };
-    let mut seen: Vec<(f64, f64, f64, f64)> = Vec::new();
+    let mut seen: Vec<Trial> = Vec::new();
     let mut extra = 0.0f64;
     // Intervals are counted from the canary's first requests, as the calendar counts them.
     let start = trials
@@ -438,9 +430,7 @@ pub fn spending_test(
         out.canary_requests = out.canary_requests.saturating_add(t.canary_requests);
         out.primary_events = out.primary_events.saturating_add(t.primary_events);
         out.primary_requests = out.primary_requests.saturating_add(t.primary_requests);
-        let k = t.canary_events.saturating_add(t.primary_events);
-        let (nc, np) = (t.canary_requests as f64, t.primary_requests as f64);
-        let theta = r0 * nc / (r0 * nc + np);
+        let (k, theta) = (t.events(), t.share(r0));
         let mean = k as f64 * theta;
         if out.regression {
             out.expected += mean;
@@ -472,7 +462,7 @@ pub fn spending_test(
         while lattice.mass.len() > MAX_CELLS {
             lattice.coarsen(out.expected);
         }
-        seen.push((k as f64, t.canary_events as f64, nc, np));
+        seen.push(*t);
         let slot = (time * LOOKS as f64).floor() as i64;
         if slot <= last_slot && time < 1.0 {
             continue;
@@ -706,10 +696,16 @@ mod tests {
     fn the_dispersion_of_the_intervals_themselves_is_measured_around_their_common_ratio() {
         // A constant ratio (the canary at twice the primary's rate) is not over-dispersion;
         // shares that swing are.
-        let steady: Vec<(f64, f64, f64, f64)> = vec![(30.0, 10.0, 100.0, 400.0); 6];
+        let trial = |canary: u64| Trial {
+            canary_events: canary,
+            canary_requests: 100,
+            primary_events: 30 - canary,
+            primary_requests: 400,
+        };
+        let steady = vec![trial(10); 6];
         assert_eq!(dispersion(&steady, 1.0), 1.0);
-        let swinging: Vec<(f64, f64, f64, f64)> = (0..6)
-            .map(|i| (30.0, if i % 2 == 0 { 1.0 } else { 19.0 }, 100.0, 400.0))
+        let swinging: Vec<Trial> = (0..6)
+            .map(|i| trial(if i % 2 == 0 { 1 } else { 19 }))
             .collect();
         assert!(dispersion(&swinging, 1.0) > 5.0);
         assert_eq!(dispersion(&steady[..1], 1.0), 1.0);

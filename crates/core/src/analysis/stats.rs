@@ -418,6 +418,16 @@ pub fn ln_gamma(x: f64) -> f64 {
     0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
 }
 
+/// `i ↦ ln P(X = i)` for `X ~ Binomial(n, p)`, `p` strictly between 0 and 1.
+pub fn binomial_log_pmf(n: u64, p: f64) -> impl Fn(u64) -> f64 {
+    let (nf, lp, lq) = (n as f64, p.ln(), (1.0 - p).ln());
+    let ln_n = ln_gamma(nf + 1.0);
+    move |i: u64| {
+        let i = i as f64;
+        ln_n - ln_gamma(i + 1.0) - ln_gamma(nf - i + 1.0) + i * lp + (nf - i) * lq
+    }
+}
+
 /// `P(X ≥ k)` for `X ~ Binomial(n, p)`, summed exactly in log space (`O(n − k)` terms, each
 /// below the largest by a factor that stops the sum once it no longer matters). 1 for `k = 0`,
 /// 0 for `k > n`; `p` is clamped to `[0, 1]`.
@@ -435,18 +445,14 @@ pub fn binomial_sf(k: u64, n: u64, p: f64) -> f64 {
     if p == 1.0 {
         return 1.0;
     }
-    let (nf, lp, lq) = (n as f64, p.ln(), (1.0 - p).ln());
+    let nf = n as f64;
     let variance = nf * p * (1.0 - p);
     if variance > 1e6 {
         // Beyond a million in variance the normal approximation (continuity-corrected) is
         // accurate to far better than any decision here needs, and the exact sum would be long.
         return normal_sf((k as f64 - 0.5 - nf * p) / variance.sqrt()).clamp(0.0, 1.0);
     }
-    let ln_n = ln_gamma(nf + 1.0);
-    let log_pmf = |i: u64| {
-        let i = i as f64;
-        ln_n - ln_gamma(i + 1.0) - ln_gamma(nf - i + 1.0) + i * lp + (nf - i) * lq
-    };
+    let log_pmf = binomial_log_pmf(n, p);
     // Sum the tail on the side of k away from the mode, where terms only fall, and stop once
     // they are negligible (at most a few thousand terms with the variance bounded above).
     let mode = ((nf + 1.0) * p).floor() as u64;

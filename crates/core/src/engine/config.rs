@@ -235,6 +235,25 @@ impl Config {
         100
     }
 
+    /// The canary weights, in order, of the checks a canary release that passes every one of
+    /// them runs before promotion: one per step up to the maximum weight (Flagger's
+    /// `nextStepWeight`, capped at the maximum as [`Config::effective_max_weight`] caps it).
+    fn planned_weights(&self) -> Vec<u32> {
+        let max = self.effective_max_weight();
+        let mut weights = Vec::new();
+        let mut weight = 0u32;
+        // Weights only grow, and by at least 1 a step: at most 100 steps.
+        while weight < max && weights.len() <= 101 {
+            let step = self.next_step_weight(weight);
+            if step == 0 {
+                break;
+            }
+            weight = weight.saturating_add(step).min(max);
+            weights.push(weight);
+        }
+        weights
+    }
+
     /// The analysis checks a release that passes every one of them runs before promotion: one
     /// per weight step up to the maximum weight (plus the mirroring step), or `iterations` for
     /// A/B testing and blue/green. At least 1. The judge's sequential tests spend their alpha
@@ -243,18 +262,8 @@ impl Config {
         match self.strategy {
             Strategy::AbTesting | Strategy::BlueGreen => self.iterations.max(1),
             Strategy::Canary => {
-                let max = self.effective_max_weight();
-                let (mut weight, mut checks) = (0u32, u32::from(self.mirror));
-                // Weights only grow, and by at least 1 a step: at most 100 steps.
-                while weight < max && checks <= 101 {
-                    let step = self.next_step_weight(weight);
-                    if step == 0 {
-                        break;
-                    }
-                    weight = weight.saturating_add(step).min(max);
-                    checks += 1;
-                }
-                checks.max(1)
+                let steps = u32::try_from(self.planned_weights().len()).unwrap_or(u32::MAX);
+                steps.saturating_add(u32::from(self.mirror)).max(1)
             }
         }
     }
@@ -266,20 +275,11 @@ impl Config {
         if self.strategy != Strategy::Canary || !self.traffic_shifting || self.mirror {
             return None;
         }
-        let max = self.effective_max_weight();
-        let mut weight = 0u32;
-        let mut sum = 0.0;
-        for _ in 0..=101 {
-            if weight >= max {
-                break;
-            }
-            let step = self.next_step_weight(weight);
-            if step == 0 {
-                break;
-            }
-            weight = weight.saturating_add(step).min(max);
-            sum += f64::from(weight) / 100.0;
-        }
+        let sum: f64 = self
+            .planned_weights()
+            .iter()
+            .map(|w| f64::from(*w) / 100.0)
+            .sum();
         let steps_per_check = self.interval_ms as f64 / step_ms.max(1) as f64;
         (sum > 0.0).then_some(sum * steps_per_check)
     }
