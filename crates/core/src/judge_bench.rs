@@ -293,6 +293,14 @@ impl Scenario {
 
     /// The oracle's verdict at level `alpha`: `true` is a rollback.
     pub fn oracle(&self, alpha: f64) -> bool {
+        self.oracle_p() < alpha
+    }
+
+    /// The oracle's p-value: the smaller of its two tests' (errors, slow requests), doubled
+    /// (each runs at half the level), so that it rolls back at level `alpha` when this is
+    /// below `alpha`. Comparing it with a threshold set on the good releases gives the
+    /// oracle's power at any false-alarm level, the judge's among them.
+    pub fn oracle_p(&self) -> f64 {
         // The release's own minutes (the engine's runs draw the same ones while the weights
         // agree), so that the oracle and the policies are compared on the same traffic.
         let mut rng = Rng(self.seed);
@@ -315,9 +323,9 @@ impl Scenario {
                 }
             }
         }
-        let half = alpha / 2.0;
-        stats::binomial_sf(errors, requests, self.error_rate) < half
-            || stats::binomial_sf(slow, requests, 0.1) < half
+        let p = stats::binomial_sf(errors, requests, self.error_rate)
+            .min(stats::binomial_sf(slow, requests, 0.1));
+        (2.0 * p).min(1.0)
     }
 
     /// The release decided by the engine under `policy`.
@@ -585,6 +593,8 @@ pub struct Results {
     /// alike (both rolled back a regression, both promoted a good release), with the checks
     /// each took.
     pub paired: Vec<Vec<[Paired; PAIRED.len()]>>,
+    /// `[condition][class]`: each release's [`Scenario::oracle_p`].
+    pub oracle_p: Vec<Vec<Vec<f64>>>,
 }
 
 /// Checks to the same verdict, release by release, under thresholds and a judge policy.
@@ -621,6 +631,10 @@ pub fn run_with(
         .iter()
         .map(|_| Class::ALL.iter().map(|_| Default::default()).collect())
         .collect();
+    let mut oracle_p: Vec<Vec<Vec<f64>>> = Condition::ALL
+        .iter()
+        .map(|_| Class::ALL.iter().map(|_| Vec::new()).collect())
+        .collect();
     for (i, s) in scenarios.iter().enumerate() {
         let ci = Condition::ALL
             .iter()
@@ -656,19 +670,55 @@ pub fn run_with(
                 }
             }
         }
+        let p = s.oracle_p();
         for (slot, alpha) in ORACLE_ALPHAS.iter().enumerate() {
             row[Policy::ALL.len() + slot].add(&Outcome {
-                rolled_back: s.oracle(*alpha),
+                rolled_back: p < *alpha,
                 checks: 0,
                 minutes: f64::NAN,
             });
         }
+        oracle_p[ci][ki].push(p);
         progress(i + 1);
     }
-    Ok(Results { tallies, paired })
+    Ok(Results {
+        tallies,
+        paired,
+        oracle_p,
+    })
 }
 
 impl Results {
+    /// The oracle held to the false alarms `policy` raised on the good releases of
+    /// `condition` (index into [`Condition::ALL`]): the threshold on its p-value below which
+    /// exactly as many good releases fall (the next good p-value), and per class the share of
+    /// releases it rolls back there, in percent. `None` without good releases.
+    pub fn oracle_matched(&self, condition: usize, policy: Policy) -> Option<(f64, Vec<f64>)> {
+        let good = Class::ALL.iter().position(|(c, _)| *c == Class::Good)?;
+        let column = Policy::ALL.iter().position(|p| *p == policy)?;
+        let alarms = self.tallies.get(condition)?.get(good)?[column].rolled_back;
+        let mut p = self.oracle_p.get(condition)?.get(good)?.clone();
+        if p.is_empty() {
+            return None;
+        }
+        p.sort_by(f64::total_cmp);
+        // Rolling back strictly below the (alarms + 1)-th smallest good p-value raises at
+        // most `alarms` false alarms (fewer on ties); past every good release, any p-value.
+        let threshold = p.get(alarms).copied().unwrap_or(f64::INFINITY);
+        let shares = self.oracle_p[condition]
+            .iter()
+            .map(|ps| {
+                let k = ps.iter().filter(|v| **v < threshold).count();
+                if ps.is_empty() {
+                    f64::NAN
+                } else {
+                    100.0 * k as f64 / ps.len() as f64
+                }
+            })
+            .collect();
+        Some((threshold, shares))
+    }
+
     /// Checks to the same verdict on the releases both decided alike: thresholds against the
     /// sequential judge, one Markdown row per condition and class with any such release.
     pub fn paired_table(&self) -> String {
@@ -709,10 +759,11 @@ impl Results {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| condition | class | n | thresholds | fixed-window judge | sequential judge | thresholds + sequential | oracle α=0.05 | oracle α=0.01 |"
+            "| condition | class | n | thresholds | fixed-window judge | sequential judge | thresholds + sequential | oracle α=0.05 | oracle α=0.01 | oracle at the sequential judge's false alarms |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (ci, condition) in Condition::ALL.iter().enumerate() {
+            let matched = self.oracle_matched(ci, Policy::Sequential);
             for (ki, (class, _)) in Class::ALL.iter().enumerate() {
                 let row = &self.tallies[ci][ki];
                 let mut line = format!(
@@ -748,6 +799,18 @@ impl Results {
                 for t in &row[Policy::ALL.len()..] {
                     let (p, _, _) = t.share();
                     let _ = write!(line, "| {p:.1}% ");
+                }
+                match matched.as_ref().and_then(|(threshold, shares)| {
+                    shares.get(ki).map(|share| (*threshold, *share))
+                }) {
+                    // The threshold once per condition, on its good releases' row.
+                    Some((threshold, share)) if *class == Class::Good => {
+                        let _ = write!(line, "| {share:.1}% (p < {threshold:.2e}) ");
+                    }
+                    Some((_, share)) => {
+                        let _ = write!(line, "| {share:.1}% ");
+                    }
+                    None => line.push_str("| – "),
                 }
                 line.push('|');
                 let _ = writeln!(out, "{line}");
@@ -806,6 +869,44 @@ mod tests {
             .iter()
             .filter(|s| s.condition == Condition::Low)
             .all(|s| s.traffic < 400.0 && s.traffic >= 50.0));
+    }
+
+    #[test]
+    fn the_oracle_held_to_a_policys_false_alarms_raises_as_many_on_the_good_releases() {
+        let rows = |good_alarms: usize| {
+            let mut tallies: Vec<Vec<[Tally; COLUMNS]>> =
+                vec![Class::ALL.iter().map(|_| Default::default()).collect()];
+            let column = Policy::ALL
+                .iter()
+                .position(|p| *p == Policy::Sequential)
+                .unwrap_or(0);
+            tallies[0][0][column].rolled_back = good_alarms;
+            let mut oracle_p = vec![vec![Vec::new(); Class::ALL.len()]];
+            oracle_p[0][0] = vec![0.5, 0.003, 0.2, 0.0004, 0.9];
+            oracle_p[0][1] = vec![0.0001, 0.001, 0.01, 0.5];
+            Results {
+                tallies,
+                paired: Vec::new(),
+                oracle_p,
+            }
+        };
+        // No false alarm: below the smallest good p-value.
+        let Some((threshold, shares)) = rows(0).oracle_matched(0, Policy::Sequential) else {
+            panic!("no good releases");
+        };
+        assert_eq!(threshold, 0.0004);
+        assert_eq!((shares[0], shares[1]), (0.0, 25.0));
+        // Two of five: below the third smallest, two good releases and three of four bad.
+        let Some((threshold, shares)) = rows(2).oracle_matched(0, Policy::Sequential) else {
+            panic!("no good releases");
+        };
+        assert_eq!(threshold, 0.2);
+        assert_eq!((shares[0], shares[1]), (40.0, 75.0));
+        // Every good release rolled back: so is every release.
+        let Some((_, shares)) = rows(5).oracle_matched(0, Policy::Sequential) else {
+            panic!("no good releases");
+        };
+        assert_eq!((shares[0], shares[1]), (100.0, 100.0));
     }
 
     #[test]
