@@ -151,7 +151,7 @@ pub struct RolloutArgs {
     #[command(flatten)]
     pub source: RenderSource,
 
-    /// The Canary to use when there is more than one.
+    /// Roll out only this Canary (default: every Canary of the file or target, at once).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -169,6 +169,11 @@ pub struct RolloutArgs {
     /// Give up after this long (a Go duration such as 30m), returning traffic to the primary.
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+
+    /// With several Canaries: all-or-nothing (none is promoted until every changed one passed
+    /// its analysis; one rolled back rolls the others back) or independent.
+    #[arg(long, value_name = "POLICY", default_value = "all-or-nothing")]
+    pub verdict_policy: String,
 
     /// Prometheus for the built-in metrics (and templates without an address) when the Canary
     /// sets no `metricsServer`. A path prefix is kept (Google Managed Prometheus' frontend).
@@ -432,6 +437,11 @@ impl RolloutArgs {
                 password: self.prometheus_password.clone(),
             },
             report: self.report.clone(),
+            policy: request::VerdictPolicy::parse(
+                Origin::Flag,
+                "verdict-policy",
+                &self.verdict_policy,
+            )?,
         })
     }
 }

@@ -33,6 +33,9 @@ mod prometheus;
 mod preview;
 // `aviary render` against what `kubectl kustomize` prints.
 mod render;
+// A release of several canaries in one run: unchanged canaries, the verdict policies, a Lease
+// held on one of them, SIGTERM.
+mod release;
 // Rollouts through the Gateway API and the Kubernetes providers: bootstrap, promote, roll back,
 // signals, resume, the Lease, API faults.
 mod rollout;

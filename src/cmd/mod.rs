@@ -158,7 +158,7 @@ pub fn pick_canary(
         logging::diagnostic(w);
     }
     let mut canaries = docs.canaries;
-    let mut canary = match (name, canaries.len()) {
+    let canary = match (name, canaries.len()) {
         (_, 0) => {
             let found = if docs.skipped.is_empty() {
                 "no documents".to_string()
@@ -193,6 +193,23 @@ pub fn pick_canary(
             }
         },
     };
+    Ok(with_namespace(canary, file, namespace))
+}
+
+/// Every Canary of `docs` (a release of several), each with `namespace` when it names none,
+/// reporting the spec's warnings on the way.
+pub fn all_canaries(docs: spec::Documents, file: &str, namespace: Option<&str>) -> Vec<Canary> {
+    for w in &docs.warnings {
+        logging::diagnostic(w);
+    }
+    docs.canaries
+        .into_iter()
+        .map(|c| with_namespace(c, file, namespace))
+        .collect()
+}
+
+/// `canary` in `namespace` when it names none (`-n`); said once when it names another.
+fn with_namespace(mut canary: Canary, file: &str, namespace: Option<&str>) -> Canary {
     if let Some(ns) = namespace {
         if !canary.namespace_explicit {
             canary.namespace = ns.to_string();
@@ -204,7 +221,7 @@ pub fn pick_canary(
             );
         }
     }
-    Ok(canary)
+    canary
 }
 
 /// The engine's view of the Canary named by `args`.

@@ -147,6 +147,10 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         .filter(|w| w.path == "spec.provider")
         .cloned()
         .collect();
+    if args.name.is_none() && docs.canaries.len() > 1 {
+        let canaries = super::all_canaries(docs, &label, args.namespace.as_deref());
+        return run_release(args, ctx, canaries, templates, &provider_warnings, objects);
+    }
     let mut canary = super::pick_canary(
         docs,
         &label,
@@ -162,60 +166,11 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         namespace = tracing::field::Empty,
         revision = tracing::field::Empty,
     );
-    // Every address the run would call, checked before anything changes (exit 2).
-    aviary_core::addresses::check_addresses(&canary, &templates, args.prometheus.url.as_deref())
-        .map_err(|errors| spec::SpecError::Invalid {
-            errors,
-            warnings: Vec::new(),
-        })?;
-    // What Flagger's CRD lets a Canary leave out and a router needs (spec.service), exit 2.
-    let missing = spec::check_runnable(&canary, &provider);
-    if !missing.is_empty() {
-        return Err(spec::SpecError::Invalid {
-            errors: missing,
-            warnings: Vec::new(),
-        }
-        .into());
-    }
-    // A provider aviary does not route, or a route it cannot attach: refused before anything
-    // changes (exit 2). A provider routed with an HTTPRoute where Flagger writes another object
-    // is said once.
-    refuse_unrouted(&canary, &provider, &provider_warnings)?;
-    let routed_by = canary.provider.as_ref().unwrap_or(&provider);
-    // Preview hosts the provider cannot route: the rollout goes on without them, said once.
-    if let Some((problem, fix)) = spec::preview_gap(&canary.service, routed_by) {
-        tracing::warn!("{}: {problem}; {fix}", canary.qualified_name());
-    }
-    match aviary_kube::routing::preflight(&canary, routed_by) {
-        Ok(Some(line)) => tracing::warn!("{line}"),
-        Ok(None) => {}
-        Err(errors) => {
-            return Err(spec::SpecError::Invalid {
-                errors,
-                warnings: Vec::new(),
-            }
-            .into())
-        }
-    }
+    check_canary(&canary, &templates, args, &provider, &provider_warnings)?;
     let log = ctx.log.clone();
     let started = ctx.started;
     let target = objects.as_ref().map(|(t, _)| t.clone());
-    let prometheus_auth = match (
-        &args.prometheus.token,
-        &args.prometheus.username,
-        &args.prometheus.password,
-    ) {
-        (Some(token), _, _) if !token.is_empty() => {
-            aviary_kube::metrics::Auth::Bearer(token.clone())
-        }
-        (_, Some(username), Some(password)) if !username.is_empty() && !password.is_empty() => {
-            aviary_kube::metrics::Auth::Basic {
-                username: username.clone(),
-                password: password.clone(),
-            }
-        }
-        _ => aviary_kube::metrics::Auth::None,
-    };
+    let prometheus_auth = prometheus_auth(args);
     let options = Options {
         provider: provider.clone(),
         poll: Duration::from_millis(500),
@@ -224,6 +179,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         prometheus_auth,
         log: log.clone(),
         phase: ctx.phase,
+        release: None,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(tracing::Instrument::instrument(
@@ -266,7 +222,13 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             let run = async {
                 if let Some((target, objects)) = objects {
                     match stop
-                        .guard(apply_for_rollout(&client, &canary, &target, objects))
+                        .guard(apply_for_rollout(
+                            &client,
+                            std::slice::from_ref(&canary),
+                            &canary.namespace,
+                            &target,
+                            objects,
+                        ))
                         .await
                     {
                         Ok(applied) => applied?,
@@ -291,6 +253,280 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         span,
     ))?;
     let (outcome, canary) = outcome;
+    let report = outcome_report(outcome, &log, &canary, &provider, target);
+    log_verdict(&report);
+    Ok(report)
+}
+
+/// A release of several canaries (every Canary of the file or rendered target): all checked
+/// before anything changes, every Lease taken before anything is applied (one held elsewhere:
+/// exit 4, nothing changed), the target applied once, then every canary driven at once by its
+/// own runner under `args.policy`; one report with each canary's.
+fn run_release(
+    args: &request::Rollout,
+    ctx: RunContext,
+    mut canaries: Vec<Canary>,
+    templates: Vec<spec::MetricTemplate>,
+    provider_warnings: &[spec::Diagnostic],
+    objects: Option<(String, Vec<serde_json::Value>)>,
+) -> Result<Report, AppError> {
+    let provider = args.provider.clone();
+    for canary in &canaries {
+        check_canary(canary, &templates, args, &provider, provider_warnings)?;
+    }
+    let policy = args.policy;
+    let target = objects.as_ref().map(|(t, _)| t.clone());
+    let prometheus_auth = prometheus_auth(args);
+    let rt = runtime()?;
+    let ended = rt.block_on(async {
+        // From here on a signal or the time limit stops the command wherever it is.
+        let started_at = tokio::time::Instant::now();
+        let mut stop = runner::Stop::new(args.timeout)?;
+        let stopped_before = |reason, canaries: Vec<Canary>| {
+            let outcome = stopped_early(reason)?;
+            Ok::<_, AppError>(
+                canaries
+                    .into_iter()
+                    .map(|c| (c, Ok(outcome.clone()), Log::default()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (client, default_ns) = match stop.guard(connect(&args.cluster)).await {
+            Ok(connected) => connected?,
+            Err(reason) => return stopped_before(reason, canaries),
+        };
+        for canary in &mut canaries {
+            if !canary.namespace_explicit && args.namespace.is_none() {
+                canary.namespace = default_ns.clone();
+            }
+        }
+        canaries.sort_by_key(|c| c.qualified_name());
+        let names: Vec<String> = canaries.iter().map(|c| c.qualified_name()).collect();
+        tracing::info!(
+            "releasing {} canaries at once ({}), verdict policy {policy}",
+            canaries.len(),
+            names.join(", ")
+        );
+        // Every Lease first, in name order: a release that cannot have one of them changes
+        // nothing (exit 4), not even the Deployments of the others.
+        let me = Holder::this_process(&|k| std::env::var(k).ok());
+        let mut leases: Vec<LeaseGuard> = Vec::new();
+        let mut refused = None;
+        for canary in &canaries {
+            let acquired = stop
+                .guard(LeaseGuard::acquire(
+                    client.clone(),
+                    &canary.namespace,
+                    &canary.name,
+                    &me,
+                ))
+                .await;
+            match acquired {
+                Ok(Ok(lease)) => leases.push(lease),
+                Ok(Err(e)) => {
+                    refused = Some(Err(AppError::from(RunError::from(e))));
+                    break;
+                }
+                Err(reason) => {
+                    refused = Some(stopped_before(reason, canaries.clone()));
+                    break;
+                }
+            }
+        }
+        if let Some(refused) = refused {
+            release_leases(leases).await;
+            return refused;
+        }
+        if let Some(started) = ctx.started {
+            // The post step of a GitHub job keeps one canary; the first of the release.
+            if let Some(first) = canaries.first() {
+                started(&first.namespace, &first.name);
+            }
+        }
+        if let Some((target, objects)) = objects {
+            let ns = args.namespace.clone().unwrap_or_else(|| default_ns.clone());
+            match stop
+                .guard(apply_for_rollout(&client, &canaries, &ns, &target, objects))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    release_leases(leases).await;
+                    return Err(e);
+                }
+                Err(reason) => {
+                    release_leases(leases).await;
+                    return stopped_before(reason, canaries);
+                }
+            }
+        }
+        drop(stop);
+        let release = runner::Release::new(policy, names);
+        let left = args.timeout.map(|t| t.saturating_sub(started_at.elapsed()));
+        let runs = canaries.into_iter().zip(leases).map(|(canary, lease)| {
+            let log = Log::default();
+            let options = Options {
+                provider: provider.clone(),
+                poll: Duration::from_millis(500),
+                templates: templates.clone(),
+                prometheus: args.prometheus.url.clone(),
+                prometheus_auth: prometheus_auth.clone(),
+                log: log.clone(),
+                phase: ctx.phase,
+                release: Some(release.clone()),
+            };
+            let client = client.clone();
+            let span = tracing::info_span!(
+                "rollout",
+                canary = %canary.name,
+                namespace = %canary.namespace,
+                revision = tracing::field::Empty,
+            );
+            let run = async move {
+                let outcome = match runner::Stop::new(left) {
+                    Ok(mut stop) => {
+                        stop.watch_lease(lease.keep());
+                        tracing::info!(
+                            "rolling out {} (lease holder {})",
+                            canary.qualified_name(),
+                            lease.identity()
+                        );
+                        let outcome =
+                            runner::rollout(client, canary.clone(), options, &mut stop).await;
+                        drop(stop);
+                        outcome
+                    }
+                    Err(e) => Err(e),
+                };
+                release_leases(vec![lease]).await;
+                (canary, outcome.map_err(AppError::from), log)
+            };
+            tracing::Instrument::instrument(run, span)
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for (i, run) in runs.enumerate() {
+            set.spawn(async move { (i, run.await) });
+        }
+        let mut ended = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok(one) => ended.push(one),
+                Err(e) => return Err(AppError::Runtime(format!("a canary's runner failed: {e}"))),
+            }
+        }
+        ended.sort_by_key(|(i, _)| *i);
+        Ok(ended.into_iter().map(|(_, one)| one).collect())
+    })?;
+    let members: Vec<Report> = ended
+        .into_iter()
+        .map(|(canary, outcome, log)| {
+            let report = match outcome {
+                Ok(outcome) => outcome_report(outcome, &log, &canary, &provider, target.clone()),
+                Err(e) => {
+                    e.report();
+                    let mut report = super::failed_report(&e, "rollout");
+                    report.canary = Some(canary.qualified_name());
+                    report.target = target.clone();
+                    report
+                }
+            };
+            log_verdict(&report);
+            report
+        })
+        .collect();
+    let mut report = Report::release(policy.as_str(), members);
+    report.command = Some("rollout".into());
+    report.target = target;
+    log_verdict(&report);
+    Ok(report)
+}
+
+/// Gives up `leases` (each within 5 s; one not released expires by itself).
+async fn release_leases(leases: Vec<LeaseGuard>) {
+    for lease in leases {
+        match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
+            Err(_) => tracing::warn!("could not release the lease in time; it expires by itself"),
+        }
+    }
+}
+
+/// Everything about `canary` that can be refused before anything changes (exit 2): the
+/// addresses it would call, what a router needs, a provider aviary does not route.
+fn check_canary(
+    canary: &Canary,
+    templates: &[spec::MetricTemplate],
+    args: &request::Rollout,
+    provider: &spec::Provider,
+    provider_warnings: &[spec::Diagnostic],
+) -> Result<(), AppError> {
+    // Every address the run would call, checked before anything changes (exit 2).
+    aviary_core::addresses::check_addresses(canary, templates, args.prometheus.url.as_deref())
+        .map_err(|errors| spec::SpecError::Invalid {
+            errors,
+            warnings: Vec::new(),
+        })?;
+    // What Flagger's CRD lets a Canary leave out and a router needs (spec.service), exit 2.
+    let missing = spec::check_runnable(canary, provider);
+    if !missing.is_empty() {
+        return Err(spec::SpecError::Invalid {
+            errors: missing,
+            warnings: Vec::new(),
+        }
+        .into());
+    }
+    // A provider aviary does not route, or a route it cannot attach: refused before anything
+    // changes (exit 2). A provider routed with an HTTPRoute where Flagger writes another object
+    // is said once.
+    refuse_unrouted(canary, provider, provider_warnings)?;
+    let routed_by = canary.provider.as_ref().unwrap_or(provider);
+    // Preview hosts the provider cannot route: the rollout goes on without them, said once.
+    if let Some((problem, fix)) = spec::preview_gap(&canary.service, routed_by) {
+        tracing::warn!("{}: {problem}; {fix}", canary.qualified_name());
+    }
+    match aviary_kube::routing::preflight(canary, routed_by) {
+        Ok(Some(line)) => tracing::warn!("{line}"),
+        Ok(None) => {}
+        Err(errors) => {
+            return Err(spec::SpecError::Invalid {
+                errors,
+                warnings: Vec::new(),
+            }
+            .into())
+        }
+    }
+    Ok(())
+}
+
+/// The credentials for `--prometheus-url`.
+fn prometheus_auth(args: &request::Rollout) -> aviary_kube::metrics::Auth {
+    match (
+        &args.prometheus.token,
+        &args.prometheus.username,
+        &args.prometheus.password,
+    ) {
+        (Some(token), _, _) if !token.is_empty() => {
+            aviary_kube::metrics::Auth::Bearer(token.clone())
+        }
+        (_, Some(username), Some(password)) if !username.is_empty() && !password.is_empty() => {
+            aviary_kube::metrics::Auth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            }
+        }
+        _ => aviary_kube::metrics::Auth::None,
+    }
+}
+
+/// The report of one canary's run that ended with `outcome`.
+fn outcome_report(
+    outcome: Outcome,
+    log: &Log,
+    canary: &Canary,
+    provider: &spec::Provider,
+    target: Option<String>,
+) -> Report {
     let mut traffic = None;
     let (verdict, exit, message) = match outcome {
         Outcome::Promoted => (Verdict::Promoted, Exit::Success, None),
@@ -355,18 +591,30 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         report.message = message.or(report.message);
     }
     report.traffic = traffic;
-    let config = aviary_core::engine::Config::from_canary(&canary, &provider);
+    let config = aviary_core::engine::Config::from_canary(canary, provider);
     report.command = Some("rollout".into());
     report.canary = Some(canary.qualified_name());
     report.target = target;
     report.threshold = Some(config.threshold);
-    match verdict {
-        Verdict::RolledBack | Verdict::Cancelled | Verdict::NoVerdict => {
-            tracing::warn!("verdict: {} ({})", verdict.human(), report.headline())
+    report.exit(exit)
+}
+
+/// Logs a report's verdict, as a warning when it is not a success.
+fn log_verdict(report: &Report) {
+    match report.verdict {
+        Verdict::RolledBack | Verdict::Cancelled | Verdict::NoVerdict | Verdict::Failed => {
+            tracing::warn!(
+                "verdict: {} ({})",
+                report.verdict.human(),
+                report.headline()
+            )
         }
-        _ => tracing::info!("verdict: {} ({})", verdict.human(), report.headline()),
+        _ => tracing::info!(
+            "verdict: {} ({})",
+            report.verdict.human(),
+            report.headline()
+        ),
     }
-    Ok(report.exit(exit))
 }
 
 /// The outcome of a run stopped before its rollout began: it moved no traffic.
@@ -392,34 +640,39 @@ fn stopped_early(reason: runner::StopReason) -> Result<Outcome, AppError> {
     }
 }
 
-/// Applies a rendered target before its rollout: everything, the canary's target Deployment
+/// Applies a rendered target before its rollout: everything, each canary's target Deployment
 /// included (that is how the new revision arrives), and waits for the other workloads. Once a
-/// primary exists, the target keeps the replica count the rollout left it with (zero between
-/// releases), so re-applying an unchanged revision does not wake the canary up.
+/// primary exists, a target keeps the replica count the rollout left it with (zero between
+/// releases), so re-applying an unchanged revision does not wake its canary up. `ns` is the
+/// namespace of objects that name none.
 async fn apply_for_rollout(
     client: &kube::Client,
-    canary: &Canary,
+    canaries: &[Canary],
+    ns: &str,
     target: &str,
     mut objects: Vec<serde_json::Value>,
 ) -> Result<(), AppError> {
     use k8s_openapi::api::apps::v1::Deployment;
-    let ns = canary.namespace.clone();
-    let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), &ns);
-    let primary = format!("{}-primary", canary.target_ref.name);
     let cluster_err = |e: kube::Error| {
         AppError::from(RunError::Cluster(ClusterError::api("read the primary", e)))
     };
-    let has_primary = deployments
-        .get_opt(&primary)
-        .await
-        .map_err(cluster_err)?
-        .is_some();
-    let is_target = |o: &serde_json::Value| {
-        o["kind"] == "Deployment"
-            && o["metadata"]["name"] == canary.target_ref.name.as_str()
-            && o["metadata"]["namespace"].as_str().unwrap_or(&ns) == ns
-    };
-    if has_primary {
+    for canary in canaries {
+        let cns = canary.namespace.as_str();
+        let deployments: kube::Api<Deployment> = kube::Api::namespaced(client.clone(), cns);
+        let primary = format!("{}-primary", canary.target_ref.name);
+        let has_primary = deployments
+            .get_opt(&primary)
+            .await
+            .map_err(cluster_err)?
+            .is_some();
+        if !has_primary {
+            continue;
+        }
+        let is_target = |o: &serde_json::Value| {
+            o["kind"] == "Deployment"
+                && o["metadata"]["name"] == canary.target_ref.name.as_str()
+                && o["metadata"]["namespace"].as_str().unwrap_or(ns) == cns
+        };
         let live = deployments
             .get_opt(&canary.target_ref.name)
             .await
@@ -432,12 +685,16 @@ async fn apply_for_rollout(
             }
         }
     }
-    let applied = deploy::apply_objects(client, &objects, &ns, target)
+    let applied = deploy::apply_objects(client, &objects, ns, target)
         .await
         .map_err(|e| AppError::from(RunError::Cluster(e)))?;
     let others: Vec<_> = applied
         .into_iter()
-        .filter(|k| !(k.kind == "Deployment" && k.name == canary.target_ref.name))
+        .filter(|k| {
+            !canaries
+                .iter()
+                .any(|c| k.kind == "Deployment" && k.name == c.target_ref.name)
+        })
         .collect();
     deploy::wait_for_rollouts(client, &others, Duration::from_secs(300)).await?;
     Ok(())

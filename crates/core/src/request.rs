@@ -238,6 +238,52 @@ pub struct Rollout {
     pub prometheus: Prometheus,
     /// Also write the JSON report here.
     pub report: Option<PathBuf>,
+    /// How the verdicts combine when the target renders several Canaries.
+    pub policy: VerdictPolicy,
+}
+
+/// How the verdicts of a release's canaries (every Canary a target renders) combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerdictPolicy {
+    /// A release is one change: no canary is promoted until every changed one passed its
+    /// analysis; when one fails, the others roll back.
+    #[default]
+    AllOrNothing,
+    /// Each canary's verdict stands on its own; the release's is the worst of them.
+    Independent,
+}
+
+impl VerdictPolicy {
+    pub const ALL: [VerdictPolicy; 2] = [VerdictPolicy::AllOrNothing, VerdictPolicy::Independent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictPolicy::AllOrNothing => "all-or-nothing",
+            VerdictPolicy::Independent => "independent",
+        }
+    }
+
+    /// The policy a flag or input names, or what to write instead.
+    pub fn parse(origin: Origin, setting: &str, value: &str) -> Result<VerdictPolicy, BadValue> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(VerdictPolicy::default());
+        }
+        VerdictPolicy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == value)
+            .ok_or_else(|| BadValue {
+                setting: origin.name(setting),
+                message: format!("unknown verdict policy {value:?}"),
+                help: "use all-or-nothing (the default) or independent".into(),
+            })
+    }
+}
+
+impl std::fmt::Display for VerdictPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `deploy`: a target rendered, applied and waited for, with no canary.

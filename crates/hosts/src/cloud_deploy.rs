@@ -366,6 +366,11 @@ impl Request {
                 password: env("AVIARY_PROMETHEUS_PASSWORD"),
             },
             report: None,
+            policy: request::VerdictPolicy::parse(
+                Origin::DeployParameter,
+                "verdict-policy",
+                &self.param("verdictPolicy").unwrap_or_default(),
+            )?,
         })
     }
 }

@@ -323,6 +323,8 @@ pub struct StepRequest {
     pub namespace: Option<String>,
     pub provider: String,
     pub timeout: String,
+    /// `verdict-policy`: how the verdicts of the target's Canaries combine (empty: the default).
+    pub verdict_policy: String,
     pub prometheus_url: Option<String>,
     pub prometheus_token: Option<String>,
     /// Basic auth for Prometheus, from `AVIARY_PROMETHEUS_USERNAME`/`_PASSWORD` only (never inputs).
@@ -353,6 +355,7 @@ pub const INPUTS: &[&str] = &[
     "namespace",
     "provider",
     "timeout",
+    "verdict-policy",
     "prometheus-url",
     "prometheus-token",
     "metrics",
@@ -411,6 +414,7 @@ impl StepRequest {
             namespace: get("namespace"),
             provider: get("provider").unwrap_or_else(|| "istio".into()),
             timeout: get("timeout").unwrap_or_else(|| "30m".into()),
+            verdict_policy: get("verdict-policy").unwrap_or_default(),
             prometheus_url: get("prometheus-url").or_else(|| host.var("AVIARY_PROMETHEUS_URL")),
             prometheus_token: get("prometheus-token")
                 .or_else(|| host.var("AVIARY_PROMETHEUS_TOKEN")),
@@ -517,6 +521,11 @@ impl StepRequest {
             )?),
             prometheus: self.prometheus(),
             report: None,
+            policy: request::VerdictPolicy::parse(
+                Origin::Input,
+                "verdict-policy",
+                &self.verdict_policy,
+            )?,
         })
     }
 

@@ -179,6 +179,13 @@ pub struct Report {
     /// kept failing, a lost lease) left the traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficLeft>,
+    /// A release of several canaries: how their verdicts combined (`all-or-nothing`,
+    /// `independent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// A release of several canaries: each one's report, in the order they were named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<Report>,
 }
 
 /// Where traffic was when a run stopped before its verdict.
@@ -236,7 +243,71 @@ impl Report {
             message: None,
             warnings: Vec::new(),
             traffic: None,
+            policy: None,
+            canaries: Vec::new(),
         }
+    }
+
+    /// The report of a release of several canaries under `policy`: the verdict and exit code of
+    /// the member that ended worst (an error before a rollback, a rollback before no verdict,
+    /// a cancel, a success), its ticks and weights for the charts, every member in
+    /// [`Report::canaries`], and one sentence per member in the message.
+    pub fn release(policy: &str, members: Vec<Report>) -> Report {
+        // Worst exit first; among successes, the one where most happened (a promotion says
+        // more than "up to date"); then the first named.
+        let rank = |r: &Report| {
+            let exit = exit_of(r);
+            let by_exit = RELEASE_ORDER
+                .iter()
+                .position(|e| *e == exit)
+                .unwrap_or(RELEASE_ORDER.len());
+            let by_verdict = SUCCESS_ORDER
+                .iter()
+                .position(|v| *v == r.verdict)
+                .unwrap_or(SUCCESS_ORDER.len());
+            (by_exit, by_verdict)
+        };
+        let worst = members
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, r)| (rank(r), *i))
+            .map(|(i, _)| i);
+        let mut report = match worst.and_then(|i| members.get(i)) {
+            Some(w) => {
+                let mut r = Report::new(w.verdict);
+                r.failed_checks = w.failed_checks;
+                r.weights = w.weights.clone();
+                r.checks = w.checks.clone();
+                r.threshold = w.threshold;
+                r.canary_weight = w.canary_weight;
+                r.traffic = w.traffic;
+                r.exit_code = Some(exit_of(w).code());
+                r
+            }
+            None => Report::new(Verdict::UpToDate).exit(Exit::Success),
+        };
+        report.duration_s = Secs(members.iter().map(|m| m.duration_s.0).fold(0.0, f64::max));
+        for m in &members {
+            for name in &m.failed_metrics {
+                let qualified = match &m.canary {
+                    Some(c) => format!("{c}/{name}"),
+                    None => name.clone(),
+                };
+                if !report.failed_metrics.contains(&qualified) {
+                    report.failed_metrics.push(qualified);
+                }
+            }
+            report.warnings.extend(m.warnings.iter().cloned());
+        }
+        let each: Vec<String> = members.iter().map(Report::headline).collect();
+        report.message = Some(format!(
+            "{} canaries ({policy}): {}",
+            members.len(),
+            each.join("; ")
+        ));
+        report.policy = Some(policy.to_string());
+        report.canaries = members;
+        report
     }
 
     /// The report of a run whose ticks are `ticks` (times relative to the run's start).
@@ -315,6 +386,25 @@ impl Secs {
         Secs(ms as f64 / 1000.0)
     }
 }
+
+/// Exit codes from worst to best, for the verdict of a release of several canaries.
+const RELEASE_ORDER: [Exit; 7] = [
+    Exit::InvalidInput,
+    Exit::Runtime,
+    Exit::Locked,
+    Exit::RolledBack,
+    Exit::NoVerdict,
+    Exit::Cancelled,
+    Exit::Success,
+];
+
+/// Successful verdicts from the one where most happened, for the verdict of a release.
+const SUCCESS_ORDER: [Verdict; 4] = [
+    Verdict::Promoted,
+    Verdict::Advanced,
+    Verdict::Bootstrapped,
+    Verdict::UpToDate,
+];
 
 /// The exit code a report stands for: the one it records, else its verdict's.
 pub fn exit_of(report: &Report) -> Exit {
@@ -660,6 +750,70 @@ impl Log {
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log").field("ticks", &self.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    use super::*;
+
+    fn member(name: &str, verdict: Verdict, exit: Exit, failed: &[&str]) -> Report {
+        let mut r = Report::new(verdict);
+        r.canary = Some(name.to_string());
+        r.failed_metrics = failed.iter().map(|f| f.to_string()).collect();
+        r.weights = vec![10, 20];
+        r.exit(exit)
+    }
+
+    #[test]
+    fn a_release_takes_its_worst_members_verdict_and_exit_and_keeps_every_member() {
+        let r = Report::release(
+            "all-or-nothing",
+            vec![
+                member("a.ns", Verdict::UpToDate, Exit::Success, &[]),
+                member("b.ns", Verdict::Cancelled, Exit::Cancelled, &[]),
+                member("c.ns", Verdict::RolledBack, Exit::RolledBack, &["errors"]),
+                member("d.ns", Verdict::RolledBack, Exit::RolledBack, &[]),
+            ],
+        );
+        assert_eq!(r.verdict, Verdict::RolledBack);
+        assert_eq!(exit_of(&r), Exit::RolledBack);
+        assert_eq!(r.failed_metrics, vec!["c.ns/errors".to_string()]);
+        assert_eq!(r.canaries.len(), 4);
+        assert_eq!(r.policy.as_deref(), Some("all-or-nothing"));
+        let message = r.message.unwrap_or_default();
+        assert!(
+            message.starts_with("4 canaries (all-or-nothing): a.ns: up to date"),
+            "{message}"
+        );
+        assert!(
+            message.contains("c.ns: rolled back; failing: errors"),
+            "{message}"
+        );
+        // An error outranks a rollback.
+        let r = Report::release(
+            "independent",
+            vec![
+                member("a.ns", Verdict::RolledBack, Exit::RolledBack, &[]),
+                member("b.ns", Verdict::Failed, Exit::Runtime, &[]),
+            ],
+        );
+        assert_eq!(exit_of(&r), Exit::Runtime);
+    }
+
+    #[test]
+    fn a_successful_release_says_what_happened_most() {
+        let r = Report::release(
+            "all-or-nothing",
+            vec![
+                member("a.ns", Verdict::UpToDate, Exit::Success, &[]),
+                member("b.ns", Verdict::Promoted, Exit::Success, &[]),
+                member("c.ns", Verdict::Bootstrapped, Exit::Success, &[]),
+            ],
+        );
+        assert_eq!(r.verdict, Verdict::Promoted);
+        assert_eq!(exit_of(&r), Exit::Success);
+        assert_eq!(r.weights, vec![10, 20]);
     }
 }
 

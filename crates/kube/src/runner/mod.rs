@@ -13,17 +13,20 @@
 //! - `mod.rs`: the entry points ([`rollout`], [`abort_without_runner`]) and the tick loop.
 //! - `outcome.rs`: how a run ends, [`Outcome`] or [`RunError`].
 //! - `phase.rs`: Cloud Deploy's externally driven phases ([`ExternalPhase`]).
+//! - `release.rs`: several canaries released at once under one verdict policy ([`Release`]).
 //! - `stop.rs`: what stops a run early ([`Stop`]) and how a stopped run returns traffic.
 //! - `shell.rs`: the shell that carries out the engine's commands and answers its requests.
 //! - `tests.rs`: the loop against the API emulator.
 
 mod outcome;
 mod phase;
+mod release;
 mod shell;
 mod stop;
 
 pub use outcome::{Outcome, RunError};
 pub use phase::{ExternalPhase, PHASE_GATE};
+pub use release::{Gate, Policy, Release, RELEASE_GATE};
 pub use stop::{Stop, StopReason, CANCEL_BUDGET};
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +63,8 @@ pub struct Options {
     pub log: aviary_core::report::Log,
     /// Run one externally driven phase instead of the whole schedule.
     pub phase: Option<ExternalPhase>,
+    /// The release this canary is one of, when a target renders several.
+    pub release: Option<Release>,
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -71,8 +76,47 @@ pub fn wall_ms() -> u64 {
 }
 
 /// Drives `canary` on the cluster until a verdict. The caller holds the canary's lease (and
-/// has told `stop` to watch it).
+/// has told `stop` to watch it). A canary of a release tells the others how it ended.
 pub async fn rollout(
+    client: Client,
+    canary: Canary,
+    options: Options,
+    stop: &mut Stop,
+) -> Result<Outcome, RunError> {
+    let release = options.release.clone();
+    let member = canary.qualified_name();
+    let log = options.log.clone();
+    let result = rollout_alone(client, canary, options, stop).await;
+    if let Some(release) = release {
+        match &result {
+            Ok(Outcome::UpToDate {
+                phase: Phase::Failed,
+            }) => release.fail(&member, "this revision was rolled back before"),
+            Ok(Outcome::Promoted)
+            | Ok(Outcome::Held { .. })
+            | Ok(Outcome::Bootstrapped)
+            | Ok(Outcome::UpToDate { .. }) => release.leave(&member),
+            Ok(Outcome::RolledBack { aborted }) => {
+                let failed = log
+                    .report(aviary_core::report::Verdict::RolledBack)
+                    .failed_metrics;
+                let why = match aborted {
+                    Some(reason) => format!("aborted: {reason}"),
+                    None if failed.is_empty() => "rolled back".to_string(),
+                    None => format!("rolled back: {}", failed.join(", ")),
+                };
+                release.fail(&member, &why);
+            }
+            // A signal and the time limit stop every member at once: each returns its own
+            // traffic, none is rolled back on another's account.
+            Ok(Outcome::Cancelled { .. }) | Ok(Outcome::TimedOut { .. }) => release.leave(&member),
+            Err(e) => release.fail(&member, &e.to_string()),
+        }
+    }
+    result
+}
+
+async fn rollout_alone(
     client: Client,
     canary: Canary,
     options: Options,
@@ -102,11 +146,19 @@ pub async fn rollout(
     let state = saved
         .map(|e| e.state().clone())
         .unwrap_or_else(State::default);
-    let (config, phase_gate) = match options.phase {
+    let (mut config, phase_gate) = match options.phase {
         Some(phase) => phase_config(config, phase, &state)?,
         None => (config, None),
     };
     shell.phase_gate = phase_gate;
+    // A canary of an all-or-nothing release waits at a gate of its own before its promotion.
+    if let Some(release) = options.release.as_ref().filter(|r| r.gated()) {
+        config.webhooks.push(aviary_core::engine::HookRef {
+            name: RELEASE_GATE.to_string(),
+            hook: aviary_core::spec::HookType::ConfirmPromotion,
+        });
+        shell.release = Some((release.clone(), config.webhooks.len() - 1));
+    }
     let mut engine = Engine::new(config.clone(), state);
     let start_phase = engine.state().phase;
 
@@ -226,6 +278,7 @@ async fn drive(
     let mut failures = 0u32;
     let mut ticks = 0u64;
     let mut readiness_poll = FIRST_READINESS_POLL;
+    let member = shell.canary.qualified_name();
     loop {
         // Ticks keep to the interval from when each one started, so the time a tick spends on
         // the cluster and the metrics does not add up over a release.
@@ -255,7 +308,10 @@ async fn drive(
         );
         let abort = async {
             if abortable {
-                abort_requested(&watcher, analysed.as_deref()).await
+                tokio::select! {
+                    abort = abort_requested(&watcher, analysed.as_deref()) => abort.reason,
+                    reason = release_failed(options.release.clone(), member.clone()) => reason,
+                }
             } else {
                 std::future::pending().await
             }
@@ -282,13 +338,13 @@ async fn drive(
         .await;
         let result = match ticked {
             Ok(result) => result,
-            Err(abort) => {
-                tracing::warn!("abort requested during a tick: {}", abort.reason);
+            Err(reason) => {
+                tracing::warn!("abort requested during a tick: {reason}");
                 shell.done.clear();
-                shell.abort(engine, &abort.reason).await?;
+                shell.abort(engine, &reason).await?;
                 if engine.state().phase == Phase::Failed {
                     return Ok(Outcome::RolledBack {
-                        aborted: Some(abort.reason),
+                        aborted: Some(reason),
                     });
                 }
                 continue;
@@ -404,11 +460,42 @@ async fn drive(
                 }
                 Err(e) => tracing::debug!("could not read control requests: {e}"),
             }
+            // Another canary of an all-or-nothing release failed: this one follows it back.
+            let phase = engine.state().phase;
+            let release = options.release.as_ref();
+            if matches!(
+                phase,
+                Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+            ) {
+                if let Some(reason) = release.and_then(|r| r.failure_for(&member)) {
+                    tracing::warn!("{reason}");
+                    shell.abort(engine, &reason).await?;
+                    if engine.state().phase == Phase::Failed {
+                        return Ok(Outcome::RolledBack {
+                            aborted: Some(reason),
+                        });
+                    }
+                }
+            }
+            // The release gate opened while this canary waited at it: promote now, not an
+            // interval later.
+            if phase == Phase::WaitingPromotion && release.is_some_and(|r| r.open_for(&member)) {
+                break;
+            }
             let now = Instant::now();
             if now >= next {
                 break;
             }
-            tokio::time::sleep(options.poll.min(next - now)).await;
+            let changed = async {
+                match release {
+                    Some(r) => r.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(options.poll.min(next - now)) => {}
+                _ = changed => {}
+            }
         }
     }
 }
@@ -425,6 +512,22 @@ async fn abort_requested(
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until another canary of `release` (all-or-nothing) failed; the reason this one rolls
+/// back. Never resolves without a release.
+async fn release_failed(release: Option<Release>, member: String) -> String {
+    let Some(release) = release else {
+        return std::future::pending().await;
+    };
+    loop {
+        // Subscribed before looking, so a failure between the two is not missed.
+        let changed = release.changed();
+        if let Some(reason) = release.failure_for(&member) {
+            return reason;
+        }
+        changed.await;
     }
 }
 
@@ -453,6 +556,7 @@ pub async fn abort_without_runner(
         prometheus_auth: crate::metrics::Auth::None,
         log,
         phase: None,
+        release: None,
     };
     let config = Config::from_canary(&spec.canary, &spec.provider);
     let (mut shell, saved, _) = Shell::open(client, spec.canary, &spec.provider, &options).await?;

@@ -33,6 +33,8 @@ pub(super) struct Shell {
     metrics: crate::metrics::Evaluator,
     /// The index of the gate that holds an externally driven phase.
     pub(super) phase_gate: Option<usize>,
+    /// The release this canary waits for before its promotion, and the index of its gate.
+    pub(super) release: Option<(super::Release, usize)>,
     /// The commands carried out since the last recorded tick.
     pub(super) done: Vec<Command>,
     log: aviary_core::report::Log,
@@ -84,6 +86,7 @@ impl Shell {
             waiting_for_readiness: false,
             metrics,
             phase_gate: None,
+            release: None,
             done: Vec::new(),
             log: options.log.clone(),
             started_ms: wall_ms(),
@@ -199,6 +202,25 @@ impl Shell {
                     return Answer::Webhook(aviary_core::engine::HookOutcome::Fail(
                         "held at this weight until the pipeline starts the next phase".into(),
                     ));
+                }
+                // Not opened by `aviary promote`: the release is one change.
+                if let Some((release, gate)) = &self.release {
+                    if *gate == *index {
+                        use super::Gate;
+                        return Answer::Webhook(
+                            match release.pass(&self.canary.qualified_name()) {
+                                Gate::Open => aviary_core::engine::HookOutcome::Pass,
+                                Gate::Waiting(others) => {
+                                    aviary_core::engine::HookOutcome::Fail(format!(
+                                        "waiting for {} of the release to pass {} analysis",
+                                        others.join(", "),
+                                        if others.len() == 1 { "its" } else { "their" }
+                                    ))
+                                }
+                                Gate::Failed(why) => aviary_core::engine::HookOutcome::Fail(why),
+                            },
+                        );
+                    }
                 }
                 if gate && self.approved {
                     return Answer::Webhook(aviary_core::engine::HookOutcome::Pass);

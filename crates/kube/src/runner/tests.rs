@@ -46,6 +46,7 @@ fn options() -> Options {
         prometheus_auth: Auth::None,
         log: aviary_core::report::Log::new(),
         phase: None,
+        release: None,
     }
 }
 
