@@ -95,11 +95,20 @@ pub async fn connect(
     // backoff up to minutes) would stack under it and keep a command retrying for half an hour.
     config.default_retry = false;
     let namespace = config.default_namespace.clone();
-    let client = Client::try_from(config).map_err(|e| ClusterError::Client {
-        source: Box::new(e),
-    })?;
+    // One client for the whole command (every canary of a release shares it), with at most
+    // MAX_IN_FLIGHT requests at once: a release of hundreds of canaries queues its requests
+    // instead of opening hundreds of connections to the API server.
+    let client = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| ClusterError::Client {
+            source: Box::new(e),
+        })?
+        .with_layer(&tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
+        .build();
     Ok((client, namespace))
 }
+
+/// The API requests one command has in flight at most (see [`connect`]).
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// Server-side apply as aviary, taking over fields another manager set before.
 pub fn apply_params() -> PatchParams {
@@ -221,5 +230,106 @@ mod tests {
         .await;
         assert!(result.is_err_and(|e| e.is_not_found()));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// A client of [`connect`] sends at most [`MAX_IN_FLIGHT`] requests at once, however many
+    /// callers share it: an API server that holds every request sees no more than that, and one
+    /// more as soon as one is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_shared_client_keeps_at_most_its_cap_of_requests_in_flight() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("aviary-cap-{}-{port}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let kubeconfig = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u, namespace: test}}}}]\n\
+             current-context: x\n"
+        );
+        if let Err(e) = std::fs::write(&kubeconfig, text) {
+            panic!("{e}");
+        }
+        // Every request is held until the test releases one; arrivals are counted.
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (tx, gate) = (arrived_tx.clone(), gate.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let mut buf = [0u8; 4096];
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let _ = tx.send(());
+                        match gate.acquire().await {
+                            Ok(permit) => permit.forget(),
+                            Err(_) => return,
+                        }
+                        let body =
+                            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#;
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if stream.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let (client, _) = match connect(Some(&kubeconfig), None, Duration::from_secs(60)).await {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let callers = MAX_IN_FLIGHT * 3;
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(client.clone(), "test");
+            calls.spawn(async move { api.get("x").await.is_ok() });
+        }
+        let mut seen = 0;
+        while seen < MAX_IN_FLIGHT {
+            if arrived.recv().await.is_some() {
+                seen += 1;
+            }
+        }
+        // Held at the cap: nothing more arrives while no request is answered.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            arrived.try_recv().is_err(),
+            "more than {MAX_IN_FLIGHT} requests in flight"
+        );
+        // One answer lets exactly one more through.
+        release.add_permits(1);
+        if arrived.recv().await.is_some() {
+            seen += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            arrived.try_recv().is_err(),
+            "one answer let more than one request through"
+        );
+        release.add_permits(callers);
+        let mut ok = 0;
+        while let Some(done) = calls.join_next().await {
+            if matches!(done, Ok(true)) {
+                ok += 1;
+            }
+        }
+        assert_eq!(
+            ok, callers,
+            "every caller got its answer ({seen} seen before)"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -279,6 +279,14 @@ async fn drive(
     let mut ticks = 0u64;
     let mut readiness_poll = FIRST_READINESS_POLL;
     let member = shell.canary.qualified_name();
+    // The canaries of a release start their ticks spread over a moment, not all at once.
+    if let Some(release) = &options.release {
+        let wait = release.stagger(&member, interval);
+        if !wait.is_zero() {
+            tracing::debug!("first tick in {} ms (staggered start)", wait.as_millis());
+            tokio::time::sleep(wait).await;
+        }
+    }
     loop {
         // Ticks keep to the interval from when each one started, so the time a tick spends on
         // the cluster and the metrics does not add up over a release.

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -42,10 +43,15 @@ struct Members {
     failed: Option<(String, String)>,
 }
 
+/// The longest spread of the members' first ticks (see [`Release::stagger`]).
+pub const MAX_STAGGER: Duration = Duration::from_secs(5);
+
 /// The shared state of one release; cheap to clone (one per runner).
 #[derive(Clone)]
 pub struct Release {
     policy: Policy,
+    /// Every member, sorted: a member's place sets its [`Release::stagger`].
+    order: Arc<Vec<String>>,
     members: Arc<Mutex<Members>>,
     /// Bumped on every change a waiting runner may act on (a pass, a leave, a failure).
     changes: Arc<watch::Sender<u64>>,
@@ -62,10 +68,12 @@ impl std::fmt::Debug for Release {
 impl Release {
     /// A release of these members (their qualified names).
     pub fn new(policy: Policy, members: impl IntoIterator<Item = String>) -> Release {
+        let pending: BTreeSet<String> = members.into_iter().collect();
         Release {
             policy,
+            order: Arc::new(pending.iter().cloned().collect()),
             members: Arc::new(Mutex::new(Members {
-                pending: members.into_iter().collect(),
+                pending,
                 ..Members::default()
             })),
             changes: Arc::new(watch::channel(0).0),
@@ -74,6 +82,23 @@ impl Release {
 
     pub fn policy(&self) -> Policy {
         self.policy
+    }
+
+    /// How long `member` waits before its first tick: the members' ticks spread evenly over a
+    /// tenth of `interval` (at most [`MAX_STAGGER`]), so that a release of hundreds of canaries
+    /// does not query the metrics backend and the API server in the same instant. Each member
+    /// keeps its offset (ticks follow the interval from the first), so the release takes at
+    /// most that much longer than its schedule.
+    pub fn stagger(&self, member: &str, interval: Duration) -> Duration {
+        let n = self.order.len();
+        let Some(place) = self.order.iter().position(|m| m == member) else {
+            return Duration::ZERO;
+        };
+        if n < 2 {
+            return Duration::ZERO;
+        }
+        let spread = (interval / 10).min(MAX_STAGGER);
+        spread.mul_f64(place as f64 / n as f64)
     }
 
     /// Whether a canary of this release waits for the others before its promotion.
@@ -225,6 +250,21 @@ mod tests {
             None,
             "its own failure is not news to it"
         );
+    }
+
+    #[test]
+    fn members_start_spread_over_a_tenth_of_the_interval_at_most_five_seconds() {
+        let r = Release::new(Policy::AllOrNothing, ["d", "a", "c", "b"].map(String::from));
+        let at = |m: &str, s: u64| r.stagger(m, Duration::from_secs(s));
+        // Sorted: a, b, c, d over 1 s (a tenth of 10 s).
+        assert_eq!(at("a", 10), Duration::ZERO);
+        assert_eq!(at("c", 10), Duration::from_millis(500));
+        assert_eq!(at("d", 10), Duration::from_millis(750));
+        // A 10-minute interval spreads over 5 s, not a minute.
+        assert_eq!(at("b", 600), Duration::from_millis(1250));
+        assert_eq!(at("nobody", 10), Duration::ZERO);
+        let alone = Release::new(Policy::AllOrNothing, ["a".to_string()]);
+        assert_eq!(alone.stagger("a", Duration::from_secs(60)), Duration::ZERO);
     }
 
     #[test]
