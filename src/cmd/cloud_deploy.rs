@@ -373,6 +373,9 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit
     if let Some(c) = &report.canary {
         m.insert("aviary-canary".into(), c.clone());
     }
+    if !report.canaries.is_empty() {
+        m.insert("aviary-canaries".into(), report.canaries_line());
+    }
     (results, report, exit)
 }
 

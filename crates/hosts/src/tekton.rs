@@ -43,6 +43,7 @@ pub const RESULTS: &[&str] = &[
     "exit-code",
     "report",
     "message",
+    "canaries",
 ];
 
 /// Params only the Task has, beside the inputs every host reads ([`crate::INPUTS`]).
@@ -139,13 +140,14 @@ fn shorten_list(list: &str, room: usize) -> String {
 }
 
 /// `results` made to fit [`RESULTS_LIMIT`]: unchanged when they do; else `message` is
-/// shortened, then `failed-metrics`; an error when even that is not enough (a long report
+/// shortened, then `canaries`, then `failed-metrics`; an error when even that is not enough (a long report
 /// path, which cannot be cut without pointing elsewhere).
 pub fn fit(
     mut results: Vec<(&'static str, String)>,
 ) -> Result<Vec<(&'static str, String)>, FinishError> {
     for (name, shorten) in [
         ("message", shorten_text as fn(&str, usize) -> String),
+        ("canaries", shorten_list),
         ("failed-metrics", shorten_list),
     ] {
         let total = encoded_len(&results);
@@ -258,6 +260,7 @@ impl Tekton {
             ("exit-code", exit_of(report).code().to_string()),
             ("report", report_path.display().to_string()),
             ("message", report.message.clone().unwrap_or_default()),
+            ("canaries", report.canaries_line()),
         ]
     }
 }
@@ -356,23 +359,15 @@ mod tests {
     }
 
     fn host(dir: &Path, extra: &[(&str, String)]) -> Tekton {
-        let mut map: HashMap<String, String> = [
-            "verdict",
-            "weight",
-            "failed-checks",
-            "failed-metrics",
-            "exit-code",
-            "report",
-            "message",
-        ]
-        .iter()
-        .map(|n| {
-            (
-                format!("RESULT_{}_PATH", n.replace('-', "_").to_uppercase()),
-                dir.join(n).display().to_string(),
-            )
-        })
-        .collect();
+        let mut map: HashMap<String, String> = RESULTS
+            .iter()
+            .map(|n| {
+                (
+                    format!("RESULT_{}_PATH", n.replace('-', "_").to_uppercase()),
+                    dir.join(n).display().to_string(),
+                )
+            })
+            .collect();
         for (k, v) in extra {
             map.insert(k.to_string(), v.clone());
         }
@@ -418,6 +413,31 @@ mod tests {
             message.ends_with("(truncated; the report has all of it)"),
             "{message}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_release_of_many_canaries_lists_them_cut_at_a_name_with_a_marker() {
+        let dir = results_dir("canaries");
+        let members = (0..200)
+            .map(|i| {
+                let mut m = Report::new(Verdict::Promoted);
+                m.canary = Some(format!("service-{i:03}.prod"));
+                m
+            })
+            .collect();
+        let report = Report::release("all-or-nothing", members);
+        let mut tk = host(&dir, &[]);
+        if let Err(e) = tk.finish(&report, Path::new("aviary-report.json")) {
+            panic!("{e}");
+        }
+        assert!(termination_message(&dir) <= 4096);
+        let canaries = std::fs::read_to_string(dir.join("canaries")).unwrap_or_default();
+        assert!(
+            canaries.starts_with("service-000.prod=promoted,service-001.prod=promoted,"),
+            "{canaries}"
+        );
+        assert!(canaries.ends_with(",…"), "{canaries}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

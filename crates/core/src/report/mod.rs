@@ -186,6 +186,10 @@ pub struct Report {
     /// A release of several canaries: each one's report, in the order they were named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<Report>,
+    /// A release of several canaries: the one whose verdict the release took (the report's
+    /// ticks, weights and charts are its).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
 }
 
 /// Where traffic was when a run stopped before its verdict.
@@ -245,6 +249,7 @@ impl Report {
             traffic: None,
             policy: None,
             canaries: Vec::new(),
+            decided_by: None,
         }
     }
 
@@ -282,6 +287,7 @@ impl Report {
                 r.canary_weight = w.canary_weight;
                 r.traffic = w.traffic;
                 r.exit_code = Some(exit_of(w).code());
+                r.decided_by = w.canary.clone();
                 r
             }
             None => Report::new(Verdict::UpToDate).exit(Exit::Success),
@@ -323,6 +329,29 @@ impl Report {
     pub fn exit(mut self, exit: Exit) -> Report {
         self.exit_code = Some(exit.code());
         self
+    }
+
+    /// Every canary of the run with its verdict, `name.namespace=verdict` joined by commas (the
+    /// pipelines' `canaries` output): each member of a release, or the run's one canary; empty
+    /// when the run had none (render, deploy).
+    pub fn canaries_line(&self) -> String {
+        if self.canaries.is_empty() {
+            return match &self.canary {
+                Some(c) => format!("{c}={}", self.verdict.as_str()),
+                None => String::new(),
+            };
+        }
+        self.canaries
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}={}",
+                    m.canary.as_deref().unwrap_or("-"),
+                    m.verdict.as_str()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The metrics that appear in the report, in the order they were first queried.
@@ -778,6 +807,7 @@ mod release_tests {
         );
         assert_eq!(r.verdict, Verdict::RolledBack);
         assert_eq!(exit_of(&r), Exit::RolledBack);
+        assert_eq!(r.decided_by.as_deref(), Some("c.ns"));
         assert_eq!(r.failed_metrics, vec!["c.ns/errors".to_string()]);
         assert_eq!(r.canaries.len(), 4);
         assert_eq!(r.policy.as_deref(), Some("all-or-nothing"));
@@ -814,6 +844,13 @@ mod release_tests {
         assert_eq!(r.verdict, Verdict::Promoted);
         assert_eq!(exit_of(&r), Exit::Success);
         assert_eq!(r.weights, vec![10, 20]);
+        assert_eq!(
+            r.canaries_line(),
+            "a.ns=up_to_date,b.ns=promoted,c.ns=bootstrapped"
+        );
+        let one = member("a.ns", Verdict::RolledBack, Exit::RolledBack, &[]);
+        assert_eq!(one.canaries_line(), "a.ns=rolled_back");
+        assert_eq!(Report::new(Verdict::Rendered).canaries_line(), "");
     }
 }
 

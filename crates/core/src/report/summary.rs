@@ -84,6 +84,7 @@ pub fn markdown(report: &Report, links: &[(String, String)]) -> String {
     }
     md.push('\n');
 
+    canaries_table(&mut md, report);
     checks_table(&mut md, report);
     charts(&mut md, report);
     for w in &report.warnings {
@@ -91,6 +92,48 @@ pub fn markdown(report: &Report, links: &[(String, String)]) -> String {
     }
     events(&mut md, report);
     md
+}
+
+/// A release of several canaries: one row per canary, and whose checks and charts follow.
+fn canaries_table(md: &mut String, report: &Report) {
+    if report.canaries.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "### Canaries ({}, {})\n",
+        report.canaries.len(),
+        cell(report.policy.as_deref().unwrap_or("release"))
+    );
+    md.push_str("| canary | verdict | canary weights | failed checks | failing | why |\n|---|---|---|---:|---|---|\n");
+    for m in &report.canaries {
+        let weights: Vec<String> = m.weights.iter().map(|w| format!("{w}%")).collect();
+        let failed = match m.threshold {
+            Some(t) if !m.checks.is_empty() => format!("{}/{t}", m.failed_checks),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {failed} | {} | {} |",
+            cell(m.canary.as_deref().unwrap_or("-")),
+            m.verdict.as_str(),
+            if weights.is_empty() {
+                "–".into()
+            } else {
+                weights.join(" → ")
+            },
+            cell(&m.failed_metrics.join(", ")),
+            cell(m.message.as_deref().unwrap_or("")),
+        );
+    }
+    md.push('\n');
+    if let Some(c) = &report.decided_by {
+        let _ = writeln!(
+            md,
+            "The checks, charts and events below are {}'s (the release took its verdict).\n",
+            cell(c)
+        );
+    }
 }
 
 fn row(md: &mut String, key: &str, value: &str) {
@@ -357,6 +400,39 @@ mod tests {
             "pipes are escaped: {md}"
         );
         assert!(md.contains("[run](https://example.test/run/1)"), "{md}");
+    }
+
+    #[test]
+    fn a_release_lists_every_canary_and_says_whose_charts_follow() {
+        let bad = {
+            let mut r = report();
+            r.canary = Some("api.prod".into());
+            r.exit(crate::exit::Exit::RolledBack)
+        };
+        let mut other = Report::new(Verdict::RolledBack);
+        other.canary = Some("web|x.prod".into());
+        other.message = Some("aborted: rolled back with the release: api.prod failed".into());
+        let mut same = Report::new(Verdict::UpToDate);
+        same.canary = Some("db.prod".into());
+        let release = Report::release("all-or-nothing", vec![same, bad, other]);
+        let md = markdown(&release, &[]);
+        assert!(md.contains("### Canaries (3, all-or-nothing)"), "{md}");
+        assert!(
+            md.contains("| api.prod | rolled_back | – | 2/2 |  | Halt advancement success rate"),
+            "{md}"
+        );
+        assert!(md.contains("| db.prod | up_to_date | – | – |  |"), "{md}");
+        assert!(
+            md.contains("| web\\|x.prod | rolled_back |"),
+            "pipes are escaped: {md}"
+        );
+        assert!(md.contains("below are api.prod's"), "{md}");
+        // The deciding canary's checks follow.
+        assert!(
+            md.contains("| request-success-rate | metric | 3 | 2 |"),
+            "{md}"
+        );
+        assert!(!markdown(&report(), &[]).contains("### Canaries"));
     }
 
     #[test]

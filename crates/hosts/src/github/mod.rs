@@ -560,6 +560,7 @@ impl Github {
             "exit-code",
             &report.exit_code.unwrap_or(0).to_string(),
         ));
+        out.push_str(&output_entry("canaries", &report.canaries_line()));
         out.push_str(&output_entry("report", &self.report_output(report_path)));
         out.push_str(&output_entry(
             "message",
