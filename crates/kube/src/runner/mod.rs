@@ -412,7 +412,17 @@ async fn drive(
                 return Ok(Outcome::Promoted)
             }
             Phase::Failed => return Ok(Outcome::RolledBack { aborted: None }),
-            Phase::WaitingPromotion if held => {
+            // A phase's canary passed at its weight. In an all-or-nothing release it stays
+            // (its analysis running) until every other canary passed there too, so that one
+            // failing later still rolls it back.
+            Phase::WaitingPromotion
+                if held
+                    && options
+                        .release
+                        .as_ref()
+                        .filter(|r| r.gated())
+                        .map_or(true, |r| r.pass(&member) == Gate::Open) =>
+            {
                 return Ok(Outcome::Held {
                     weight: state.routes.canary,
                 })

@@ -198,3 +198,117 @@ async fn a_revision_applied_during_the_analysis_restarts_it_and_only_that_one_is
         "the primary ran 2.0: {images:?}"
     );
 }
+
+/// A local webhook that fails every call (HTTP 500).
+async fn failing_hook() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 500 X\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno",
+                    )
+                    .await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/")
+}
+
+/// Two canaries of an all-or-nothing release in one Cloud Deploy canary phase: the one that
+/// passes at the phase's weight does not leave while the other is still analysed there, and
+/// when the other fails it goes back to its primary too (held canaries that had left would
+/// keep serving the phase's share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_phase_canary_of_a_release_rolls_back_when_another_fails_there() {
+    let c = cluster().await;
+    let hook = failing_hook().await;
+    let backend_yaml = CANARY.replace("podinfo", "backend").replace(
+        "stepWeight: 25}",
+        &format!("stepWeight: 25, webhooks: [{{name: acceptance, url: \"{hook}\"}}]}}"),
+    );
+    let backend = match aviary_core::spec::load_str("backend.yaml", &backend_yaml) {
+        Ok(mut docs) if docs.canaries.len() == 1 => docs.canaries.remove(0),
+        Ok(docs) => panic!("{} canaries", docs.canaries.len()),
+        Err(e) => panic!("{e}"),
+    };
+    let backend_deployment = |image: &str| {
+        let text = deployment(image).to_string().replace("podinfo", "backend");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
+    };
+    for (podinfo, backend) in [("podinfo:1.0", "backend:1.0")] {
+        if let Err(e) = c.emu.insert(deployment(podinfo)) {
+            panic!("{e}");
+        }
+        if let Err(e) = c.emu.insert(backend_deployment(backend)) {
+            panic!("{e}");
+        }
+    }
+    let stop = || match Stop::new(Some(Duration::from_secs(120))) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    for canary in [canary(), backend.clone()] {
+        let first = rollout(c.client.clone(), canary, options(), &mut stop()).await;
+        assert!(matches!(first, Ok(Outcome::Bootstrapped)), "{first:?}");
+    }
+    set_image(&c.client, "podinfo:2.0").await;
+    let api: Api<Deployment> = Api::namespaced(c.client.clone(), "test");
+    if let Err(e) = api
+        .patch(
+            "backend",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(backend_deployment("backend:2.0")),
+        )
+        .await
+    {
+        panic!("{e}");
+    }
+    let release = Release::new(
+        Policy::AllOrNothing,
+        ["podinfo.test", "backend.test"].map(String::from),
+    );
+    let phase_options = || Options {
+        phase: Some(ExternalPhase::Canary(25)),
+        release: Some(release.clone()),
+        ..options()
+    };
+    let (mut one, mut other) = (stop(), stop());
+    // Boxed: two runners' futures side by side would not fit on a test thread's stack.
+    let (held, failed) = tokio::join!(
+        Box::pin(rollout(c.client.clone(), canary(), phase_options(), &mut one)),
+        Box::pin(rollout(c.client.clone(), backend, phase_options(), &mut other)),
+    );
+    assert!(
+        matches!(&failed, Ok(Outcome::RolledBack { aborted: None })),
+        "{failed:?}"
+    );
+    match &held {
+        Ok(Outcome::RolledBack {
+            aborted: Some(reason),
+        }) => assert!(
+            reason.contains("rolled back with the release: backend.test failed"),
+            "{reason}"
+        ),
+        other => panic!("podinfo left the release: {other:?}"),
+    }
+    for name in ["podinfo", "backend"] {
+        let canary_replicas = c
+            .emu
+            .get("apps/v1", "deployments", Some("test"), name)
+            .and_then(|d| d["spec"]["replicas"].as_i64());
+        assert_eq!(canary_replicas, Some(0), "{name}'s canary is scaled down");
+        assert_eq!(
+            image_of(&c.emu, &format!("{name}-primary")).as_deref(),
+            Some(format!("{name}:1.0").as_str())
+        );
+    }
+}
