@@ -441,15 +441,7 @@ fn the_tekton_task_runs_its_step_in_the_image() {
         for (k, val) in &params {
             out = out.replace(&format!("$(params.{k})"), val);
         }
-        for r in [
-            "verdict",
-            "weight",
-            "failed-checks",
-            "failed-metrics",
-            "exit-code",
-            "report",
-            "message",
-        ] {
+        for r in aviary_hosts::tekton::RESULTS {
             out = out.replace(
                 &format!("$(results.{r}.path)"),
                 &format!("/tekton/results/{r}"),

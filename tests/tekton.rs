@@ -26,6 +26,7 @@ const RESULTS: &[&str] = &[
     "exit-code",
     "report",
     "message",
+    "canaries",
 ];
 
 /// Kubernetes' (and Tekton's) limit of one container's termination message.
