@@ -72,6 +72,8 @@ async fn one_run(i: u32, components: Components) -> (Run, String) {
         rate,
         tag_every: None,
         preview_every: None,
+        services: 1,
+        verdict_policy: aviary_sandbox::Policy::AllOrNothing,
     };
     let mut peak = 0u64;
 

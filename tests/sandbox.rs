@@ -63,6 +63,8 @@ async fn sandbox(
         tag_every,
         // Every tenth request to the preview host, where the router routes host names.
         preview_every: (router != Router::Replicas).then_some(10),
+        services: 1,
+        verdict_policy: aviary_sandbox::Policy::AllOrNothing,
     })
     .await
     .expect("the sandbox starts");
@@ -470,6 +472,7 @@ fn the_sandbox_command_refuses_what_it_cannot_do() {
         ],
     );
     refused(&["--rate", "1"], &[], &["--rate", "5..=2000"]);
+    refused(&["--services", "6"], &[], &["--services", "1..=5"]);
     refused(
         &["--metrics", "prometheus"],
         &[("AVIARY_PROMETHEUS_BIN", "/nonexistent/prometheus")],
@@ -848,4 +851,233 @@ fn f19_sigint_to_the_sandbox_alone_stops_it_and_returns_traffic() {
 fn f19_ctrl_c_to_the_process_group_keeps_the_apps_serving_until_traffic_returns() {
     let s = signal_the_sandbox("f19-group", "INT", Deliver::Group);
     assert_stopped_cleanly(&s, "SIGINT");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: `aviary sandbox --services N` releases several services in one `aviary rollout`,
+// each through its own real traffic split, one of them bad; the verdict policy decides what
+// happens to the others, and their clients see it.
+
+/// A sandbox of three services (podinfo, cart, search) on the real components, bootstrapped.
+async fn services_sandbox(name: &str, policy: aviary_sandbox::Policy) -> (Sandbox, TempDir) {
+    require_real_components();
+    let dir = workdir(name);
+    let sandbox = Sandbox::start(Options {
+        router: Router::GatewayApi,
+        metrics: MetricsChoice::Prometheus,
+        proxy: ProxyChoice::Haproxy,
+        aviary: PathBuf::from(env!("CARGO_BIN_EXE_aviary")),
+        workdir: dir.path().to_path_buf(),
+        rate: 40,
+        tag_every: None,
+        preview_every: None,
+        services: 3,
+        verdict_policy: policy,
+    })
+    .await
+    .expect("the sandbox starts");
+    assert_eq!(sandbox.service_names(), ["podinfo", "cart", "search"]);
+    sandbox
+        .bootstrap("prod", |_, _| {})
+        .await
+        .expect("release 1 bootstraps every primary");
+    (sandbox, dir)
+}
+
+/// Waits until every service's split has only its primary (no canary process, weight 0),
+/// then until each service's clients have had `n` more answers.
+async fn wait_until_all_on_primaries(sb: &Sandbox, n: usize) {
+    let names = sb.service_names();
+    assert!(
+        sb.wait_for(Duration::from_secs(30), |node| names.iter().all(|name| {
+            node.changes_of(name)
+                .last()
+                .is_some_and(|c| c.canary.is_none() && c.canary_weight == 0)
+        }))
+        .await,
+        "the splits did not all return to their primaries alone"
+    );
+    let from = aviary_kube::runner::wall_ms();
+    let bound = std::time::Instant::now() + Duration::from_secs(60);
+    while sb.loads().iter().any(|(_, l)| l.since(from).len() < n)
+        && std::time::Instant::now() < bound
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_services_all_or_nothing_one_bad_rolls_every_one_back() {
+    let (sb, _workdir) =
+        services_sandbox("services-aon", aviary_sandbox::Policy::AllOrNothing).await;
+    let r = release(&sb, Scenario::Errors).await;
+    wait_until_all_on_primaries(&sb, 20).await;
+    let changes: Vec<(String, Vec<aviary_sandbox::kubelet::SplitChange>)> = {
+        let node = sb.node.lock().unwrap();
+        sb.service_names()
+            .into_iter()
+            .map(|n| {
+                let c = node.changes_of(&n).to_vec();
+                (n, c)
+            })
+            .collect()
+    };
+    let samples = sb.shutdown_services().await;
+    let report = r.report.clone().unwrap();
+    assert_eq!(r.exit_code, 1, "{}", messages(&r));
+    assert_eq!(report.verdict, Verdict::RolledBack);
+    assert_eq!(report.policy.as_deref(), Some("all-or-nothing"));
+    // One release of three canaries: cart failed its analysis, and took the other two with it.
+    let member = |name: &str| {
+        report
+            .canaries
+            .iter()
+            .find(|m| m.canary.as_deref() == Some(&format!("{name}.prod")))
+            .unwrap_or_else(|| panic!("no report of {name}: {report:#?}"))
+    };
+    assert_eq!(report.canaries.len(), 3, "{report:#?}");
+    assert!(
+        report
+            .failed_metrics
+            .contains(&"cart.prod/request-success-rate".to_string()),
+        "{:?}",
+        report.failed_metrics
+    );
+    assert_eq!(member("cart").verdict, Verdict::RolledBack);
+    for good in ["podinfo", "search"] {
+        let m = member(good);
+        assert_eq!(m.verdict, Verdict::RolledBack, "{good}: {m:#?}");
+        let message = m.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("rolled back with the release: cart.prod failed"),
+            "{good}: {message}"
+        );
+    }
+    for ((name, samples), (_, changes)) in samples.iter().zip(&changes) {
+        let version = if name == "cart" {
+            "2.0.0-errors"
+        } else {
+            "2.0.0"
+        };
+        let primary = format!("{name}-primary");
+        // Every primary still runs 1.0.0: no new version was promoted.
+        let last = changes.last().expect("split changes");
+        assert_eq!(
+            (
+                last.primary.as_deref(),
+                last.canary.as_deref(),
+                last.canary_weight
+            ),
+            (Some(STABLE_TAG), None, 0),
+            "{name}: {changes:#?}"
+        );
+        // During the analysis the clients got answers from the canary's new version...
+        let from_canary = samples
+            .iter()
+            .filter(|s| (r.started_ms..r.ended_ms).contains(&s.sent_ms))
+            .filter(|s| {
+                s.workload.as_deref() == Some(name.as_str())
+                    && s.version.as_deref() == Some(version)
+            })
+            .count();
+        assert!(
+            from_canary >= 5,
+            "{name}: {from_canary} answers from its canary ({version}) during the release"
+        );
+        // ...never from a primary running it...
+        let promoted: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                s.workload.as_deref() == Some(primary.as_str())
+                    && s.version.as_deref() != Some(STABLE_TAG)
+            })
+            .collect();
+        assert!(promoted.is_empty(), "{name}: {promoted:#?}");
+        // ...and once the split had its primary alone again, only 1.0.0, without an error.
+        let after = Stats::of(samples.iter().filter(|s| s.sent_ms >= last.at_ms));
+        assert!(after.requests >= 20, "{name}: {after:?}");
+        assert_eq!(after.share(STABLE_TAG), 100.0, "{name}: {after:?}");
+        assert_eq!(after.errors, 0, "{name}: {after:?}");
+    }
+}
+
+/// `aviary sandbox --services 3 --verdict-policy independent` on the real components: the
+/// default scenario of several services makes the second one (cart) bad; under the
+/// independent policy the other two are promoted and their clients end on 2.0.0, cart's on
+/// 1.0.0, and the release's verdict is the worst (exit 1). The output shows the policy and
+/// each service's clients over time.
+#[test]
+fn the_sandbox_command_releases_three_services_independently() {
+    require_real_components();
+    let tmp = workdir("cli-services");
+    let dir = tmp.path();
+    let stdout = run_sandbox(
+        &[
+            "--services",
+            "3",
+            "--verdict-policy",
+            "independent",
+            "--rate",
+            "40",
+        ],
+        dir,
+        1,
+    );
+    for says in [
+        "policy   independent: each service's verdict stands alone",
+        "cart.example.com (cart, its new version is the bad one)",
+        "release 2, 3 services in one rollout, verdict policy independent",
+        "↳ cart     canary",
+        "verdict: rolled_back (exit 1)",
+        "rollback of cart: its clients were all on its primary (1.0.0)",
+    ] {
+        assert!(stdout.contains(says), "no {says:?} in:\n{stdout}");
+    }
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("  {name:<8} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{stdout}"))
+            .to_string()
+    };
+    assert!(row("podinfo").contains("promoted"), "{}", row("podinfo"));
+    assert!(row("search").contains("promoted"), "{}", row("search"));
+    assert!(row("cart").contains("rolled_back"), "{}", row("cart"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["policy"], "independent");
+    assert_eq!(report["exit_code"], 1);
+    // The clients' own logs: at the end, podinfo's and search's all answered by their
+    // promoted primary (2.0.0), cart's by its primary still on 1.0.0.
+    for (name, file, end) in [
+        ("podinfo", "clients.json", "2.0.0"),
+        ("cart", "clients-cart.json", STABLE_TAG),
+        ("search", "clients-search.json", "2.0.0"),
+    ] {
+        let samples: Vec<Sample> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        let splits: Vec<aviary_sandbox::kubelet::SplitChange> = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(file.replace("clients", "splits"))).unwrap(),
+        )
+        .unwrap();
+        let last = splits.last().expect("split changes");
+        assert_eq!(
+            (last.primary.as_deref(), last.canary_weight),
+            (Some(end), 0),
+            "{name}: {splits:#?}"
+        );
+        let after: Vec<&Sample> = samples.iter().filter(|s| s.sent_ms >= last.at_ms).collect();
+        assert!(
+            after.len() >= 10,
+            "{name}: {} answers at the end",
+            after.len()
+        );
+        for s in after {
+            assert_eq!(
+                (s.status, s.version.as_deref(), s.workload.as_deref()),
+                (200, Some(end), Some(format!("{name}-primary").as_str())),
+                "{name}"
+            );
+        }
+    }
 }

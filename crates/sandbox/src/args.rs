@@ -75,12 +75,51 @@ impl Scenario {
     }
 }
 
+/// How the verdicts of a release of several services combine (`aviary rollout
+/// --verdict-policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Policy {
+    /// None is promoted until every one passed its analysis; one that fails rolls the others
+    /// back.
+    #[default]
+    AllOrNothing,
+    /// Each service's verdict stands alone; the release's is the worst of them.
+    Independent,
+}
+
+impl Policy {
+    pub fn name(self) -> String {
+        flag_value(self)
+    }
+
+    /// What happens to the other services when one fails, for the live view.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Policy::AllOrNothing => {
+                "none is promoted until all passed; one that fails rolls the others back"
+            }
+            Policy::Independent => "each service's verdict stands alone",
+        }
+    }
+}
+
 /// `aviary sandbox`.
 #[derive(Debug, Args)]
 pub struct SandboxArgs {
-    /// What the new release does.
-    #[arg(long, value_enum, default_value = "good")]
-    pub scenario: Scenario,
+    /// What the new release does (default: good; with --services 2 or more, errors: the
+    /// second service's new version is the bad one, the others get a healthy 2.0.0).
+    #[arg(long, value_enum)]
+    pub scenario: Option<Scenario>,
+
+    /// How many services to release at once, in one `aviary rollout`: podinfo, then cart,
+    /// search, checkout, ledger; each its own Deployment, Canary, split and clients.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=crate::MAX_SERVICES as i64))]
+    pub services: u8,
+
+    /// With several services: all-or-nothing (none is promoted until every one passed; one
+    /// rolled back rolls the others back) or independent (each verdict alone).
+    #[arg(long, value_enum, default_value = "all-or-nothing")]
+    pub verdict_policy: Policy,
 
     /// The traffic provider aviary drives (and the sandbox's proxy follows).
     #[arg(long, value_enum, default_value = "gatewayapi")]
@@ -106,4 +145,15 @@ pub struct SandboxArgs {
     /// Write the release's JSON report here too (it is always in the workdir).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+}
+
+impl SandboxArgs {
+    /// The scenario asked for, else the default for the number of services.
+    pub fn scenario(&self) -> Scenario {
+        self.scenario.unwrap_or(if self.services > 1 {
+            Scenario::Errors
+        } else {
+            Scenario::Good
+        })
+    }
 }

@@ -55,22 +55,43 @@ struct Process {
 /// What the node runs and what it saw.
 #[derive(Default)]
 pub struct NodeState {
-    /// Every split change, in order.
+    /// Every change of the first service's split ([`crate::CANARY`]), in order.
     pub changes: Vec<SplitChange>,
+    /// Every change of each further service's split (`aviary sandbox --services N`), in order.
+    pub others: BTreeMap<String, Vec<SplitChange>>,
     /// Problems worth showing (a process that would not start, a split the proxy refused).
     pub problems: Vec<String>,
     /// Deployment → (image, address) of its process.
     pub running: BTreeMap<String, (String, SocketAddr)>,
 }
 
+impl NodeState {
+    /// The split changes of the service `name` (its Canary's name): the first service's
+    /// ([`crate::CANARY`]) are [`NodeState::changes`]; none for a service not (yet) routed.
+    pub fn changes_of(&self, name: &str) -> &[SplitChange] {
+        if name == crate::CANARY {
+            &self.changes
+        } else {
+            self.others.get(name).map_or(&[], Vec::as_slice)
+        }
+    }
+}
+
+/// One service the node routes: its Canary's name and the split its clients go through.
+pub struct Routed {
+    pub name: String,
+    pub splitter: Arc<Splitter>,
+}
+
 pub struct Node {
     pub emulator: Arc<Emulator>,
     pub namespace: String,
-    /// The Canary's name (its target Deployment's name).
-    pub name: String,
+    /// The services, each a Canary (named after its target Deployment) with a split of its
+    /// own; [`crate::CANARY`]'s changes are [`NodeState::changes`], the others'
+    /// [`NodeState::others`].
+    pub services: Vec<Routed>,
     pub router: Router,
     pub app_binary: PathBuf,
-    pub splitter: Arc<Splitter>,
     pub metrics: Arc<MetricsBackend>,
     pub state: Arc<Mutex<NodeState>>,
 }
@@ -81,7 +102,7 @@ impl Node {
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut processes: HashMap<String, Process> = HashMap::new();
         let mut retiring = tokio::task::JoinSet::new();
-        let mut applied: Option<Split> = None;
+        let mut applied: Vec<Option<Split>> = vec![None; self.services.len()];
         let mut scraped: Vec<Target> = Vec::new();
         loop {
             let mut retired = Vec::new();
@@ -120,7 +141,7 @@ impl Node {
         &self,
         processes: &mut HashMap<String, Process>,
         retired: &mut Vec<Process>,
-        applied: &mut Option<Split>,
+        applied: &mut [Option<Split>],
         scraped: &mut Vec<Target>,
     ) {
         let ns = Some(self.namespace.as_str());
@@ -196,22 +217,39 @@ impl Node {
             }
         }
 
+        // Each service's split, as its routing objects ask.
+        for (service, applied) in self.services.iter().zip(applied.iter_mut()) {
+            self.sync_split(service, processes, applied).await;
+        }
+        if let Ok(mut s) = self.state.lock() {
+            s.running = processes
+                .iter()
+                .map(|(n, p)| (n.clone(), (p.image.clone(), p.addr)))
+                .collect();
+        }
+    }
+
+    /// Puts the split of `service` in line with its routing objects.
+    async fn sync_split(
+        &self,
+        service: &Routed,
+        processes: &HashMap<String, Process>,
+        applied: &mut Option<Split>,
+    ) {
+        let ns = Some(self.namespace.as_str());
+        let name = &service.name;
         // The split the routing objects ask for.
-        let desired = routes::desired(self.router, &self.name, |api, plural, name| {
+        let desired = routes::desired(self.router, name, |api, plural, name| {
             self.emulator.get(api, plural, ns, name)
         });
         let primary_name = if desired.routed {
-            format!("{}-primary", self.name)
+            format!("{name}-primary")
         } else {
-            self.name.clone()
+            name.clone()
         };
         let side = |n: &str| processes.get(n).map(|p| (p.addr, p.image.clone()));
         let primary = side(&primary_name);
-        let canary = if desired.routed {
-            side(&self.name)
-        } else {
-            None
-        };
+        let canary = if desired.routed { side(name) } else { None };
         let split = Split {
             primary: primary.as_ref().map(|p| p.0),
             canary: canary.as_ref().map(|c| c.0),
@@ -221,7 +259,7 @@ impl Node {
         };
         if applied.as_ref() != Some(&split) {
             let requested_ms = aviary_kube::runner::wall_ms();
-            match self.splitter.apply(&split).await {
+            match service.splitter.apply(&split).await {
                 Ok(()) => {
                     let change = SplitChange {
                         requested_ms,
@@ -232,18 +270,21 @@ impl Node {
                         canary: canary.map(|c| super::app::image_tag(&c.1).to_string()),
                     };
                     if let Ok(mut s) = self.state.lock() {
-                        s.changes.push(change);
+                        if name == crate::CANARY {
+                            s.changes.push(change);
+                        } else {
+                            s.others.entry(name.clone()).or_default().push(change);
+                        }
                     }
                     *applied = Some(split);
                 }
-                Err(e) => self.problem(format!("the traffic split refused {split:?}: {e}")),
+                Err(e) if self.services.len() == 1 => {
+                    self.problem(format!("the traffic split refused {split:?}: {e}"))
+                }
+                Err(e) => self.problem(format!(
+                    "the traffic split of {name} refused {split:?}: {e}"
+                )),
             }
-        }
-        if let Ok(mut s) = self.state.lock() {
-            s.running = processes
-                .iter()
-                .map(|(n, p)| (n.clone(), (p.image.clone(), p.addr)))
-                .collect();
         }
     }
 

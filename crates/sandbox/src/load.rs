@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub struct LoadConfig {
     /// The frontend.
     pub target: SocketAddr,
+    /// The `Host` of the requests (the service's host name).
+    pub host: String,
     /// Requests per second.
     pub rate: u32,
     /// At most this many requests in flight.
@@ -174,10 +176,11 @@ impl Load {
                 let client = client.clone();
                 let url = url.clone();
                 let recorded = recorded.clone();
+                let main_host = config.host.clone();
                 tokio::spawn(async move {
                     let sent_ms = aviary_kube::runner::wall_ms();
                     let started = Instant::now();
-                    let host = preview.as_deref().unwrap_or("podinfo.example.com");
+                    let host = preview.as_deref().unwrap_or(&main_host);
                     let mut request = client.get(&url).header("host", host);
                     if let Some((h, v)) = &tag {
                         request = request.header(h.as_str(), v.as_str());

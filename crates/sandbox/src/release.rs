@@ -2,13 +2,14 @@
 //! measured of it (its messages, its peak memory, how soon after a rollback the clients were
 //! all on the primary).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::{load, signals, Sandbox, SandboxError, StopSignal, IMAGE, ROLLOUT_GRACE};
+use crate::{load, signals, Sandbox, SandboxError, StopSignal, ROLLOUT_GRACE};
 
 /// How one `aviary rollout` went.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub struct Release {
     pub peak_rss_kib: Option<u64>,
     /// When the rollout announced its rollback ("Rolling back ..."), Unix ms.
     pub rollback_decided_ms: Option<u64>,
+    /// When it announced each canary's rollback, by the canary's name (Unix ms).
+    pub rollbacks: BTreeMap<String, u64>,
     /// Its log messages: (Unix ms when read, level, message).
     pub messages: Vec<(u64, String, String)>,
     pub report: Option<aviary_core::report::Report>,
@@ -31,7 +34,9 @@ pub struct Release {
 
 impl Sandbox {
     /// `aviary rollout` for the example at `tag`, as a pipeline would run it. The run is named
-    /// after the release (`AVIARY_RUN_ID`), so a re-run of a killed one resumes at once.
+    /// after the release (`AVIARY_RUN_ID`), so a re-run of a killed one resumes at once. With
+    /// several services every one is released, each at its version of `tag` (see
+    /// [`Sandbox::versions`]), under the sandbox's verdict policy.
     pub fn rollout_command(
         &self,
         tag: &str,
@@ -43,16 +48,24 @@ impl Sandbox {
             "AVIARY_RUN_ID",
             format!("sandbox-{}/{tag}", std::process::id()),
         );
+        let images: Vec<String> = self
+            .versions(tag)
+            .iter()
+            .map(|(s, version)| format!("{0}={0}:{version}", s.image))
+            .collect();
         cmd.args(["--log-format", "json", "rollout", "--target", "prod"])
             .arg("--skaffold-file")
-            .arg(self.example.join("skaffold.yaml"))
+            .arg(&self.skaffold_file)
             .args(["--profile", profile])
-            .args(["--images", &format!("{IMAGE}={IMAGE}:{tag}")])
+            .args(["--images", &images.join(",")])
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(["--provider", self.options.router.provider()])
             .args(["--prometheus-url", &self.metrics.url()])
             .args(["--timeout", "5m"]);
+        if self.options.services > 1 {
+            cmd.args(["--verdict-policy", &self.options.verdict_policy.name()]);
+        }
         if let Some(report) = report {
             cmd.arg("--report").arg(report);
         }
@@ -109,6 +122,8 @@ impl Sandbox {
         let mut messages = Vec::new();
         let mut peak_rss_kib = None;
         let mut rollback_decided_ms = None;
+        let mut rollbacks = BTreeMap::new();
+        let several = self.options.services > 1;
         let mut rss_tick = tokio::time::interval(Duration::from_millis(20));
         let mut interrupted = None;
         let mut grace = std::pin::pin!(tokio::time::sleep(Duration::MAX));
@@ -145,10 +160,18 @@ impl Sandbox {
                 line = lines.next_line() => match line? {
                     Some(line) => {
                         let now = aviary_kube::runner::wall_ms();
-                        let (level, message) = parse_log_line(&line);
-                        if rollback_decided_ms.is_none() && message.starts_with("Rolling back") {
-                            rollback_decided_ms = Some(now);
+                        let (level, message, canary) = parse_log_line(&line);
+                        if message.starts_with("Rolling back") {
+                            rollback_decided_ms.get_or_insert(now);
+                            if let Some(canary) = &canary {
+                                rollbacks.entry(canary.clone()).or_insert(now);
+                            }
                         }
+                        // Several canaries log at once: each message names its own.
+                        let message = match canary {
+                            Some(canary) if several => format!("{canary}: {message}"),
+                            _ => message,
+                        };
                         show(&level, &message);
                         messages.push((now, level, message));
                     }
@@ -178,27 +201,41 @@ impl Sandbox {
             wall: started.elapsed(),
             peak_rss_kib,
             rollback_decided_ms,
+            rollbacks,
             messages,
             report,
         })
     }
 }
 
-/// The level and message of one of aviary's JSON log lines (the line itself when it is not
-/// JSON).
-fn parse_log_line(line: &str) -> (String, String) {
+/// The level, message and canary (the `canary` field of its innermost span that has one) of
+/// one of aviary's JSON log lines (the line itself when it is not JSON).
+fn parse_log_line(line: &str) -> (String, String, Option<String>) {
     match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(v) => (
-            v.get("level")
-                .and_then(|l| l.as_str())
-                .unwrap_or("INFO")
-                .to_string(),
-            v.get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        Err(_) => ("INFO".to_string(), line.to_string()),
+        Ok(v) => {
+            let canary = v
+                .get("spans")
+                .and_then(|s| s.as_array())
+                .and_then(|spans| {
+                    spans
+                        .iter()
+                        .rev()
+                        .find_map(|span| span.get("canary").and_then(|c| c.as_str()))
+                })
+                .map(str::to_string);
+            (
+                v.get("level")
+                    .and_then(|l| l.as_str())
+                    .unwrap_or("INFO")
+                    .to_string(),
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                canary,
+            )
+        }
+        Err(_) => ("INFO".to_string(), line.to_string(), None),
     }
 }
 
