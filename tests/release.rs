@@ -422,3 +422,69 @@ fn sigterm_during_a_release_returns_every_canarys_traffic_to_its_primary() {
         assert_eq!(primary_image(&c, name), format!("{name}:1"));
     }
 }
+
+/// `aviary abort` of one canary of a running release is acted on (the release's shared reader
+/// of control requests sees it), and under all-or-nothing the others follow it back; the
+/// release read those requests with a few LISTs, not one GET per canary twice a second.
+#[test]
+fn an_abort_of_one_canary_of_a_release_rolls_the_release_back() {
+    let hook = Hook::start();
+    let long = "    maxWeight: 50\n    stepWeight: 5";
+    let (c, file) = bootstrapped(&[
+        ("api", &hook.url, long),
+        ("podinfo", &hook.url, long),
+        ("web", &hook.url, long),
+    ]);
+    for name in ["api", "podinfo", "web"] {
+        put(&c, name, &format!("{name}:2"));
+    }
+    let started = c.emu.requests().len();
+    let (child, log) = spawn(&c, &file, &[]);
+    c.wait_for("every canary serving", Duration::from_secs(90), |c| {
+        ["api", "podinfo", "web"].iter().all(|n| weight(c, n) >= 10)
+    });
+    let abort = match Command::new(aviary_bin())
+        .args(["abort", "web", "-n", "test", "--reason", "bad smell"])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .env_remove("KUBECONFIG")
+        .env_remove("AVIARY_LOG")
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&abort), 0, "{}", stderr(&abort));
+    let (code, log) = wait_bounded(child, &log, Duration::from_secs(90));
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("bad smell"), "{log}");
+    assert!(
+        log.contains("rolled back with the release: web.test failed (aborted: bad smell)"),
+        "{log}"
+    );
+    for name in ["api", "podinfo", "web"] {
+        assert_eq!(weight(&c, name), 0, "{name}'s traffic is on its primary");
+        assert_eq!(primary_image(&c, name), format!("{name}:1"));
+    }
+    let requests = c.emu.requests();
+    let during = &requests[started.min(requests.len())..];
+    let lists = during
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/configmaps"))
+        .count();
+    let gets = during
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/configmaps/api-aviary"))
+        .count();
+    assert!(lists >= 4, "{lists} LISTs of the state ConfigMaps");
+    // api's own reads of its state are those its saves make (one before each write), not
+    // one per poll.
+    let writes = during
+        .iter()
+        .filter(|r| r.method != "GET" && r.path.ends_with("/configmaps/api-aviary"))
+        .count();
+    assert!(
+        gets <= writes + 1,
+        "api's state was read {gets} times on its own ({writes} writes) beside {lists} shared LISTs"
+    );
+}

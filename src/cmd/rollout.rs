@@ -180,6 +180,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         log: log.clone(),
         phase: ctx.phase,
         release: None,
+        controls: None,
     };
     let rt = runtime()?;
     let outcome = rt.block_on(tracing::Instrument::instrument(
@@ -362,6 +363,12 @@ fn run_release(
         }
         drop(stop);
         let release = runner::Release::new(policy, names);
+        // One reader of every canary's `aviary abort`/`promote` requests for the release.
+        let controls = runner::Controls::start(
+            client.clone(),
+            canaries.iter().map(|c| c.namespace.clone()).collect(),
+            Duration::from_millis(500),
+        );
         let left = args.timeout.map(|t| t.saturating_sub(started_at.elapsed()));
         let runs = canaries.into_iter().zip(leases).map(|(canary, lease)| {
             let log = Log::default();
@@ -374,6 +381,7 @@ fn run_release(
                 log: log.clone(),
                 phase: ctx.phase,
                 release: Some(release.clone()),
+                controls: Some(controls.clone()),
             };
             let client = client.clone();
             let span = tracing::info_span!(

@@ -128,6 +128,10 @@ impl StateStore {
         &self.name
     }
 
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// Reads the persisted engine, if any, and the pending control requests.
     pub async fn load(&mut self) -> Result<(Option<Engine>, Control), ClusterError> {
         let what = format!("read ConfigMap {}.{}", self.name, self.namespace);
@@ -285,7 +289,8 @@ impl StateStore {
     }
 }
 
-fn control_of(cm: &ConfigMap) -> Control {
+/// The control requests (abort, approve) a state ConfigMap carries.
+pub(crate) fn control_of(cm: &ConfigMap) -> Control {
     let annotations = cm.metadata.annotations.clone().unwrap_or_default();
     Control {
         abort: annotations

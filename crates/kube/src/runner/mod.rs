@@ -18,12 +18,14 @@
 //! - `shell.rs`: the shell that carries out the engine's commands and answers its requests.
 //! - `tests.rs`: the loop against the API emulator.
 
+mod controls;
 mod outcome;
 mod phase;
 mod release;
 mod shell;
 mod stop;
 
+pub use controls::Controls;
 pub use outcome::{Outcome, RunError};
 pub use phase::{ExternalPhase, PHASE_GATE};
 pub use release::{Gate, Policy, Release, RELEASE_GATE};
@@ -65,6 +67,8 @@ pub struct Options {
     pub phase: Option<ExternalPhase>,
     /// The release this canary is one of, when a target renders several.
     pub release: Option<Release>,
+    /// The release's shared reader of control requests (else each run reads its own).
+    pub controls: Option<Controls>,
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -317,7 +321,7 @@ async fn drive(
         let abort = async {
             if abortable {
                 tokio::select! {
-                    abort = abort_requested(&watcher, analysed.as_deref()) => abort.reason,
+                    abort = abort_requested(&watcher, options.controls.as_ref(), analysed.as_deref()) => abort.reason,
                     reason = release_failed(options.release.clone(), member.clone()) => reason,
                 }
             } else {
@@ -447,7 +451,11 @@ async fn drive(
         };
         let next = tick_started + wait;
         loop {
-            match shell.store.control().await {
+            let control = match &options.controls {
+                Some(controls) => controls.read(&shell.store).await,
+                None => shell.store.control().await,
+            };
+            match control {
                 Ok(c) => {
                     if let Some(abort) = c.abort {
                         let analysed = engine.state().target_revision.clone();
@@ -521,10 +529,15 @@ async fn drive(
 /// Waits until an abort request for `analysed` (the revision under analysis) is found.
 async fn abort_requested(
     watcher: &StateStore,
+    controls: Option<&Controls>,
     analysed: Option<&str>,
 ) -> crate::state::AbortRequest {
     loop {
-        if let Ok(control) = watcher.control().await {
+        let control = match controls {
+            Some(controls) => controls.read(watcher).await,
+            None => watcher.control().await,
+        };
+        if let Ok(control) = control {
             if let Some(abort) = control.abort.filter(|a| a.applies_to(analysed)) {
                 return abort;
             }
@@ -575,6 +588,7 @@ pub async fn abort_without_runner(
         log,
         phase: None,
         release: None,
+        controls: None,
     };
     let config = Config::from_canary(&spec.canary, &spec.provider);
     let (mut shell, saved, _) = Shell::open(client, spec.canary, &spec.provider, &options).await?;

@@ -47,6 +47,7 @@ fn options() -> Options {
         log: aviary_core::report::Log::new(),
         phase: None,
         release: None,
+        controls: None,
     }
 }
 
@@ -284,8 +285,18 @@ async fn a_held_phase_canary_of_a_release_rolls_back_when_another_fails_there() 
     let (mut one, mut other) = (stop(), stop());
     // Boxed: two runners' futures side by side would not fit on a test thread's stack.
     let (held, failed) = tokio::join!(
-        Box::pin(rollout(c.client.clone(), canary(), phase_options(), &mut one)),
-        Box::pin(rollout(c.client.clone(), backend, phase_options(), &mut other)),
+        Box::pin(rollout(
+            c.client.clone(),
+            canary(),
+            phase_options(),
+            &mut one
+        )),
+        Box::pin(rollout(
+            c.client.clone(),
+            backend,
+            phase_options(),
+            &mut other
+        )),
     );
     assert!(
         matches!(&failed, Ok(Outcome::RolledBack { aborted: None })),

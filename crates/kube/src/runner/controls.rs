@@ -1,0 +1,110 @@
+//! The control requests (`aviary abort`, `aviary promote`) of every canary of a release, read
+//! with one LIST of aviary's state ConfigMaps per namespace and poll, instead of one GET per
+//! canary and poll: a release of hundreds of canaries asks the API server a few times a second,
+//! not hundreds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams};
+use kube::Client;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::cluster::{ClusterError, MANAGED_BY};
+use crate::state::{control_of, Control, StateStore};
+
+/// A reading older than this many polls is not used: the runner reads its own ConfigMap.
+const STALE_POLLS: u32 = 3;
+
+/// What the last LIST of each namespace found: `(namespace, ConfigMap name)` → its requests.
+#[derive(Debug, Default)]
+struct Reading {
+    at: Option<Instant>,
+    controls: BTreeMap<(String, String), Control>,
+    /// The namespaces whose last LIST failed (their canaries read their own ConfigMap).
+    failed: BTreeSet<String>,
+}
+
+/// The shared reader; cheap to clone. Its task stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Controls {
+    rx: watch::Receiver<Arc<Reading>>,
+    poll: Duration,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for Controls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controls")
+            .field("poll", &self.poll)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controls {
+    /// Starts reading the state ConfigMaps of `namespaces` every `poll`.
+    pub fn start(client: Client, namespaces: BTreeSet<String>, poll: Duration) -> Controls {
+        let (tx, rx) = watch::channel(Arc::new(Reading::default()));
+        let task = tokio::spawn(async move {
+            let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+            loop {
+                let mut reading = Reading::default();
+                for ns in &namespaces {
+                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+                    match api.list(&ListParams::default().labels(&selector)).await {
+                        Ok(list) => {
+                            for cm in list.items {
+                                if let Some(name) = cm.metadata.name.clone() {
+                                    reading.controls.insert((ns.clone(), name), control_of(&cm));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("could not list the state ConfigMaps of {ns}: {e}");
+                            reading.failed.insert(ns.clone());
+                        }
+                    }
+                }
+                reading.at = Some(Instant::now());
+                if tx.send(Arc::new(reading)).is_err() {
+                    return;
+                }
+                tokio::time::sleep(poll).await;
+            }
+        });
+        Controls {
+            rx,
+            poll,
+            _task: Arc::new(AbortOnDrop(task)),
+        }
+    }
+
+    /// The requests of `store`'s canary: from the last shared reading when it is fresh and
+    /// covered its namespace, else from its own ConfigMap.
+    pub async fn read(&self, store: &StateStore) -> Result<Control, ClusterError> {
+        let reading = self.rx.borrow().clone();
+        let fresh = reading
+            .at
+            .is_some_and(|at| at.elapsed() <= self.poll * STALE_POLLS);
+        let ns = store.namespace().to_string();
+        if fresh && !reading.failed.contains(&ns) {
+            return Ok(reading
+                .controls
+                .get(&(ns, store.name().to_string()))
+                .cloned()
+                .unwrap_or_default());
+        }
+        store.control().await
+    }
+}
