@@ -32,6 +32,10 @@ pub enum LogFormat {
 
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
+/// The span each canary of a release of several runs in (its one field, `name`, is the
+/// canary's `name.namespace`): human logs prefix its lines with it.
+pub const RELEASE_MEMBER_SPAN: &str = "canary";
+
 /// Whether log lines are escaped for the GitHub runner.
 static GITHUB: AtomicBool = AtomicBool::new(false);
 
@@ -142,7 +146,8 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
     let layer = tracing_subscriber::fmt::layer().with_writer(LogWriter::default);
     let result = match format {
         // People read events; the spans a rollout and its ticks run in (canary, namespace,
-        // revision, tick) would prefix every line, so they are left out here.
+        // revision, tick) would prefix every line, so they are left out here, but for the
+        // `canary` span of a release of several: its lines say which canary they are about.
         LogFormat::Human => tracing_subscriber::registry()
             .with(
                 layer
@@ -150,7 +155,9 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
                     .with_ansi(std::io::stderr().is_terminal() && !is_github_mode())
                     .with_target(false)
                     .without_time()
-                    .with_filter(filter.and(filter_fn(|meta| meta.is_event()))),
+                    .with_filter(filter.and(filter_fn(|meta| {
+                        meta.is_event() || meta.name() == RELEASE_MEMBER_SPAN
+                    }))),
             )
             .try_init(),
         // Machines get each event with its spans (`span`, `spans`), so a log can be filtered

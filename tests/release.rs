@@ -224,6 +224,12 @@ fn a_canary_whose_revision_did_not_change_is_left_alone() {
     put(&c, "podinfo", "podinfo:2");
     let (out, report) = release(&c, &file, &[]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Each canary's lines say which canary they are about.
+    assert!(
+        stderr(&out).contains("canary{name=podinfo.test}: Advance podinfo.test canary weight 25"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(report["verdict"], "promoted", "{report}");
     assert_eq!(report["policy"], "all-or-nothing");
     assert_eq!(verdict_of(&report, "podinfo"), "promoted", "{report}");

@@ -384,6 +384,7 @@ fn run_release(
                 controls: Some(controls.clone()),
             };
             let client = client.clone();
+            let qualified = canary.qualified_name();
             let span = tracing::info_span!(
                 "rollout",
                 canary = %canary.name,
@@ -409,7 +410,8 @@ fn run_release(
                 release_leases(vec![lease]).await;
                 (canary, outcome.map_err(AppError::from), log)
             };
-            tracing::Instrument::instrument(run, span)
+            let member = tracing::info_span!("canary", name = %qualified);
+            tracing::Instrument::instrument(tracing::Instrument::instrument(run, span), member)
         });
         let mut set = tokio::task::JoinSet::new();
         for (i, run) in runs.enumerate() {
