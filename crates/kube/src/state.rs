@@ -95,6 +95,10 @@ pub struct StateStore {
     resource_version: Option<String>,
     /// The engine text we last wrote, to tell our own writes from someone else's.
     last_written: Option<String>,
+    /// The annotations (control requests) of the version at `resource_version`: a save keeps
+    /// them without reading the ConfigMap first (a newer version makes the write conflict, and
+    /// the conflict reads it).
+    annotations: Option<BTreeMap<String, String>>,
     /// The [`SavedSpec`] to write beside the engine, as JSON.
     spec_text: Option<String>,
     /// The [`SavedSpec`] found by [`StateStore::load`].
@@ -109,6 +113,7 @@ impl StateStore {
             namespace: namespace.to_string(),
             resource_version: None,
             last_written: None,
+            annotations: None,
             spec_text: None,
             saved_spec: None,
         }
@@ -140,6 +145,7 @@ impl StateStore {
             return Ok((None, Control::default()));
         };
         self.resource_version = cm.metadata.resource_version.clone();
+        self.annotations = cm.metadata.annotations.clone();
         let control = control_of(&cm);
         let text = cm.data.as_ref().and_then(|d| d.get(ENGINE_KEY)).cloned();
         self.last_written = text.clone();
@@ -210,15 +216,16 @@ impl StateStore {
                     retry(&what, || self.api.create(&params, &cm)).await
                 }
                 Some(_) => {
-                    // Keep the annotations others wrote (control requests).
-                    let current = retry(&what, || self.api.get_opt(&self.name)).await?;
-                    cm.metadata.annotations = current.and_then(|c| c.metadata.annotations);
+                    // Keep the annotations others wrote (control requests), as of the version
+                    // this write replaces.
+                    cm.metadata.annotations = self.annotations.clone();
                     self.replace_once(&cm).await
                 }
             };
             match result {
                 Ok(written) => {
                     self.resource_version = written.metadata.resource_version;
+                    self.annotations = written.metadata.annotations;
                     self.last_written = Some(text);
                     return Ok(());
                 }
@@ -235,6 +242,9 @@ impl StateStore {
                         // This very write landed, and its answer was lost (a 504 or a broken
                         // connection, then the retry met the resourceVersion it had made): it
                         // is saved, not changed by another process.
+                        self.annotations = current
+                            .as_ref()
+                            .and_then(|c| c.metadata.annotations.clone());
                         self.resource_version = current.and_then(|c| c.metadata.resource_version);
                         self.last_written = Some(text);
                         return Ok(());
@@ -245,6 +255,9 @@ impl StateStore {
                             self.name, self.namespace
                         )));
                     }
+                    self.annotations = current
+                        .as_ref()
+                        .and_then(|c| c.metadata.annotations.clone());
                     self.resource_version = current.and_then(|c| c.metadata.resource_version);
                 }
                 Err(e) => return Err(e),
@@ -285,6 +298,7 @@ impl StateStore {
         let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
         let cm = retry(&what, || self.api.patch(&self.name, &params, &patch)).await?;
         self.resource_version = cm.metadata.resource_version;
+        self.annotations = cm.metadata.annotations;
         Ok(())
     }
 }
