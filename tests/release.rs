@@ -145,6 +145,27 @@ fn bootstrapped(specs: &[(&str, &str, &str)]) -> (Cluster, PathBuf) {
     (c, file)
 }
 
+/// Three canaries (api, podinfo, web) with `analysis`, all calling `hook`, bootstrapped from
+/// `:1`, with `:2` applied to each: a release of three changed services, ready to run.
+fn three_changed(hook: &str, analysis: &str) -> (Cluster, PathBuf) {
+    let (c, file) = bootstrapped(&[
+        ("api", hook, analysis),
+        ("podinfo", hook, analysis),
+        ("web", hook, analysis),
+    ]);
+    for name in ["api", "podinfo", "web"] {
+        put(&c, name, &format!("{name}:2"));
+    }
+    (c, file)
+}
+
+/// Waits until every canary of [`three_changed`] serves at least `w`%.
+fn wait_all_serving(c: &Cluster, w: i64) {
+    c.wait_for("every canary serving", Duration::from_secs(90), |c| {
+        ["api", "podinfo", "web"].iter().all(|n| weight(c, n) >= w)
+    });
+}
+
 /// Runs the release of `file` with these extra flags; its output and JSON report.
 fn release(c: &Cluster, file: &std::path::Path, flags: &[&str]) -> (std::process::Output, Value) {
     let report = c.dir.join("report.json");
@@ -328,14 +349,7 @@ fn independent_canaries_keep_their_own_verdicts_and_the_release_takes_the_worst(
 #[test]
 fn a_lease_held_on_one_canary_of_three_refuses_the_release_and_changes_nothing() {
     let hook = Hook::start();
-    let (c, file) = bootstrapped(&[
-        ("api", &hook.url, QUICK),
-        ("podinfo", &hook.url, QUICK),
-        ("web", &hook.url, QUICK),
-    ]);
-    for name in ["api", "podinfo", "web"] {
-        put(&c, name, &format!("{name}:2"));
-    }
+    let (c, file) = three_changed(&hook.url, QUICK);
     let lease = json!({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": "podinfo-aviary", "namespace": "test"},
@@ -405,18 +419,9 @@ fn a_lease_held_on_one_canary_of_three_refuses_the_release_and_changes_nothing()
 fn sigterm_during_a_release_returns_every_canarys_traffic_to_its_primary() {
     let hook = Hook::start();
     let long = "    maxWeight: 50\n    stepWeight: 5";
-    let (c, file) = bootstrapped(&[
-        ("api", &hook.url, long),
-        ("podinfo", &hook.url, long),
-        ("web", &hook.url, long),
-    ]);
-    for name in ["api", "podinfo", "web"] {
-        put(&c, name, &format!("{name}:2"));
-    }
+    let (c, file) = three_changed(&hook.url, long);
     let (child, log) = spawn(&c, &file, &[]);
-    c.wait_for("every canary serving", Duration::from_secs(90), |c| {
-        ["api", "podinfo", "web"].iter().all(|n| weight(c, n) >= 5)
-    });
+    wait_all_serving(&c, 5);
     let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -436,19 +441,10 @@ fn sigterm_during_a_release_returns_every_canarys_traffic_to_its_primary() {
 fn an_abort_of_one_canary_of_a_release_rolls_the_release_back() {
     let hook = Hook::start();
     let long = "    maxWeight: 50\n    stepWeight: 5";
-    let (c, file) = bootstrapped(&[
-        ("api", &hook.url, long),
-        ("podinfo", &hook.url, long),
-        ("web", &hook.url, long),
-    ]);
-    for name in ["api", "podinfo", "web"] {
-        put(&c, name, &format!("{name}:2"));
-    }
+    let (c, file) = three_changed(&hook.url, long);
     let started = c.emu.requests().len();
     let (child, log) = spawn(&c, &file, &[]);
-    c.wait_for("every canary serving", Duration::from_secs(90), |c| {
-        ["api", "podinfo", "web"].iter().all(|n| weight(c, n) >= 10)
-    });
+    wait_all_serving(&c, 10);
     let abort = match Command::new(aviary_bin())
         .args(["abort", "web", "-n", "test", "--reason", "bad smell"])
         .arg("--kubeconfig")
