@@ -556,6 +556,8 @@ struct Run {
     verdict: String,
     promoted: usize,
     rolled_back: usize,
+    /// Canaries with another verdict (`failed`: the run gave up on an error).
+    other: usize,
     /// Canaries whose HTTPRoute sends no traffic to the canary at the end.
     on_primary: usize,
     /// Canaries whose primary runs what their verdict says (`:2` promoted, `:1` rolled back).
@@ -662,9 +664,19 @@ fn release(
             tail(&log, 20)
         ));
     }
-    // Then every Deployment gets `:2`.
-    for name in &all {
-        set_image(&emu, o, name, &format!("{name}:2"))?;
+    // Then every Deployment gets `:2` (eight requests at a time: a busy emulator answers them
+    // between its controller passes).
+    let emu_ref = &emu;
+    for chunk in all.chunks(8) {
+        std::thread::scope(|scope| {
+            let patches: Vec<_> = chunk
+                .iter()
+                .map(|name| scope.spawn(move || set_image(emu_ref, o, name, &format!("{name}:2"))))
+                .collect();
+            patches
+                .into_iter()
+                .try_for_each(|p| p.join().unwrap_or_else(|_| Err("a patch panicked".into())))
+        })?;
     }
     emu.clear_requests();
     prom.queries.store(0, Ordering::SeqCst);
@@ -761,6 +773,7 @@ fn release(
         verdict: report["verdict"].as_str().unwrap_or("?").to_string(),
         promoted,
         rolled_back,
+        other: n - promoted - rolled_back,
         on_primary,
         primary_as_verdict,
         by_kind,
@@ -806,11 +819,11 @@ fn main() {
         o.max_weight,
         started.elapsed().as_secs_f64()
     );
-    println!("| N | bad | policy | verdict (exit) | promoted / rolled back | traffic on primary | wall ÷ schedule (goal ≤ 1.02) | wall / schedule | peak RSS (goal) | API req / canary / tick | queries / canary / tick | CPU s aviary / emulator |");
+    println!("| N | bad | policy | verdict (exit) | promoted / rolled back / failed | traffic on primary | wall ÷ schedule (goal ≤ 1.02) | wall / schedule | peak RSS (goal) | API req / canary / tick | queries / canary / tick | CPU s aviary / emulator |");
     println!("|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|");
     for r in &runs {
         println!(
-            "| {} | {} | {} | {} ({}) | {} / {} | {}/{}{} | {:.3} {} | {:.1} s / {:.1} s | {:.1} MiB ({:.0}) {} | {:.2} | {:.2} | {:.1} / {:.1} |",
+            "| {} | {} | {} | {} ({}) | {} / {} / {} | {}/{}{} | {:.3} {} | {:.1} s / {:.1} s | {:.1} MiB ({:.0}) {} | {:.2} | {:.2} | {:.1} / {:.1} |",
             r.n,
             r.bad,
             r.policy,
@@ -818,12 +831,13 @@ fn main() {
             r.code,
             r.promoted,
             r.rolled_back,
+            r.other,
             r.on_primary,
             r.n,
-            if r.primary_as_verdict == r.n {
+            if r.primary_as_verdict == r.promoted + r.rolled_back {
                 ""
             } else {
-                " (primary image wrong on some)"
+                " (a primary's image disagrees with its verdict)"
             },
             r.overhead(),
             if r.overhead() <= 1.02 { "✓" } else { "✗" },
