@@ -1,7 +1,8 @@
 //! The control requests (`aviary abort`, `aviary promote`) of every canary of a release, read
-//! with one LIST of aviary's state ConfigMaps per namespace and poll, instead of one GET per
-//! canary and poll: a release of hundreds of canaries asks the API server a few times a second,
-//! not hundreds.
+//! with one LIST of aviary's state ConfigMaps per poll (across the cluster when the canaries
+//! are in several namespaces and the credentials allow it, else one per namespace), instead of
+//! one GET per canary and poll: a release of hundreds of canaries asks the API server a few
+//! times a second, not hundreds.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -58,11 +59,45 @@ impl Controls {
         let (tx, rx) = watch::channel(Arc::new(Reading::default()));
         let task = tokio::spawn(async move {
             let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+            let params = ListParams::default().labels(&selector);
+            // Canaries in several namespaces: one LIST across the cluster when the credentials
+            // allow it (else, from the first refusal on, one per namespace).
+            let mut cluster_wide = namespaces.len() > 1;
             loop {
                 let mut reading = Reading::default();
+                if cluster_wide {
+                    let api: Api<ConfigMap> = Api::all(client.clone());
+                    match api.list(&params).await {
+                        Ok(list) => {
+                            for cm in list.items {
+                                let (Some(ns), Some(name)) =
+                                    (cm.metadata.namespace.clone(), cm.metadata.name.clone())
+                                else {
+                                    continue;
+                                };
+                                if namespaces.contains(&ns) {
+                                    reading.controls.insert((ns, name), control_of(&cm));
+                                }
+                            }
+                            reading.at = Some(Instant::now());
+                            if tx.send(Arc::new(reading)).is_err() {
+                                return;
+                            }
+                            tokio::time::sleep(poll).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(
+                                "could not list the state ConfigMaps across the cluster ({e}); \
+                                 listing each namespace"
+                            );
+                            cluster_wide = false;
+                        }
+                    }
+                }
                 for ns in &namespaces {
                     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-                    match api.list(&ListParams::default().labels(&selector)).await {
+                    match api.list(&params).await {
                         Ok(list) => {
                             for cm in list.items {
                                 if let Some(name) = cm.metadata.name.clone() {

@@ -45,6 +45,9 @@ struct Members {
 
 /// The longest spread of the members' first ticks (see [`Release::stagger`]).
 pub const MAX_STAGGER: Duration = Duration::from_secs(5);
+/// The members' first ticks spread over this fraction of the interval (1/STAGGER_SHARE): a
+/// release takes at most that much longer than its schedule.
+const STAGGER_SHARE: u32 = 50;
 
 /// The shared state of one release; cheap to clone (one per runner).
 #[derive(Clone)]
@@ -85,7 +88,7 @@ impl Release {
     }
 
     /// How long `member` waits before its first tick: the members' ticks spread evenly over a
-    /// tenth of `interval` (at most [`MAX_STAGGER`]), so that a release of hundreds of canaries
+    /// fiftieth of `interval` (at most [`MAX_STAGGER`]), so that a release of hundreds of canaries
     /// does not query the metrics backend and the API server in the same instant. Each member
     /// keeps its offset (ticks follow the interval from the first), so the release takes at
     /// most that much longer than its schedule.
@@ -97,7 +100,7 @@ impl Release {
         if n < 2 {
             return Duration::ZERO;
         }
-        let spread = (interval / 10).min(MAX_STAGGER);
+        let spread = (interval / STAGGER_SHARE).min(MAX_STAGGER);
         spread.mul_f64(place as f64 / n as f64)
     }
 
@@ -253,14 +256,14 @@ mod tests {
     }
 
     #[test]
-    fn members_start_spread_over_a_tenth_of_the_interval_at_most_five_seconds() {
+    fn members_start_spread_over_a_fiftieth_of_the_interval_at_most_five_seconds() {
         let r = Release::new(Policy::AllOrNothing, ["d", "a", "c", "b"].map(String::from));
         let at = |m: &str, s: u64| r.stagger(m, Duration::from_secs(s));
-        // Sorted: a, b, c, d over 1 s (a tenth of 10 s).
-        assert_eq!(at("a", 10), Duration::ZERO);
-        assert_eq!(at("c", 10), Duration::from_millis(500));
-        assert_eq!(at("d", 10), Duration::from_millis(750));
-        // A 10-minute interval spreads over 5 s, not a minute.
+        // Sorted: a, b, c, d over 1 s (a fiftieth of 50 s).
+        assert_eq!(at("a", 50), Duration::ZERO);
+        assert_eq!(at("c", 50), Duration::from_millis(500));
+        assert_eq!(at("d", 50), Duration::from_millis(750));
+        // A 10-minute interval spreads over 5 s, not 12.
         assert_eq!(at("b", 600), Duration::from_millis(1250));
         assert_eq!(at("nobody", 10), Duration::ZERO);
         let alone = Release::new(Policy::AllOrNothing, ["a".to_string()]);
