@@ -242,13 +242,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             };
             let outcome = run.await;
             drop(stop);
-            match tokio::time::timeout(Duration::from_secs(5), lease.release()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("could not release the lease: {e}"),
-                Err(_) => {
-                    tracing::warn!("could not release the lease in time; it expires by itself")
-                }
-            }
+            release_leases(vec![lease]).await;
             Ok::<_, AppError>((outcome?, canary))
         },
         span,

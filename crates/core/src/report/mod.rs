@@ -276,8 +276,8 @@ impl Report {
             .iter()
             .enumerate()
             .min_by_key(|(i, r)| (rank(r), *i))
-            .map(|(i, _)| i);
-        let mut report = match worst.and_then(|i| members.get(i)) {
+            .map(|(_, r)| r);
+        let mut report = match worst {
             Some(w) => {
                 let mut r = Report::new(w.verdict);
                 r.failed_checks = w.failed_checks;
@@ -335,21 +335,17 @@ impl Report {
     /// pipelines' `canaries` output): each member of a release, or the run's one canary; empty
     /// when the run had none (render, deploy).
     pub fn canaries_line(&self) -> String {
+        let entry = |r: &Report| {
+            r.canary
+                .as_deref()
+                .map(|c| format!("{c}={}", r.verdict.as_str()))
+        };
         if self.canaries.is_empty() {
-            return match &self.canary {
-                Some(c) => format!("{c}={}", self.verdict.as_str()),
-                None => String::new(),
-            };
+            return entry(self).unwrap_or_default();
         }
         self.canaries
             .iter()
-            .map(|m| {
-                format!(
-                    "{}={}",
-                    m.canary.as_deref().unwrap_or("-"),
-                    m.verdict.as_str()
-                )
-            })
+            .map(|m| entry(m).unwrap_or_else(|| format!("-={}", m.verdict.as_str())))
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -29,6 +29,23 @@ struct Reading {
     failed: BTreeSet<String>,
 }
 
+impl Reading {
+    /// The requests of the listed ConfigMaps that belong to the release's `namespaces` (an
+    /// item without a namespace is in `listed`, the namespace the LIST was for).
+    fn keep(&mut self, namespaces: &BTreeSet<String>, listed: Option<&str>, items: Vec<ConfigMap>) {
+        for cm in items {
+            let ns = cm.metadata.namespace.as_deref().or(listed);
+            let (Some(ns), Some(name)) = (ns, cm.metadata.name.as_deref()) else {
+                continue;
+            };
+            if namespaces.contains(ns) {
+                self.controls
+                    .insert((ns.to_string(), name.to_string()), control_of(&cm));
+            }
+        }
+    }
+}
+
 /// The shared reader; cheap to clone. Its task stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct Controls {
@@ -65,26 +82,13 @@ impl Controls {
             let mut cluster_wide = namespaces.len() > 1;
             loop {
                 let mut reading = Reading::default();
+                let mut listed = false;
                 if cluster_wide {
                     let api: Api<ConfigMap> = Api::all(client.clone());
                     match api.list(&params).await {
                         Ok(list) => {
-                            for cm in list.items {
-                                let (Some(ns), Some(name)) =
-                                    (cm.metadata.namespace.clone(), cm.metadata.name.clone())
-                                else {
-                                    continue;
-                                };
-                                if namespaces.contains(&ns) {
-                                    reading.controls.insert((ns, name), control_of(&cm));
-                                }
-                            }
-                            reading.at = Some(Instant::now());
-                            if tx.send(Arc::new(reading)).is_err() {
-                                return;
-                            }
-                            tokio::time::sleep(poll).await;
-                            continue;
+                            reading.keep(&namespaces, None, list.items);
+                            listed = true;
                         }
                         Err(e) => {
                             tracing::debug!(
@@ -95,19 +99,15 @@ impl Controls {
                         }
                     }
                 }
-                for ns in &namespaces {
-                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-                    match api.list(&params).await {
-                        Ok(list) => {
-                            for cm in list.items {
-                                if let Some(name) = cm.metadata.name.clone() {
-                                    reading.controls.insert((ns.clone(), name), control_of(&cm));
-                                }
+                if !listed {
+                    for ns in &namespaces {
+                        let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+                        match api.list(&params).await {
+                            Ok(list) => reading.keep(&namespaces, Some(ns), list.items),
+                            Err(e) => {
+                                tracing::debug!("could not list the state ConfigMaps of {ns}: {e}");
+                                reading.failed.insert(ns.clone());
                             }
-                        }
-                        Err(e) => {
-                            tracing::debug!("could not list the state ConfigMaps of {ns}: {e}");
-                            reading.failed.insert(ns.clone());
                         }
                     }
                 }

@@ -96,10 +96,15 @@ pub async fn rollout(
             Ok(Outcome::UpToDate {
                 phase: Phase::Failed,
             }) => release.fail(&member, "this revision was rolled back before"),
+            // Nothing (more) for the others to wait for. A signal and the time limit stop every
+            // member at once: each returns its own traffic, none is rolled back on another's
+            // account.
             Ok(Outcome::Promoted)
             | Ok(Outcome::Held { .. })
             | Ok(Outcome::Bootstrapped)
-            | Ok(Outcome::UpToDate { .. }) => release.leave(&member),
+            | Ok(Outcome::UpToDate { .. })
+            | Ok(Outcome::Cancelled { .. })
+            | Ok(Outcome::TimedOut { .. }) => release.leave(&member),
             Ok(Outcome::RolledBack { aborted }) => {
                 let failed = log
                     .report(aviary_core::report::Verdict::RolledBack)
@@ -111,9 +116,6 @@ pub async fn rollout(
                 };
                 release.fail(&member, &why);
             }
-            // A signal and the time limit stop every member at once: each returns its own
-            // traffic, none is rolled back on another's account.
-            Ok(Outcome::Cancelled { .. }) | Ok(Outcome::TimedOut { .. }) => release.leave(&member),
             Err(e) => release.fail(&member, &e.to_string()),
         }
     }
@@ -353,11 +355,8 @@ async fn drive(
             Err(reason) => {
                 tracing::warn!("abort requested during a tick: {reason}");
                 shell.done.clear();
-                shell.abort(engine, &reason).await?;
-                if engine.state().phase == Phase::Failed {
-                    return Ok(Outcome::RolledBack {
-                        aborted: Some(reason),
-                    });
+                if let Some(outcome) = rolled_back(shell, engine, reason).await? {
+                    return Ok(outcome);
                 }
                 continue;
             }
@@ -451,20 +450,13 @@ async fn drive(
         };
         let next = tick_started + wait;
         loop {
-            let control = match &options.controls {
-                Some(controls) => controls.read(&shell.store).await,
-                None => shell.store.control().await,
-            };
-            match control {
+            match read_control(options.controls.as_ref(), &shell.store).await {
                 Ok(c) => {
                     if let Some(abort) = c.abort {
                         let analysed = engine.state().target_revision.clone();
                         if abort.applies_to(analysed.as_deref()) {
-                            shell.abort(engine, &abort.reason).await?;
-                            if engine.state().phase == Phase::Failed {
-                                return Ok(Outcome::RolledBack {
-                                    aborted: Some(abort.reason),
-                                });
+                            if let Some(outcome) = rolled_back(shell, engine, abort.reason).await? {
+                                return Ok(outcome);
                             }
                         } else {
                             tracing::info!(
@@ -495,11 +487,8 @@ async fn drive(
             ) {
                 if let Some(reason) = release.and_then(|r| r.failure_for(&member)) {
                     tracing::warn!("{reason}");
-                    shell.abort(engine, &reason).await?;
-                    if engine.state().phase == Phase::Failed {
-                        return Ok(Outcome::RolledBack {
-                            aborted: Some(reason),
-                        });
+                    if let Some(outcome) = rolled_back(shell, engine, reason).await? {
+                        return Ok(outcome);
                     }
                 }
             }
@@ -533,16 +522,40 @@ async fn abort_requested(
     analysed: Option<&str>,
 ) -> crate::state::AbortRequest {
     loop {
-        let control = match controls {
-            Some(controls) => controls.read(watcher).await,
-            None => watcher.control().await,
-        };
-        if let Ok(control) = control {
+        if let Ok(control) = read_control(controls, watcher).await {
             if let Some(abort) = control.abort.filter(|a| a.applies_to(analysed)) {
                 return abort;
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Rolls the analysis back for `reason` (an abort request, or another canary of the release
+/// that failed): the outcome when it is rolled back, `None` when the engine had nothing to roll
+/// back in its phase.
+async fn rolled_back(
+    shell: &mut Shell,
+    engine: &mut Engine,
+    reason: String,
+) -> Result<Option<Outcome>, RunError> {
+    shell.abort(engine, &reason).await?;
+    Ok(
+        (engine.state().phase == Phase::Failed).then_some(Outcome::RolledBack {
+            aborted: Some(reason),
+        }),
+    )
+}
+
+/// The canary's control requests: from the release's shared reader when there is one, else
+/// from its own state ConfigMap.
+async fn read_control(
+    controls: Option<&Controls>,
+    store: &StateStore,
+) -> Result<crate::state::Control, crate::cluster::ClusterError> {
+    match controls {
+        Some(controls) => controls.read(store).await,
+        None => store.control().await,
     }
 }
 
