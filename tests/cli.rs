@@ -463,6 +463,25 @@ fn usage_errors_exit_2() {
         "{}",
         stderr(&out)
     );
+    // A verdict policy that does not exist is refused before anything is read or changed,
+    // naming the flag and the two it could be.
+    let out = aviary(&[
+        "rollout",
+        "-f",
+        &example("istio"),
+        "--verdict-policy",
+        "all",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--verdict-policy"), "{err}");
+    assert!(err.contains("unknown verdict policy \"all\""), "{err}");
+    assert!(
+        err.contains("all-or-nothing") && err.contains("independent"),
+        "{err}"
+    );
 }
 
 #[test]
