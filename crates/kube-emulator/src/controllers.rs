@@ -13,20 +13,30 @@ pub const GATEWAY_CONTROLLER_NAME: &str = "example.net/gateway-controller";
 
 const TICK: Duration = Duration::from_millis(20);
 
-/// The controllers hold the store's lock at most this share of the time: a pass that took `d`
-/// is followed by a pause of at least `d · (BUSY_RATIO - 1)`, so that with hundreds of
-/// Deployments (a pass of tens of milliseconds) the API server still answers, as a real one
-/// does while its controllers work.
-const BUSY_RATIO: u32 = 5;
+/// The controllers hold the store's lock at most this share of the time: work that took `d`
+/// is followed by a pause of at least `d · (BUSY_RATIO - 1)`, so that the API server answers
+/// while its controllers work, as a real one does.
+const BUSY_RATIO: u32 = 2;
 
-/// Runs the controllers until shutdown: a pass every [`TICK`], or less often when passes take
-/// long (see [`BUSY_RATIO`]).
+/// The longest the controllers hold the store's lock at once: a pass with more to do (hundreds
+/// of Deployments changed together) stops there and goes on after its pause, so no request
+/// waits behind a whole pass.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// Runs the controllers until shutdown: a pass every [`TICK`]; a pass with more work than a
+/// [`SLICE`] goes on in slices, each followed by its pause (see [`BUSY_RATIO`]).
 pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
+    let mut cursor = None;
     loop {
         let started = Instant::now();
-        reconcile(&shared);
-        let pause = TICK.max(started.elapsed() * (BUSY_RATIO - 1));
+        cursor = reconcile(&shared, cursor);
+        let busy = started.elapsed() * (BUSY_RATIO - 1);
+        let pause = if cursor.is_some() {
+            busy
+        } else {
+            TICK.max(busy)
+        };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|s| *s) => return,
@@ -34,19 +44,31 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
     }
 }
 
-/// One pass of every controller.
-pub(crate) fn reconcile(shared: &Shared) {
-    let (before, after) = {
+/// Where a pass that stopped at its [`SLICE`] goes on: after this Deployment.
+type Cursor = Option<(String, String)>;
+
+/// One slice of a pass of every controller, from `cursor` on; the cursor to go on from, or
+/// None when the pass is complete.
+fn reconcile(shared: &Shared, cursor: Cursor) -> Cursor {
+    let (before, after, cursor) = {
         let mut st = shared.lock();
         let before = st.rv;
-        reconcile_deployments(&mut st);
-        reconcile_routes(&mut st);
-        reconcile_crds(&mut st);
-        (before, st.rv)
+        let cursor = reconcile_deployments(&mut st, cursor, Instant::now() + SLICE);
+        if cursor.is_none() {
+            reconcile_routes(&mut st);
+            reconcile_crds(&mut st);
+        }
+        (before, st.rv, cursor)
     };
     if after != before {
         shared.notify(after);
     }
+    cursor
+}
+
+/// An object's resourceVersion as a number (0 when it has none).
+fn object_rv(v: &Value) -> u64 {
+    str_at(v, "/metadata/resourceVersion").parse().unwrap_or(0)
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -214,44 +236,84 @@ fn desired_deployment_status(
     Some(status)
 }
 
-fn reconcile_deployments(st: &mut State) {
+/// The deployment controller, from after `cursor` until `deadline`: the cursor to go on from
+/// when it stopped at the deadline with Deployments left.
+fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> Cursor {
     let key: StorageKey = ("apps".into(), "deployments".into());
-    let deployments: Vec<Value> = st.list(&key, None).into_iter().cloned().collect();
+    // Like a real controller, work only on what changed: a Deployment that needed nothing at
+    // its last pass is skipped while neither it nor its namespace's ReplicaSets and Pods
+    // have been written since (never-ready ones change with time: always looked at).
+    let dirty: Vec<(String, String)> = st
+        .list(&key, None)
+        .into_iter()
+        .filter_map(|d| {
+            let id = (
+                str_at(d, "/metadata/namespace").to_string(),
+                str_at(d, "/metadata/name").to_string(),
+            );
+            let seen = (
+                object_rv(d),
+                st.workload_rv.get(&id.0).copied().unwrap_or(0),
+            );
+            let due = cursor.as_ref().is_none_or(|c| id > *c)
+                && (st.never_ready.contains(&id) || st.deploy_settled.get(&id) != Some(&seen));
+            due.then_some(id)
+        })
+        .collect();
+    let Some(rt) = st.preferred_rt(&key) else {
+        return None;
+    };
     let now = now_rfc3339();
-    for d in deployments {
-        if d.pointer("/metadata/deletionTimestamp").is_some() {
-            continue;
+    for id in dirty {
+        if let Some(d) = st.get(&rt, &id.0, &id.1).cloned() {
+            reconcile_deployment(st, &key, &d, &now);
         }
-        let ns = str_at(&d, "/metadata/namespace").to_string();
-        let name = str_at(&d, "/metadata/name").to_string();
-        let generation = d
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        let id = (ns.clone(), name.clone());
-        let changed_at = match st.deploy_changed.get(&id) {
-            Some((g, t)) if *g == generation => *t,
-            _ => {
-                let t = Instant::now();
-                st.deploy_changed.insert(id.clone(), (generation, t));
-                t
-            }
-        };
-        let never = st.never_ready.contains(&id);
-        let Some(mut desired) =
-            desired_deployment_status(&d, changed_at.elapsed(), st.ready_delay, never, &now)
-        else {
-            continue;
-        };
-        crate::workload::sync(st, &d, never, &now);
-        let current = d.get("status").cloned().unwrap_or(json!({}));
-        carry_condition_times(&mut desired, &current);
-        if without_times(&desired) == without_times(&current) {
-            continue;
+        if Instant::now() >= deadline {
+            return Some(id);
         }
-        if let Err(e) = st.write_status(&key, &ns, &name, desired, "kube-controller-manager") {
-            tracing::warn!(deployment = %name, namespace = %ns, "deployment controller: {}", e.message);
+    }
+    None
+}
+
+/// Brings one Deployment's status, ReplicaSets and Pods in line with its spec.
+fn reconcile_deployment(st: &mut State, key: &StorageKey, d: &Value, now: &str) {
+    if d.pointer("/metadata/deletionTimestamp").is_some() {
+        return;
+    }
+    let ns = str_at(d, "/metadata/namespace").to_string();
+    let name = str_at(d, "/metadata/name").to_string();
+    let generation = d
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let id = (ns.clone(), name.clone());
+    let changed_at = match st.deploy_changed.get(&id) {
+        Some((g, t)) if *g == generation => *t,
+        _ => {
+            let t = Instant::now();
+            st.deploy_changed.insert(id.clone(), (generation, t));
+            t
         }
+    };
+    let never = st.never_ready.contains(&id);
+    let Some(mut desired) =
+        desired_deployment_status(d, changed_at.elapsed(), st.ready_delay, never, now)
+    else {
+        return;
+    };
+    let before = st.rv;
+    crate::workload::sync(st, d, never, now);
+    let current = d.get("status").cloned().unwrap_or(json!({}));
+    carry_condition_times(&mut desired, &current);
+    if without_times(&desired) == without_times(&current) {
+        if st.rv == before && !never {
+            let seen = (object_rv(d), st.workload_rv.get(&ns).copied().unwrap_or(0));
+            st.deploy_settled.insert(id, seen);
+        }
+        return;
+    }
+    if let Err(e) = st.write_status(key, &ns, &name, desired, "kube-controller-manager") {
+        tracing::warn!(deployment = %name, namespace = %ns, "deployment controller: {}", e.message);
     }
 }
 
@@ -301,7 +363,19 @@ pub(crate) fn reconcile_crds(st: &mut State) {
 
 fn reconcile_routes(st: &mut State) {
     let key: StorageKey = ("gateway.networking.k8s.io".into(), "httproutes".into());
-    let routes: Vec<Value> = st.list(&key, None).into_iter().cloned().collect();
+    // A route is looked at again only once written since its status was found up to date.
+    let routes: Vec<Value> = st
+        .list(&key, None)
+        .into_iter()
+        .filter(|r| {
+            let id = (
+                str_at(r, "/metadata/namespace").to_string(),
+                str_at(r, "/metadata/name").to_string(),
+            );
+            st.route_settled.get(&id) != Some(&object_rv(r))
+        })
+        .cloned()
+        .collect();
     let now = now_rfc3339();
     for r in routes {
         let ns = str_at(&r, "/metadata/namespace").to_string();
@@ -357,6 +431,7 @@ fn reconcile_routes(st: &mut State) {
         let mut desired = current.clone();
         desired["parents"] = Value::Array(parents);
         if without_times(&desired) == without_times(&current) {
+            st.route_settled.insert((ns, name), object_rv(&r));
             continue;
         }
         if let Err(e) = st.write_status(&key, &ns, &name, desired, "gateway-controller") {

@@ -90,6 +90,13 @@ pub(crate) struct State {
     pub ready_delay: Duration,
     /// When each Deployment's generation last changed (for the deployment controller).
     pub deploy_changed: HashMap<(String, String), (i64, Instant)>,
+    /// The resourceVersion of the last write of a ReplicaSet or Pod, per namespace.
+    pub workload_rv: HashMap<String, u64>,
+    /// Deployments the controller found nothing to do for: (their resourceVersion, their
+    /// namespace's `workload_rv`) at that pass. A pass skips them while both are unchanged.
+    pub deploy_settled: HashMap<(String, String), (u64, u64)>,
+    /// HTTPRoutes whose status the route controller found up to date, at this resourceVersion.
+    pub route_settled: HashMap<(String, String), u64>,
     pub rng: Rng,
     next_ip: u32,
 }
@@ -177,6 +184,9 @@ impl State {
             never_ready: HashSet::new(),
             ready_delay,
             deploy_changed: HashMap::new(),
+            workload_rv: HashMap::new(),
+            deploy_settled: HashMap::new(),
+            route_settled: HashMap::new(),
             rng: Rng::from_entropy(),
             next_ip: 10,
         }
@@ -209,11 +219,15 @@ impl State {
     pub(crate) fn list(&self, key: &StorageKey, ns: Option<&str>) -> Vec<&Value> {
         match self.objects.get(key) {
             None => Vec::new(),
-            Some(m) => m
-                .iter()
-                .filter(|((ons, _), _)| ns.is_none_or(|n| n == ons))
-                .map(|(_, v)| v)
-                .collect(),
+            // Keys sort by namespace first: one namespace is one range of the map.
+            Some(m) => match ns {
+                None => m.values().collect(),
+                Some(n) => m
+                    .range((n.to_string(), String::new())..)
+                    .take_while(|((ons, _), _)| ons == n)
+                    .map(|(_, v)| v)
+                    .collect(),
+            },
         }
     }
 
@@ -256,14 +270,21 @@ impl State {
                 self.delete_custom_objects(&obj);
             }
         }
+        let is_deployment = key.0 == "apps" && key.1 == "deployments";
+        if (key.0 == "apps" && key.1 == "replicasets") || (key.0.is_empty() && key.1 == "pods") {
+            self.workload_rv.insert(ns.to_string(), rv);
+        }
         let store = self.objects.entry(key.clone()).or_default();
         let id = (ns.to_string(), name.to_string());
         if etype == "DELETED" {
             store.remove(&id);
-            self.deploy_changed.remove(&id);
+            if is_deployment {
+                self.deploy_changed.remove(&id);
+                self.deploy_settled.remove(&id);
+            }
         } else {
             store.insert(id.clone(), obj.clone());
-            if key.0 == "apps" && key.1 == "deployments" {
+            if is_deployment {
                 let generation = meta(&obj)
                     .and_then(|m| m.get("generation"))
                     .and_then(Value::as_i64)

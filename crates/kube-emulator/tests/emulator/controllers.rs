@@ -368,3 +368,89 @@ async fn deployments_get_replicasets_and_pods() -> TestResult {
         .is_empty());
     Ok(())
 }
+
+/// The deployment controller works only on what changed, and in slices: a Deployment it left
+/// alone since its rollout still gets a deleted Pod back, and 60 Deployments changed at once
+/// all roll out while the API server keeps answering between the controller's slices.
+#[tokio::test]
+async fn the_controller_heals_settled_deployments_and_rolls_out_many_at_once() -> TestResult {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, ListParams};
+    use kube::ResourceExt;
+
+    let (emu, client) = setup().await?;
+    emu.set_ready_delay(Duration::from_millis(20));
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    const N: usize = 60;
+    for i in 0..N {
+        deployments
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(deployment_json(&format!("app{i:03}"), "app:1"))?,
+            )
+            .await?;
+    }
+    let rolled_out = |image: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            let list = deployments.list(&ListParams::default()).await.ok()?;
+            let done = list.items.iter().filter(|d| {
+                let image_now = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.as_deref());
+                let s = d.status.clone().unwrap_or_default();
+                image_now == Some(image)
+                    && s.observed_generation == d.metadata.generation
+                    && s.updated_replicas == Some(2)
+                    && s.available_replicas == Some(2)
+            });
+            (done.count() == N).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(60), || rolled_out("app:1"))
+        .await
+        .ok_or("the first rollout of every Deployment never completed")?;
+
+    // A Pod of a Deployment the controller has settled: deleted, it comes back.
+    let victim = pods
+        .list(&ListParams::default().labels("app=app007"))
+        .await?
+        .items
+        .first()
+        .map(|p| p.name_any())
+        .ok_or("app007 has no pods")?;
+    pods.delete(&victim, &DeleteParams::default()).await?;
+    eventually(Duration::from_secs(10), || async {
+        let names: Vec<String> = pods
+            .list(&ListParams::default().labels("app=app007"))
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        (names.len() == 2 && !names.contains(&victim)).then_some(())
+    })
+    .await
+    .ok_or("the deleted pod of a settled Deployment was never replaced")?;
+
+    // Every Deployment changed at once: each rolls out to the new image.
+    for i in 0..N {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+        deployments
+            .patch(
+                &format!("app{i:03}"),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await?;
+    }
+    eventually(Duration::from_secs(60), || rolled_out("app:2"))
+        .await
+        .ok_or("not every Deployment rolled out its new template")?;
+    Ok(())
+}
