@@ -1,7 +1,8 @@
 //! A release of several canaries in one run (every Canary of the file), against the API
 //! emulator: a canary whose revision did not change is left alone, the verdict policies
 //! (all-or-nothing, independent), a Lease held on one canary of three (exit 4, nothing
-//! changed), and SIGTERM (every canary's traffic back on its primary).
+//! changed), SIGTERM (every canary's traffic back on its primary), and the GitHub post step of a
+//! killed release (every canary rolled back).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -489,4 +490,49 @@ fn an_abort_of_one_canary_of_a_release_rolls_the_release_back() {
         gets <= 2 && writes >= 3,
         "api's state was read {gets} times on its own ({writes} writes) beside {lists} shared LISTs"
     );
+}
+
+/// The GitHub step of a release saves every canary of it for the action's post step; when the
+/// step is killed mid-release (a job timeout, a cancel past the runner's grace period), the post
+/// step rolls each of them back to its primary.
+#[test]
+fn the_post_step_rolls_back_every_canary_of_a_killed_release() {
+    let hook = Hook::start();
+    let long = "    maxWeight: 50\n    stepWeight: 5";
+    let (c, file) = three_changed(&hook.url, long);
+    let mut child = match github_step(&c, &file, false, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!("{e}"),
+    };
+    wait_all_serving(&c, 5);
+    let saved = outputs(&read(&c.dir.join("runner/state")));
+    let held = saved.get("aviary_rollout").cloned().unwrap_or_default();
+    assert_eq!(held, "test/api,test/podinfo,test/web");
+    let _ = child.kill();
+    let _ = child.wait();
+    for name in ["api", "podinfo", "web"] {
+        assert!(weight(&c, name) > 0, "{name} was left serving");
+    }
+
+    let post = match github_step(&c, &file, true, &[("aviary_rollout", held)]).output() {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(&post), 0, "{}", stderr(&post));
+    for name in ["api", "podinfo", "web"] {
+        assert!(
+            stdout(&post).contains(&format!(
+                "::error title=aviary post::{name}.test: the step ended before its rollout did"
+            )),
+            "{}",
+            stdout(&post)
+        );
+        assert_eq!(weight(&c, name), 0, "{name}'s traffic is on its primary");
+        assert_eq!(saved_phase(&c, name), "Failed");
+        assert_eq!(primary_image(&c, name), format!("{name}:1"));
+    }
 }

@@ -37,7 +37,7 @@ pub struct RunContext {
 }
 
 /// See [`RunContext::started`].
-pub type Started = Box<dyn FnOnce(&str, &str) + Send>;
+pub type Started = Box<dyn FnOnce(&[(String, String)]) + Send>;
 
 impl std::fmt::Debug for RunContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,7 +213,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
             };
             stop.watch_lease(lease.keep());
             if let Some(started) = started {
-                started(&canary.namespace, &canary.name);
+                started(&[(canary.namespace.clone(), canary.name.clone())]);
             }
             tracing::info!(
                 "rolling out {} (lease holder {})",
@@ -302,41 +302,24 @@ fn run_release(
             canaries.len(),
             names.join(", ")
         );
-        // Every Lease first, in name order: a release that cannot have one of them changes
-        // nothing (exit 4), not even the Deployments of the others.
+        // Every Lease first: a release that cannot have one of them changes nothing (exit 4),
+        // not even the Deployments of the others.
         let me = Holder::this_process(&|k| std::env::var(k).ok());
-        let mut leases: Vec<LeaseGuard> = Vec::new();
-        let mut refused = None;
-        for canary in &canaries {
-            let acquired = stop
-                .guard(LeaseGuard::acquire(
-                    client.clone(),
-                    &canary.namespace,
-                    &canary.name,
-                    &me,
-                ))
-                .await;
-            match acquired {
-                Ok(Ok(lease)) => leases.push(lease),
-                Ok(Err(e)) => {
-                    refused = Some(Err(AppError::from(RunError::from(e))));
-                    break;
-                }
-                Err(reason) => {
-                    refused = Some(stopped_before(reason, canaries.clone()));
-                    break;
-                }
-            }
-        }
-        if let Some(refused) = refused {
+        let (leases, refused) = match stop.guard(acquire_leases(&client, &canaries, &me)).await {
+            Ok(taken) => taken,
+            Err(reason) => return stopped_before(reason, canaries),
+        };
+        if let Some(e) = refused {
             release_leases(leases).await;
-            return refused;
+            return Err(AppError::from(RunError::from(e)));
         }
         if let Some(started) = ctx.started {
-            // The post step of a GitHub job keeps one canary; the first of the release.
-            if let Some(first) = canaries.first() {
-                started(&first.namespace, &first.name);
-            }
+            // The post step of a GitHub job rolls back every canary of the release.
+            let held: Vec<(String, String)> = canaries
+                .iter()
+                .map(|c| (c.namespace.clone(), c.name.clone()))
+                .collect();
+            started(&held);
         }
         if let Some((target, objects)) = objects {
             let ns = args.namespace.clone().unwrap_or_else(|| default_ns.clone());
@@ -443,6 +426,63 @@ fn run_release(
     report.target = target;
     log_verdict(&report);
     Ok(report)
+}
+
+/// How many Leases a release asks for at once.
+const LEASES_AT_ONCE: usize = 16;
+
+/// Takes the Lease of every canary, [`LEASES_AT_ONCE`] at a time in name order: the Leases
+/// taken (in the order of `canaries`, all of them when nothing was refused) and the refusal
+/// of the first canary, in name order, whose Lease could not be had. Once one is refused no
+/// other is asked for; the caller gives back the ones taken.
+async fn acquire_leases(
+    client: &kube::Client,
+    canaries: &[Canary],
+    me: &Holder,
+) -> (Vec<LeaseGuard>, Option<aviary_kube::lease::LockError>) {
+    let mut set = tokio::task::JoinSet::new();
+    let mut taken: Vec<(usize, LeaseGuard)> = Vec::new();
+    let mut refused: Option<(usize, aviary_kube::lease::LockError)> = None;
+    let mut next = 0;
+    loop {
+        while refused.is_none() && next < canaries.len() && set.len() < LEASES_AT_ONCE {
+            let (client, me) = (client.clone(), me.clone());
+            let (namespace, name) = (
+                canaries[next].namespace.clone(),
+                canaries[next].name.clone(),
+            );
+            let i = next;
+            set.spawn(
+                async move { (i, LeaseGuard::acquire(client, &namespace, &name, &me).await) },
+            );
+            next += 1;
+        }
+        let Some(joined) = set.join_next().await else {
+            break;
+        };
+        match joined {
+            Ok((i, Ok(lease))) => taken.push((i, lease)),
+            Ok((i, Err(e))) => {
+                if !matches!(&refused, Some((first, _)) if *first <= i) {
+                    refused = Some((i, e));
+                }
+            }
+            Err(e) => {
+                // A task that panicked: the canary it was for counts as refused.
+                let e = aviary_kube::lease::LockError::Cluster(
+                    aviary_kube::cluster::ClusterError::Invalid(format!(
+                        "taking a Lease failed: {e}"
+                    )),
+                );
+                refused = refused.or(Some((usize::MAX, e)));
+            }
+        }
+    }
+    taken.sort_by_key(|(i, _)| *i);
+    (
+        taken.into_iter().map(|(_, lease)| lease).collect(),
+        refused.map(|(_, e)| e),
+    )
 }
 
 /// Gives up `leases` (each within 5 s; one not released expires by itself).

@@ -156,8 +156,12 @@ fn rollout_stage(req: &StepRequest, host: &mut dyn PipelineHost) -> Result<Repor
     // the step is killed (a job timeout, a second cancel): it rolls that canary back.
     let saver = host.state_saver();
     let started = saver.clone().map(|save| -> rollout::Started {
-        Box::new(move |namespace: &str, name: &str| {
-            if let Err(e) = save(ROLLOUT_STATE, &format!("{namespace}/{name}")) {
+        Box::new(move |held: &[(String, String)]| {
+            let value: Vec<String> = held
+                .iter()
+                .map(|(ns, name)| format!("{ns}/{name}"))
+                .collect();
+            if let Err(e) = save(ROLLOUT_STATE, &value.join(",")) {
                 tracing::warn!("cannot save the step's state for its post step: {e}");
             }
         })
@@ -181,10 +185,12 @@ fn rollout_stage(req: &StepRequest, host: &mut dyn PipelineHost) -> Result<Repor
 }
 
 /// The action's post step (`aviary-post`): it runs after the job whatever happened to the main
-/// step. When the main step saved a canary and never cleared it, the step was killed while it
-/// held that rollout (a job timeout, a cancel past the runner's grace period): the canary is
-/// aborted the way `aviary abort` does it (through its runner if one is alive, else by taking
-/// its lease and routing all traffic back to the primary). Otherwise it does nothing.
+/// step. When the main step saved its canaries (`ns/name,...`: one, or every canary of a
+/// release) and never cleared them, the step was killed while it held those rollouts (a job
+/// timeout, a cancel past the runner's grace period): each canary is aborted the way `aviary
+/// abort` does it (through its runner if one is alive, else by taking its lease and routing all
+/// traffic back to the primary). Otherwise it does nothing. Every canary is tried; the exit
+/// code is the first failure's, else the first non-success.
 fn post(host: &dyn PipelineHost) -> Result<Exit, AppError> {
     let saved = host.saved_state(ROLLOUT_STATE).unwrap_or_default();
     let saved = saved.trim();
@@ -192,22 +198,43 @@ fn post(host: &dyn PipelineHost) -> Result<Exit, AppError> {
         tracing::info!("aviary post: no rollout was left running; nothing to do");
         return Ok(Exit::Success);
     }
-    let Some((namespace, name)) = saved.split_once('/') else {
-        return Err(AppError::input(format!(
-            "the step's saved state {ROLLOUT_STATE}={saved:?} is not namespace/name"
-        )));
-    };
+    let mut held = Vec::new();
+    for one in saved.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((namespace, name)) = one.split_once('/') else {
+            return Err(AppError::input(format!(
+                "the step's saved state {ROLLOUT_STATE}={saved:?} is not namespace/name[,namespace/name...]"
+            )));
+        };
+        held.push((namespace.to_string(), name.to_string()));
+    }
     let req = StepRequest::read(host).map_err(AppError::from)?;
-    let target = super::control::Target::of(name, Some(namespace.to_string()), req.cluster())?;
     let reason = "the step ended before its rollout did (job cancelled or timed out)";
-    tracing::warn!(
-        "aviary post: the step was stopped while rolling out {name}.{namespace}; rolling it back"
-    );
-    host.annotate(
-        Level::Error,
-        "aviary post",
-        &format!("{name}.{namespace}: {reason}; rolling it back to the primary"),
-        None,
-    );
-    super::control::abort_canary(&target, name, reason)
+    let mut first_error = None;
+    let mut exit = Exit::Success;
+    for (namespace, name) in &held {
+        tracing::warn!(
+            "aviary post: the step was stopped while rolling out {name}.{namespace}; rolling it back"
+        );
+        host.annotate(
+            Level::Error,
+            "aviary post",
+            &format!("{name}.{namespace}: {reason}; rolling it back to the primary"),
+            None,
+        );
+        let aborted =
+            super::control::Target::of(name, Some(namespace.clone()), req.cluster().clone())
+                .and_then(|target| super::control::abort_canary(&target, name, reason));
+        match aborted {
+            Ok(code) if exit == Exit::Success => exit = code,
+            Ok(_) => {}
+            Err(e) => {
+                e.report();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(exit),
+    }
 }

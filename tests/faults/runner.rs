@@ -910,49 +910,6 @@ fn f10_a_route_that_cannot_be_reset_is_reported_where_it_was_left() {
     );
 }
 
-/// `aviary step` as GitHub runs the action's main (or, `post`, its post) entrypoint: the
-/// runner's variables, the inputs of a `rollout` of `canary`, and `state` as `STATE_*`.
-fn github_step(c: &Cluster, canary: &Path, post: bool, state: &[(&str, String)]) -> Command {
-    let files = c.dir.join("runner");
-    if let Err(e) = std::fs::create_dir_all(&files) {
-        panic!("{e}");
-    }
-    let program = if post {
-        // The image links `aviary-post` to the binary; GitHub runs it with no arguments.
-        let link = files.join("aviary-post");
-        if !link.exists() {
-            if let Err(e) = std::os::unix::fs::symlink(aviary_bin(), &link) {
-                panic!("{e}");
-            }
-        }
-        link
-    } else {
-        aviary_bin()
-    };
-    let mut cmd = Command::new(program);
-    if !post {
-        cmd.arg("step");
-    }
-    cmd.current_dir(&c.dir)
-        .env_remove("KUBECONFIG")
-        .env_remove("AVIARY_LOG")
-        .env_remove("GITHUB_RUN_ID")
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_REPOSITORY", "acme/shop")
-        .env("GITHUB_WORKSPACE", &c.dir)
-        .env("GITHUB_OUTPUT", files.join("output"))
-        .env("GITHUB_STATE", files.join("state"))
-        .env("GITHUB_STEP_SUMMARY", files.join("summary.md"))
-        .env("INPUT_COMMAND", "rollout")
-        .env("INPUT_CANARY-FILE", canary)
-        .env("INPUT_PROVIDER", "gatewayapi")
-        .env("INPUT_KUBECONFIG", &c.kubeconfig);
-    for (k, v) in state {
-        cmd.env(format!("STATE_{k}"), v);
-    }
-    cmd
-}
-
 /// Issue 14 (post-entrypoint): the runner SIGKILLs the step's container (a job timeout, or a
 /// cancel past its grace period) while the step holds a canary at 40%. The step had saved the
 /// canary in `$GITHUB_STATE`; the post step, run with that state, rolls it back (the lease of

@@ -260,9 +260,7 @@ fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> C
             due.then_some(id)
         })
         .collect();
-    let Some(rt) = st.preferred_rt(&key) else {
-        return None;
-    };
+    let rt = st.preferred_rt(&key)?;
     let now = now_rfc3339();
     for id in dirty {
         if let Some(d) = st.get(&rt, &id.0, &id.1).cloned() {
