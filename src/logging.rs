@@ -62,8 +62,18 @@ pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Prints `text` and a line break on stderr, through [`safe`].
 pub fn eprint_line(text: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{}", safe(text));
+    crate::progress::above(|| {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{}", safe(text));
+    });
+}
+
+/// Whether logs are for people (`--log-format human`, the default).
+pub fn human() -> bool {
+    matches!(
+        FORMAT.get().copied().unwrap_or(LogFormat::Human),
+        LogFormat::Human
+    )
 }
 
 /// The subscriber's writer: one event's bytes, written to stderr through [`safe`] when the
@@ -86,13 +96,16 @@ impl Write for LogWriter {
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        let mut err = std::io::stderr().lock();
-        let _ = if is_github_mode() {
-            err.write_all(safe(&String::from_utf8_lossy(&self.buf)).as_bytes())
-        } else {
-            err.write_all(&self.buf)
-        };
-        let _ = err.flush();
+        // Above a release's live progress lines, when a terminal shows them.
+        crate::progress::above(|| {
+            let mut err = std::io::stderr().lock();
+            let _ = if is_github_mode() {
+                err.write_all(safe(&String::from_utf8_lossy(&self.buf)).as_bytes())
+            } else {
+                err.write_all(&self.buf)
+            };
+            let _ = err.flush();
+        });
     }
 }
 

@@ -9,6 +9,7 @@
 mod cli;
 mod cmd;
 mod logging;
+mod progress;
 
 use std::process::ExitCode;
 

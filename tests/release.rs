@@ -536,3 +536,57 @@ fn the_post_step_rolls_back_every_canary_of_a_killed_release() {
         assert_eq!(primary_image(&c, name), format!("{name}:1"));
     }
 }
+
+/// In a terminal (here a pseudo-terminal from `script`), a release draws one live line per
+/// canary under its log: name, weight bar and percentage, phase and failed checks, left on the
+/// screen as each canary ended. Piped (CI logs, every other test here) there is no such line.
+#[test]
+fn a_release_in_a_terminal_draws_a_live_line_per_canary() {
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("`script` (util-linux) is needed: apt-get install -y util-linux");
+    }
+    let hook = Hook::start();
+    let (c, file) = three_changed(&hook.url, QUICK);
+    let typescript = c.dir.join("typescript");
+    let line = format!(
+        "'{}' rollout -f '{}' --kubeconfig '{}' --request-timeout 2s --timeout 5m",
+        aviary_bin().display(),
+        file.display(),
+        c.kubeconfig.display()
+    );
+    let out = match Command::new("script")
+        .args(["-qec", &line])
+        .arg(&typescript)
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("AVIARY_LOG")
+        .env_remove("KUBECONFIG")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("{e}"),
+    };
+    let screen = read(&typescript);
+    assert!(out.status.success(), "{screen}");
+    for name in ["api", "podinfo", "web"] {
+        // A line drawn while the canary was at 25% (QUICK: 25, 50), and its last one.
+        assert!(
+            screen.contains(&format!("{name}.test ")) && screen.contains("▏ 25%  Progressing"),
+            "no live line for {name}: {screen}"
+        );
+        assert!(
+            screen.lines().any(|l| l.contains(&format!("{name}.test "))
+                && l.contains("Succeeded · failed checks 0")),
+            "{name}'s line does not end at Succeeded: {screen}"
+        );
+    }
+    // The same release piped draws none.
+    for name in ["api", "podinfo", "web"] {
+        put(&c, name, &format!("{name}:3"));
+    }
+    let (piped, _) = release(&c, &file, &[]);
+    assert_eq!(code(&piped), 0, "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains('▕'), "{}", stderr(&piped));
+}

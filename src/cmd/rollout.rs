@@ -339,7 +339,7 @@ fn run_release(
             }
         }
         drop(stop);
-        let release = runner::Release::new(policy, names);
+        let release = runner::Release::new(policy, names.clone());
         // One reader of every canary's `aviary abort`/`promote` requests for the release.
         let controls = runner::Controls::start(
             client.clone(),
@@ -347,49 +347,58 @@ fn run_release(
             Duration::from_millis(500),
         );
         let left = args.timeout.map(|t| t.saturating_sub(started_at.elapsed()));
-        let runs = canaries.into_iter().zip(leases).map(|(canary, lease)| {
-            let log = Log::default();
-            let options = Options {
-                provider: provider.clone(),
-                poll: Duration::from_millis(500),
-                templates: templates.clone(),
-                prometheus: args.prometheus.url.clone(),
-                prometheus_auth: prometheus_auth.clone(),
-                log: log.clone(),
-                phase: ctx.phase,
-                release: Some(release.clone()),
-                controls: Some(controls.clone()),
-            };
-            let client = client.clone();
-            let qualified = canary.qualified_name();
-            let span = tracing::info_span!(
-                "rollout",
-                canary = %canary.name,
-                namespace = %canary.namespace,
-                revision = tracing::field::Empty,
-            );
-            let run = async move {
-                let outcome = match runner::Stop::new(left) {
-                    Ok(mut stop) => {
-                        stop.watch_lease(lease.keep());
-                        tracing::info!(
-                            "rolling out {} (lease holder {})",
-                            canary.qualified_name(),
-                            lease.identity()
-                        );
-                        let outcome =
-                            runner::rollout(client, canary.clone(), options, &mut stop).await;
-                        drop(stop);
-                        outcome
-                    }
-                    Err(e) => Err(e),
+        // In a terminal, one live line per canary.
+        let mut progress = crate::progress::Release::start(&names, crate::logging::human());
+        let runs = canaries
+            .into_iter()
+            .zip(leases)
+            .enumerate()
+            .map(|(i, (canary, lease))| {
+                let log = Log::default();
+                if let Some(progress) = &progress {
+                    progress.follow(i, &log);
+                }
+                let options = Options {
+                    provider: provider.clone(),
+                    poll: Duration::from_millis(500),
+                    templates: templates.clone(),
+                    prometheus: args.prometheus.url.clone(),
+                    prometheus_auth: prometheus_auth.clone(),
+                    log: log.clone(),
+                    phase: ctx.phase,
+                    release: Some(release.clone()),
+                    controls: Some(controls.clone()),
                 };
-                release_leases(vec![lease]).await;
-                (canary, outcome.map_err(AppError::from), log)
-            };
-            let member = tracing::info_span!("canary", name = %qualified);
-            tracing::Instrument::instrument(tracing::Instrument::instrument(run, span), member)
-        });
+                let client = client.clone();
+                let qualified = canary.qualified_name();
+                let span = tracing::info_span!(
+                    "rollout",
+                    canary = %canary.name,
+                    namespace = %canary.namespace,
+                    revision = tracing::field::Empty,
+                );
+                let run = async move {
+                    let outcome = match runner::Stop::new(left) {
+                        Ok(mut stop) => {
+                            stop.watch_lease(lease.keep());
+                            tracing::info!(
+                                "rolling out {} (lease holder {})",
+                                canary.qualified_name(),
+                                lease.identity()
+                            );
+                            let outcome =
+                                runner::rollout(client, canary.clone(), options, &mut stop).await;
+                            drop(stop);
+                            outcome
+                        }
+                        Err(e) => Err(e),
+                    };
+                    release_leases(vec![lease]).await;
+                    (canary, outcome.map_err(AppError::from), log)
+                };
+                let member = tracing::info_span!("canary", name = %qualified);
+                tracing::Instrument::instrument(tracing::Instrument::instrument(run, span), member)
+            });
         let mut set = tokio::task::JoinSet::new();
         for (i, run) in runs.enumerate() {
             set.spawn(async move { (i, run.await) });
@@ -397,9 +406,22 @@ fn run_release(
         let mut ended = Vec::new();
         while let Some(joined) = set.join_next().await {
             match joined {
-                Ok(one) => ended.push(one),
-                Err(e) => return Err(AppError::Runtime(format!("a canary's runner failed: {e}"))),
+                Ok(one) => {
+                    if let Some(progress) = &progress {
+                        progress.ended(one.0);
+                    }
+                    ended.push(one);
+                }
+                Err(e) => {
+                    if let Some(progress) = progress.take() {
+                        progress.finish();
+                    }
+                    return Err(AppError::Runtime(format!("a canary's runner failed: {e}")));
+                }
             }
+        }
+        if let Some(progress) = progress {
+            progress.finish();
         }
         ended.sort_by_key(|(i, _)| *i);
         Ok(ended.into_iter().map(|(_, one)| one).collect())
