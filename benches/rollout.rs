@@ -24,11 +24,10 @@
 //! promoted / rolled back, and whether every canary ended with all its traffic on its primary.
 //!
 //! Each canary lives in a namespace of its own (`--shared-namespace`: all in `test`): the
-//! emulator's deployment controller reconciles every Deployment every 20 ms, under the lock of
-//! its whole store, with a copy of every ReplicaSet and Pod of the Deployment's namespace, so
-//! canaries sharing a namespace cost it quadratically, and past ~25 canaries (~50 Deployments)
-//! on two cores its passes take longer than 20 ms and the API server starves: beyond that, the
-//! wall time measures the emulator, not aviary (the CPU column says so).
+//! emulator's deployment controller, when a Deployment or a ReplicaSet or Pod of its namespace
+//! changed, works with a copy of every ReplicaSet and Pod of that namespace, so canaries sharing
+//! a namespace cost it quadratically, and past a few dozen canaries on two cores the wall time
+//! would measure the emulator, not aviary (the CPU column says so).
 //!
 //! `cargo bench` builds the `aviary` binary (release settings) first and the bench runs it
 //! (`CARGO_BIN_EXE_aviary`; `AVIARY_BENCH_BIN` runs another build). Prints a Markdown table;

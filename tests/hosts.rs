@@ -819,3 +819,35 @@ fn the_release_workflow_pins_one_digest_in_action_yml_and_the_task() {
     );
     assert!(!action.contains("@sha256:0000") && !task_text.contains("@sha256:0000"));
 }
+
+/// A `verdict-policy` input the step does not know: exit 2 before anything runs, the error
+/// naming the input and the two policies, as an error annotation and in the outputs.
+#[test]
+fn github_refuses_an_unknown_verdict_policy_input_naming_it_and_the_choices() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let env = github_env(
+        dir,
+        &[
+            ("command", "rollout".into()),
+            (
+                "canary-file",
+                "examples/gatewayapi/overlays/prod/canary.yaml".into(),
+            ),
+            ("verdict-policy", "most-of-them".into()),
+        ],
+    );
+    let out = aviary(&["step"], &as_refs(&env));
+    assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        all.contains("verdict-policy")
+            && all.contains("most-of-them")
+            && all.contains("all-or-nothing")
+            && all.contains("independent"),
+        "{all}"
+    );
+    assert!(stdout(&out).contains("::error"), "{}", stdout(&out));
+    let o = outputs(&read(&dir.join("output")));
+    assert_eq!(o.get("exit-code").map(String::as_str), Some("2"), "{o:?}");
+}

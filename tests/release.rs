@@ -543,7 +543,7 @@ fn the_post_step_rolls_back_every_canary_of_a_killed_release() {
 #[test]
 fn a_release_in_a_terminal_draws_a_live_line_per_canary() {
     if Command::new("script").arg("--version").output().is_err() {
-        panic!("`script` (util-linux) is needed: apt-get install -y util-linux");
+        panic!("`script` is needed: apt-get install -y bsdutils");
     }
     let hook = Hook::start();
     let (c, file) = three_changed(&hook.url, QUICK);

@@ -339,7 +339,7 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit
     };
     let exit = aviary_core::report::exit_of(&report);
     let skipped = match exit {
-        Exit::Success => skip_message(req, &report),
+        Exit::Success => skip_message(req.external_phase(), &report),
         _ => None,
     };
     let mut results = Results::new(match (exit, &skipped) {
@@ -385,10 +385,31 @@ fn deploy(req: &Request, rt: &tokio::runtime::Runtime) -> (Results, Report, Exit
 /// shift), or the manifest has no Canary (its objects are applied by the `stable` phase). Cloud
 /// Deploy is told SKIPPED then. The `stable` phase always did its work (a bootstrap is the
 /// deploy), and is never skipped.
-fn skip_message(req: &Request, report: &Report) -> Option<String> {
-    let Some(ExternalPhase::Canary(weight)) = req.external_phase() else {
+fn skip_message(phase: Option<ExternalPhase>, report: &Report) -> Option<String> {
+    let Some(ExternalPhase::Canary(weight)) = phase else {
         return None;
     };
+    if !report.canaries.is_empty() {
+        // A release of several canaries: its verdict is the least advanced of theirs, so each
+        // of them was bootstrapped or already up to date.
+        let names: Vec<&str> = report
+            .canaries
+            .iter()
+            .filter_map(|c| c.canary.as_deref())
+            .collect();
+        let all = format!("the {} canaries of the release ({})", names.len(), names.join(", "));
+        return match report.verdict {
+            Verdict::Bootstrapped => Some(format!(
+                "no canary of the release has an earlier release to compare ({all}: each was \
+                 bootstrapped from this release or already runs it), so nothing was shifted to \
+                 {weight}%"
+            )),
+            Verdict::UpToDate => Some(format!(
+                "{all} already run this release; there is nothing to shift to {weight}%"
+            )),
+            _ => None,
+        };
+    }
     let canary = report.canary.as_deref().unwrap_or("the Canary");
     match report.verdict {
         Verdict::Bootstrapped => Some(format!(
@@ -453,4 +474,54 @@ fn try_deploy(req: &Request, rt: &tokio::runtime::Runtime) -> Result<Report, App
     let mut report = rollout::run_rollout(&req.rollout(rendered, cluster)?, ctx)?;
     report.command = Some(format!("cloud-deploy deploy {}", req.phase));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, verdict: Verdict) -> Report {
+        let mut r = Report::new(verdict);
+        r.canary = Some(name.to_string());
+        r
+    }
+
+    /// A canary phase of a release whose canaries were all bootstrapped or already up to date
+    /// is skipped, with a message that names every canary; one that moved a canary is not.
+    #[test]
+    fn a_release_that_shifted_nothing_skips_its_canary_phase_naming_every_canary() {
+        let phase = Some(ExternalPhase::Canary(25));
+        let both = Report::release(
+            "all-or-nothing",
+            vec![
+                member("api.prod", Verdict::Bootstrapped),
+                member("web.prod", Verdict::UpToDate),
+            ],
+        );
+        let why = skip_message(phase, &both).unwrap_or_default();
+        assert!(
+            why.contains("the 2 canaries of the release (api.prod, web.prod)")
+                && why.contains("25%")
+                && !why.contains("the Canary"),
+            "{why}"
+        );
+        let current = Report::release(
+            "all-or-nothing",
+            vec![
+                member("api.prod", Verdict::UpToDate),
+                member("web.prod", Verdict::UpToDate),
+            ],
+        );
+        let why = skip_message(phase, &current).unwrap_or_default();
+        assert!(why.contains("already run this release"), "{why}");
+        let moved = Report::release(
+            "all-or-nothing",
+            vec![
+                member("api.prod", Verdict::Advanced),
+                member("web.prod", Verdict::UpToDate),
+            ],
+        );
+        assert_eq!(skip_message(phase, &moved), None);
+        assert_eq!(skip_message(Some(ExternalPhase::Stable), &both), None);
+    }
 }

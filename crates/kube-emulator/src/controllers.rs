@@ -68,7 +68,11 @@ fn reconcile(shared: &Shared, cursor: Cursor) -> Cursor {
 
 /// An object's resourceVersion as a number (0 when it has none).
 fn object_rv(v: &Value) -> u64 {
-    str_at(v, "/metadata/resourceVersion").parse().unwrap_or(0)
+    v.get("metadata")
+        .and_then(|m| m.get("resourceVersion"))
+        .and_then(Value::as_str)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -244,21 +248,13 @@ fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> C
     // its last pass is skipped while neither it nor its namespace's ReplicaSets and Pods
     // have been written since (never-ready ones change with time: always looked at).
     let dirty: Vec<(String, String)> = st
-        .list(&key, None)
-        .into_iter()
-        .filter_map(|d| {
-            let id = (
-                str_at(d, "/metadata/namespace").to_string(),
-                str_at(d, "/metadata/name").to_string(),
-            );
-            let seen = (
-                object_rv(d),
-                st.workload_rv.get(&id.0).copied().unwrap_or(0),
-            );
-            let due = cursor.as_ref().is_none_or(|c| id > *c)
-                && (st.never_ready.contains(&id) || st.deploy_settled.get(&id) != Some(&seen));
-            due.then_some(id)
+        .entries(&key)
+        .filter(|(id, d)| {
+            let seen = (object_rv(d), st.workload_rv.get(&id.0).copied().unwrap_or(0));
+            cursor.as_ref().is_none_or(|c| *id > c)
+                && (st.never_ready.contains(*id) || st.deploy_settled.get(*id) != Some(&seen))
         })
+        .map(|(id, _)| id.clone())
         .collect();
     let rt = st.preferred_rt(&key)?;
     let now = now_rfc3339();
@@ -363,16 +359,9 @@ fn reconcile_routes(st: &mut State) {
     let key: StorageKey = ("gateway.networking.k8s.io".into(), "httproutes".into());
     // A route is looked at again only once written since its status was found up to date.
     let routes: Vec<Value> = st
-        .list(&key, None)
-        .into_iter()
-        .filter(|r| {
-            let id = (
-                str_at(r, "/metadata/namespace").to_string(),
-                str_at(r, "/metadata/name").to_string(),
-            );
-            st.route_settled.get(&id) != Some(&object_rv(r))
-        })
-        .cloned()
+        .entries(&key)
+        .filter(|(id, r)| st.route_settled.get(*id) != Some(&object_rv(r)))
+        .map(|(_, r)| r.clone())
         .collect();
     let now = now_rfc3339();
     for r in routes {

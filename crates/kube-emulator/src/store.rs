@@ -231,6 +231,14 @@ impl State {
         }
     }
 
+    /// Every object of a type with its (namespace, name), sorted.
+    pub(crate) fn entries(
+        &self,
+        key: &StorageKey,
+    ) -> impl Iterator<Item = (&(String, String), &Value)> {
+        self.objects.get(key).into_iter().flat_map(|m| m.iter())
+    }
+
     pub(crate) fn history(&self, rt: &Rt, ns: &str, name: &str) -> Vec<Value> {
         self.history
             .get(&(
@@ -989,9 +997,22 @@ impl State {
         let Some(uid) = meta_str(deleted, "uid").map(String::from) else {
             return;
         };
+        // A namespaced owner's dependents are in its namespace (an owner reference cannot
+        // cross namespaces, and a cluster-scoped object cannot have a namespaced owner): one
+        // range of each type's map, not every object of the store.
+        let owner_ns = meta_str(deleted, "namespace").unwrap_or_default().to_string();
         let mut dependents = Vec::new();
         for (key, objs) in &self.objects {
-            for ((ons, oname), obj) in objs {
+            let candidates: Box<dyn Iterator<Item = (&(String, String), &Value)>> =
+                if owner_ns.is_empty() {
+                    Box::new(objs.iter())
+                } else {
+                    Box::new(
+                        objs.range((owner_ns.clone(), String::new())..)
+                            .take_while(|((ons, _), _)| *ons == owner_ns),
+                    )
+                };
+            for ((ons, oname), obj) in candidates {
                 let owned = meta(obj)
                     .and_then(|m| m.get("ownerReferences"))
                     .and_then(Value::as_array)
