@@ -397,7 +397,11 @@ fn skip_message(phase: Option<ExternalPhase>, report: &Report) -> Option<String>
             .iter()
             .filter_map(|c| c.canary.as_deref())
             .collect();
-        let all = format!("the {} canaries of the release ({})", names.len(), names.join(", "));
+        let all = format!(
+            "the {} canaries of the release ({})",
+            names.len(),
+            names.join(", ")
+        );
         return match report.verdict {
             Verdict::Bootstrapped => Some(format!(
                 "no canary of the release has an earlier release to compare ({all}: each was \

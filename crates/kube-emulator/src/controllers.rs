@@ -250,7 +250,10 @@ fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> C
     let dirty: Vec<(String, String)> = st
         .entries(&key)
         .filter(|(id, d)| {
-            let seen = (object_rv(d), st.workload_rv.get(&id.0).copied().unwrap_or(0));
+            let seen = (
+                object_rv(d),
+                st.workload_rv.get(&id.0).copied().unwrap_or(0),
+            );
             cursor.as_ref().is_none_or(|c| *id > c)
                 && (st.never_ready.contains(*id) || st.deploy_settled.get(*id) != Some(&seen))
         })

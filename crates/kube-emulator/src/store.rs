@@ -1000,7 +1000,9 @@ impl State {
         // A namespaced owner's dependents are in its namespace (an owner reference cannot
         // cross namespaces, and a cluster-scoped object cannot have a namespaced owner): one
         // range of each type's map, not every object of the store.
-        let owner_ns = meta_str(deleted, "namespace").unwrap_or_default().to_string();
+        let owner_ns = meta_str(deleted, "namespace")
+            .unwrap_or_default()
+            .to_string();
         let mut dependents = Vec::new();
         for (key, objs) in &self.objects {
             let candidates: Box<dyn Iterator<Item = (&(String, String), &Value)>> =

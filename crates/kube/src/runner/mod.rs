@@ -298,15 +298,17 @@ async fn drive(
         // the cluster and the metrics does not add up over a release.
         let tick_started = Instant::now();
         // A new revision applied while we run restarts the analysis, as in Flagger.
-        match shell.workloads.revision().await {
-            Ok(current) if current != shell.revision => {
+        shell.tick_target = None;
+        match shell.workloads.snapshot().await {
+            Ok(current) if current.revision != shell.revision => {
                 tracing::info!(
-                    "the target changed: revision {current} replaces {}",
+                    "the target changed: revision {} replaces {}",
+                    current.revision,
                     shell.revision
                 );
-                new_revision(shell, engine, current)?;
+                new_revision(shell, engine, current.revision)?;
             }
-            Ok(_) => {}
+            Ok(current) => shell.tick_target = Some(current.deployment),
             Err(e) => tracing::warn!("could not read the target's revision: {e}"),
         }
         let snapshot = engine.clone();

@@ -30,6 +30,9 @@ pub(super) struct Shell {
     pub(super) approved: bool,
     /// The last tick stopped because a workload was not ready yet.
     pub(super) waiting_for_readiness: bool,
+    /// The target as the tick read it for its revision, until the tick changes anything: the
+    /// canary's readiness check of the same tick uses it instead of reading it again.
+    pub(super) tick_target: Option<k8s_openapi::api::apps::v1::Deployment>,
     metrics: crate::metrics::Evaluator,
     /// The index of the gate that holds an externally driven phase.
     pub(super) phase_gate: Option<usize>,
@@ -84,6 +87,7 @@ impl Shell {
             revision: String::new(),
             approved: false,
             waiting_for_readiness: false,
+            tick_target: None,
             metrics,
             phase_gate: None,
             release: None,
@@ -96,6 +100,8 @@ impl Shell {
     }
 
     async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
+        // Whatever the command changes, a read from before it no longer stands.
+        self.tick_target = None;
         self.done.push(command.clone());
         match command {
             Command::Bootstrap => self.workloads.bootstrap().await?,
@@ -180,7 +186,12 @@ impl Shell {
         match request {
             Request::Readiness { workload } => {
                 let primary = *workload == Workload::Primary;
-                let readiness = match self.workloads.readiness(primary).await {
+                let read = match self.tick_target.take().filter(|_| !primary) {
+                    // Once per tick at most: a check repeated while waiting reads it again.
+                    Some(target) => Ok(self.workloads.target_readiness(&target)),
+                    None => self.workloads.readiness(primary).await,
+                };
+                let readiness = match read {
                     Ok(r) => r,
                     Err(e) => aviary_core::engine::Readiness::NotReady(e.to_string()),
                 };

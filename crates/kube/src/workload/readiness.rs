@@ -7,6 +7,12 @@ use crate::cluster::ClusterError;
 use aviary_core::engine::Readiness;
 
 impl Workloads {
+    /// Flagger's readiness check of the target (the canary) as `target` shows it: a read of it
+    /// made a moment ago, in the same tick, with no change since.
+    pub fn target_readiness(&self, target: &Deployment) -> Readiness {
+        deployment_readiness(target, self.canary_ready_threshold)
+    }
+
     /// Flagger's readiness check for one Deployment.
     pub async fn readiness(&self, primary: bool) -> Result<Readiness, ClusterError> {
         let (name, threshold) = if primary {
