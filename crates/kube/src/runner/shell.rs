@@ -100,8 +100,15 @@ impl Shell {
     }
 
     async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
-        // Whatever the command changes, a read from before it no longer stands.
-        self.tick_target = None;
+        // A command that may change the workloads makes a read from before it stale (the
+        // phase, an event or a check record leave the Deployments as they are; routes may not:
+        // `kubernetes:replicas` routes by scaling them).
+        if !matches!(
+            command,
+            Command::SetPhase { .. } | Command::Event { .. } | Command::Check { .. }
+        ) {
+            self.tick_target = None;
+        }
         self.done.push(command.clone());
         match command {
             Command::Bootstrap => self.workloads.bootstrap().await?,
@@ -186,7 +193,12 @@ impl Shell {
         match request {
             Request::Readiness { workload } => {
                 let primary = *workload == Workload::Primary;
-                let read = match self.tick_target.take().filter(|_| !primary) {
+                let cached = if primary {
+                    None
+                } else {
+                    self.tick_target.take()
+                };
+                let read = match cached {
                     // Once per tick at most: a check repeated while waiting reads it again.
                     Some(target) => Ok(self.workloads.target_readiness(&target)),
                     None => self.workloads.readiness(primary).await,
