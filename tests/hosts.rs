@@ -837,7 +837,10 @@ fn github_refuses_an_unknown_verdict_policy_input_naming_it_and_the_choices() {
             ("verdict-policy", "most-of-them".into()),
         ],
     );
-    let out = aviary(&["step"], &as_refs(&env));
+    // A request that cannot be read reports to the workspace's default path: this directory.
+    let mut e = as_refs(&env);
+    e.push(("GITHUB_WORKSPACE", dir.display().to_string()));
+    let out = aviary(&["step"], &e);
     assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
