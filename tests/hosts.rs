@@ -837,10 +837,9 @@ fn github_refuses_an_unknown_verdict_policy_input_naming_it_and_the_choices() {
             ("verdict-policy", "most-of-them".into()),
         ],
     );
-    // A request that cannot be read reports to the workspace's default path: this directory.
-    let mut e = as_refs(&env);
-    e.push(("GITHUB_WORKSPACE", dir.display().to_string()));
-    let out = aviary(&["step"], &e);
+    // The `report` input (this directory's aviary-report.json) holds even though another
+    // input cannot be read.
+    let out = aviary(&["step"], &as_refs(&env));
     assert_eq!(code(&out), 2, "{}\n{}", stdout(&out), stderr(&out));
     let all = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
@@ -853,4 +852,7 @@ fn github_refuses_an_unknown_verdict_policy_input_naming_it_and_the_choices() {
     assert!(stdout(&out).contains("::error"), "{}", stdout(&out));
     let o = outputs(&read(&dir.join("output")));
     assert_eq!(o.get("exit-code").map(String::as_str), Some("2"), "{o:?}");
+    let report: Value =
+        serde_json::from_str(&read(&dir.join("aviary-report.json"))).unwrap_or_default();
+    assert_eq!(report["exit_code"], 2, "{report}");
 }

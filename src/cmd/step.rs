@@ -51,7 +51,11 @@ pub fn run(args: &StepArgs) -> Result<Exit, AppError> {
             (report, path)
         }
         Err(e) => {
-            let path = args.report.clone().unwrap_or_else(|| host.default_report());
+            let path = args
+                .report
+                .clone()
+                .or_else(|| host.report_input())
+                .unwrap_or_else(|| host.default_report());
             (failure(&mut *host, &e, "step"), path)
         }
     };

@@ -172,6 +172,11 @@ pub trait PipelineHost {
     fn finish(&mut self, report: &Report, report_path: &Path) -> Result<(), FinishError>;
     /// Where the JSON report goes when the `report` input is not given.
     fn default_report(&self) -> PathBuf;
+    /// The `report` input alone, resolved as the step reads it: where a step whose other inputs
+    /// cannot be read still writes its report.
+    fn report_input(&self) -> Option<PathBuf> {
+        self.input("report").map(|p| self.resolve(PathBuf::from(p)))
+    }
     /// Inputs of the host's own (Tekton's `fail-on-rollback`, its bound workspaces) checked
     /// before anything changes; an error is bad input (exit 2).
     fn check(&self) -> Result<(), HostError> {
