@@ -90,7 +90,9 @@ pub async fn rollout(
     let release = options.release.clone();
     let member = canary.qualified_name();
     let log = options.log.clone();
-    let result = rollout_alone(client, canary, options, stop).await;
+    // On the heap: the run's state machine is large (most of all in debug builds), and a
+    // caller that awaits it on its own stack (a test's block_on, a command's) need not fit it.
+    let result = Box::pin(rollout_alone(client, canary, options, stop)).await;
     if let Some(release) = release {
         match &result {
             Ok(Outcome::UpToDate {
@@ -169,8 +171,11 @@ async fn rollout_alone(
     let start_phase = engine.state().phase;
 
     let begin = async {
-        let revision = shell.workloads.revision().await?;
+        let read = shell.workloads.snapshot().await?;
+        let revision = read.revision.clone();
         shell.revision = revision.clone();
+        // The first tick, a moment later, checks this read instead of making another.
+        shell.begin_read = Some((Instant::now(), Box::new(read.deployment)));
         // The rollout's span (made by the command) carries the revision from here on.
         tracing::Span::current().record("revision", revision.as_str());
         shell.approved = control.approve.as_deref() == Some(revision.as_str());
@@ -213,6 +218,8 @@ async fn rollout_alone(
         Err(reason) => return stopped(&mut shell, &mut engine, &config, reason).await,
     }
     if resumed {
+        // Putting the routes back may scale the workloads (`kubernetes:replicas`).
+        shell.begin_read = None;
         tracing::info!(
             "resuming {} in phase {start_phase} at canary weight {}%",
             config.qualified(),
@@ -299,16 +306,28 @@ async fn drive(
         let tick_started = Instant::now();
         // A new revision applied while we run restarts the analysis, as in Flagger.
         shell.tick_target = None;
-        match shell.workloads.snapshot().await {
-            Ok(current) if current.revision != shell.revision => {
+        let begun = shell
+            .begin_read
+            .take()
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
+        let read = match begun {
+            // The run's first read, made just before this first tick: the revision it began with.
+            Some((_, deployment)) => Ok((shell.revision.clone(), deployment)),
+            None => shell
+                .workloads
+                .snapshot()
+                .await
+                .map(|read| (read.revision, Box::new(read.deployment))),
+        };
+        match read {
+            Ok((current, _)) if current != shell.revision => {
                 tracing::info!(
-                    "the target changed: revision {} replaces {}",
-                    current.revision,
+                    "the target changed: revision {current} replaces {}",
                     shell.revision
                 );
-                new_revision(shell, engine, current.revision)?;
+                new_revision(shell, engine, current)?;
             }
-            Ok(current) => shell.tick_target = Some(current.deployment),
+            Ok((_, deployment)) => shell.tick_target = Some(deployment),
             Err(e) => tracing::warn!("could not read the target's revision: {e}"),
         }
         let snapshot = engine.clone();

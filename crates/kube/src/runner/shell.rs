@@ -32,7 +32,13 @@ pub(super) struct Shell {
     pub(super) waiting_for_readiness: bool,
     /// The target as the tick read it for its revision, until the tick changes anything: the
     /// canary's readiness check of the same tick uses it instead of reading it again.
-    pub(super) tick_target: Option<k8s_openapi::api::apps::v1::Deployment>,
+    pub(super) tick_target: Option<Box<k8s_openapi::api::apps::v1::Deployment>>,
+    /// The target as the run read it when it began (for its revision), and when: the first
+    /// tick uses it instead of reading it again, if it follows within a second.
+    pub(super) begin_read: Option<(
+        tokio::time::Instant,
+        Box<k8s_openapi::api::apps::v1::Deployment>,
+    )>,
     metrics: crate::metrics::Evaluator,
     /// The index of the gate that holds an externally driven phase.
     pub(super) phase_gate: Option<usize>,
@@ -88,6 +94,7 @@ impl Shell {
             approved: false,
             waiting_for_readiness: false,
             tick_target: None,
+            begin_read: None,
             metrics,
             phase_gate: None,
             release: None,
