@@ -171,7 +171,10 @@ async fn rollout_alone(
     let start_phase = engine.state().phase;
 
     let begin = async {
-        let read = shell.workloads.snapshot().await?;
+        let read = match shell.take_begin_read() {
+            Some(target) => shell.workloads.snapshot_of(*target).await?,
+            None => shell.workloads.snapshot().await?,
+        };
         let revision = read.revision.clone();
         shell.revision = revision.clone();
         // The first tick, a moment later, checks this read instead of making another.
@@ -211,7 +214,8 @@ async fn rollout_alone(
         })?;
         Ok::<_, RunError>(None)
     };
-    match stop.guard(begin).await {
+    // Boxed, as the run itself (see `rollout`): its reads would deepen the caller's stack.
+    match stop.guard(Box::pin(begin)).await {
         Ok(Ok(Some(outcome))) => return Ok(outcome),
         Ok(Ok(None)) => {}
         Ok(Err(e)) => return Err(e),
@@ -306,13 +310,9 @@ async fn drive(
         let tick_started = Instant::now();
         // A new revision applied while we run restarts the analysis, as in Flagger.
         shell.tick_target = None;
-        let begun = shell
-            .begin_read
-            .take()
-            .filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
-        let read = match begun {
+        let read = match shell.take_begin_read() {
             // The run's first read, made just before this first tick: the revision it began with.
-            Some((_, deployment)) => Ok((shell.revision.clone(), deployment)),
+            Some(deployment) => Ok((shell.revision.clone(), deployment)),
             None => shell
                 .workloads
                 .snapshot()

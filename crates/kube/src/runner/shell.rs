@@ -33,8 +33,9 @@ pub(super) struct Shell {
     /// The target as the tick read it for its revision, until the tick changes anything: the
     /// canary's readiness check of the same tick uses it instead of reading it again.
     pub(super) tick_target: Option<Box<k8s_openapi::api::apps::v1::Deployment>>,
-    /// The target as the run read it when it began (for its revision), and when: the first
-    /// tick uses it instead of reading it again, if it follows within a second.
+    /// The target as the run last read it before its first tick (discovery, then the
+    /// revision), and when: the next of those reads uses it instead of reading it again
+    /// ([`Shell::take_begin_read`]).
     pub(super) begin_read: Option<(
         tokio::time::Instant,
         Box<k8s_openapi::api::apps::v1::Deployment>,
@@ -60,7 +61,8 @@ impl Shell {
         provider: &Provider,
         options: &Options,
     ) -> Result<(Shell, Option<Engine>, crate::state::Control), RunError> {
-        let workloads = Workloads::discover(client.clone(), &canary, provider).await?;
+        let (workloads, target) =
+            Workloads::discover_read(client.clone(), &canary, provider).await?;
         // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
         let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
             ClusterError::Invalid(message) => RunError::RouterCannot(message),
@@ -94,7 +96,7 @@ impl Shell {
             approved: false,
             waiting_for_readiness: false,
             tick_target: None,
-            begin_read: None,
+            begin_read: Some((tokio::time::Instant::now(), Box::new(target))),
             metrics,
             phase_gate: None,
             release: None,
@@ -106,6 +108,17 @@ impl Shell {
         Ok((shell, saved, control))
     }
 
+    /// The target as read just before (the run's start, within a second, with nothing changed
+    /// since), once; None when the caller must read it.
+    pub(super) fn take_begin_read(
+        &mut self,
+    ) -> Option<Box<k8s_openapi::api::apps::v1::Deployment>> {
+        self.begin_read
+            .take()
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1))
+            .map(|(_, target)| target)
+    }
+
     async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
         // A command that may change the workloads makes a read from before it stale (the
         // phase, an event or a check record leave the Deployments as they are; routes may not:
@@ -115,6 +128,7 @@ impl Shell {
             Command::SetPhase { .. } | Command::Event { .. } | Command::Check { .. }
         ) {
             self.tick_target = None;
+            self.begin_read = None;
         }
         self.done.push(command.clone());
         match command {

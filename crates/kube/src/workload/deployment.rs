@@ -24,9 +24,6 @@ impl Workloads {
     }
 
     pub(super) async fn get_target(&self) -> Result<Deployment, ClusterError> {
-        if let Some(read) = self.discovered.take() {
-            return Ok(read);
-        }
         self.get(&self.target).await?.ok_or_else(|| {
             ClusterError::Invalid(format!(
                 "Deployment {}.{} (the canary) disappeared",

@@ -45,43 +45,6 @@ pub struct Workloads {
     pub(super) canary_ready_threshold: u32,
     /// Replica-ratio mode: a label on the pods of both workloads that the apex Service selects.
     pub shared_label: Option<(String, String)>,
-    /// The target as discovery read it, for the run's first read of it (its revision, a moment
-    /// later) instead of a second request.
-    pub(super) discovered: FirstRead,
-}
-
-/// A read handed to the next reader, once, and only while it is fresh ([`FirstRead::FRESH`]).
-/// A clone starts empty: a router's copy of the workloads, reading later, must not get a read
-/// from before the run's changes.
-#[derive(Default)]
-pub(crate) struct FirstRead(std::sync::Mutex<Option<(std::time::Instant, Deployment)>>);
-
-impl Clone for FirstRead {
-    fn clone(&self) -> Self {
-        FirstRead::default()
-    }
-}
-
-impl FirstRead {
-    /// How long after discovery its read may stand for a new one.
-    const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
-
-    fn new(read: Deployment) -> Self {
-        FirstRead(std::sync::Mutex::new(Some((
-            std::time::Instant::now(),
-            read,
-        ))))
-    }
-
-    /// The read, if nobody took it yet and it is fresh.
-    pub(super) fn take(&self) -> Option<Deployment> {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut read| read.take())
-            .filter(|(at, _)| at.elapsed() < Self::FRESH)
-            .map(|(_, read)| read)
-    }
 }
 
 /// The label both workloads' pods carry in replica-ratio mode (value: the apex Service's name).
@@ -96,6 +59,15 @@ impl Workloads {
         canary: &Canary,
         provider: &aviary_core::spec::Provider,
     ) -> Result<Workloads, ClusterError> {
+        Ok(Workloads::discover_read(client, canary, provider).await?.0)
+    }
+
+    /// [`Workloads::discover`], and the target as it read it.
+    pub async fn discover_read(
+        client: Client,
+        canary: &Canary,
+        provider: &aviary_core::spec::Provider,
+    ) -> Result<(Workloads, Deployment), ClusterError> {
         let kind = canary.target_ref.kind.as_deref().unwrap_or("Deployment");
         if kind != "Deployment" {
             return Err(ClusterError::Invalid(format!(
@@ -128,7 +100,7 @@ impl Workloads {
         };
         let analysis = canary.analysis.clone().unwrap_or_default();
         let scaler = canary.autoscaler_ref.as_ref();
-        Ok(Workloads {
+        let workloads = Workloads {
             client,
             namespace: ns,
             primary: format!("{target}-primary"),
@@ -161,8 +133,8 @@ impl Workloads {
             canary_ready_threshold: analysis.canary_ready_threshold,
             shared_label: (*provider == aviary_core::spec::Provider::KubernetesReplicas)
                 .then(|| (SHARED_LABEL.to_string(), canary.service.name.clone())),
-            discovered: FirstRead::new(dep),
-        })
+        };
+        Ok((workloads, dep))
     }
 
     pub fn client(&self) -> &Client {

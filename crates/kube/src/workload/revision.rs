@@ -20,7 +20,14 @@ impl Workloads {
     /// Reads the target once: its Deployment and the ConfigMaps and Secrets it references
     /// (optional references may point at nothing, as in Flagger), and the revision they make.
     pub async fn snapshot(&self) -> Result<TargetSnapshot, ClusterError> {
-        let deployment = self.get_target().await?;
+        self.snapshot_of(self.get_target().await?).await
+    }
+
+    /// [`Workloads::snapshot`] with the target as `deployment` shows it (a read just made).
+    pub async fn snapshot_of(
+        &self,
+        deployment: Deployment,
+    ) -> Result<TargetSnapshot, ClusterError> {
         let configs = tracked_configs(&deployment);
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut config_maps = Vec::new();
