@@ -33,7 +33,6 @@ fn watched(human_logs: bool) -> bool {
 
 /// The progress of a release's canaries, when [`watched`].
 pub struct Release {
-    multi: MultiProgress,
     lines: Vec<ProgressBar>,
     /// More canaries than the terminal has rows: one line with a count per phase instead.
     summary: Option<Arc<Mutex<Vec<Option<Phase>>>>>,
@@ -82,13 +81,9 @@ impl Release {
             line.enable_steady_tick(Duration::from_secs(1));
         }
         if let Ok(mut active) = ACTIVE.lock() {
-            *active = Some(multi.clone());
+            *active = Some(multi);
         }
-        Some(Release {
-            multi,
-            lines,
-            summary,
-        })
+        Some(Release { lines, summary })
     }
 
     /// Shows the ticks of the canary at `index` (of the names given to [`Release::start`]) as
@@ -137,16 +132,17 @@ impl Release {
             }
         }
     }
+}
 
-    /// Stops drawing; the last lines stay on the terminal.
-    pub fn finish(self) {
+impl Drop for Release {
+    /// Stops drawing (however the release ended); the last lines stay on the terminal.
+    fn drop(&mut self) {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = None;
         }
         for line in &self.lines {
             line.abandon();
         }
-        drop(self.multi);
     }
 }
 

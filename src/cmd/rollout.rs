@@ -348,7 +348,7 @@ fn run_release(
         );
         let left = args.timeout.map(|t| t.saturating_sub(started_at.elapsed()));
         // In a terminal, one live line per canary.
-        let mut progress = crate::progress::Release::start(&names, crate::logging::human());
+        let progress = crate::progress::Release::start(&names, crate::logging::human());
         let runs = canaries
             .into_iter()
             .zip(leases)
@@ -412,17 +412,11 @@ fn run_release(
                     }
                     ended.push(one);
                 }
-                Err(e) => {
-                    if let Some(progress) = progress.take() {
-                        progress.finish();
-                    }
-                    return Err(AppError::Runtime(format!("a canary's runner failed: {e}")));
-                }
+                Err(e) => return Err(AppError::Runtime(format!("a canary's runner failed: {e}"))),
             }
         }
-        if let Some(progress) = progress {
-            progress.finish();
-        }
+        // The live lines stop here, before the verdicts are logged.
+        drop(progress);
         ended.sort_by_key(|(i, _)| *i);
         Ok(ended.into_iter().map(|(_, one)| one).collect())
     })?;

@@ -428,7 +428,7 @@ impl StepRequest {
             metrics: path("metrics"),
             output_dir: path("output-dir")
                 .unwrap_or_else(|| host.resolve("aviary-rendered".into())),
-            report: path("report"),
+            report: host.report_input(),
             github_token: get("github-token"),
             environment: get("environment"),
             environment_url: get("environment-url"),

@@ -103,6 +103,16 @@ pub(crate) struct State {
 
 const MAX_REQUESTS: usize = 100_000;
 
+/// The objects of one type in namespace `ns`: keys sort by namespace first, so they are one
+/// range of the type's map.
+fn in_namespace(
+    objs: &BTreeMap<(String, String), Value>,
+    ns: String,
+) -> impl Iterator<Item = (&(String, String), &Value)> {
+    objs.range((ns.clone(), String::new())..)
+        .take_while(move |((ons, _), _)| *ons == ns)
+}
+
 fn meta(obj: &Value) -> Option<&Map<String, Value>> {
     obj.get("metadata").and_then(Value::as_object)
 }
@@ -219,14 +229,9 @@ impl State {
     pub(crate) fn list(&self, key: &StorageKey, ns: Option<&str>) -> Vec<&Value> {
         match self.objects.get(key) {
             None => Vec::new(),
-            // Keys sort by namespace first: one namespace is one range of the map.
             Some(m) => match ns {
                 None => m.values().collect(),
-                Some(n) => m
-                    .range((n.to_string(), String::new())..)
-                    .take_while(|((ons, _), _)| ons == n)
-                    .map(|(_, v)| v)
-                    .collect(),
+                Some(n) => in_namespace(m, n.to_string()).map(|(_, v)| v).collect(),
             },
         }
     }
@@ -1009,10 +1014,7 @@ impl State {
                 if owner_ns.is_empty() {
                     Box::new(objs.iter())
                 } else {
-                    Box::new(
-                        objs.range((owner_ns.clone(), String::new())..)
-                            .take_while(|((ons, _), _)| *ons == owner_ns),
-                    )
+                    Box::new(in_namespace(objs, owner_ns.clone()))
                 };
             for ((ons, oname), obj) in candidates {
                 let owned = meta(obj)
