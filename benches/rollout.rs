@@ -686,6 +686,14 @@ fn release(
     let emulator_cpu = own_cpu().saturating_sub(emulator_cpu);
     let queries = prom.queries.load(Ordering::SeqCst);
     let requests = emu.requests();
+    if o.keep {
+        // In the order the emulator answered them, for a look at where a release's time goes.
+        let lines: String = requests
+            .iter()
+            .map(|r| format!("{} {} {}\n", r.status, r.method, r.path))
+            .collect();
+        std::fs::write(dir.path().join("requests.txt"), lines).map_err(|e| e.to_string())?;
+    }
     let mut by_kind = BTreeMap::new();
     for r in &requests {
         *by_kind

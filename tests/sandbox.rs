@@ -287,7 +287,9 @@ async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
     );
     // While the proxy routed by header, the canary (2.0.0) served every tagged request: those
     // sent after the A/B split was fully in effect and answered before the next change of
-    // the split began (so the proxy surely routed them by it).
+    // the split began (so the proxy surely routed them by it). Times are in whole
+    // milliseconds: a request sent in the millisecond the change took effect may have been
+    // routed just before it, so the window starts a millisecond later.
     let ab = changes
         .iter()
         .position(|c| c.matches > 0 && c.canary.is_some())
@@ -299,7 +301,7 @@ async fn an_ab_test_sends_only_matching_requests_to_the_canary() {
         .map_or(u64::MAX, |c| c.requested_ms);
     let window: Vec<&Sample> = samples
         .iter()
-        .filter(|s| s.sent_ms >= start && s.answered_ms < end)
+        .filter(|s| s.sent_ms > start && s.answered_ms < end)
         .collect();
     let tagged: Vec<&Sample> = window.iter().copied().filter(|s| s.tagged).collect();
     let untagged = window.len() - tagged.len();

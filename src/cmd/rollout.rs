@@ -181,6 +181,7 @@ pub fn run_rollout(args: &request::Rollout, ctx: RunContext) -> Result<Report, A
         phase: ctx.phase,
         release: None,
         controls: None,
+        http: aviary_kube::http::Clients::default(),
     };
     let rt = runtime()?;
     let outcome = rt.block_on(tracing::Instrument::instrument(
@@ -347,6 +348,8 @@ fn run_release(
             Duration::from_millis(500),
         );
         let left = args.timeout.map(|t| t.saturating_sub(started_at.elapsed()));
+        // Two HTTP clients for every canary's metrics and webhooks, not three per canary.
+        let http = aviary_kube::http::Clients::default();
         // In a terminal, one live line per canary.
         let progress = crate::progress::Release::start(&names, crate::logging::human());
         let runs = canaries
@@ -368,6 +371,7 @@ fn run_release(
                     phase: ctx.phase,
                     release: Some(release.clone()),
                     controls: Some(controls.clone()),
+                    http: http.clone(),
                 };
                 let client = client.clone();
                 let qualified = canary.qualified_name();
@@ -456,6 +460,9 @@ async fn acquire_leases(
     canaries: &[Canary],
     me: &Holder,
 ) -> (Vec<LeaseGuard>, Option<aviary_kube::lease::LockError>) {
+    // One LIST for the decisions (each write is still conditional on what was read).
+    let namespaces = canaries.iter().map(|c| c.namespace.clone()).collect();
+    let mut listed = aviary_kube::lease::list_leases(client, &namespaces).await;
     let mut set = tokio::task::JoinSet::new();
     let mut taken: Vec<(usize, LeaseGuard)> = Vec::new();
     let mut refused: Option<(usize, aviary_kube::lease::LockError)> = None;
@@ -467,10 +474,22 @@ async fn acquire_leases(
                 canaries[next].namespace.clone(),
                 canaries[next].name.clone(),
             );
+            // Only a listed Lease saves its read: one the LIST did not show may still exist
+            // (made without aviary's label), and is read on its own.
+            let read = listed
+                .as_mut()
+                .and_then(|leases| {
+                    leases.remove(&(
+                        namespace.clone(),
+                        aviary_core::spec::state_object_name(&name),
+                    ))
+                })
+                .map(Some);
             let i = next;
-            set.spawn(
-                async move { (i, LeaseGuard::acquire(client, &namespace, &name, &me).await) },
-            );
+            set.spawn(async move {
+                let acquired = LeaseGuard::acquire_read(client, &namespace, &name, &me, read);
+                (i, acquired.await)
+            });
             next += 1;
         }
         let Some(joined) = set.join_next().await else {

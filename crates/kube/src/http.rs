@@ -126,6 +126,37 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .connect_timeout(CONNECT_TIMEOUT)
 }
 
+/// The HTTP clients of one run, one per certificate policy, each built on first use and then
+/// shared (cheap to clone): building a client reads the system's trusted roots (milliseconds of
+/// CPU), so the canaries of a release, their metric providers and webhooks share two clients,
+/// and their connections, instead of building three per canary. Every request sets its own
+/// timeout and headers. Not shared across tokio runtimes: a pooled connection belongs to the
+/// runtime that opened it.
+#[derive(Clone, Default)]
+pub struct Clients(std::sync::Arc<[std::sync::OnceLock<Result<reqwest::Client, String>>; 2]>);
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+impl Clients {
+    /// The client that verifies servers' certificates, or (`insecure`) the one that accepts any
+    /// certificate for any host name (Flagger's `insecureSkipVerify`, a webhook's `disableTLS`).
+    pub fn get(&self, insecure: bool) -> Result<reqwest::Client, String> {
+        self.0[usize::from(insecure)]
+            .get_or_init(|| {
+                client_builder()
+                    .tls_danger_accept_invalid_certs(insecure)
+                    .tls_danger_accept_invalid_hostnames(insecure)
+                    .build()
+                    .map_err(|e| format!("cannot create an HTTP client: {}", describe(&e)))
+            })
+            .clone()
+    }
+}
+
 /// Makes ring the process's TLS provider, as the binary does at start, so a client built from a
 /// library or a test gets the same one (reqwest is built without a provider of its own). A
 /// provider already installed stays.

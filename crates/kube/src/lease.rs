@@ -6,8 +6,9 @@
 //!   and the process (host, pid, pid namespace, boot, a random nonce), so two jobs of one
 //!   workflow run, which share `GITHUB_RUN_ID`, are two holders.
 //! - **Every write is conditional.** Taking, renewing and releasing the lease replace it at the
-//!   resourceVersion that was read and checked, so a runner never renews or clears a lease that
-//!   another one has taken meanwhile.
+//!   resourceVersion that was read and checked, or that our own last write left (nobody wrote
+//!   it since: it still names us), so a runner never renews or clears a lease that another one
+//!   has taken meanwhile: such a write conflicts, and the lease is read and checked again.
 //! - **A runner that cannot prove it holds the lease stops.** [`LeaseGuard::keep`] renews in
 //!   the background; when renewals have failed for [`GIVE_UP_AFTER`] (the lease still has
 //!   `LEASE_SECONDS - GIVE_UP_AFTER` to run, time to return traffic) or someone else holds it,
@@ -19,16 +20,17 @@
 //! another job of the same Cloud Deploy rollout (whose jobs run one at a time).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::cluster::{managed_labels, retry, retry_within, ClusterError};
+use crate::cluster::{managed_labels, retry, retry_within, ClusterError, MANAGED_BY};
 use aviary_core::spec::state_object_name as object_name;
 
 /// How long a lease lasts without renewal.
@@ -257,6 +259,39 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
+/// The Leases aviary made in `namespaces`, read with one LIST (across the cluster when there
+/// are several namespaces): `(namespace, Lease name)` → the Lease. `None` when they cannot be
+/// listed (say the credentials only reach each namespace): each Lease is then read on its own.
+/// A Lease without aviary's label is not in the list, so a Lease missing from it is not proof
+/// that there is none: the caller reads those on their own.
+pub async fn list_leases(
+    client: &Client,
+    namespaces: &std::collections::BTreeSet<String>,
+) -> Option<BTreeMap<(String, String), Lease>> {
+    let api: Api<Lease> = match namespaces.iter().collect::<Vec<_>>().as_slice() {
+        [one] => Api::namespaced(client.clone(), one),
+        _ => Api::all(client.clone()),
+    };
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let listed = api.list(&ListParams::default().labels(&selector)).await;
+    match listed {
+        Ok(list) => Some(
+            list.items
+                .into_iter()
+                .filter_map(|lease| {
+                    let ns = lease.metadata.namespace.clone()?;
+                    let name = lease.metadata.name.clone()?;
+                    namespaces.contains(&ns).then_some(((ns, name), lease))
+                })
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::debug!("could not list the Leases ({e}); reading each one");
+            None
+        }
+    }
+}
+
 /// A lease this process holds.
 #[derive(Clone)]
 pub struct LeaseGuard {
@@ -264,6 +299,9 @@ pub struct LeaseGuard {
     name: String,
     namespace: String,
     identity: String,
+    /// The Lease as our last write of it returned it (its resourceVersion): renewing and
+    /// releasing write from it without reading first; a conflict says someone wrote since.
+    written: Arc<Mutex<Option<Lease>>>,
 }
 
 /// When a lease held by someone else ends, or `None` when it has (or never had) a holder.
@@ -287,6 +325,19 @@ impl LeaseGuard {
         canary: &str,
         me: &Holder,
     ) -> Result<LeaseGuard, LockError> {
+        Self::acquire_read(client, namespace, canary, me, None).await
+    }
+
+    /// [`LeaseGuard::acquire`] deciding first from `read`, the Lease as a LIST just found it
+    /// (`Some(None)`: a read that found none); a write that conflicts decides again from a
+    /// fresh read.
+    pub async fn acquire_read(
+        client: Client,
+        namespace: &str,
+        canary: &str,
+        me: &Holder,
+        mut read: Option<Option<Lease>>,
+    ) -> Result<LeaseGuard, LockError> {
         let api: Api<Lease> = Api::namespaced(client, namespace);
         let name = object_name(canary);
         let guard = LeaseGuard {
@@ -294,6 +345,7 @@ impl LeaseGuard {
             name: name.clone(),
             namespace: namespace.to_string(),
             identity: me.identity(),
+            written: Arc::new(Mutex::new(None)),
         };
         let what = format!("read Lease {name}.{namespace}");
         let spec = LeaseSpec {
@@ -327,12 +379,17 @@ impl LeaseGuard {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            let current = retry(&what, || api.get_opt(&name)).await?;
-            let holder = current
+            let current = match read.take() {
+                Some(listed) => listed,
+                None => retry(&what, || api.get_opt(&name)).await?,
+            };
+            let ours = current
                 .as_ref()
                 .and_then(|l| l.spec.as_ref())
-                .and_then(|s| s.holder_identity.as_deref());
-            if holder == Some(guard.identity.as_str()) {
+                .and_then(|s| s.holder_identity.as_deref())
+                == Some(guard.identity.as_str());
+            if ours {
+                guard.remember(current);
                 return Ok(guard);
             }
             let written = match current {
@@ -355,7 +412,10 @@ impl LeaseGuard {
                 }
             };
             match written {
-                Ok(_) => return Ok(guard),
+                Ok(lease) => {
+                    guard.remember(Some(lease));
+                    return Ok(guard);
+                }
                 Err(e)
                     if (is_conflict(&e) || crate::cluster::is_transient(&e))
                         && started.elapsed() + delay <= crate::cluster::RETRY_BUDGET =>
@@ -379,14 +439,35 @@ impl LeaseGuard {
         &self.identity
     }
 
-    /// Extends the lease, if it is still ours: read it, check the holder, write it back at the
-    /// resourceVersion read. `budget` bounds the retries.
+    fn remember(&self, lease: Option<Lease>) {
+        match self.written.lock() {
+            Ok(mut w) => *w = lease,
+            Err(poisoned) => *poisoned.into_inner() = lease,
+        }
+    }
+
+    /// Our last write of the Lease, once: after a failed write the next attempt reads it.
+    fn take_written(&self) -> Option<Lease> {
+        match self.written.lock() {
+            Ok(mut w) => w.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// Extends the lease, if it is still ours: write it back at the resourceVersion of our last
+    /// write (or, when that conflicts or is unknown, of a fresh read whose holder is checked).
+    /// `budget` bounds the retries.
     pub async fn renew(&self, budget: Duration) -> Result<(), Renewal> {
         let what = format!("renew Lease {}.{}", self.name, self.namespace);
         for _ in 0..3 {
-            let lease = retry_within(&what, budget, || self.api.get_opt(&self.name))
-                .await
-                .map_err(Renewal::Failed)?;
+            // Our last write, if we know it: writing at its resourceVersion succeeds only when
+            // nobody wrote the Lease since, i.e. while it still names us.
+            let lease = match self.take_written() {
+                Some(lease) => Some(lease),
+                None => retry_within(&what, budget, || self.api.get_opt(&self.name))
+                    .await
+                    .map_err(Renewal::Failed)?,
+            };
             let Some(mut lease) = lease else {
                 return Err(Renewal::Lost("nobody (the Lease was deleted)".into()));
             };
@@ -407,8 +488,11 @@ impl LeaseGuard {
                 .replace(&self.name, &PostParams::default(), &lease)
                 .await
             {
-                Ok(_) => return Ok(()),
-                // Someone wrote it since we read it: read again and look at the holder.
+                Ok(written) => {
+                    self.remember(Some(written));
+                    return Ok(());
+                }
+                // Someone wrote it since we read or wrote it: read again and look at the holder.
                 Err(e) if is_conflict(&e) => continue,
                 Err(e) => return Err(Renewal::Failed(ClusterError::api(&what, e))),
             }
@@ -423,7 +507,11 @@ impl LeaseGuard {
     pub async fn release(&self) -> Result<(), ClusterError> {
         let what = format!("release Lease {}.{}", self.name, self.namespace);
         for _ in 0..3 {
-            let Some(mut lease) = retry(&what, || self.api.get_opt(&self.name)).await? else {
+            let lease = match self.take_written() {
+                Some(lease) => Some(lease),
+                None => retry(&what, || self.api.get_opt(&self.name)).await?,
+            };
+            let Some(mut lease) = lease else {
                 return Ok(());
             };
             let mut spec = lease.spec.clone().unwrap_or_default();
@@ -644,5 +732,86 @@ mod tests {
         assert!(held_until(&spec(Some("x"), i64::from(LEASE_SECONDS) + 1)).is_none());
         assert!(held_until(&spec(None, 5)).is_none());
         assert!(held_until(&spec(Some(""), 5)).is_none());
+    }
+
+    /// Renewing and releasing write from our last write without reading the Lease first, and
+    /// still never renew or clear a Lease someone else wrote meanwhile (the write conflicts,
+    /// the Lease is read, its holder checked).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_writes_from_our_last_write_and_still_sees_a_lease_taken_meanwhile() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(50)).await;
+        let me = Holder::parse("run:1 (host/pid-1/ns-1/boot-1/1)");
+        let guard = match LeaseGuard::acquire(client.clone(), "test", "podinfo", &me).await {
+            Ok(g) => g,
+            Err(e) => panic!("acquire: {e}"),
+        };
+        let lease_reads = |emu: &kube_emulator::Emulator| {
+            emu.requests()
+                .iter()
+                .filter(|r| r.method == "GET" && r.path.contains("/leases/"))
+                .count()
+        };
+        let holder = |emu: &kube_emulator::Emulator| {
+            emu.get(
+                "coordination.k8s.io/v1",
+                "leases",
+                Some("test"),
+                "podinfo-aviary",
+            )
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+        };
+        emu.clear_requests();
+        for _ in 0..3 {
+            if let Err(e) = guard.renew(Duration::from_secs(5)).await {
+                panic!("renew: {e:?}");
+            }
+        }
+        assert_eq!(lease_reads(&emu), 0, "renewals read the Lease they wrote");
+        assert_eq!(holder(&emu).as_deref(), Some(me.identity().as_str()));
+
+        // Another runner takes the Lease over (it judged us gone).
+        let api: Api<Lease> = Api::namespaced(client.clone(), "test");
+        let mut taken = match api.get("podinfo-aviary").await {
+            Ok(l) => l,
+            Err(e) => panic!("{e}"),
+        };
+        let other = "run:2 (elsewhere/pid-9/ns-9/boot-9/9)";
+        if let Some(spec) = taken.spec.as_mut() {
+            spec.holder_identity = Some(other.to_string());
+        }
+        if let Err(e) = api
+            .replace("podinfo-aviary", &PostParams::default(), &taken)
+            .await
+        {
+            panic!("{e}");
+        }
+        match guard.renew(Duration::from_secs(5)).await {
+            Err(Renewal::Lost(who)) => assert_eq!(who, other),
+            got => panic!("a renewal of a Lease taken meanwhile: {got:?}"),
+        }
+        // Releasing leaves the other holder's Lease alone.
+        if let Err(e) = guard.release().await {
+            panic!("release: {e}");
+        }
+        assert_eq!(holder(&emu).as_deref(), Some(other));
+
+        // Taken back and released: released from our last write, no read.
+        let guard =
+            match LeaseGuard::acquire(client.clone(), "test", "podinfo", &Holder::parse(other))
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => panic!("acquire again: {e}"),
+            };
+        emu.clear_requests();
+        if let Err(e) = guard.release().await {
+            panic!("release: {e}");
+        }
+        assert_eq!(lease_reads(&emu), 0, "the release read the Lease it wrote");
+        assert_eq!(holder(&emu), None);
     }
 }

@@ -140,7 +140,16 @@ impl StateStore {
     /// Reads the persisted engine, if any, and the pending control requests.
     pub async fn load(&mut self) -> Result<(Option<Engine>, Control), ClusterError> {
         let what = format!("read ConfigMap {}.{}", self.name, self.namespace);
-        let Some(cm) = retry(&what, || self.api.get_opt(&self.name)).await? else {
+        let read = retry(&what, || self.api.get_opt(&self.name)).await?;
+        self.load_from(read)
+    }
+
+    /// [`StateStore::load`] from `read`, the ConfigMap as a read of it (a LIST's) found it.
+    pub fn load_from(
+        &mut self,
+        read: Option<ConfigMap>,
+    ) -> Result<(Option<Engine>, Control), ClusterError> {
+        let Some(cm) = read else {
             self.resource_version = None;
             return Ok((None, Control::default()));
         };

@@ -27,29 +27,20 @@ struct Payload<'a> {
     metadata: &'a std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct WebhookCaller {
-    http: reqwest::Client,
-    /// For the hooks with `disableTLS`: the server's certificate is not verified.
-    insecure: reqwest::Client,
-}
-
-impl Default for WebhookCaller {
-    fn default() -> Self {
-        WebhookCaller::new()
-    }
+    /// The run's clients: the hooks with `disableTLS` use the one that verifies no certificate.
+    http: crate::http::Clients,
 }
 
 impl WebhookCaller {
     pub fn new() -> WebhookCaller {
-        WebhookCaller {
-            http: crate::http::client_builder().build().unwrap_or_default(),
-            insecure: crate::http::client_builder()
-                .tls_danger_accept_invalid_certs(true)
-                .tls_danger_accept_invalid_hostnames(true)
-                .build()
-                .unwrap_or_default(),
-        }
+        WebhookCaller::default()
+    }
+
+    /// A caller that sends through the run's shared `clients`.
+    pub fn with_clients(clients: crate::http::Clients) -> WebhookCaller {
+        WebhookCaller { http: clients }
     }
 
     /// Calls `hook` for canary `name.namespace` in `phase`.
@@ -70,10 +61,9 @@ impl WebhookCaller {
         };
         let shown = aviary_core::urls::redact(&hook.url);
         let mut last = String::new();
-        let http = if hook.disable_tls {
-            &self.insecure
-        } else {
-            &self.http
+        let http = match self.http.get(hook.disable_tls) {
+            Ok(http) => http,
+            Err(e) => return HookOutcome::Fail(format!("{shown}: {e}")),
         };
         for attempt in 0..=hook.retries {
             if attempt > 0 {

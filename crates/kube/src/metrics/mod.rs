@@ -149,6 +149,8 @@ pub struct Evaluator {
     retries: u32,
     /// The provider for built-in checks, inline queries and the judge, made on first use.
     builtin: std::sync::OnceLock<Result<Arc<dyn MetricsProvider>, MetricError>>,
+    /// The run's HTTP clients (shared by every canary of a release).
+    http: crate::http::Clients,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -191,7 +193,14 @@ impl Evaluator {
             timeout: DEFAULT_TIMEOUT,
             retries: DEFAULT_RETRIES,
             builtin: std::sync::OnceLock::new(),
+            http: crate::http::Clients::default(),
         }
+    }
+
+    /// Sends through the run's shared `clients` (by default the evaluator has its own).
+    pub fn with_clients(mut self, clients: crate::http::Clients) -> Self {
+        self.http = clients;
+        self
     }
 
     /// Overrides the per-attempt timeout and the number of retries (default 5 s and 2).
@@ -338,13 +347,12 @@ impl Evaluator {
         };
         let auth = self.auth_for(&address);
         new_provider(
+            &self.http,
             "prometheus",
             &address,
             auth,
             BTreeMap::new(),
-            false,
-            self.timeout,
-            self.retries,
+            (false, self.timeout, self.retries),
         )
     }
 
@@ -407,13 +415,12 @@ impl Evaluator {
             None => self.auth_for(&address),
         };
         new_provider(
+            &self.http,
             kind,
             &address,
             auth,
             provider.headers.clone(),
-            provider.insecure_skip_verify,
-            self.timeout,
-            self.retries,
+            (provider.insecure_skip_verify, self.timeout, self.retries),
         )
         .map_err(|e| e.context(what))
     }

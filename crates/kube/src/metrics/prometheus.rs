@@ -130,6 +130,9 @@ impl std::fmt::Debug for Auth {
 #[derive(Clone)]
 pub struct PrometheusClient {
     http: reqwest::Client,
+    /// The template's headers and credentials, sent with every request (sensitive: never
+    /// printed).
+    headers: HeaderMap,
     /// `{address}/api/v1/query`.
     endpoint: Url,
     /// The endpoint for messages, without credentials.
@@ -159,6 +162,20 @@ impl PrometheusClient {
         insecure_skip_verify: bool,
         timeout: Duration,
         retries: u32,
+    ) -> Result<Self, MetricError> {
+        let clients = crate::http::Clients::default();
+        let settings = (insecure_skip_verify, timeout, retries);
+        Self::with_clients(&clients, address, auth, headers, settings)
+    }
+
+    /// [`PrometheusClient::new`] sending through the run's shared `clients`; `settings` are
+    /// `(insecure_skip_verify, timeout, retries)`.
+    pub fn with_clients(
+        clients: &crate::http::Clients,
+        address: &str,
+        auth: Auth,
+        headers: BTreeMap<String, String>,
+        (insecure_skip_verify, timeout, retries): (bool, Duration, u32),
     ) -> Result<Self, MetricError> {
         let trimmed = address.trim();
         let invalid = || {
@@ -200,18 +217,12 @@ impl PrometheusClient {
         if let Some(value) = auth.header()? {
             default_headers.insert(AUTHORIZATION, value);
         }
-        let http = crate::http::client_builder()
-            .default_headers(default_headers)
-            .danger_accept_invalid_certs(insecure_skip_verify)
-            .build()
-            .map_err(|e| {
-                MetricError::Failed(format!(
-                    "cannot create an HTTP client for {shown}: {}",
-                    describe(&e)
-                ))
-            })?;
+        let http = clients
+            .get(insecure_skip_verify)
+            .map_err(|e| MetricError::Failed(format!("{shown}: {e}")))?;
         Ok(PrometheusClient {
             http,
+            headers: default_headers,
             endpoint,
             shown,
             timeout,
@@ -326,6 +337,7 @@ impl PrometheusClient {
         let response = self
             .http
             .get(url)
+            .headers(self.headers.clone())
             .query(params)
             .timeout(self.timeout)
             .send()

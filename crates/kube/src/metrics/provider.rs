@@ -88,29 +88,24 @@ pub struct RangeSeries {
 }
 
 /// A provider of type `provider_type` (a MetricTemplate's `spec.provider.type`; empty means
-/// `prometheus`, as in Flagger) at `address`. The other arguments are those of
-/// [`PrometheusClient::new`]: `auth` and `headers` are sent with every request, `timeout` bounds
+/// `prometheus`, as in Flagger) at `address`, sending through the run's `clients`. The other
+/// arguments are those of [`PrometheusClient::with_clients`]: `auth` and `headers` are sent with
+/// every request; `settings` are `(insecure_skip_verify, timeout, retries)`: the timeout bounds
 /// each attempt, `retries` is the number of extra attempts after a transient failure.
 ///
 /// A type aviary does not implement is a [`MetricError::Failed`] naming it and listing
 /// [`SUPPORTED_TYPES`].
 pub fn new_provider(
+    clients: &crate::http::Clients,
     provider_type: &str,
     address: &str,
     auth: Auth,
     headers: BTreeMap<String, String>,
-    insecure_skip_verify: bool,
-    timeout: Duration,
-    retries: u32,
+    settings: (bool, Duration, u32),
 ) -> Result<Arc<dyn MetricsProvider>, MetricError> {
     match check_type(provider_type)? {
-        "prometheus" => Ok(Arc::new(PrometheusClient::new(
-            address,
-            auth,
-            headers,
-            insecure_skip_verify,
-            timeout,
-            retries,
+        "prometheus" => Ok(Arc::new(PrometheusClient::with_clients(
+            clients, address, auth, headers, settings,
         )?)),
         // `check_type` only returns supported types; this arm is reached only if a type is
         // listed in SUPPORTED_TYPES without an arm here.
@@ -145,13 +140,12 @@ mod tests {
 
     fn make(provider_type: &str, address: &str) -> Result<Arc<dyn MetricsProvider>, MetricError> {
         new_provider(
+            &crate::http::Clients::default(),
             provider_type,
             address,
             Auth::None,
             BTreeMap::new(),
-            false,
-            Duration::from_secs(1),
-            0,
+            (false, Duration::from_secs(1), 0),
         )
     }
 
@@ -190,13 +184,12 @@ mod tests {
     #[test]
     fn providers_do_not_show_credentials() {
         let p = new_provider(
+            &crate::http::Clients::default(),
             "prometheus",
             "http://user:hunter2@prometheus:9090",
             Auth::Bearer("s3cr3t".into()),
             BTreeMap::from([("X-Api-Key".to_string(), "k3y".to_string())]),
-            false,
-            Duration::from_secs(1),
-            0,
+            (false, Duration::from_secs(1), 0),
         );
         match p {
             Ok(p) => {

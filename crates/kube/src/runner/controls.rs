@@ -20,11 +20,12 @@ use crate::state::{control_of, Control, StateStore};
 /// A reading older than this many polls is not used: the runner reads its own ConfigMap.
 const STALE_POLLS: u32 = 3;
 
-/// What the last LIST of each namespace found: `(namespace, ConfigMap name)` → its requests.
+/// What the last LIST of each namespace found: `(namespace, ConfigMap name)` → the ConfigMap.
 #[derive(Debug, Default)]
 struct Reading {
     at: Option<Instant>,
-    controls: BTreeMap<(String, String), Control>,
+    /// The listed ConfigMaps: their control requests, and a runner's first read of its state.
+    configmaps: BTreeMap<(String, String), ConfigMap>,
     /// The namespaces whose last LIST failed (their canaries read their own ConfigMap).
     failed: BTreeSet<String>,
 }
@@ -39,8 +40,8 @@ impl Reading {
                 continue;
             };
             if namespaces.contains(ns) {
-                self.controls
-                    .insert((ns.to_string(), name.to_string()), control_of(&cm));
+                self.configmaps
+                    .insert((ns.to_string(), name.to_string()), cm);
             }
         }
     }
@@ -71,7 +72,9 @@ impl std::fmt::Debug for Controls {
 }
 
 impl Controls {
-    /// Starts reading the state ConfigMaps of `namespaces` every `poll`.
+    /// Starts reading the state ConfigMaps of `namespaces` every `poll`. Start it once the
+    /// release holds its Leases: its runners take their saved state from its first reading
+    /// ([`Controls::state_of`]).
     pub fn start(client: Client, namespaces: BTreeSet<String>, poll: Duration) -> Controls {
         let (tx, rx) = watch::channel(Arc::new(Reading::default()));
         let task = tokio::spawn(async move {
@@ -125,6 +128,30 @@ impl Controls {
         }
     }
 
+    /// The state ConfigMap of `store`'s canary as the shared reading found it, once the first
+    /// reading is in and while it is fresh; `None` when the runner must read it itself (the
+    /// reading is late, stale or failed for its namespace, or has no such ConfigMap: one
+    /// without aviary's label would not be listed, and must not be taken for no state).
+    pub async fn state_of(&self, store: &StateStore) -> Option<ConfigMap> {
+        let mut rx = self.rx.clone();
+        let first = rx.wait_for(|r| r.at.is_some());
+        let reading = match tokio::time::timeout(self.poll * STALE_POLLS, first).await {
+            Ok(Ok(reading)) => reading.clone(),
+            _ => return None,
+        };
+        let fresh = reading
+            .at
+            .is_some_and(|at| at.elapsed() <= self.poll * STALE_POLLS);
+        let ns = store.namespace().to_string();
+        if !fresh || reading.failed.contains(&ns) {
+            return None;
+        }
+        reading
+            .configmaps
+            .get(&(ns, store.name().to_string()))
+            .cloned()
+    }
+
     /// The requests of `store`'s canary: from the last shared reading when it is fresh and
     /// covered its namespace, else from its own ConfigMap.
     pub async fn read(&self, store: &StateStore) -> Result<Control, ClusterError> {
@@ -135,9 +162,9 @@ impl Controls {
         let ns = store.namespace().to_string();
         if fresh && !reading.failed.contains(&ns) {
             return Ok(reading
-                .controls
+                .configmaps
                 .get(&(ns, store.name().to_string()))
-                .cloned()
+                .map(control_of)
                 .unwrap_or_default());
         }
         store.control().await

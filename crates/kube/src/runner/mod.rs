@@ -69,6 +69,8 @@ pub struct Options {
     pub release: Option<Release>,
     /// The release's shared reader of control requests (else each run reads its own).
     pub controls: Option<Controls>,
+    /// The run's HTTP clients, for metrics and webhooks (shared by every canary of a release).
+    pub http: crate::http::Clients,
 }
 
 /// Now, in milliseconds since the Unix epoch.
@@ -222,8 +224,6 @@ async fn rollout_alone(
         Err(reason) => return stopped(&mut shell, &mut engine, &config, reason).await,
     }
     if resumed {
-        // Putting the routes back may scale the workloads (`kubernetes:replicas`).
-        shell.begin_read = None;
         tracing::info!(
             "resuming {} in phase {start_phase} at canary weight {}%",
             config.qualified(),
@@ -232,8 +232,11 @@ async fn rollout_alone(
         // A run killed between changing the routes and saving its state left them ahead of the
         // state: put them back to what the state says before anything else.
         let saved = engine.state().routes;
-        if let Err(reason) = stop.guard(shell.reconcile_routes(saved)).await {
-            return stopped(&mut shell, &mut engine, &config, reason).await;
+        match stop.guard(shell.reconcile_routes(saved)).await {
+            // Putting the routes back may have scaled the workloads (`kubernetes:replicas`).
+            Ok(true) => shell.begin_read = None,
+            Ok(false) => {}
+            Err(reason) => return stopped(&mut shell, &mut engine, &config, reason).await,
         }
     }
     let revision = shell.revision.clone();
@@ -309,7 +312,7 @@ async fn drive(
         // the cluster and the metrics does not add up over a release.
         let tick_started = Instant::now();
         // A new revision applied while we run restarts the analysis, as in Flagger.
-        shell.tick_target = None;
+        (shell.tick_target, shell.tick_primary) = (None, None);
         let read = match shell.take_begin_read() {
             // The run's first read, made just before this first tick: the revision it began with.
             Some(deployment) => Ok((shell.revision.clone(), deployment)),
@@ -623,6 +626,7 @@ pub async fn abort_without_runner(
         phase: None,
         release: None,
         controls: None,
+        http: crate::http::Clients::default(),
     };
     let config = Config::from_canary(&spec.canary, &spec.provider);
     let (mut shell, saved, _) = Shell::open(client, spec.canary, &spec.provider, &options).await?;

@@ -31,8 +31,16 @@ pub(super) struct Shell {
     /// The last tick stopped because a workload was not ready yet.
     pub(super) waiting_for_readiness: bool,
     /// The target as the tick read it for its revision, until the tick changes anything: the
-    /// canary's readiness check of the same tick uses it instead of reading it again.
+    /// canary's readiness check, or scaling the canary up, in the same tick uses it instead of
+    /// reading it again.
     pub(super) tick_target: Option<Box<k8s_openapi::api::apps::v1::Deployment>>,
+    /// The primary as the tick's readiness check read it, until the tick changes anything:
+    /// scaling the canary up to the primary's replicas uses it.
+    pub(super) tick_primary: Option<Box<k8s_openapi::api::apps::v1::Deployment>>,
+    /// The owner reference to the primary (its uid) from the run's last read of it: the state
+    /// ConfigMap a save writes is owned by it. A uid changes only when the Deployment is made
+    /// anew, which only the bootstrap does.
+    primary_owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
     /// The target as the run last read it before its first tick (discovery, then the
     /// revision), and when: the next of those reads uses it instead of reading it again
     /// ([`Shell::take_begin_read`]).
@@ -69,7 +77,15 @@ impl Shell {
             other => RunError::Cluster(other),
         })?;
         let mut store = StateStore::new(client.clone(), &canary.namespace, &canary.name);
-        let (saved, control) = store.load().await?;
+        // A release reads every canary's state with one LIST; a lone run reads its own.
+        let listed = match &options.controls {
+            Some(controls) => controls.state_of(&store).await,
+            None => None,
+        };
+        let (saved, control) = match listed {
+            Some(read) => store.load_from(Some(read))?,
+            None => store.load().await?,
+        };
         store.set_spec(&SavedSpec {
             canary: canary.clone(),
             provider: provider.clone(),
@@ -85,17 +101,20 @@ impl Shell {
             Some(client),
             options.prometheus.clone(),
             options.prometheus_auth.clone(),
-        );
+        )
+        .with_clients(options.http.clone());
         let shell = Shell {
             canary,
             workloads,
             router,
-            hooks: WebhookCaller::new(),
+            hooks: WebhookCaller::with_clients(options.http.clone()),
             store,
             revision: String::new(),
             approved: false,
             waiting_for_readiness: false,
             tick_target: None,
+            tick_primary: None,
+            primary_owner: None,
             begin_read: Some((tokio::time::Instant::now(), Box::new(target))),
             metrics,
             phase_gate: None,
@@ -123,17 +142,26 @@ impl Shell {
         // A command that may change the workloads makes a read from before it stale (the
         // phase, an event or a check record leave the Deployments as they are; routes may not:
         // `kubernetes:replicas` routes by scaling them).
-        if !matches!(
+        let (target, primary) = if matches!(
             command,
             Command::SetPhase { .. } | Command::Event { .. } | Command::Check { .. }
         ) {
-            self.tick_target = None;
+            (None, None)
+        } else {
             self.begin_read = None;
-        }
+            (self.tick_target.take(), self.tick_primary.take())
+        };
         self.done.push(command.clone());
         match command {
-            Command::Bootstrap => self.workloads.bootstrap().await?,
-            Command::ScaleCanaryUp => self.workloads.scale_canary_up().await?,
+            Command::Bootstrap => {
+                self.primary_owner = None;
+                self.workloads.bootstrap().await?
+            }
+            Command::ScaleCanaryUp => {
+                self.workloads
+                    .scale_canary_up(target.as_deref(), primary.as_deref())
+                    .await?
+            }
             Command::ScaleCanaryToZero => self.workloads.scale_canary_to_zero().await?,
             Command::SetRoutes { routes } => {
                 self.router.set_routes(routes).await?;
@@ -222,7 +250,18 @@ impl Shell {
                 let read = match cached {
                     // Once per tick at most: a check repeated while waiting reads it again.
                     Some(target) => Ok(self.workloads.target_readiness(&target)),
-                    None => self.workloads.readiness(primary).await,
+                    None => match self.workloads.readiness(primary).await {
+                        Ok((readiness, read)) => {
+                            if primary {
+                                if let Some(read) = &read {
+                                    self.primary_owner = self.workloads.owner_of_primary(read);
+                                }
+                                self.tick_primary = read.map(Box::new);
+                            }
+                            Ok(readiness)
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 let readiness = match read {
                     Ok(r) => r,
@@ -338,7 +377,10 @@ impl Shell {
 
     /// Saves the engine (and the Canary beside it).
     pub(super) async fn save(&mut self, engine: &Engine) -> Result<(), RunError> {
-        let owner = self.workloads.primary_owner().await.unwrap_or(None);
+        let owner = match &self.primary_owner {
+            Some(owner) => Some(owner.clone()),
+            None => self.workloads.primary_owner().await.unwrap_or(None),
+        };
         self.store.save(engine, owner).await?;
         Ok(())
     }
@@ -401,26 +443,27 @@ impl Shell {
 
     /// Makes the routing objects say `saved` (the saved state's routes) when they say something
     /// else. Best effort: a failure is logged, and the next traffic change rewrites them anyway.
-    pub(super) async fn reconcile_routes(&mut self, saved: Routes) {
+    /// Whether it wrote them (or tried to).
+    pub(super) async fn reconcile_routes(&mut self, saved: Routes) -> bool {
         let observed = match self.router.observed().await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!("could not read the routing objects back: {e}");
-                return;
+                return false;
             }
         };
         let Some(live) = observed.routes else {
-            return; // not created yet: the next traffic change creates them
+            return false; // not created yet: the next traffic change creates them
         };
         let expected = match self.router.expressed(&saved).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("could not tell what the routing objects should say: {e}");
-                return;
+                return false;
             }
         };
         if live == expected {
-            return;
+            return false;
         }
         tracing::warn!(
             "{} says primary {}% / canary {}%, the saved state primary {}% / canary {}% (the last run stopped between the two); putting the saved routes back",
@@ -437,6 +480,7 @@ impl Shell {
                 tracing::warn!("could not put the saved routes back: {e}");
             }
         }
+        true
     }
 
     /// Acts on an abort request: rolls the analysis back and clears the request.

@@ -48,6 +48,7 @@ fn options() -> Options {
         phase: None,
         release: None,
         controls: None,
+        http: crate::http::Clients::default(),
     }
 }
 

@@ -169,23 +169,29 @@ impl Workloads {
     }
 
     pub async fn replicas(&self, name: &str) -> Result<i32, ClusterError> {
-        Ok(self
-            .get(name)
-            .await?
-            .and_then(|d| d.spec)
-            .and_then(|s| s.replicas)
-            .unwrap_or(1))
+        Ok(self.get(name).await?.as_ref().map_or(1, replicas_of))
     }
 
     /// Flagger's `ScaleFromZero`: the canary gets the primary's replica count (at least one) unless
-    /// it already runs some.
-    pub async fn scale_canary_up(&self) -> Result<(), ClusterError> {
-        let current = self.replicas(&self.target).await?;
+    /// it already runs some. `target` and `primary`: the two as read a moment ago in the same
+    /// tick, with nothing changed since (else they are read here).
+    pub async fn scale_canary_up(
+        &self,
+        target: Option<&Deployment>,
+        primary: Option<&Deployment>,
+    ) -> Result<(), ClusterError> {
+        let current = match target {
+            Some(target) => replicas_of(target),
+            None => self.replicas(&self.target).await?,
+        };
         if current > 0 {
             return Ok(());
         }
-        let primary = self.replicas(&self.primary).await?.max(1);
-        self.scale(&self.target, primary).await
+        let primary = match primary {
+            Some(primary) => replicas_of(primary),
+            None => self.replicas(&self.primary).await?,
+        };
+        self.scale(&self.target, primary.max(1)).await
     }
 
     pub async fn scale_canary_to_zero(&self) -> Result<(), ClusterError> {
@@ -234,18 +240,27 @@ impl Workloads {
         &self,
     ) -> Result<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>, ClusterError>
     {
-        Ok(self.get(&self.primary).await?.and_then(|d| {
-            Some(
-                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-                    api_version: "apps/v1".into(),
-                    kind: "Deployment".into(),
-                    name: self.primary.clone(),
-                    uid: d.metadata.uid?,
-                    controller: None,
-                    block_owner_deletion: None,
-                },
-            )
-        }))
+        Ok(self
+            .get(&self.primary)
+            .await?
+            .and_then(|d| self.owner_of_primary(&d)))
+    }
+
+    /// The owner reference to `primary`, the primary Deployment as read.
+    pub fn owner_of_primary(
+        &self,
+        primary: &Deployment,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+        Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: self.primary.clone(),
+                uid: primary.metadata.uid.clone()?,
+                controller: None,
+                block_owner_deletion: None,
+            },
+        )
     }
 }
 
@@ -257,4 +272,13 @@ pub enum Promotion {
     /// The target is no longer the analysed revision (a new release was applied during the
     /// analysis): nothing was copied.
     Changed { found: String },
+}
+
+/// A Deployment's `spec.replicas` (1 when unset, as the API server defaults it).
+fn replicas_of(deployment: &Deployment) -> i32 {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
 }

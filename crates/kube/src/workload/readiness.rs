@@ -13,20 +13,25 @@ impl Workloads {
         deployment_readiness(target, self.canary_ready_threshold)
     }
 
-    /// Flagger's readiness check for one Deployment.
-    pub async fn readiness(&self, primary: bool) -> Result<Readiness, ClusterError> {
+    /// Flagger's readiness check for one Deployment, and the Deployment as it was read.
+    pub async fn readiness(
+        &self,
+        primary: bool,
+    ) -> Result<(Readiness, Option<Deployment>), ClusterError> {
         let (name, threshold) = if primary {
             (&self.primary, self.primary_ready_threshold)
         } else {
             (&self.target, self.canary_ready_threshold)
         };
-        Ok(match self.get(name).await? {
+        let read = self.get(name).await?;
+        let readiness = match &read {
             None => Readiness::NotReady(format!(
                 "deployment {name}.{} does not exist yet",
                 self.namespace
             )),
-            Some(dep) => deployment_readiness(&dep, threshold),
-        })
+            Some(dep) => deployment_readiness(dep, threshold),
+        };
+        Ok((readiness, read))
     }
 }
 
