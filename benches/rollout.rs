@@ -31,7 +31,9 @@
 //!
 //! `cargo bench` builds the `aviary` binary (release settings) first and the bench runs it
 //! (`CARGO_BIN_EXE_aviary`; `AVIARY_BENCH_BIN` runs another build). Prints a Markdown table;
-//! `--breakdown` adds the API requests by method and resource per canary per tick.
+//! `--breakdown` adds the API requests by method and resource per canary per tick; `--keep`
+//! keeps each run's directory: its files, the release's log (`--log LEVEL`: JSON, with
+//! timestamps) and `requests.txt`, every API request of the release in the order answered.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

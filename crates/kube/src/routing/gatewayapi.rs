@@ -458,6 +458,9 @@ impl GatewayApi {
         let qualified = format!("{name}.{}", o.namespace);
         let deadline = tokio::time::Instant::now() + ACCEPT_TIMEOUT;
         let what = format!("read HTTPRoute {qualified}");
+        // A gateway controller usually accepts a route within tens of milliseconds: look again
+        // soon, then less often.
+        let mut pause = Duration::from_millis(25);
         loop {
             let route = retry(&what, || self.api.get_opt(name)).await?;
             let (accepted, detail) = match &route {
@@ -473,7 +476,8 @@ impl GatewayApi {
                     ACCEPT_TIMEOUT.as_secs()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(400));
         }
     }
 }
