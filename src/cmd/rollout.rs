@@ -476,15 +476,12 @@ async fn acquire_leases(
             );
             // Only a listed Lease saves its read: one the LIST did not show may still exist
             // (made without aviary's label), and is read on its own.
-            let read = listed
-                .as_mut()
-                .and_then(|leases| {
-                    leases.remove(&(
-                        namespace.clone(),
-                        aviary_core::spec::state_object_name(&name),
-                    ))
-                })
-                .map(Some);
+            let read = listed.as_mut().and_then(|leases| {
+                leases.remove(&(
+                    namespace.clone(),
+                    aviary_core::spec::state_object_name(&name),
+                ))
+            });
             let i = next;
             set.spawn(async move {
                 let acquired = LeaseGuard::acquire_read(client, &namespace, &name, &me, read);

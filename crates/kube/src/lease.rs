@@ -328,15 +328,14 @@ impl LeaseGuard {
         Self::acquire_read(client, namespace, canary, me, None).await
     }
 
-    /// [`LeaseGuard::acquire`] deciding first from `read`, the Lease as a LIST just found it
-    /// (`Some(None)`: a read that found none); a write that conflicts decides again from a
-    /// fresh read.
+    /// [`LeaseGuard::acquire`] deciding first from `listed`, the Lease as a LIST just found it
+    /// (`None`: read it here); a write that conflicts decides again from a fresh read.
     pub async fn acquire_read(
         client: Client,
         namespace: &str,
         canary: &str,
         me: &Holder,
-        mut read: Option<Option<Lease>>,
+        mut listed: Option<Lease>,
     ) -> Result<LeaseGuard, LockError> {
         let api: Api<Lease> = Api::namespaced(client, namespace);
         let name = object_name(canary);
@@ -379,8 +378,8 @@ impl LeaseGuard {
         let started = tokio::time::Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            let current = match read.take() {
-                Some(listed) => listed,
+            let current = match listed.take() {
+                Some(lease) => Some(lease),
                 None => retry(&what, || api.get_opt(&name)).await?,
             };
             let ours = current

@@ -139,34 +139,31 @@ impl Controls {
             Ok(Ok(reading)) => reading.clone(),
             _ => return None,
         };
+        self.usable(&reading, store)?.cloned()
+    }
+
+    /// `store`'s ConfigMap in `reading` (`Some(None)`: it was not listed), if the reading is
+    /// fresh and covered its namespace; `None` when it cannot be used.
+    fn usable<'r>(
+        &self,
+        reading: &'r Reading,
+        store: &StateStore,
+    ) -> Option<Option<&'r ConfigMap>> {
         let fresh = reading
             .at
             .is_some_and(|at| at.elapsed() <= self.poll * STALE_POLLS);
         let ns = store.namespace().to_string();
-        if !fresh || reading.failed.contains(&ns) {
-            return None;
-        }
-        reading
-            .configmaps
-            .get(&(ns, store.name().to_string()))
-            .cloned()
+        (fresh && !reading.failed.contains(&ns))
+            .then(|| reading.configmaps.get(&(ns, store.name().to_string())))
     }
 
     /// The requests of `store`'s canary: from the last shared reading when it is fresh and
     /// covered its namespace, else from its own ConfigMap.
     pub async fn read(&self, store: &StateStore) -> Result<Control, ClusterError> {
         let reading = self.rx.borrow().clone();
-        let fresh = reading
-            .at
-            .is_some_and(|at| at.elapsed() <= self.poll * STALE_POLLS);
-        let ns = store.namespace().to_string();
-        if fresh && !reading.failed.contains(&ns) {
-            return Ok(reading
-                .configmaps
-                .get(&(ns, store.name().to_string()))
-                .map(control_of)
-                .unwrap_or_default());
+        match self.usable(&reading, store) {
+            Some(listed) => Ok(listed.map(control_of).unwrap_or_default()),
+            None => store.control().await,
         }
-        store.control().await
     }
 }

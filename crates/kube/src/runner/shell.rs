@@ -141,7 +141,8 @@ impl Shell {
     async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
         // A command that may change the workloads makes a read from before it stale (the
         // phase, an event or a check record leave the Deployments as they are; routes may not:
-        // `kubernetes:replicas` routes by scaling them).
+        // `kubernetes:replicas` routes by scaling them). The command itself may use this tick's
+        // reads (a scale-up: the replicas of both).
         let (target, primary) = if matches!(
             command,
             Command::SetPhase { .. } | Command::Event { .. } | Command::Check { .. }
@@ -250,18 +251,20 @@ impl Shell {
                 let read = match cached {
                     // Once per tick at most: a check repeated while waiting reads it again.
                     Some(target) => Ok(self.workloads.target_readiness(&target)),
-                    None => match self.workloads.readiness(primary).await {
-                        Ok((readiness, read)) => {
+                    None => self
+                        .workloads
+                        .readiness(primary)
+                        .await
+                        .map(|(readiness, read)| {
                             if primary {
+                                // Kept for this tick's scale-up, and its uid for every save.
                                 if let Some(read) = &read {
                                     self.primary_owner = self.workloads.owner_of_primary(read);
                                 }
                                 self.tick_primary = read.map(Box::new);
                             }
-                            Ok(readiness)
-                        }
-                        Err(e) => Err(e),
-                    },
+                            readiness
+                        }),
                 };
                 let readiness = match read {
                     Ok(r) => r,
