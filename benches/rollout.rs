@@ -33,7 +33,8 @@
 //! (`CARGO_BIN_EXE_aviary`; `AVIARY_BENCH_BIN` runs another build). Prints a Markdown table;
 //! `--breakdown` adds the API requests by method and resource per canary per tick; `--keep`
 //! keeps each run's directory: its files, the release's log (`--log LEVEL`: JSON, with
-//! timestamps) and `requests.txt`, every API request of the release in the order answered.
+//! timestamps) and `requests.txt`, every API request of the release in the order answered
+//! (when it came in, in ms from the first, and how long it took to answer, in µs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -689,10 +690,18 @@ fn release(
     let queries = prom.queries.load(Ordering::SeqCst);
     let requests = emu.requests();
     if o.keep {
-        // In the order the emulator answered them, for a look at where a release's time goes.
+        // In the order the emulator answered them, for a look at where a release's time goes:
+        // when each came in (ms from the first) and how long it took to answer (µs).
+        let first = requests.first().map(|r| r.received);
         let lines: String = requests
             .iter()
-            .map(|r| format!("{} {} {}\n", r.status, r.method, r.path))
+            .map(|r| {
+                let at = first.map_or(0.0, |f| {
+                    r.received.saturating_duration_since(f).as_secs_f64() * 1e3
+                });
+                let took = r.took.as_micros();
+                format!("{at:.1} {took} {} {} {}\n", r.status, r.method, r.path)
+            })
             .collect();
         std::fs::write(dir.path().join("requests.txt"), lines).map_err(|e| e.to_string())?;
     }

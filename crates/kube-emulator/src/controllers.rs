@@ -1,5 +1,6 @@
 //! Simulated controllers: the deployment controller and a Gateway API route controller.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -23,16 +24,33 @@ const BUSY_RATIO: u32 = 2;
 /// waits behind a whole pass.
 const SLICE: Duration = Duration::from_millis(10);
 
-/// Runs the controllers until shutdown: a pass every [`TICK`]; a pass with more work than a
-/// [`SLICE`] goes on in slices, each followed by its pause (see [`BUSY_RATIO`]).
+/// While requests are being answered, the deployment controller waits for a moment without
+/// any, up to this long: a real API server's controllers run in processes of their own and do
+/// not hold its requests up, so a burst of requests is answered first and the deployments'
+/// ReplicaSets and Pods catch up after it (as they fall behind on a busy cluster). The route
+/// and CRD controllers (a status write for what was just written) do not wait.
+const GIVE_WAY: Duration = Duration::from_millis(50);
+
+/// Runs the controllers until shutdown: a pass every [`TICK`]; a pass of the deployment
+/// controller with more work than a [`SLICE`] goes on in slices, each followed by its pause
+/// (see [`BUSY_RATIO`]), and each waiting for the requests being answered (see [`GIVE_WAY`]).
 pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut cursor = None;
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let started = Instant::now();
-        cursor = reconcile(&shared, cursor);
+        let busy_answering = shared.answering.load(Ordering::SeqCst) > 0;
+        let waited = waiting_since.get_or_insert(started).elapsed();
+        let deployments = !busy_answering || waited >= GIVE_WAY;
+        if deployments {
+            waiting_since = None;
+        }
+        cursor = reconcile(&shared, cursor, deployments);
         let busy = started.elapsed() * (BUSY_RATIO - 1);
-        let pause = if cursor.is_some() {
+        let pause = if !deployments {
+            Duration::from_millis(1).max(busy)
+        } else if cursor.is_some() {
             busy
         } else {
             TICK.max(busy)
@@ -47,32 +65,26 @@ pub(crate) async fn run(shared: std::sync::Arc<Shared>) {
 /// Where a pass that stopped at its [`SLICE`] goes on: after this Deployment.
 type Cursor = Option<(String, String)>;
 
-/// One slice of a pass of every controller, from `cursor` on; the cursor to go on from, or
-/// None when the pass is complete.
-fn reconcile(shared: &Shared, cursor: Cursor) -> Cursor {
+/// The route and CRD controllers, then (with `deployments`) one slice of the deployment
+/// controller's pass from `cursor` on; the cursor to go on from, or None when the pass is
+/// complete.
+fn reconcile(shared: &Shared, cursor: Cursor, deployments: bool) -> Cursor {
     let (before, after, cursor) = {
         let mut st = shared.lock();
         let before = st.rv;
-        let cursor = reconcile_deployments(&mut st, cursor, Instant::now() + SLICE);
-        if cursor.is_none() {
-            reconcile_routes(&mut st);
-            reconcile_crds(&mut st);
-        }
+        reconcile_routes(&mut st);
+        reconcile_crds(&mut st);
+        let cursor = if deployments {
+            reconcile_deployments(&mut st, cursor, Instant::now() + SLICE)
+        } else {
+            cursor
+        };
         (before, st.rv, cursor)
     };
     if after != before {
         shared.notify(after);
     }
     cursor
-}
-
-/// An object's resourceVersion as a number (0 when it has none).
-fn object_rv(v: &Value) -> u64 {
-    v.get("metadata")
-        .and_then(|m| m.get("resourceVersion"))
-        .and_then(Value::as_str)
-        .and_then(|rv| rv.parse().ok())
-        .unwrap_or(0)
 }
 
 fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
@@ -165,9 +177,8 @@ fn put_count(status: &mut Value, key: &str, n: i64) {
 pub(crate) fn replicaset_name(deploy: &Value) -> String {
     let template = deploy
         .pointer("/spec/template")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let hash = safe_encode(fnv32a(template.to_string().as_bytes()));
+        .map_or_else(|| Value::Null.to_string(), Value::to_string);
+    let hash = safe_encode(fnv32a(template.as_bytes()));
     format!("{}-{hash}", str_at(deploy, "/metadata/name"))
 }
 
@@ -245,25 +256,26 @@ fn desired_deployment_status(
 fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> Cursor {
     let key: StorageKey = ("apps".into(), "deployments".into());
     // Like a real controller, work only on what changed: a Deployment that needed nothing at
-    // its last pass is skipped while neither it nor its namespace's ReplicaSets and Pods
-    // have been written since (never-ready ones change with time: always looked at).
-    let dirty: Vec<(String, String)> = st
-        .entries(&key)
-        .filter(|(id, d)| {
-            let seen = (
-                object_rv(d),
-                st.workload_rv.get(&id.0).copied().unwrap_or(0),
-            );
-            cursor.as_ref().is_none_or(|c| *id > c)
-                && (st.never_ready.contains(*id) || st.deploy_settled.get(*id) != Some(&seen))
-        })
-        .map(|(id, _)| id.clone())
+    // its last pass is left alone until it or a ReplicaSet or Pod of its namespace is written
+    // (`deploy_dirty`); never-ready ones change with time: always looked at.
+    let after = |id: &(String, String)| cursor.as_ref().is_none_or(|c| id > c);
+    let mut dirty: Vec<(String, String)> = st
+        .deploy_dirty
+        .iter()
+        .chain(st.never_ready.iter())
+        .filter(|id| after(id))
+        .cloned()
         .collect();
+    dirty.sort();
+    dirty.dedup();
     let rt = st.preferred_rt(&key)?;
     let now = now_rfc3339();
     for id in dirty {
-        if let Some(d) = st.get(&rt, &id.0, &id.1).cloned() {
-            reconcile_deployment(st, &key, &d, &now);
+        match st.get(&rt, &id.0, &id.1).cloned() {
+            Some(d) => reconcile_deployment(st, &key, &d, &now),
+            None => {
+                st.deploy_dirty.remove(&id);
+            }
         }
         if Instant::now() >= deadline {
             return Some(id);
@@ -304,8 +316,7 @@ fn reconcile_deployment(st: &mut State, key: &StorageKey, d: &Value, now: &str) 
     carry_condition_times(&mut desired, &current);
     if without_times(&desired) == without_times(&current) {
         if st.rv == before && !never {
-            let seen = (object_rv(d), st.workload_rv.get(&ns).copied().unwrap_or(0));
-            st.deploy_settled.insert(id, seen);
+            st.deploy_dirty.remove(&id);
         }
         return;
     }
@@ -320,7 +331,14 @@ pub(crate) fn reconcile_crds(st: &mut State) {
         "apiextensions.k8s.io".into(),
         "customresourcedefinitions".into(),
     );
-    let crds: Vec<Value> = st.list(&key, None).into_iter().cloned().collect();
+    // Only those written since they were last found established.
+    let Some(rt) = st.preferred_rt(&key) else {
+        return;
+    };
+    let crds: Vec<Value> = std::mem::take(&mut st.crd_dirty)
+        .iter()
+        .filter_map(|name| st.get(&rt, "", name).cloned())
+        .collect();
     let now = now_rfc3339();
     for crd in crds {
         let established = crd
@@ -354,6 +372,7 @@ pub(crate) fn reconcile_crds(st: &mut State) {
         let name = str_at(&crd, "/metadata/name").to_string();
         if let Err(e) = st.write_status(&key, "", &name, status, "kube-apiserver") {
             tracing::warn!(crd = %name, "crd controller: {}", e.message);
+            st.crd_dirty.insert(name);
         }
     }
 }
@@ -361,10 +380,13 @@ pub(crate) fn reconcile_crds(st: &mut State) {
 fn reconcile_routes(st: &mut State) {
     let key: StorageKey = ("gateway.networking.k8s.io".into(), "httproutes".into());
     // A route is looked at again only once written since its status was found up to date.
+    let Some(rt) = st.preferred_rt(&key) else {
+        return;
+    };
     let routes: Vec<Value> = st
-        .entries(&key)
-        .filter(|(id, r)| st.route_settled.get(*id) != Some(&object_rv(r)))
-        .map(|(_, r)| r.clone())
+        .route_dirty
+        .iter()
+        .filter_map(|(ns, name)| st.get(&rt, ns, name).cloned())
         .collect();
     let now = now_rfc3339();
     for r in routes {
@@ -421,7 +443,7 @@ fn reconcile_routes(st: &mut State) {
         let mut desired = current.clone();
         desired["parents"] = Value::Array(parents);
         if without_times(&desired) == without_times(&current) {
-            st.route_settled.insert((ns, name), object_rv(&r));
+            st.route_dirty.remove(&(ns, name));
             continue;
         }
         if let Err(e) = st.write_status(&key, &ns, &name, desired, "gateway-controller") {

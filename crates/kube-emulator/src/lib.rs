@@ -138,6 +138,10 @@ pub struct RequestRecord {
     pub body: Option<Value>,
     /// Whether a [`Fault`] decided the answer (or delayed it).
     pub injected_fault: bool,
+    /// When the request came in.
+    pub received: std::time::Instant,
+    /// How long it took to answer (the body read, the store's lock, the answer built).
+    pub took: std::time::Duration,
 }
 
 /// What an injected fault does.
@@ -225,6 +229,7 @@ fn build_shared(config: &Config) -> std::io::Result<Arc<Shared>> {
         notify: tokio::sync::watch::channel(rv).0,
         shutdown: tokio::sync::watch::channel(false).0,
         server_address: Mutex::new(String::new()),
+        answering: std::sync::atomic::AtomicUsize::new(0),
     }))
 }
 
@@ -485,6 +490,7 @@ impl Emulator {
             st.never_ready.insert(id);
         } else {
             st.never_ready.remove(&id);
+            st.deploy_dirty.insert(id);
         }
     }
 

@@ -412,6 +412,15 @@ impl Registry {
             .cloned()
     }
 
+    /// The type of `plural` in `group` at the group's preferred version that serves it.
+    pub(crate) fn preferred(&self, group: &str, plural: &str) -> Option<Arc<Rt>> {
+        self.types
+            .iter()
+            .filter(|r| r.t.group == group && r.t.plural == plural)
+            .max_by_key(|r| version_priority(&r.t.version))
+            .cloned()
+    }
+
     pub(crate) fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<Rt>> {
         self.types
             .iter()

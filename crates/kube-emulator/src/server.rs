@@ -1,8 +1,9 @@
 //! The HTTP front end: routing, discovery, watches, fault injection and the request log.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -23,6 +24,25 @@ pub(crate) struct Shared {
     pub notify: tokio::sync::watch::Sender<u64>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub server_address: Mutex<String>,
+    /// Requests being answered now (watches only while they start): the controllers give
+    /// way to them (see `controllers::run`).
+    pub answering: AtomicUsize,
+}
+
+/// Counts a request in [`Shared::answering`] while it lives.
+struct Answering<'a>(&'a AtomicUsize);
+
+impl<'a> Answering<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Answering(count)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -68,6 +88,8 @@ fn result_response(r: ApiResult<(u16, Value)>) -> Response {
 
 /// The handler of every request.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
+    let received = Instant::now();
+    let _answering = Answering::start(&shared.answering);
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
@@ -93,6 +115,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
             )));
             log(
                 &shared,
+                received,
                 &method,
                 &path,
                 &query,
@@ -112,6 +135,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
                 let resp = error_response(&fault_error(code, &path));
                 log(
                     &shared,
+                    received,
                     &method,
                     &path,
                     &query,
@@ -133,6 +157,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
                 // Logged when it starts: the client usually gives up first.
                 log(
                     &shared,
+                    received,
                     &method,
                     &path,
                     &query,
@@ -171,6 +196,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
     }
     log(
         &shared,
+        received,
         &method,
         &path,
         &query,
@@ -185,6 +211,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
 #[allow(clippy::too_many_arguments)]
 fn log(
     shared: &Shared,
+    received: Instant,
     method: &str,
     path: &str,
     query: &str,
@@ -209,6 +236,8 @@ fn log(
         status,
         body,
         injected_fault: injected,
+        received,
+        took: received.elapsed(),
     });
 }
 
@@ -506,15 +535,18 @@ fn resource(
             let ns_key = ns.unwrap_or_default();
             let r = match req.method {
                 "GET" => {
-                    let st = shared.lock();
-                    st.get(&rt, ns_key, name)
-                        .map(|o| (200, present(&rt, o, req.metadata_only())))
+                    // Copied and rendered once the store's lock is let go.
+                    let found = shared.lock().get_shared(&rt, ns_key, name);
+                    found
+                        .map(|o| (200, present(&rt, &o, req.metadata_only())))
                         .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))
                 }
-                "PUT" => write(shared, |st| {
-                    let body = req.body_json()?;
-                    st.update(&rt, ns, name, body, &req.ctx(), sub)
-                        .map(|o| (200, o))
+                // The body is decoded before the store's lock is taken.
+                "PUT" => req.body_json().and_then(|body| {
+                    write(shared, |st| {
+                        st.update(&rt, ns, name, body, &req.ctx(), sub)
+                            .map(|o| (200, o))
+                    })
                 }),
                 "PATCH" => write(shared, |st| {
                     let created_before = st.get(&rt, ns_key, name).is_some();
@@ -639,9 +671,10 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
             if rt.t.namespaced && ns.is_none() {
                 return error_response(&ApiError::method_not_allowed());
             }
-            result_response(write(shared, |st| {
-                let body = req.body_json()?;
-                st.create(rt, ns, body, &req.ctx()).map(|o| (201, o))
+            result_response(req.body_json().and_then(|body| {
+                write(shared, |st| {
+                    st.create(rt, ns, body, &req.ctx()).map(|o| (201, o))
+                })
             }))
         }
         "DELETE" => {

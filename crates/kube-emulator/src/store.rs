@@ -1,6 +1,6 @@
 //! The object store and the API semantics of each verb.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ pub(crate) struct Event {
     pub key: StorageKey,
     pub namespace: String,
     pub etype: &'static str,
-    pub object: Value,
+    /// Shared with the store and the history (the same version).
+    pub object: Arc<Value>,
     /// The object before a modification (for selector transitions).
     pub prev: Option<Value>,
 }
@@ -77,26 +78,27 @@ pub(crate) struct FaultState {
 
 pub(crate) struct State {
     pub registry: Registry,
-    objects: HashMap<StorageKey, BTreeMap<(String, String), Value>>,
+    /// Each version is stored once and shared by the store, the history and the events.
+    objects: HashMap<StorageKey, BTreeMap<(String, String), Arc<Value>>>,
     pub rv: u64,
     pub events: VecDeque<Event>,
     pub history_limit: usize,
     /// Events at or below this resourceVersion may have been dropped.
     pub compacted_rv: u64,
-    history: HashMap<(String, String, String, String), Vec<Value>>,
+    history: HashMap<(String, String, String, String), Vec<Arc<Value>>>,
     pub requests: Vec<RequestRecord>,
     pub faults: Vec<FaultState>,
     pub never_ready: HashSet<(String, String)>,
     pub ready_delay: Duration,
     /// When each Deployment's generation last changed (for the deployment controller).
     pub deploy_changed: HashMap<(String, String), (i64, Instant)>,
-    /// The resourceVersion of the last write of a ReplicaSet or Pod, per namespace.
-    pub workload_rv: HashMap<String, u64>,
-    /// Deployments the controller found nothing to do for: (their resourceVersion, their
-    /// namespace's `workload_rv`) at that pass. A pass skips them while both are unchanged.
-    pub deploy_settled: HashMap<(String, String), (u64, u64)>,
-    /// HTTPRoutes whose status the route controller found up to date, at this resourceVersion.
-    pub route_settled: HashMap<(String, String), u64>,
+    /// Deployments the deployment controller has to look at: written, or a ReplicaSet or Pod
+    /// of their namespace written, since it last found nothing to do for them.
+    pub deploy_dirty: BTreeSet<(String, String)>,
+    /// HTTPRoutes written since the route controller last found their status up to date.
+    pub route_dirty: BTreeSet<(String, String)>,
+    /// CustomResourceDefinitions written since the CRD controller last found them established.
+    pub crd_dirty: BTreeSet<String>,
     pub rng: Rng,
     next_ip: u32,
 }
@@ -106,11 +108,12 @@ const MAX_REQUESTS: usize = 100_000;
 /// The objects of one type in namespace `ns`: keys sort by namespace first, so they are one
 /// range of the type's map.
 fn in_namespace(
-    objs: &BTreeMap<(String, String), Value>,
+    objs: &BTreeMap<(String, String), Arc<Value>>,
     ns: String,
 ) -> impl Iterator<Item = (&(String, String), &Value)> {
     objs.range((ns.clone(), String::new())..)
         .take_while(move |((ons, _), _)| *ons == ns)
+        .map(|(id, v)| (id, &**v))
 }
 
 fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -134,33 +137,53 @@ fn meta_mut(obj: &mut Value) -> ApiResult<&mut Map<String, Value>> {
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
 }
 
-/// The object without `metadata` and `status`, to decide whether the generation moves.
-fn spec_part(obj: &Value) -> Value {
-    match obj.as_object() {
-        Some(m) => Value::Object(
-            m.iter()
-                .filter(|(k, _)| {
-                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        ),
-        None => Value::Null,
-    }
+/// Whether two objects have the same fields other than `skip` (compared in place: these run
+/// on every write).
+fn same_without(a: &Value, b: &Value, skip: &[&str]) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |(k, _): &(&String, &Value)| !skip.contains(&k.as_str());
+    a.iter().filter(kept).count() == b.iter().filter(kept).count()
+        && a.iter().filter(kept).all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// The object for no-op detection: no resourceVersion, no managedFields times.
-fn comparable(obj: &Value) -> Value {
-    let mut o = obj.clone();
-    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
-            for e in mf.iter_mut().filter_map(Value::as_object_mut) {
-                e.remove("time");
-            }
-        }
+/// Whether the spec parts (everything but `metadata`, `status`, `apiVersion` and `kind`) of two
+/// objects are equal: a change moves the generation.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    same_without(a, b, &["metadata", "status", "apiVersion", "kind"])
+}
+
+/// Whether a write of `new` over `old` changes nothing (it is then not stored): the same
+/// object but for `apiVersion` and `kind` (the version it is read at), the resourceVersion,
+/// the times of managedFields, and an empty managedFields list in `new` (none).
+fn same_object(new: &Value, old: &Value) -> bool {
+    if !same_without(new, old, &["metadata", "apiVersion", "kind"]) {
+        return false;
     }
-    o
+    let (Some(n), Some(o)) = (meta(new), meta(old)) else {
+        return new.get("metadata") == old.get("metadata");
+    };
+    let kept = |(k, v): &(&String, &Value)| {
+        k.as_str() != "resourceVersion"
+            && !(k.as_str() == "managedFields" && v.as_array().is_some_and(Vec::is_empty))
+    };
+    n.iter().filter(kept).count() == o.iter().filter(kept).count()
+        && n.iter().filter(kept).all(|(k, v)| match o.get(k) {
+            Some(ov) if k.as_str() == "managedFields" => same_managed_fields(v, ov),
+            Some(ov) => v == ov,
+            None => false,
+        })
+}
+
+/// managedFields entries equal but for their `time`.
+fn same_managed_fields(a: &Value, b: &Value) -> bool {
+    match (a.as_array(), b.as_array()) {
+        (Some(a), Some(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_without(x, y, &["time"]))
+        }
+        _ => a == b,
+    }
 }
 
 pub(crate) fn schema(rt: &Rt) -> Schema<'_> {
@@ -194,9 +217,9 @@ impl State {
             never_ready: HashSet::new(),
             ready_delay,
             deploy_changed: HashMap::new(),
-            workload_rv: HashMap::new(),
-            deploy_settled: HashMap::new(),
-            route_settled: HashMap::new(),
+            deploy_dirty: BTreeSet::new(),
+            route_dirty: BTreeSet::new(),
+            crd_dirty: BTreeSet::new(),
             rng: Rng::from_entropy(),
             next_ip: 10,
         }
@@ -211,18 +234,31 @@ impl State {
 
     /// Renders a stored object for a type version (apiVersion and kind set).
     pub(crate) fn render(rt: &Rt, obj: &Value) -> Value {
-        let mut o = obj.clone();
-        if let Some(m) = o.as_object_mut() {
+        State::rendered(rt, obj.clone())
+    }
+
+    /// [`State::render`] of an object of one's own.
+    pub(crate) fn rendered(rt: &Rt, mut obj: Value) -> Value {
+        if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(rt.t.api_version()));
             m.insert("kind".into(), json!(rt.kind()));
         }
-        o
+        obj
     }
 
     pub(crate) fn get(&self, rt: &Rt, ns: &str, name: &str) -> Option<&Value> {
         self.objects
             .get(&rt.storage_key())
             .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .map(|v| &**v)
+    }
+
+    /// [`State::get`] as a share of the stored version, to be read after the lock is let go.
+    pub(crate) fn get_shared(&self, rt: &Rt, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .get(&rt.storage_key())
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
     }
 
     /// Objects of a type, in a namespace or all, sorted by namespace and name.
@@ -230,18 +266,10 @@ impl State {
         match self.objects.get(key) {
             None => Vec::new(),
             Some(m) => match ns {
-                None => m.values().collect(),
+                None => m.values().map(|v| &**v).collect(),
                 Some(n) => in_namespace(m, n.to_string()).map(|(_, v)| v).collect(),
             },
         }
-    }
-
-    /// Every object of a type with its (namespace, name), sorted.
-    pub(crate) fn entries(
-        &self,
-        key: &StorageKey,
-    ) -> impl Iterator<Item = (&(String, String), &Value)> {
-        self.objects.get(key).into_iter().flat_map(|m| m.iter())
     }
 
     pub(crate) fn history(&self, rt: &Rt, ns: &str, name: &str) -> Vec<Value> {
@@ -281,11 +309,30 @@ impl State {
             self.registry.sync_crd(&obj, etype == "DELETED");
             if etype == "DELETED" {
                 self.delete_custom_objects(&obj);
+                self.crd_dirty.remove(name);
+            } else {
+                self.crd_dirty.insert(name.to_string());
+            }
+        }
+        if key.0 == "gateway.networking.k8s.io" && key.1 == "httproutes" {
+            let id = (ns.to_string(), name.to_string());
+            if etype == "DELETED" {
+                self.route_dirty.remove(&id);
+            } else {
+                self.route_dirty.insert(id);
             }
         }
         let is_deployment = key.0 == "apps" && key.1 == "deployments";
         if (key.0 == "apps" && key.1 == "replicasets") || (key.0.is_empty() && key.1 == "pods") {
-            self.workload_rv.insert(ns.to_string(), rv);
+            // Every Deployment of the namespace may own it: each is looked at again.
+            if let Some(deployments) = self
+                .objects
+                .get(&("apps".to_string(), "deployments".to_string()))
+            {
+                for (id, _) in in_namespace(deployments, ns.to_string()) {
+                    self.deploy_dirty.insert(id.clone());
+                }
+            }
         }
         let store = self.objects.entry(key.clone()).or_default();
         let id = (ns.to_string(), name.to_string());
@@ -293,9 +340,11 @@ impl State {
             store.remove(&id);
             if is_deployment {
                 self.deploy_changed.remove(&id);
-                self.deploy_settled.remove(&id);
+                self.deploy_dirty.remove(&id);
             }
-        } else {
+        }
+        let obj = Arc::new(obj);
+        if etype != "DELETED" {
             store.insert(id.clone(), obj.clone());
             if is_deployment {
                 let generation = meta(&obj)
@@ -307,20 +356,22 @@ impl State {
                     .get(&id)
                     .is_none_or(|(g, _)| *g != generation);
                 if changed {
-                    self.deploy_changed.insert(id, (generation, Instant::now()));
+                    self.deploy_changed
+                        .insert(id.clone(), (generation, Instant::now()));
                 }
+                self.deploy_dirty.insert(id);
             }
         }
-        let mut hist_entry = obj.clone();
-        if etype == "DELETED" {
-            if let Some(m) = hist_entry
-                .get_mut("metadata")
-                .and_then(Value::as_object_mut)
-            {
+        let hist_entry = if etype == "DELETED" {
+            let mut gone = Value::clone(&obj);
+            if let Some(m) = gone.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.entry("deletionTimestamp")
                     .or_insert_with(|| json!(now_rfc3339()));
             }
-        }
+            Arc::new(gone)
+        } else {
+            obj.clone()
+        };
         self.history
             .entry((
                 key.0.clone(),
@@ -343,7 +394,7 @@ impl State {
                 self.compacted_rv = e.rv;
             }
         }
-        obj
+        Arc::unwrap_or_clone(obj)
     }
 
     fn check_type(&self, rt: &Rt, obj: &Value) -> ApiResult<()> {
@@ -506,7 +557,7 @@ impl State {
             return Ok(obj);
         }
         let stored = self.commit(&rt.storage_key(), &ns, &name, obj, "ADDED", None);
-        Ok(State::render(rt, &stored))
+        Ok(State::rendered(rt, stored))
     }
 
     /// PUT (main resource or status).
@@ -603,7 +654,8 @@ impl State {
         };
         // System metadata comes from the stored object.
         {
-            let old_meta = meta(&old).cloned().unwrap_or_default();
+            let empty = Map::new();
+            let old_meta = meta(&old).unwrap_or(&empty);
             let m = meta_mut(&mut new)?;
             for k in [
                 "uid",
@@ -628,7 +680,7 @@ impl State {
         }
         self.defaults(rt, &mut new, Some(&old));
         kinds::validate(rt, &new, Some(&old))?;
-        if spec_part(&new) != spec_part(&old) {
+        if !same_spec(&new, &old) {
             let g = meta(&old)
                 .and_then(|m| m.get("generation"))
                 .and_then(Value::as_i64)
@@ -655,19 +707,10 @@ impl State {
             }
         };
         set_managed(&mut new, &entries);
-        let new = State::render(rt, &new);
-        let old_rendered = State::render(rt, &old);
+        let new = State::rendered(rt, new);
         // A write that changes nothing is not stored (no new resourceVersion, no event).
-        let mut new_cmp = comparable(&new);
-        if let Some(m) = new_cmp.get_mut("metadata").and_then(Value::as_object_mut) {
-            if m.get("managedFields")
-                .is_some_and(|v| v.as_array().is_some_and(Vec::is_empty))
-            {
-                m.remove("managedFields");
-            }
-        }
-        if new_cmp == comparable(&old_rendered) {
-            return Ok(old_rendered);
+        if same_object(&new, &old) {
+            return Ok(State::rendered(rt, old));
         }
         if ctx.dry_run {
             let mut out = new;
@@ -690,7 +733,7 @@ impl State {
             return Ok(State::render(rt, &stored));
         }
         let stored = self.commit(&key, &ns, name, new, "MODIFIED", Some(old));
-        Ok(State::render(rt, &stored))
+        Ok(State::rendered(rt, stored))
     }
 
     /// PATCH with any of the four patch types.
@@ -961,7 +1004,7 @@ impl State {
         }
         let stored = self.commit(&key, ns, name, old, "DELETED", None);
         self.cascade(&stored, opts.propagation.as_deref());
-        Ok(State::render(rt, &stored))
+        Ok(State::rendered(rt, stored))
     }
 
     /// The objects of a deleted CustomResourceDefinition go with it.
@@ -976,7 +1019,11 @@ impl State {
         let doomed: Vec<((String, String), Value)> = self
             .objects
             .get(&key)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), Value::clone(v)))
+                    .collect()
+            })
             .unwrap_or_default();
         for ((ns, name), obj) in doomed {
             self.commit(&key, &ns, &name, obj, "DELETED", None);
@@ -988,7 +1035,7 @@ impl State {
         for (key, objs) in &self.objects {
             for ((ons, oname), obj) in objs {
                 if ons == ns && !ons.is_empty() {
-                    doomed.push((key.clone(), oname.clone(), obj.clone()));
+                    doomed.push((key.clone(), oname.clone(), Value::clone(obj)));
                 }
             }
         }
@@ -1012,7 +1059,7 @@ impl State {
         for (key, objs) in &self.objects {
             let candidates: Box<dyn Iterator<Item = (&(String, String), &Value)>> =
                 if owner_ns.is_empty() {
-                    Box::new(objs.iter())
+                    Box::new(objs.iter().map(|(id, v)| (id, &**v)))
                 } else {
                     Box::new(in_namespace(objs, owner_ns.clone()))
                 };
@@ -1060,7 +1107,7 @@ impl State {
             .get(&rt, ns, name)
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
-        let mut body = State::render(&rt, &current);
+        let mut body = State::rendered(&rt, current);
         body["status"] = status;
         self.update(
             &rt,
@@ -1074,16 +1121,7 @@ impl State {
 
     /// The highest-priority version's type for a storage key.
     pub(crate) fn preferred_rt(&self, key: &StorageKey) -> Option<Arc<Rt>> {
-        let versions = self
-            .registry
-            .groups()
-            .into_iter()
-            .find(|(g, _)| *g == key.0)
-            .map(|(_, v)| v)
-            .unwrap_or_else(|| vec!["v1".to_string()]);
-        versions
-            .iter()
-            .find_map(|v| self.registry.lookup(&key.0, v, &key.1))
+        self.registry.preferred(&key.0, &key.1)
     }
 }
 

@@ -13,8 +13,9 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn owned_by<'a>(objs: &'a [Value], uid: &str) -> Vec<&'a Value> {
-    objs.iter()
+/// Copies of the objects owned by `uid`.
+fn owned_by<'a>(objs: impl IntoIterator<Item = &'a Value>, uid: &str) -> Vec<Value> {
+    objs.into_iter()
         .filter(|o| {
             o.pointer("/metadata/ownerReferences")
                 .and_then(Value::as_array)
@@ -23,6 +24,7 @@ fn owned_by<'a>(objs: &'a [Value], uid: &str) -> Vec<&'a Value> {
                         .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
                 })
         })
+        .cloned()
         .collect()
 }
 
@@ -58,8 +60,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
 
     let rs_key: StorageKey = ("apps".into(), "replicasets".into());
     let pod_key: StorageKey = (String::new(), "pods".into());
-    let all_rs: Vec<Value> = st.list(&rs_key, Some(&ns)).into_iter().cloned().collect();
-    let owned_rs: Vec<Value> = owned_by(&all_rs, &uid).into_iter().cloned().collect();
+    let owned_rs = owned_by(st.list(&rs_key, Some(&ns)), &uid);
 
     // The current ReplicaSet.
     let current = match owned_rs.iter().find(|r| s(r, "/metadata/name") == rs_name) {
@@ -126,8 +127,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
     }
 
     // Pods.
-    let all_rs: Vec<Value> = st.list(&rs_key, Some(&ns)).into_iter().cloned().collect();
-    for rs in owned_by(&all_rs, &uid) {
+    for rs in &owned_by(st.list(&rs_key, Some(&ns)), &uid) {
         let rs_uid = s(rs, "/metadata/uid").to_string();
         let name = s(rs, "/metadata/name").to_string();
         let want = rs
@@ -135,8 +135,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(0) as usize;
-        let pods: Vec<Value> = st.list(&pod_key, Some(&ns)).into_iter().cloned().collect();
-        let mine: Vec<Value> = owned_by(&pods, &rs_uid).into_iter().cloned().collect();
+        let mine = owned_by(st.list(&pod_key, Some(&ns)), &rs_uid);
         for extra in mine.iter().skip(want) {
             let pod_name = s(extra, "/metadata/name").to_string();
             let _ = st.delete(&pod_rt, &ns, &pod_name, &DeleteOpts::default(), &ctx);
@@ -183,17 +182,16 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
         }
         let mut ready = 0;
         for pod_name in &pod_names {
-            let Some(pod) = st.get(&pod_rt, &ns, pod_name).cloned() else {
+            let Some(pod) = st.get(&pod_rt, &ns, pod_name) else {
                 continue;
             };
-            let desired = pod_status(&pod, never_ready, now);
-            let current = pod.get("status").cloned().unwrap_or(Value::Null);
             if !never_ready {
                 ready += 1;
             }
-            if same_pod_status(&current, &desired) {
+            if pod_status_current(pod, never_ready) {
                 continue;
             }
+            let desired = pod_status(pod, never_ready, now);
             if let Err(e) = st.write_status(&pod_key, &ns, pod_name, desired, "kubelet") {
                 tracing::warn!(
                     "deployment controller: pod status of {pod_name}: {}",
@@ -231,17 +229,26 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
     }
 }
 
-fn same_pod_status(current: &Value, desired: &Value) -> bool {
-    let key = |v: &Value| {
-        (
-            v.get("phase").cloned(),
-            v.pointer("/containerStatuses/0/ready").cloned(),
-            v.pointer("/containerStatuses")
-                .and_then(Value::as_array)
-                .map(Vec::len),
-        )
+/// Whether the kubelet's status of the Pod is what [`pod_status`] would write (its phase, its
+/// first container's readiness and how many containers it reports), without building it.
+fn pod_status_current(pod: &Value, never_ready: bool) -> bool {
+    let Some(current) = pod.get("status").filter(|s| !s.is_null()) else {
+        return false;
     };
-    !current.is_null() && key(current) == key(desired)
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    current.get("phase").and_then(Value::as_str) == Some("Running")
+        && current
+            .pointer("/containerStatuses/0/ready")
+            .and_then(Value::as_bool)
+            == (containers > 0).then_some(!never_ready)
+        && current
+            .get("containerStatuses")
+            .and_then(Value::as_array)
+            .map(Vec::len)
+            == Some(containers)
 }
 
 fn pod_status(pod: &Value, never_ready: bool, now: &str) -> Value {

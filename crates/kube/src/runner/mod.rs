@@ -312,15 +312,19 @@ async fn drive(
         // the cluster and the metrics does not add up over a release.
         let tick_started = Instant::now();
         // A new revision applied while we run restarts the analysis, as in Flagger.
-        (shell.tick_target, shell.tick_primary) = (None, None);
+        (shell.tick_target, shell.tick_primary, shell.primary_read) = (None, None, None);
         let read = match shell.take_begin_read() {
             // The run's first read, made just before this first tick: the revision it began with.
             Some(deployment) => Ok((shell.revision.clone(), deployment)),
-            None => shell
-                .workloads
-                .snapshot()
-                .await
-                .map(|read| (read.revision, Box::new(read.deployment))),
+            None => {
+                // Every tick of an analysis under way reads the primary's readiness.
+                let phase = engine.state().phase;
+                let primary = phase.is_active() && !engine.config().skip_analysis;
+                shell
+                    .read_target(primary)
+                    .await
+                    .map(|read| (read.revision, Box::new(read.deployment)))
+            }
         };
         match read {
             Ok((current, _)) if current != shell.revision => {

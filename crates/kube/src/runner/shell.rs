@@ -37,6 +37,18 @@ pub(super) struct Shell {
     /// The primary as the tick's readiness check read it, until the tick changes anything:
     /// scaling the canary up to the primary's replicas uses it.
     pub(super) tick_primary: Option<Box<k8s_openapi::api::apps::v1::Deployment>>,
+    /// The primary's readiness read at the start of the tick, beside the target's read (see
+    /// [`Shell::read_target`]), until the engine asks for it or the tick changes
+    /// anything.
+    pub(super) primary_read: Option<
+        Result<
+            (
+                aviary_core::engine::Readiness,
+                Option<k8s_openapi::api::apps::v1::Deployment>,
+            ),
+            ClusterError,
+        >,
+    >,
     /// The owner reference to the primary (its uid) from the run's last read of it: the state
     /// ConfigMap a save writes is owned by it. A uid changes only when the Deployment is made
     /// anew, which only the bootstrap does.
@@ -114,6 +126,7 @@ impl Shell {
             waiting_for_readiness: false,
             tick_target: None,
             tick_primary: None,
+            primary_read: None,
             primary_owner: None,
             begin_read: Some((tokio::time::Instant::now(), Box::new(target))),
             metrics,
@@ -138,6 +151,23 @@ impl Shell {
             .map(|(_, target)| target)
     }
 
+    /// The tick's read of the target (its revision). With `primary` (the engine's phase
+    /// reads the primary's readiness on every tick: an analysis under way) the primary is read
+    /// at the same time and kept for the engine's question, so that on a busy API server the
+    /// tick waits for its two reads once, not one after the other.
+    pub(super) async fn read_target(
+        &mut self,
+        primary: bool,
+    ) -> Result<crate::workload::TargetSnapshot, ClusterError> {
+        if !primary {
+            return self.workloads.snapshot().await;
+        }
+        let (target, primary) =
+            tokio::join!(self.workloads.snapshot(), self.workloads.readiness(true));
+        self.primary_read = Some(primary);
+        target
+    }
+
     async fn execute(&mut self, command: &Command) -> Result<(), RunError> {
         // A command that may change the workloads makes a read from before it stale (the
         // phase, an event or a check record leave the Deployments as they are; routes may not:
@@ -150,6 +180,7 @@ impl Shell {
             (None, None)
         } else {
             self.begin_read = None;
+            self.primary_read = None;
             (self.tick_target.take(), self.tick_primary.take())
         };
         self.done.push(command.clone());
@@ -248,23 +279,28 @@ impl Shell {
                 } else {
                     self.tick_target.take()
                 };
+                let prefetched = if primary {
+                    self.primary_read.take()
+                } else {
+                    None
+                };
                 let read = match cached {
                     // Once per tick at most: a check repeated while waiting reads it again.
                     Some(target) => Ok(self.workloads.target_readiness(&target)),
-                    None => self
-                        .workloads
-                        .readiness(primary)
-                        .await
-                        .map(|(readiness, read)| {
-                            if primary {
-                                // Kept for this tick's scale-up, and its uid for every save.
-                                if let Some(read) = &read {
-                                    self.primary_owner = self.workloads.owner_of_primary(read);
-                                }
-                                self.tick_primary = read.map(Box::new);
+                    None => match prefetched {
+                        Some(read) => read,
+                        None => self.workloads.readiness(primary).await,
+                    }
+                    .map(|(readiness, read)| {
+                        if primary {
+                            // Kept for this tick's scale-up, and its uid for every save.
+                            if let Some(read) = &read {
+                                self.primary_owner = self.workloads.owner_of_primary(read);
                             }
-                            readiness
-                        }),
+                            self.tick_primary = read.map(Box::new);
+                        }
+                        readiness
+                    }),
                 };
                 let readiness = match read {
                     Ok(r) => r,
