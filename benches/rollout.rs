@@ -34,7 +34,8 @@
 //! `--breakdown` adds the API requests by method and resource per canary per tick; `--keep`
 //! keeps each run's directory: its files, the release's log (`--log LEVEL`: JSON, with
 //! timestamps) and `requests.txt`, every API request of the release in the order answered
-//! (when it came in, in ms from the first, and how long it took to answer, in µs).
+//! (when it came in, in ms from the first, how long it took to answer, in µs, and the size of
+//! its body, in bytes).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -700,7 +701,8 @@ fn release(
                     r.received.saturating_duration_since(f).as_secs_f64() * 1e3
                 });
                 let took = r.took.as_micros();
-                format!("{at:.1} {took} {} {} {}\n", r.status, r.method, r.path)
+                let size = r.body.as_ref().map_or(0, |b| b.to_string().len());
+                format!("{at:.1} {took} {} {} {} {size}\n", r.status, r.method, r.path)
             })
             .collect();
         std::fs::write(dir.path().join("requests.txt"), lines).map_err(|e| e.to_string())?;

@@ -19,11 +19,15 @@
 //!   dependents through `ownerReferences`, defaulting and validation of the types below,
 //! * simulated controllers: Deployments become available after a delay (or never, on
 //!   request, ending in `ProgressDeadlineExceeded`), HTTPRoutes get `Accepted` and
-//!   `ResolvedRefs` parent statuses,
+//!   `ResolvedRefs` parent statuses; they work on what was written since they last found
+//!   nothing to do, and the deployment controller (ReplicaSets and Pods) gives way for up to
+//!   50 ms to requests being answered, as a real API server's controllers, in processes of
+//!   their own, do not hold its requests up,
+//! * a request log with each request's arrival and the time its answer took ([`RequestRecord`]),
 //! * `apiextensions.k8s.io/v1` CustomResourceDefinitions: the custom types (built-in list and
 //!   [`Config::extra_resources`]) are served as established CRDs, and creating or deleting a
 //!   CRD starts or stops serving its type,
-//! * a request log and fault injection (error status, latency, hanging requests; a request
+//! * fault injection (error status, latency, hanging requests; a request
 //!   held by [`FaultKind::Timeout`] is logged with status 504 when it starts).
 //!
 //! Server-side apply without `fieldManager` is a 422 (`PatchOptions.meta.k8s.io "" is
