@@ -702,7 +702,10 @@ fn release(
                 });
                 let took = r.took.as_micros();
                 let size = r.body.as_ref().map_or(0, |b| b.to_string().len());
-                format!("{at:.1} {took} {} {} {} {size}\n", r.status, r.method, r.path)
+                format!(
+                    "{at:.1} {took} {} {} {} {size}\n",
+                    r.status, r.method, r.path
+                )
             })
             .collect();
         std::fs::write(dir.path().join("requests.txt"), lines).map_err(|e| e.to_string())?;

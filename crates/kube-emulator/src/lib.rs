@@ -498,6 +498,14 @@ impl Emulator {
         }
     }
 
+    /// Whether a request is being answered now (a watch only while it starts).
+    pub fn answering(&self) -> bool {
+        self.shared
+            .answering
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
     /// Changes the deployment controller's delay.
     pub fn set_ready_delay(&self, delay: Duration) {
         self.shared.lock().ready_delay = delay;

@@ -454,3 +454,71 @@ async fn the_controller_heals_settled_deployments_and_rolls_out_many_at_once() -
         .ok_or("not every Deployment rolled out its new template")?;
     Ok(())
 }
+
+/// The deployment controller gives way to requests being answered, but only for a moment: a
+/// Deployment still rolls out, and an HTTPRoute is still accepted, while a request is in flight
+/// the whole time (held by a latency fault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_keep_up_while_requests_are_in_flight() -> TestResult {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::ListParams;
+    use kube_emulator::{Fault, FaultKind};
+
+    let (emu, client) = setup().await?;
+    emu.set_ready_delay(Duration::from_millis(20));
+    emu.set_faults(vec![Fault {
+        method: Some("GET".into()),
+        path_regex: "/configmaps$".into(),
+        probability: 1.0,
+        kind: FaultKind::Latency(Duration::from_secs(120)),
+        seed: 7,
+    }]);
+    let configmaps: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let held = tokio::spawn(async move { configmaps.list(&ListParams::default()).await });
+    // The held request has reached the emulator: it is being answered from now on.
+    eventually(Duration::from_secs(10), || async {
+        emu.answering().then_some(())
+    })
+    .await
+    .ok_or("the held request never reached the emulator")?;
+
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(deployment_json("podinfo", "podinfo:1"))?,
+        )
+        .await?;
+    let routes: Api<HttpRoute> = Api::default_namespaced(client.clone());
+    let route = HttpRoute {
+        metadata: kube::api::ObjectMeta {
+            name: Some("podinfo".into()),
+            ..Default::default()
+        },
+        spec: HttpRouteSpec {
+            parent_refs: Some(vec![HttpRouteParentRefs {
+                name: "gateway".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        status: None,
+    };
+    routes.create(&PostParams::default(), &route).await?;
+    let rolled_out = eventually(Duration::from_secs(30), || async {
+        let s = deployments.get("podinfo").await.ok()?.status?;
+        (s.available_replicas == Some(2)).then_some(())
+    })
+    .await;
+    let accepted = eventually(Duration::from_secs(30), || async {
+        let parents = routes.get("podinfo").await.ok()?.status?.parents;
+        (!parents.is_empty()).then_some(())
+    })
+    .await;
+    let still_held = !held.is_finished();
+    held.abort();
+    rolled_out.ok_or("the Deployment never rolled out while a request was in flight")?;
+    accepted.ok_or("the HTTPRoute was never accepted while a request was in flight")?;
+    assert!(still_held, "the request was in flight the whole time");
+    Ok(())
+}
