@@ -113,6 +113,13 @@ impl Engine {
         &self.state
     }
 
+    /// Whether the next tick asks for the primary's readiness whatever the target's revision:
+    /// every tick of an analysis under way does (unless it is suspended or skips the analysis),
+    /// so a runner may read the primary beside the target at the tick's start.
+    pub fn asks_primary_readiness(&self) -> bool {
+        self.state.phase.is_active() && !self.config.suspend && !self.config.skip_analysis
+    }
+
     /// The request a tick is waiting on, if any.
     pub fn outstanding(&self) -> Option<(u64, &Request)> {
         self.pending.as_ref().map(|p| (p.id, &p.request))

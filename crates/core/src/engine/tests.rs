@@ -1118,6 +1118,38 @@ mod properties {
             }
         }
 
+        /// A runner reads the primary beside the target when the engine says the tick will ask
+        /// for it: every such tick does ask (else that read would be a request for nothing).
+        #[test]
+        fn a_tick_asks_for_the_primary_whenever_the_engine_says_it_will(
+            config in arb_config(),
+            suspend in any::<bool>(),
+            skip in any::<bool>(),
+            script in prop::collection::vec(any::<u8>(), 1..64),
+            switch_at in 0u64..8,
+        ) {
+            // Suspended (or set to skip the analysis) after `switch_at` ticks, maybe mid-analysis.
+            let mut switched = config.clone();
+            (switched.suspend, switched.skip_analysis) = (suspend, skip);
+            let mut engine = fresh(config);
+            let mut answers = scripted(script);
+            for k in 0..300u64 {
+                if k == switch_at {
+                    engine = Engine::new(switched.clone(), engine.state().clone());
+                }
+                let says = engine.asks_primary_readiness();
+                let log = sim::tick(&mut engine, k * 60_000, &mut answers)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let asked = log.exchanges.iter().any(|(r, _)| {
+                    matches!(r, Request::Readiness { workload: Workload::Primary })
+                });
+                prop_assert!(!says || asked, "tick {k} in {:?} did not ask", log.phase);
+                if engine.state().phase.is_verdict() {
+                    break;
+                }
+            }
+        }
+
         #[test]
         fn the_same_events_give_the_same_commands(config in arb_config(), script in prop::collection::vec(any::<u8>(), 1..64)) {
             // Compared as text: a NaN answer is not equal to itself under PartialEq.

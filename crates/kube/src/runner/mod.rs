@@ -316,15 +316,10 @@ async fn drive(
         let read = match shell.take_begin_read() {
             // The run's first read, made just before this first tick: the revision it began with.
             Some(deployment) => Ok((shell.revision.clone(), deployment)),
-            None => {
-                // Every tick of an analysis under way reads the primary's readiness.
-                let phase = engine.state().phase;
-                let primary = phase.is_active() && !engine.config().skip_analysis;
-                shell
-                    .read_target(primary)
-                    .await
-                    .map(|read| (read.revision, Box::new(read.deployment)))
-            }
+            None => shell
+                .read_target(engine.asks_primary_readiness())
+                .await
+                .map(|read| (read.revision, Box::new(read.deployment))),
         };
         match read {
             Ok((current, _)) if current != shell.revision => {

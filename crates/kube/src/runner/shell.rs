@@ -19,6 +19,15 @@ use aviary_core::spec::{Canary, HookType, Provider};
 use super::stop::SAVE_BUDGET;
 use super::{wall_ms, Options, RunError};
 
+/// A readiness read of the primary, and the Deployment as read.
+type PrimaryRead = Result<
+    (
+        aviary_core::engine::Readiness,
+        Option<k8s_openapi::api::apps::v1::Deployment>,
+    ),
+    ClusterError,
+>;
+
 pub(super) struct Shell {
     pub(super) canary: Canary,
     pub(super) workloads: Workloads,
@@ -40,15 +49,7 @@ pub(super) struct Shell {
     /// The primary's readiness read at the start of the tick, beside the target's read (see
     /// [`Shell::read_target`]), until the engine asks for it or the tick changes
     /// anything.
-    pub(super) primary_read: Option<
-        Result<
-            (
-                aviary_core::engine::Readiness,
-                Option<k8s_openapi::api::apps::v1::Deployment>,
-            ),
-            ClusterError,
-        >,
-    >,
+    pub(super) primary_read: Option<PrimaryRead>,
     /// The owner reference to the primary (its uid) from the run's last read of it: the state
     /// ConfigMap a save writes is owned by it. A uid changes only when the Deployment is made
     /// anew, which only the bootstrap does.
@@ -151,8 +152,8 @@ impl Shell {
             .map(|(_, target)| target)
     }
 
-    /// The tick's read of the target (its revision). With `primary` (the engine's phase
-    /// reads the primary's readiness on every tick: an analysis under way) the primary is read
+    /// The tick's read of the target (its revision). With `primary` (the engine asks for the
+    /// primary's readiness on every tick: [`Engine::asks_primary_readiness`]) the primary is read
     /// at the same time and kept for the engine's question, so that on a busy API server the
     /// tick waits for its two reads once, not one after the other.
     pub(super) async fn read_target(
