@@ -1,5 +1,6 @@
 //! Simulated controllers: the deployment controller and a Gateway API route controller.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -259,15 +260,13 @@ fn reconcile_deployments(st: &mut State, cursor: Cursor, deadline: Instant) -> C
     // its last pass is left alone until it or a ReplicaSet or Pod of its namespace is written
     // (`deploy_dirty`); never-ready ones change with time: always looked at.
     let after = |id: &(String, String)| cursor.as_ref().is_none_or(|c| id > c);
-    let mut dirty: Vec<(String, String)> = st
+    let dirty: BTreeSet<(String, String)> = st
         .deploy_dirty
         .iter()
         .chain(st.never_ready.iter())
         .filter(|id| after(id))
         .cloned()
         .collect();
-    dirty.sort();
-    dirty.dedup();
     let rt = st.preferred_rt(&key)?;
     let now = now_rfc3339();
     for id in dirty {

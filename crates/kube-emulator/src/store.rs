@@ -137,15 +137,27 @@ fn meta_mut(obj: &mut Value) -> ApiResult<&mut Map<String, Value>> {
         .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
 }
 
-/// Whether two objects have the same fields other than `skip` (compared in place: these run
-/// on every write).
+/// Whether two maps have the same entries among those `kept`, each pair judged by `same`
+/// (compared in place: these run on every write).
+fn same_entries(
+    a: &Map<String, Value>,
+    b: &Map<String, Value>,
+    kept: impl Fn(&str, &Value) -> bool,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let count = |m: &Map<String, Value>| m.iter().filter(|(k, v)| kept(k, v)).count();
+    count(a) == count(b)
+        && a.iter()
+            .filter(|(k, v)| kept(k, v))
+            .all(|(k, v)| b.get(k).is_some_and(|bv| same(k, v, bv)))
+}
+
+/// Whether two objects have the same fields other than `skip`.
 fn same_without(a: &Value, b: &Value, skip: &[&str]) -> bool {
-    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
-        return a == b;
-    };
-    let kept = |(k, _): &(&String, &Value)| !skip.contains(&k.as_str());
-    a.iter().filter(kept).count() == b.iter().filter(kept).count()
-        && a.iter().filter(kept).all(|(k, v)| b.get(k) == Some(v))
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => same_entries(a, b, |k, _| !skip.contains(&k), |_, x, y| x == y),
+        _ => a == b,
+    }
 }
 
 /// Whether the spec parts (everything but `metadata`, `status`, `apiVersion` and `kind`) of two
@@ -164,16 +176,18 @@ fn same_object(new: &Value, old: &Value) -> bool {
     let (Some(n), Some(o)) = (meta(new), meta(old)) else {
         return new.get("metadata") == old.get("metadata");
     };
-    let kept = |(k, v): &(&String, &Value)| {
-        k.as_str() != "resourceVersion"
-            && !(k.as_str() == "managedFields" && v.as_array().is_some_and(Vec::is_empty))
-    };
-    n.iter().filter(kept).count() == o.iter().filter(kept).count()
-        && n.iter().filter(kept).all(|(k, v)| match o.get(k) {
-            Some(ov) if k.as_str() == "managedFields" => same_managed_fields(v, ov),
-            Some(ov) => v == ov,
-            None => false,
-        })
+    same_entries(
+        n,
+        o,
+        |k, v| {
+            k != "resourceVersion"
+                && !(k == "managedFields" && v.as_array().is_some_and(Vec::is_empty))
+        },
+        |k, x, y| match k {
+            "managedFields" => same_managed_fields(x, y),
+            _ => x == y,
+        },
+    )
 }
 
 /// managedFields entries equal but for their `time`.
@@ -246,19 +260,19 @@ impl State {
         obj
     }
 
-    pub(crate) fn get(&self, rt: &Rt, ns: &str, name: &str) -> Option<&Value> {
+    fn stored(&self, rt: &Rt, ns: &str, name: &str) -> Option<&Arc<Value>> {
         self.objects
             .get(&rt.storage_key())
             .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .map(|v| &**v)
+    }
+
+    pub(crate) fn get(&self, rt: &Rt, ns: &str, name: &str) -> Option<&Value> {
+        self.stored(rt, ns, name).map(|v| &**v)
     }
 
     /// [`State::get`] as a share of the stored version, to be read after the lock is let go.
     pub(crate) fn get_shared(&self, rt: &Rt, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects
-            .get(&rt.storage_key())
-            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .cloned()
+        self.stored(rt, ns, name).cloned()
     }
 
     /// Objects of a type, in a namespace or all, sorted by namespace and name.

@@ -115,6 +115,11 @@ pub fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// A LIST of the objects aviary made (those with its managed-by label).
+pub fn managed_by_aviary() -> kube::api::ListParams {
+    kube::api::ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+}
+
 /// `labels` plus the managed-by label.
 pub fn managed_labels(
     mut labels: std::collections::BTreeMap<String, String>,

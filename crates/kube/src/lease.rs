@@ -26,11 +26,11 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
-use crate::cluster::{managed_labels, retry, retry_within, ClusterError, MANAGED_BY};
+use crate::cluster::{managed_by_aviary, managed_labels, retry, retry_within, ClusterError};
 use aviary_core::spec::state_object_name as object_name;
 
 /// How long a lease lasts without renewal.
@@ -272,8 +272,7 @@ pub async fn list_leases(
         [one] => Api::namespaced(client.clone(), one),
         _ => Api::all(client.clone()),
     };
-    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let listed = api.list(&ListParams::default().labels(&selector)).await;
+    let listed = api.list(&managed_by_aviary()).await;
     match listed {
         Ok(list) => Some(
             list.items
@@ -738,11 +737,7 @@ mod tests {
     /// the Lease is read, its holder checked).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_renewal_writes_from_our_last_write_and_still_sees_a_lease_taken_meanwhile() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("{e}"),
-        };
-        let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(50)).await;
+        let (emu, client) = crate::testing::emulated(Duration::from_millis(50)).await;
         let me = Holder::parse("run:1 (host/pid-1/ns-1/boot-1/1)");
         let guard = match LeaseGuard::acquire(client.clone(), "test", "podinfo", &me).await {
             Ok(g) => g,

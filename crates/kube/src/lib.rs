@@ -43,14 +43,14 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub(crate) mod testing {
     //! What the crate's tests against the API server emulator share.
 
-    use std::path::Path;
     use std::time::Duration;
 
     use kube_emulator::{Config, Emulator};
 
     /// An emulated API server with the namespace `test` (Deployments ready after
-    /// `ready_delay`), its kubeconfig written in `dir`, and a client connected through it.
-    pub(crate) async fn emulated(dir: &Path, ready_delay: Duration) -> (Emulator, kube::Client) {
+    /// `ready_delay`) and a client connected through its kubeconfig (written in a temporary
+    /// directory, gone once the client has read it).
+    pub(crate) async fn emulated(ready_delay: Duration) -> (Emulator, kube::Client) {
         let config = Config {
             deployment_ready_delay: ready_delay,
             namespaces: vec!["test".into()],
@@ -60,7 +60,11 @@ pub(crate) mod testing {
             Ok(e) => e,
             Err(e) => panic!("emulator: {e}"),
         };
-        let kubeconfig = dir.join("kubeconfig");
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("temp dir: {e}"),
+        };
+        let kubeconfig = dir.path().join("kubeconfig");
         if let Err(e) = emu.write_kubeconfig(&kubeconfig, "test") {
             panic!("kubeconfig: {e}");
         }

@@ -286,11 +286,11 @@ mod saved {
     use futures::future::BoxFuture;
     use k8s_openapi::api::core::v1::Service;
     use k8s_openapi::api::networking::v1::Ingress;
-    use kube::api::{Api, ListParams};
+    use kube::api::Api;
     use kube::Client;
 
     use super::{Observed, TrafficRouter};
-    use crate::cluster::{retry, ClusterError, MANAGED_BY};
+    use crate::cluster::{managed_by_aviary, retry, ClusterError};
     use crate::workload::Workloads;
     use aviary_core::engine::{Config, Routes};
     use aviary_core::spec::{self, ApiVersion, Canary, ObjectRef, Origin, Provider};
@@ -344,10 +344,6 @@ mod saved {
         }
     }
 
-    fn managed() -> ListParams {
-        ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
-    }
-
     fn port_of(svc: &Service) -> u16 {
         svc.spec
             .as_ref()
@@ -388,7 +384,7 @@ mod saved {
             return Ok(Some((w.target.clone(), port)));
         }
         let what = format!("list the Services aviary manages in {}", w.namespace);
-        let params = managed();
+        let params = managed_by_aviary();
         let all = retry(&what, || api.list(&params)).await?.items;
         let named = |n: &str| all.iter().find(|s| s.metadata.name.as_deref() == Some(n));
         let mut found: Vec<(String, u16)> = all
@@ -452,7 +448,7 @@ mod saved {
             return Ok(Some(service.to_string()));
         }
         let what = format!("list the Ingresses aviary manages in {namespace}");
-        let params = managed();
+        let params = managed_by_aviary();
         let mut found: Vec<String> = retry(&what, || api.list(&params))
             .await?
             .items

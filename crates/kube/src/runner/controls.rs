@@ -16,7 +16,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterError, MANAGED_BY};
+use crate::cluster::{managed_by_aviary, ClusterError};
 use crate::state::{control_of, Control, StateStore};
 
 /// A reading older than this many polls is not used: the runner reads its own ConfigMap.
@@ -102,8 +102,7 @@ impl Controls {
     pub fn start(client: Client, namespaces: BTreeSet<String>, poll: Duration) -> Controls {
         let (tx, rx) = watch::channel(Arc::new(Reading::default()));
         let task = tokio::spawn(async move {
-            let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-            let params = ListParams::default().labels(&selector);
+            let params = managed_by_aviary();
             // Canaries in several namespaces: one LIST across the cluster when the credentials
             // allow it (else, from the first refusal on, one per namespace).
             let mut cluster_wide = namespaces.len() > 1;
@@ -204,17 +203,14 @@ impl Controls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::MANAGED_BY;
     use crate::state::ABORT_ANNOTATION;
 
     /// The first reading has each ConfigMap whole (a runner takes its saved state from it); the
     /// next ones have their metadata only, and still carry the control requests.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_first_reading_is_whole_and_the_next_ones_carry_the_requests_only() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("{e}"),
-        };
-        let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(50)).await;
+        let (emu, client) = crate::testing::emulated(Duration::from_millis(50)).await;
         let cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",

@@ -55,20 +55,11 @@ fn options() -> Options {
 struct Cluster {
     emu: Emulator,
     client: Client,
-    _dir: tempfile::TempDir,
 }
 
 async fn cluster() -> Cluster {
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => panic!("temp dir: {e}"),
-    };
-    let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(50)).await;
-    Cluster {
-        emu,
-        client,
-        _dir: dir,
-    }
+    let (emu, client) = crate::testing::emulated(Duration::from_millis(50)).await;
+    Cluster { emu, client }
 }
 
 fn canary() -> Canary {

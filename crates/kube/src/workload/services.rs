@@ -195,8 +195,8 @@ spec:
         }
     }
 
-    async fn cluster(dir: &tempfile::TempDir) -> (Emulator, Client) {
-        let (emu, client) = crate::testing::emulated(dir.path(), Duration::from_millis(10)).await;
+    async fn cluster() -> (Emulator, Client) {
+        let (emu, client) = crate::testing::emulated(Duration::from_millis(10)).await;
         let deployment = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "podinfo", "namespace": "test"},
@@ -246,11 +246,7 @@ spec:
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_primary_and_canary_services_are_headless_and_all_three_get_the_traffic_distribution(
     ) {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("{e}"),
-        };
-        let (emu, client) = cluster(&dir).await;
+        let (emu, client) = cluster().await;
         bootstrap(&client, SERVICE).await;
         for name in ["podinfo-primary", "podinfo-canary"] {
             let svc = service(&emu, name);
@@ -290,11 +286,7 @@ spec:
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unmanaged_labels_and_annotations_keep_their_live_values() {
-        let dir = match tempfile::tempdir() {
-            Ok(d) => d,
-            Err(e) => panic!("{e}"),
-        };
-        let (emu, client) = cluster(&dir).await;
+        let (emu, client) = cluster().await;
         bootstrap(&client, SERVICE).await;
         let primary = service(&emu, "podinfo-primary");
         assert_eq!(primary["metadata"]["labels"]["tier"], "web");
