@@ -26,6 +26,10 @@
 //!   the primary's hour before the release as its baseline (the primary's minutes before the
 //!   release are drawn like the others, at weight 0).
 //!
+//! **Calibration**: [`calibration`] draws more good releases (2,000 per condition in the
+//! benchmark), decided by the sequential judge alone, so that its false alarms are measured on
+//! thousands of releases rather than 200, and the oracle is held to them on as many.
+//!
 //! **Oracle**: knows the baseline's error rate and latency distribution, pools every canary
 //! request of the release (as it runs when promoted: the same minutes the engine's runs see,
 //! 10% to 50%), and tests errors (exact binomial) and requests slower than the baseline's P90
@@ -153,23 +157,26 @@ pub fn corpus(seed: u64, scale: usize) -> Vec<Scenario> {
     for condition in Condition::ALL {
         for (class, count) in Class::ALL {
             for _ in 0..(count / scale.max(1)).max(1) {
-                let mut traffic = log_uniform(&mut rng, 500.0, 4000.0);
-                if condition == Condition::Low {
-                    traffic /= 10.0;
-                }
-                out.push(Scenario {
-                    condition,
-                    class,
-                    seed: rng.next_u64(),
-                    traffic,
-                    error_rate: log_uniform(&mut rng, 0.0005, 0.005),
-                    median: 0.010 + 0.050 * rng.uniform(),
-                    sigma: 0.3 + 0.3 * rng.uniform(),
-                });
+                out.push(Scenario::draw(&mut rng, condition, class));
             }
         }
     }
     out
+}
+
+/// Good releases drawn like the corpus's, `per_condition` of each condition, from a stream of
+/// their own (so the corpus stays the same whatever their number): they measure the sequential
+/// judge's false alarms, and set the oracle's threshold at them, on many more releases than
+/// the corpus's 200 (with 200, matching the oracle to the judge's one or two false alarms
+/// picks a threshold half a point of false alarms too lenient on average, in the oracle's
+/// favour).
+pub fn calibration(seed: u64, per_condition: usize) -> Vec<Scenario> {
+    let mut rng = Rng(seed ^ 0xCA11_B4A7_E000_0001);
+    Condition::ALL
+        .iter()
+        .flat_map(|condition| std::iter::repeat(*condition).take(per_condition))
+        .map(|condition| Scenario::draw(&mut rng, condition, Class::Good))
+        .collect()
 }
 
 /// How one release ended under one policy.
@@ -227,6 +234,24 @@ impl Served {
 }
 
 impl Scenario {
+    /// One release of `condition` and `class`, its traffic and its deployments' behaviour drawn
+    /// from `rng`.
+    fn draw(rng: &mut Rng, condition: Condition, class: Class) -> Scenario {
+        let mut traffic = log_uniform(rng, 500.0, 4000.0);
+        if condition == Condition::Low {
+            traffic /= 10.0;
+        }
+        Scenario {
+            condition,
+            class,
+            seed: rng.next_u64(),
+            traffic,
+            error_rate: log_uniform(rng, 0.0005, 0.005),
+            median: 0.010 + 0.050 * rng.uniform(),
+            sigma: 0.3 + 0.3 * rng.uniform(),
+        }
+    }
+
     fn canary_error_rate(&self) -> f64 {
         match self.class {
             Class::Errors(f) => (self.error_rate * f).min(1.0),
@@ -595,6 +620,9 @@ pub struct Results {
     pub paired: Vec<Vec<[Paired; PAIRED.len()]>>,
     /// `[condition][class]`: each release's [`Scenario::oracle_p`].
     pub oracle_p: Vec<Vec<Vec<f64>>>,
+    /// `[condition]`: each [`calibration`] release's verdict under the sequential judge (`true`:
+    /// rolled back) and its oracle p-value.
+    pub calibration: Vec<Vec<(bool, f64)>>,
 }
 
 /// Checks to the same verdict, release by release, under thresholds and a judge policy.
@@ -609,13 +637,15 @@ pub struct Paired {
 }
 
 pub fn run(scenarios: &[Scenario], progress: &mut dyn FnMut(usize)) -> Result<Results, String> {
-    run_with(scenarios, None, progress)
+    run_with(scenarios, &[], None, progress)
 }
 
-/// [`run`], with the sequential judge's `baseline` set to `baseline` (e.g. `0s`: the
-/// concurrent primary alone) instead of the README's.
+/// [`run`], with [`calibration`] releases (decided by the sequential judge only) and the
+/// sequential judge's `baseline` set to `baseline` (e.g. `0s`: the concurrent primary alone)
+/// instead of the README's. `progress` counts both.
 pub fn run_with(
     scenarios: &[Scenario],
+    calibration: &[Scenario],
     baseline: Option<&str>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Results, String> {
@@ -681,23 +711,46 @@ pub fn run_with(
         oracle_p[ci][ki].push(p);
         progress(i + 1);
     }
+    let sequential = Policy::ALL
+        .iter()
+        .position(|p| *p == Policy::Sequential)
+        .and_then(|i| configs.get(i))
+        .ok_or("no sequential policy")?;
+    let mut calibrated: Vec<Vec<(bool, f64)>> = Condition::ALL.iter().map(|_| Vec::new()).collect();
+    for (i, s) in calibration.iter().enumerate() {
+        let ci = Condition::ALL
+            .iter()
+            .position(|c| *c == s.condition)
+            .unwrap_or(0);
+        calibrated[ci].push((s.run(sequential).rolled_back, s.oracle_p()));
+        progress(scenarios.len() + i + 1);
+    }
     Ok(Results {
         tallies,
         paired,
         oracle_p,
+        calibration: calibrated,
     })
 }
 
 impl Results {
     /// The oracle held to the false alarms `policy` raised on the good releases of
-    /// `condition` (index into [`Condition::ALL`]): the threshold on its p-value below which
-    /// exactly as many good releases fall (the next good p-value), and per class the share of
+    /// `condition` (index into [`Condition::ALL`]; for the sequential judge, the calibration
+    /// releases too): the threshold on its p-value below which exactly as many of those good
+    /// releases fall (the next good p-value), and per class the share of the corpus's
     /// releases it rolls back there, in percent. `None` without good releases.
     pub fn oracle_matched(&self, condition: usize, policy: Policy) -> Option<(f64, Vec<f64>)> {
         let good = Class::ALL.iter().position(|(c, _)| *c == Class::Good)?;
         let column = Policy::ALL.iter().position(|p| *p == policy)?;
-        let alarms = self.tallies.get(condition)?.get(good)?[column].rolled_back;
+        let mut alarms = self.tallies.get(condition)?.get(good)?[column].rolled_back;
         let mut p = self.oracle_p.get(condition)?.get(good)?.clone();
+        // The sequential judge's calibration releases join the corpus's good ones.
+        if policy == Policy::Sequential {
+            for (rolled_back, oracle) in self.calibration.get(condition).into_iter().flatten() {
+                alarms += usize::from(*rolled_back);
+                p.push(*oracle);
+            }
+        }
         if p.is_empty() {
             return None;
         }
@@ -705,18 +758,71 @@ impl Results {
         // Rolling back strictly below the (alarms + 1)-th smallest good p-value raises at
         // most `alarms` false alarms (fewer on ties); past every good release, any p-value.
         let threshold = p.get(alarms).copied().unwrap_or(f64::INFINITY);
+        let share = |ps: &[f64]| {
+            let k = ps.iter().filter(|v| **v < threshold).count();
+            if ps.is_empty() {
+                f64::NAN
+            } else {
+                100.0 * k as f64 / ps.len() as f64
+            }
+        };
         let shares = self.oracle_p[condition]
             .iter()
-            .map(|ps| {
-                let k = ps.iter().filter(|v| **v < threshold).count();
-                if ps.is_empty() {
-                    f64::NAN
-                } else {
-                    100.0 * k as f64 / ps.len() as f64
-                }
-            })
+            .enumerate()
+            // The good row: over every good release the threshold was set on.
+            .map(|(ki, ps)| if ki == good { share(&p) } else { share(ps) })
             .collect();
         Some((threshold, shares))
+    }
+
+    /// The sequential judge's false alarms on the good releases of `condition`, the corpus's
+    /// and the calibration's: `(rolled back, releases)`.
+    pub fn sequential_false_alarms(&self, condition: usize) -> (usize, usize) {
+        let good = Class::ALL
+            .iter()
+            .position(|(c, _)| *c == Class::Good)
+            .unwrap_or(0);
+        let column = Policy::ALL
+            .iter()
+            .position(|p| *p == Policy::Sequential)
+            .unwrap_or(0);
+        let corpus = self
+            .tallies
+            .get(condition)
+            .and_then(|row| row.get(good))
+            .map_or((0, 0), |t| (t[column].rolled_back, t[column].releases));
+        let extra = self.calibration.get(condition).map_or((0, 0), |c| {
+            (
+                c.iter().filter(|(rolled_back, _)| *rolled_back).count(),
+                c.len(),
+            )
+        });
+        (corpus.0 + extra.0, corpus.1 + extra.1)
+    }
+
+    /// One Markdown row per condition: the sequential judge's false alarms over every good
+    /// release (corpus and calibration), with a 95% interval, and the oracle's p-value threshold
+    /// at them.
+    pub fn false_alarm_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "| condition | good releases | sequential judge's false alarms (95% interval) | oracle held to them: p < |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for (ci, condition) in Condition::ALL.iter().enumerate() {
+            let (k, n) = self.sequential_false_alarms(ci);
+            let (p, lo, hi) = wilson(k, n);
+            let threshold = self
+                .oracle_matched(ci, Policy::Sequential)
+                .map_or_else(|| "–".to_string(), |(t, _)| format!("{t:.2e}"));
+            let _ = writeln!(
+                out,
+                "| {} | {n} | {p:.2}% ({lo:.2}–{hi:.2}) · {k} | {threshold} |",
+                condition.as_str()
+            );
+        }
+        out
     }
 
     /// Checks to the same verdict on the releases both decided alike: thresholds against the
@@ -888,6 +994,7 @@ mod tests {
                 tallies,
                 paired: Vec::new(),
                 oracle_p,
+                calibration: Vec::new(),
             }
         };
         // No false alarm: below the smallest good p-value.

@@ -25,7 +25,14 @@
 //! interval they leave it on (a deploy elsewhere, the time of day), the canary is compared with
 //! the concurrent primary alone. A latency baseline also picks the bucket bound of the test:
 //! the one whose share of the primary's requests above it is nearest to `1 − quantile`, set
-//! before the canary served anything.
+//! before the canary served anything (and kept when the canary is compared with the
+//! concurrent primary alone: "slow" then means the same in every interval).
+//!
+//! **Compared with the concurrent primary alone**, the swings of the two deployments'
+//! shares from interval to interval are measured from the release's few intervals, so the
+//! test's statistic is judged against Student's t ([`super::spending::Swings::Measured`]);
+//! with a baseline, the swings cannot exceed twice the primary's baseline swings, and the
+//! normal test at that ceiling is used when it says more.
 //!
 //! Too little data is "not yet decided" (not a failure) while the canary is younger than the
 //! judge's window, and "no data" (a failure) after. A sequential test that has not crossed is
@@ -40,7 +47,7 @@ use super::judge::{
     MetricConfig, MetricVerdict,
 };
 use super::sequential::{above, conditional_p, slow_above, slow_requests, tail_pivot, Trial};
-use super::spending::{calendar, excess_variance, spending_test, SpendingTest, GAMMA};
+use super::spending::{calendar, excess_variance, spending_test, SpendingTest, Swings, GAMMA};
 
 /// How the judge weighs a release's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -170,13 +177,7 @@ pub fn classify_history(
     let verdict = if has_histogram {
         if options.method == Method::Sequential && upward {
             let (test, against) = sequential_test(config, history, baseline, options, true);
-            sequential(
-                config,
-                verdict,
-                &test,
-                "requests slower than the pooled quantile's bucket",
-                &against,
-            )
+            sequential(config, verdict, &test, "slow requests", &against)
         } else {
             windowed_histogram(config, verdict, recent)
         }
@@ -233,28 +234,52 @@ fn sequential_test(
     histogram: bool,
 ) -> (SpendingTest, String) {
     let times = clock(history, options);
-    let run = |trials: &[Trial], kappa: Option<f64>| {
+    let run = |trials: &[Trial], swings: Swings| {
         spending_test(
             trials,
             1.0 + config.effect_floor,
             config.alpha,
             &times,
             GAMMA,
-            kappa,
+            swings,
         )
     };
     match against_baseline(config, history, baseline, options, histogram, &run) {
         Ok(done) => done,
-        Err(against) => {
-            let trials = if histogram {
-                histogram_trials(history, Bound::Pooled(config.quantile))
-            } else {
-                count_trials(history)
+        Err(Alone {
+            against,
+            ceiling,
+            pivot,
+        }) => {
+            let trials = match (histogram, pivot) {
+                // The baseline's bound, set before the canary served: the same "slow" in every
+                // interval (the pooled quantile's bucket moves with the weight when the canary
+                // is slower, and its ratio with it).
+                (true, Some(le)) => histogram_trials(history, Bound::Fixed(le)),
+                (true, None) => histogram_trials(history, Bound::Pooled(config.quantile)),
+                (false, _) => count_trials(history),
             };
-            (run(&trials, None), against)
+            (run(&trials, Swings::Measured { ceiling }), against)
         }
     }
 }
+
+/// The canary compared with the concurrent primary alone: how that is described, and the most
+/// the two deployments' swings can add (twice the primary's baseline `κ`: neither swings more
+/// than the primary did in all), when a steady baseline measured it.
+struct Alone {
+    against: String,
+    ceiling: Option<f64>,
+    /// A latency baseline's bucket bound: slow requests are those above it.
+    pivot: Option<f64>,
+}
+
+/// The concurrent primary, slow requests counted above each interval's pooled quantile's bucket.
+const POOLED: &str = "the primary (slow: above each interval's pooled quantile's bucket)";
+
+/// The swings of a comparison with the concurrent primary can reach at most this many times the
+/// primary's baseline `κ` (its own swings, and the canary's, each at most all of the primary's).
+const CEILING_FACTOR: f64 = 2.0;
 
 /// [`sequential_test`] with the baseline on the primary's side, or `Err` with what the canary
 /// is compared with instead (the concurrent primary alone: no usable baseline, a baseline less
@@ -265,15 +290,30 @@ fn against_baseline(
     baseline: &[Interval],
     options: &HistoryOptions,
     histogram: bool,
-    run: &dyn Fn(&[Trial], Option<f64>) -> SpendingTest,
-) -> Result<(SpendingTest, String), String> {
-    let alone = || "the primary".to_string();
+    run: &dyn Fn(&[Trial], Swings) -> SpendingTest,
+) -> Result<(SpendingTest, String), Alone> {
     // The baseline's events per interval: errors, or requests above its own quantile's bound.
     let pivot = if histogram {
         let pooled = sum_histograms(baseline.iter().map(|i| &i.primary));
-        Some(tail_pivot(&pooled, config.quantile).ok_or_else(alone)?)
+        Some(tail_pivot(&pooled, config.quantile).ok_or_else(|| Alone {
+            against: POOLED.to_string(),
+            ceiling: None,
+            pivot: None,
+        })?)
     } else {
         None
+    };
+    let alone = || Alone {
+        against: match pivot {
+            Some(le) => format!(
+                "the primary (slow: above {}s, its baseline's bucket nearest the quantile)",
+                number(le)
+            ),
+            None if histogram => POOLED.to_string(),
+            None => "the primary".to_string(),
+        },
+        ceiling: None,
+        pivot,
     };
     let events = |o: &Observation| -> Option<(f64, f64)> {
         match (o, pivot) {
@@ -306,7 +346,10 @@ fn against_baseline(
         }
     }
     if by_baseline <= by_primary {
-        return Err(alone());
+        return Err(Alone {
+            ceiling: Some(CEILING_FACTOR * kappa),
+            ..alone()
+        });
     }
     let spread = |m: f64| m * (1.0 + kappa * m);
     let base_var: f64 = base.iter().map(|b| spread(rate * b.1)).sum::<f64>() / base_events.powi(2);
@@ -330,7 +373,7 @@ fn against_baseline(
         Some(le) => histogram_trials(&augmented, Bound::Fixed(le)),
         None => count_trials(&augmented),
     };
-    let with = run(&trials, Some(kappa));
+    let with = run(&trials, Swings::Known(kappa));
     let against = match pivot {
         Some(le) => format!(
             "the primary and its {} intervals before the analysis (slow: above {}s, its \
@@ -344,9 +387,10 @@ fn against_baseline(
         ),
     };
     match drift {
-        Some(at) if with.decided_at.map_or(true, |d| d >= at) => Err(format!(
-            "the primary alone (its rate left its baseline's at interval {at})"
-        )),
+        Some(at) if with.decided_at.map_or(true, |d| d >= at) => Err(Alone {
+            against: format!("the primary alone (its rate left its baseline's at interval {at})"),
+            ..alone()
+        }),
         _ => Ok((with, against)),
     }
 }
@@ -876,6 +920,42 @@ mod tests {
             &with_before(60),
         );
         assert!(v.reason.contains("against the primary ("), "{}", v.reason);
+    }
+
+    #[test]
+    fn a_slower_canary_beside_a_swinging_baseline_is_judged_above_the_baselines_bound() {
+        // The primary's minutes before the release swing between two latency profiles (10% and
+        // 20% above 0.1 s): the concurrent primary is the comparison, with "slow" still the
+        // baseline's bound (0.1 s), whatever the canary's weight does to the pooled quantile.
+        let latency = MetricConfig::new("latency", Measure::Latency);
+        let bounds = [0.025, 0.05, 0.1, 0.25, f64::INFINITY];
+        let h = |fractions: [f64; 5], n: f64| Observation::Histogram {
+            buckets: bounds
+                .iter()
+                .zip(fractions)
+                .map(|(le, f)| (*le, (f * n).round() as u64))
+                .collect(),
+        };
+        let (fast, slower) = ([0.5, 0.8, 0.9, 0.99, 1.0], [0.3, 0.6, 0.8, 0.97, 1.0]);
+        let baseline = (0..60).map(|i| Interval {
+            canary: Observation::Missing,
+            primary: h(if i % 2 == 0 { fast } else { slower }, 2000.0),
+        });
+        let release = (1..=5).map(|i| Interval {
+            canary: h([0.05, 0.1, 0.2, 0.6, 1.0], 100.0 * f64::from(i)),
+            primary: h(fast, 1000.0 - 100.0 * f64::from(i)),
+        });
+        let history: Vec<Interval> = baseline.chain(release).collect();
+        let v = classify_history(&latency, &history, &with_before(60));
+        assert_eq!(v.classification, Classification::High, "{}", v.reason);
+        assert!(
+            v.reason.contains("against the primary (slow: above 0.1s"),
+            "{}",
+            v.reason
+        );
+        // 80% of the canary's 1,500 requests above 0.1 s (the pooled quantile's bucket would
+        // have moved to 0.25 s from the 40% step on, and counted 40% of them there).
+        assert!(v.reason.contains("1200 canary events"), "{}", v.reason);
     }
 
     #[test]
