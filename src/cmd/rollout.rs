@@ -340,7 +340,8 @@ fn run_release(
             }
         }
         drop(stop);
-        let release = runner::Release::new(policy, names.clone());
+        // The release's schedule starts with the command: its ticks keep to a grid from here.
+        let release = runner::Release::new(policy, names.clone()).since(started_at);
         // One reader of every canary's `aviary abort`/`promote` requests for the release.
         let controls = runner::Controls::start(
             client.clone(),

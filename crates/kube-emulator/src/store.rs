@@ -286,6 +286,27 @@ impl State {
         }
     }
 
+    /// The objects of a namespace whose `metadata.ownerReferences` name `uid`, as shares of
+    /// their stored versions (no copies: a controller reads them and writes new ones).
+    pub(crate) fn owned_by(&self, key: &StorageKey, ns: &str, uid: &str) -> Vec<Arc<Value>> {
+        let Some(m) = self.objects.get(key) else {
+            return Vec::new();
+        };
+        m.range((ns.to_string(), String::new())..)
+            .take_while(|((ons, _), _)| ons == ns)
+            .map(|(_, v)| v)
+            .filter(|o| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+                    })
+            })
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn history(&self, rt: &Rt, ns: &str, name: &str) -> Vec<Value> {
         self.history
             .get(&(
@@ -804,11 +825,10 @@ impl State {
         }
         let old = self
             .get(rt, ns_key, name)
-            .cloned()
             .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
+        let mut target = State::render(rt, old);
         let patch: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-        let mut target = State::render(rt, &old);
         match ct {
             "application/json-patch+json" => {
                 let ops: json_patch::Patch = serde_json::from_value(patch)

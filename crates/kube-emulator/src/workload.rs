@@ -13,21 +13,6 @@ fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Copies of the objects owned by `uid`.
-fn owned_by<'a>(objs: impl IntoIterator<Item = &'a Value>, uid: &str) -> Vec<Value> {
-    objs.into_iter()
-        .filter(|o| {
-            o.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|refs| {
-                    refs.iter()
-                        .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                })
-        })
-        .cloned()
-        .collect()
-}
-
 fn owner_ref(kind: &str, api_version: &str, obj: &Value) -> Value {
     json!([{
         "apiVersion": api_version,
@@ -60,11 +45,11 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
 
     let rs_key: StorageKey = ("apps".into(), "replicasets".into());
     let pod_key: StorageKey = (String::new(), "pods".into());
-    let owned_rs = owned_by(st.list(&rs_key, Some(&ns)), &uid);
+    let owned_rs = st.owned_by(&rs_key, &ns, &uid);
 
     // The current ReplicaSet.
     let current = match owned_rs.iter().find(|r| s(r, "/metadata/name") == rs_name) {
-        Some(r) => r.clone(),
+        Some(r) => Value::clone(r),
         None => {
             let mut template = deploy
                 .pointer("/spec/template")
@@ -106,6 +91,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
     // same stale copy, which would be a resourceVersion conflict.)
     let older = owned_rs
         .iter()
+        .map(|rs| &**rs)
         .filter(|rs| s(rs, "/metadata/name") != rs_name);
     for rs in older.chain(std::iter::once(&current)) {
         let want = if s(rs, "/metadata/name") == rs_name {
@@ -127,7 +113,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
     }
 
     // Pods.
-    for rs in &owned_by(st.list(&rs_key, Some(&ns)), &uid) {
+    for rs in &st.owned_by(&rs_key, &ns, &uid) {
         let rs_uid = s(rs, "/metadata/uid").to_string();
         let name = s(rs, "/metadata/name").to_string();
         let want = rs
@@ -135,7 +121,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .max(0) as usize;
-        let mine = owned_by(st.list(&pod_key, Some(&ns)), &rs_uid);
+        let mine = st.owned_by(&pod_key, &ns, &rs_uid);
         for extra in mine.iter().skip(want) {
             let pod_name = s(extra, "/metadata/name").to_string();
             let _ = st.delete(&pod_rt, &ns, &pod_name, &DeleteOpts::default(), &ctx);

@@ -299,18 +299,29 @@ async fn drive(
     let mut ticks = 0u64;
     let mut readiness_poll = FIRST_READINESS_POLL;
     let member = shell.canary.qualified_name();
-    // The canaries of a release start their ticks spread over a moment, not all at once.
-    if let Some(release) = &options.release {
-        let wait = release.stagger(&member, interval);
-        if !wait.is_zero() {
-            tracing::debug!("first tick in {} ms (staggered start)", wait.as_millis());
-            tokio::time::sleep(wait).await;
+    // The canaries of a release start their ticks spread over a moment, not all at once, on a
+    // grid from the release's start.
+    let mut first_tick_at = options
+        .release
+        .as_ref()
+        .map(|release| release.first_tick_at(&member, interval));
+    if let Some(at) = first_tick_at {
+        let now = Instant::now();
+        if at > now {
+            tracing::debug!(
+                "first tick in {} ms (staggered start)",
+                (at - now).as_millis()
+            );
+            tokio::time::sleep_until(at).await;
         }
     }
     loop {
-        // Ticks keep to the interval from when each one started, so the time a tick spends on
-        // the cluster and the metrics does not add up over a release.
-        let tick_started = Instant::now();
+        // Ticks keep to the interval from when each one started (the first, of a release, from
+        // when it was due), so the time a tick spends on the cluster and the metrics does not
+        // add up over a release.
+        let tick_started = first_tick_at
+            .take()
+            .map_or_else(Instant::now, |due| due.min(Instant::now()));
         // A new revision applied while we run restarts the analysis, as in Flagger.
         (shell.tick_target, shell.tick_primary, shell.primary_read) = (None, None, None);
         let read = match shell.take_begin_read() {

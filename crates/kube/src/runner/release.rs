@@ -58,6 +58,9 @@ pub struct Release {
     members: Arc<Mutex<Members>>,
     /// Bumped on every change a waiting runner may act on (a pass, a leave, a failure).
     changes: Arc<watch::Sender<u64>>,
+    /// When the release began (when this was made, or earlier: [`Release::since`]): every
+    /// member's ticks keep to a grid from here ([`Release::first_tick_at`]).
+    started: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Release {
@@ -80,7 +83,23 @@ impl Release {
                 ..Members::default()
             })),
             changes: Arc::new(watch::channel(0).0),
+            started: tokio::time::Instant::now(),
         }
+    }
+
+    /// The release began at `started` (the command's start, before its Leases and its
+    /// target were applied), not when this was made: the grid of ticks starts there.
+    pub fn since(mut self, started: tokio::time::Instant) -> Release {
+        self.started = started.min(self.started);
+        self
+    }
+
+    /// When `member`'s first tick is due: the release's start plus its [`Release::stagger`].
+    /// Its later ticks follow the interval from there, so the moment a runner spends getting
+    /// ready (its first reads, on an API server busy with every other member's) does not push
+    /// its whole schedule back: the release ends on its plan, not that much later.
+    pub fn first_tick_at(&self, member: &str, interval: Duration) -> tokio::time::Instant {
+        self.started + self.stagger(member, interval)
     }
 
     pub fn policy(&self) -> Policy {
@@ -268,6 +287,11 @@ mod tests {
         assert_eq!(at("nobody", 10), Duration::ZERO);
         let alone = Release::new(Policy::AllOrNothing, ["a".to_string()]);
         assert_eq!(alone.stagger("a", Duration::from_secs(60)), Duration::ZERO);
+        // The grid starts with the release, not with each runner's first tick.
+        assert_eq!(
+            r.first_tick_at("c", Duration::from_secs(50)) - r.started,
+            Duration::from_millis(500)
+        );
     }
 
     #[test]
