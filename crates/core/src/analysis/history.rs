@@ -922,28 +922,33 @@ mod tests {
         assert!(v.reason.contains("against the primary ("), "{}", v.reason);
     }
 
+    /// `n` requests in buckets of 25, 50, 100 and 250 ms and +inf, `fractions` of them at or
+    /// below each bound.
+    fn histogram(fractions: [f64; 5], n: f64) -> Observation {
+        let bounds = [0.025, 0.05, 0.1, 0.25, f64::INFINITY];
+        Observation::Histogram {
+            buckets: bounds
+                .iter()
+                .zip(fractions)
+                .map(|(le, f)| (*le, (f * n).round() as u64))
+                .collect(),
+        }
+    }
+
     #[test]
     fn a_slower_canary_beside_a_swinging_baseline_is_judged_above_the_baselines_bound() {
         // The primary's minutes before the release swing between two latency profiles (10% and
         // 20% above 0.1 s): the concurrent primary is the comparison, with "slow" still the
         // baseline's bound (0.1 s), whatever the canary's weight does to the pooled quantile.
         let latency = MetricConfig::new("latency", Measure::Latency);
-        let bounds = [0.025, 0.05, 0.1, 0.25, f64::INFINITY];
-        let h = |fractions: [f64; 5], n: f64| Observation::Histogram {
-            buckets: bounds
-                .iter()
-                .zip(fractions)
-                .map(|(le, f)| (*le, (f * n).round() as u64))
-                .collect(),
-        };
         let (fast, slower) = ([0.5, 0.8, 0.9, 0.99, 1.0], [0.3, 0.6, 0.8, 0.97, 1.0]);
         let baseline = (0..60).map(|i| Interval {
             canary: Observation::Missing,
-            primary: h(if i % 2 == 0 { fast } else { slower }, 2000.0),
+            primary: histogram(if i % 2 == 0 { fast } else { slower }, 2000.0),
         });
         let release = (1..=5).map(|i| Interval {
-            canary: h([0.05, 0.1, 0.2, 0.6, 1.0], 100.0 * f64::from(i)),
-            primary: h(fast, 1000.0 - 100.0 * f64::from(i)),
+            canary: histogram([0.05, 0.1, 0.2, 0.6, 1.0], 100.0 * f64::from(i)),
+            primary: histogram(fast, 1000.0 - 100.0 * f64::from(i)),
         });
         let history: Vec<Interval> = baseline.chain(release).collect();
         let v = classify_history(&latency, &history, &with_before(60));
@@ -986,19 +991,11 @@ mod tests {
     #[test]
     fn a_slower_histogram_is_a_regression() {
         let latency = MetricConfig::new("latency", Measure::Latency);
-        let bounds = [0.025, 0.05, 0.1, 0.25, f64::INFINITY];
-        let h = |fractions: [f64; 5], n: f64| Observation::Histogram {
-            buckets: bounds
-                .iter()
-                .zip(fractions)
-                .map(|(le, f)| (*le, (f * n).round() as u64))
-                .collect(),
-        };
         let good = [0.5, 0.8, 0.9, 0.99, 1.0];
         let slow = [0.3, 0.6, 0.8, 0.97, 1.0];
         let interval = |canary| Interval {
-            canary: h(canary, 400.0),
-            primary: h(good, 1600.0),
+            canary: histogram(canary, 400.0),
+            primary: histogram(good, 1600.0),
         };
         let history = vec![interval(slow); 3];
         for method in [Method::Sequential, Method::FixedWindow] {
