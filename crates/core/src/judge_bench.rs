@@ -741,16 +741,7 @@ impl Results {
     /// releases it rolls back there, in percent. `None` without good releases.
     pub fn oracle_matched(&self, condition: usize, policy: Policy) -> Option<(f64, Vec<f64>)> {
         let good = Class::ALL.iter().position(|(c, _)| *c == Class::Good)?;
-        let column = Policy::ALL.iter().position(|p| *p == policy)?;
-        let mut alarms = self.tallies.get(condition)?.get(good)?[column].rolled_back;
-        let mut p = self.oracle_p.get(condition)?.get(good)?.clone();
-        // The sequential judge's calibration releases join the corpus's good ones.
-        if policy == Policy::Sequential {
-            for (rolled_back, oracle) in self.calibration.get(condition).into_iter().flatten() {
-                alarms += usize::from(*rolled_back);
-                p.push(*oracle);
-            }
-        }
+        let (alarms, mut p) = self.good_releases(condition, policy)?;
         if p.is_empty() {
             return None;
         }
@@ -775,29 +766,28 @@ impl Results {
         Some((threshold, shares))
     }
 
+    /// The good releases of `condition` that `policy` decided (the corpus's; for the
+    /// sequential judge, the calibration's too): how many it rolled back, and each one's
+    /// [`Scenario::oracle_p`]. `None` for a condition or policy the tallies do not have.
+    fn good_releases(&self, condition: usize, policy: Policy) -> Option<(usize, Vec<f64>)> {
+        let good = Class::ALL.iter().position(|(c, _)| *c == Class::Good)?;
+        let column = Policy::ALL.iter().position(|p| *p == policy)?;
+        let mut alarms = self.tallies.get(condition)?.get(good)?[column].rolled_back;
+        let mut p = self.oracle_p.get(condition)?.get(good)?.clone();
+        if policy == Policy::Sequential {
+            for (rolled_back, oracle) in self.calibration.get(condition).into_iter().flatten() {
+                alarms += usize::from(*rolled_back);
+                p.push(*oracle);
+            }
+        }
+        Some((alarms, p))
+    }
+
     /// The sequential judge's false alarms on the good releases of `condition`, the corpus's
     /// and the calibration's: `(rolled back, releases)`.
     pub fn sequential_false_alarms(&self, condition: usize) -> (usize, usize) {
-        let good = Class::ALL
-            .iter()
-            .position(|(c, _)| *c == Class::Good)
-            .unwrap_or(0);
-        let column = Policy::ALL
-            .iter()
-            .position(|p| *p == Policy::Sequential)
-            .unwrap_or(0);
-        let corpus = self
-            .tallies
-            .get(condition)
-            .and_then(|row| row.get(good))
-            .map_or((0, 0), |t| (t[column].rolled_back, t[column].releases));
-        let extra = self.calibration.get(condition).map_or((0, 0), |c| {
-            (
-                c.iter().filter(|(rolled_back, _)| *rolled_back).count(),
-                c.len(),
-            )
-        });
-        (corpus.0 + extra.0, corpus.1 + extra.1)
+        self.good_releases(condition, Policy::Sequential)
+            .map_or((0, 0), |(alarms, p)| (alarms, p.len()))
     }
 
     /// One Markdown row per condition: the sequential judge's false alarms over every good

@@ -107,13 +107,26 @@ const MAX_REQUESTS: usize = 100_000;
 
 /// The objects of one type in namespace `ns`: keys sort by namespace first, so they are one
 /// range of the type's map.
+/// One stored object of a type's map: its (namespace, name) and its current version.
+type Stored<'a> = (&'a (String, String), &'a Arc<Value>);
+
 fn in_namespace(
     objs: &BTreeMap<(String, String), Arc<Value>>,
     ns: String,
-) -> impl Iterator<Item = (&(String, String), &Value)> {
+) -> impl Iterator<Item = Stored<'_>> {
     objs.range((ns.clone(), String::new())..)
         .take_while(move |((ons, _), _)| *ons == ns)
-        .map(|(id, v)| (id, &**v))
+}
+
+/// Whether `obj`'s `metadata.ownerReferences` name the owner `uid`.
+fn owned_by_uid(obj: &Value, uid: &str) -> bool {
+    meta(obj)
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
+        })
 }
 
 fn meta(obj: &Value) -> Option<&Map<String, Value>> {
@@ -281,7 +294,7 @@ impl State {
             None => Vec::new(),
             Some(m) => match ns {
                 None => m.values().map(|v| &**v).collect(),
-                Some(n) => in_namespace(m, n.to_string()).map(|(_, v)| v).collect(),
+                Some(n) => in_namespace(m, n.to_string()).map(|(_, v)| &**v).collect(),
             },
         }
     }
@@ -292,17 +305,9 @@ impl State {
         let Some(m) = self.objects.get(key) else {
             return Vec::new();
         };
-        m.range((ns.to_string(), String::new())..)
-            .take_while(|((ons, _), _)| ons == ns)
+        in_namespace(m, ns.to_string())
             .map(|(_, v)| v)
-            .filter(|o| {
-                o.pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-                    })
-            })
+            .filter(|o| owned_by_uid(o, uid))
             .cloned()
             .collect()
     }
@@ -1091,22 +1096,14 @@ impl State {
             .to_string();
         let mut dependents = Vec::new();
         for (key, objs) in &self.objects {
-            let candidates: Box<dyn Iterator<Item = (&(String, String), &Value)>> =
-                if owner_ns.is_empty() {
-                    Box::new(objs.iter().map(|(id, v)| (id, &**v)))
-                } else {
-                    Box::new(in_namespace(objs, owner_ns.clone()))
-                };
+            let candidates: Box<dyn Iterator<Item = Stored<'_>>> = if owner_ns.is_empty() {
+                Box::new(objs.iter())
+            } else {
+                Box::new(in_namespace(objs, owner_ns.clone()))
+            };
             for ((ons, oname), obj) in candidates {
-                let owned = meta(obj)
-                    .and_then(|m| m.get("ownerReferences"))
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter()
-                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
-                    });
-                if owned {
-                    dependents.push((key.clone(), ons.clone(), oname.clone(), obj.clone()));
+                if owned_by_uid(obj, &uid) {
+                    dependents.push((key.clone(), ons.clone(), oname.clone(), Value::clone(obj)));
                 }
             }
         }

@@ -274,8 +274,27 @@ struct Alone {
     pivot: Option<f64>,
 }
 
-/// The concurrent primary, slow requests counted above each interval's pooled quantile's bucket.
-const POOLED: &str = "the primary (slow: above each interval's pooled quantile's bucket)";
+impl Alone {
+    /// The concurrent primary, slow requests (for a histogram) counted above the baseline's
+    /// bound `pivot`, else above each interval's pooled quantile's bucket; no ceiling.
+    fn new(histogram: bool, pivot: Option<f64>) -> Alone {
+        let against = match pivot {
+            Some(le) => format!(
+                "the primary (slow: above {}s, its baseline's bucket nearest the quantile)",
+                number(le)
+            ),
+            None if histogram => {
+                "the primary (slow: above each interval's pooled quantile's bucket)".to_string()
+            }
+            None => "the primary".to_string(),
+        };
+        Alone {
+            against,
+            ceiling: None,
+            pivot,
+        }
+    }
+}
 
 /// The swings of a comparison with the concurrent primary can reach at most this many times the
 /// primary's baseline `κ` (its own swings, and the canary's, each at most all of the primary's).
@@ -295,26 +314,11 @@ fn against_baseline(
     // The baseline's events per interval: errors, or requests above its own quantile's bound.
     let pivot = if histogram {
         let pooled = sum_histograms(baseline.iter().map(|i| &i.primary));
-        Some(tail_pivot(&pooled, config.quantile).ok_or_else(|| Alone {
-            against: POOLED.to_string(),
-            ceiling: None,
-            pivot: None,
-        })?)
+        Some(tail_pivot(&pooled, config.quantile).ok_or_else(|| Alone::new(histogram, None))?)
     } else {
         None
     };
-    let alone = || Alone {
-        against: match pivot {
-            Some(le) => format!(
-                "the primary (slow: above {}s, its baseline's bucket nearest the quantile)",
-                number(le)
-            ),
-            None if histogram => POOLED.to_string(),
-            None => "the primary".to_string(),
-        },
-        ceiling: None,
-        pivot,
-    };
+    let alone = || Alone::new(histogram, pivot);
     let events = |o: &Observation| -> Option<(f64, f64)> {
         match (o, pivot) {
             (Observation::Counts { errors, total }, None) if errors <= total => {

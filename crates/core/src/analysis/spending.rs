@@ -522,12 +522,13 @@ pub fn spending_test(
         ended = time >= 1.0;
         out.looks += 1;
         let raw = out.canary_events as f64 - out.expected;
+        // The dispersion the baseline's swings add (or at most add): each interval's variance
+        // grows by κ·μ² (see [`excess_variance`]).
+        let widened = 1.0 + extra / out.expected.max(f64::MIN_POSITIVE);
         let excess = match swings {
-            // Known from the baseline: each interval's variance grows by κ·μ² (see
-            // [`excess_variance`]).
             Swings::Known(_) => {
-                out.dispersion = 1.0 + extra / out.expected.max(f64::MIN_POSITIVE);
-                raw / out.dispersion.sqrt()
+                out.dispersion = widened;
+                raw / widened.sqrt()
             }
             // Estimated from these intervals: the standardized excess is a t statistic, put on
             // the lattice's normal scale at the same tail probability, and never past the
@@ -540,11 +541,10 @@ pub fn spending_test(
                     let binomial = raw / null_variance.sqrt();
                     let mut z = t_as_normal(raw / (phi * null_variance).sqrt(), nu).min(binomial);
                     if ceiling.is_some() {
-                        let most = 1.0 + extra / out.expected.max(f64::MIN_POSITIVE);
-                        let at_most = raw / (most * null_variance).sqrt();
+                        let at_most = raw / (widened * null_variance).sqrt();
                         if at_most > z {
                             z = at_most;
-                            out.dispersion = most;
+                            out.dispersion = widened;
                         }
                     }
                     z * null_variance.sqrt()
@@ -855,25 +855,20 @@ mod tests {
             primary_events: 2,
             primary_requests: 50,
         };
-        let steps = vec![step(4); 10_000];
-        let t = spending_test(
-            &steps,
-            1.0,
-            0.005,
-            &calendar(&steps, 10_000),
-            GAMMA,
-            UNKNOWN,
-        );
+        let run = |canary: u64| {
+            let steps = vec![step(canary); 10_000];
+            spending_test(
+                &steps,
+                1.0,
+                0.005,
+                &calendar(&steps, 10_000),
+                GAMMA,
+                UNKNOWN,
+            )
+        };
+        let t = run(4);
         assert!(t.regression && t.looks <= LOOKS + 1, "{t:?}");
-        let steps = vec![step(2); 10_000];
-        let t = spending_test(
-            &steps,
-            1.0,
-            0.005,
-            &calendar(&steps, 10_000),
-            GAMMA,
-            UNKNOWN,
-        );
+        let t = run(2);
         assert!(!t.regression && t.complete, "{t:?}");
         assert_eq!(t.looks, LOOKS + 1, "{t:?}");
         assert_eq!(t.canary_events, 20_000);
