@@ -193,8 +193,11 @@ impl Deployment {
             .map_err(|e| format!("GITHUB_API_URL {api:?}: {e}"))?
             .personal_token(req.token)
             .set_connect_timeout(Some(aviary_kube::http::CONNECT_TIMEOUT))
-            .set_read_timeout(Some(req.deadline))
-            .set_write_timeout(Some(req.deadline))
+            // Past the deadline (which `post` enforces around the call, retries included): a
+            // read timeout at the deadline itself raced it, and its retry sent the request
+            // once more just before the deadline dropped it.
+            .set_read_timeout(Some(req.deadline.saturating_mul(2)))
+            .set_write_timeout(Some(req.deadline.saturating_mul(2)))
             // One immediate retry of a failed connection or a 5xx; the deadline bounds both.
             .add_retry_config(octocrab::service::middleware::retry::RetryConfig::Simple(1))
             .build()
