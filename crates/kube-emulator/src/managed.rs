@@ -371,7 +371,7 @@ fn parse_node(v: &Value, path: &mut Path, out: &mut FieldSet) {
 }
 
 /// One `metadata.managedFields` entry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub manager: String,
     pub operation: String,
@@ -379,9 +379,58 @@ pub(crate) struct Entry {
     pub time: String,
     pub subresource: Option<String>,
     pub fields: FieldSet,
+    /// The `fieldsV1` the entry was read from ([`take_entries`]), while `fields` is unchanged
+    /// (whatever changes them drops it): written back as it was, not rendered again (most
+    /// entries of an object stay as they are through a write).
+    pub raw: Option<Value>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.manager == other.manager
+            && self.operation == other.operation
+            && self.api_version == other.api_version
+            && self.time == other.time
+            && self.subresource == other.subresource
+            && self.fields == other.fields
+    }
 }
 
 impl Entry {
+    fn new(
+        manager: &str,
+        operation: &str,
+        api_version: &str,
+        now: &str,
+        subresource: Option<&str>,
+        fields: FieldSet,
+    ) -> Entry {
+        Entry {
+            manager: manager.to_string(),
+            operation: operation.to_string(),
+            api_version: api_version.to_string(),
+            time: now.to_string(),
+            subresource: subresource.map(String::from),
+            fields,
+            raw: None,
+        }
+    }
+
+    /// Its fields, to change them (the `fieldsV1` it was read from no longer holds).
+    fn fields_mut(&mut self) -> &mut FieldSet {
+        self.raw = None;
+        &mut self.fields
+    }
+
+    /// Keeps the fields `keep` says to keep.
+    fn retain_fields(&mut self, keep: impl Fn(&Path) -> bool) {
+        let before = self.fields.len();
+        self.fields.retain(|p| keep(p));
+        if self.fields.len() != before {
+            self.raw = None;
+        }
+    }
+
     pub(crate) fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
         self.manager == manager
             && self.operation == operation
@@ -389,6 +438,7 @@ impl Entry {
     }
 }
 
+/// The `metadata.managedFields` of `obj`.
 pub(crate) fn parse_entries(obj: &Value) -> Vec<Entry> {
     let Some(items) = obj
         .pointer("/metadata/managedFields")
@@ -396,51 +446,74 @@ pub(crate) fn parse_entries(obj: &Value) -> Vec<Entry> {
     else {
         return Vec::new();
     };
+    items.iter().map(parse_entry).collect()
+}
+
+/// The `metadata.managedFields` of `obj`, taken out of it: each entry keeps the `fieldsV1` it
+/// was read from, to be written back as it was while its fields do not change.
+pub(crate) fn take_entries(obj: &mut Value) -> Vec<Entry> {
+    let Some(Value::Array(items)) = obj
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("managedFields"))
+    else {
+        return Vec::new();
+    };
     items
-        .iter()
-        .map(|e| Entry {
-            manager: e
-                .get("manager")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            operation: e
-                .get("operation")
-                .and_then(Value::as_str)
-                .unwrap_or("Update")
-                .to_string(),
-            api_version: e
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            time: e
-                .get("time")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            subresource: e
-                .get("subresource")
-                .and_then(Value::as_str)
-                .map(String::from),
-            fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+        .into_iter()
+        .map(|mut item| {
+            let mut e = parse_entry(&item);
+            e.raw = item.get_mut("fieldsV1").map(Value::take);
+            e
         })
         .collect()
 }
 
-pub(crate) fn render_entries(entries: &[Entry]) -> Value {
+fn parse_entry(e: &Value) -> Entry {
+    Entry {
+        manager: e
+            .get("manager")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        operation: e
+            .get("operation")
+            .and_then(Value::as_str)
+            .unwrap_or("Update")
+            .to_string(),
+        api_version: e
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        time: e
+            .get("time")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        subresource: e
+            .get("subresource")
+            .and_then(Value::as_str)
+            .map(String::from),
+        fields: e.get("fieldsV1").map(from_fields_v1).unwrap_or_default(),
+        raw: None,
+    }
+}
+
+pub(crate) fn render_entries(entries: Vec<Entry>) -> Value {
     Value::Array(
         entries
-            .iter()
+            .into_iter()
             .filter(|e| !e.fields.is_empty())
             .map(|e| {
+                let fields = e.raw.unwrap_or_else(|| to_fields_v1(&e.fields));
                 let mut m = json!({
                     "manager": e.manager,
                     "operation": e.operation,
                     "apiVersion": e.api_version,
                     "time": e.time,
                     "fieldsType": "FieldsV1",
-                    "fieldsV1": to_fields_v1(&e.fields),
+                    "fieldsV1": fields,
                 });
                 if let Some(sub) = &e.subresource {
                     m["subresource"] = json!(sub);
@@ -503,9 +576,9 @@ pub(crate) fn record_update(
     let removed: FieldSet = old_leaves.difference(&new_leaves).cloned().collect();
     for e in entries.iter_mut() {
         if !e.is(manager, "Update", subresource) {
-            e.fields.retain(|p| !changed.contains(p));
+            e.retain_fields(|p| !changed.contains(p));
         }
-        e.fields.retain(|p| !removed.contains(p));
+        e.retain_fields(|p| !removed.contains(p));
     }
     if !changed.is_empty() {
         match entries
@@ -513,18 +586,18 @@ pub(crate) fn record_update(
             .find(|e| e.is(manager, "Update", subresource))
         {
             Some(e) => {
-                e.fields.extend(changed);
+                e.fields_mut().extend(changed);
                 e.time = now.to_string();
                 e.api_version = api_version.to_string();
             }
-            None => entries.push(Entry {
-                manager: manager.to_string(),
-                operation: "Update".into(),
-                api_version: api_version.to_string(),
-                time: now.to_string(),
-                subresource: subresource.map(String::from),
-                fields: changed,
-            }),
+            None => entries.push(Entry::new(
+                manager,
+                "Update",
+                api_version,
+                now,
+                subresource,
+                changed,
+            )),
         }
     }
     entries.retain(|e| !e.fields.is_empty());
@@ -582,7 +655,7 @@ pub(crate) fn apply(
         }
         for c in &conflicts {
             for e in entries.iter_mut().filter(|e| e.manager == c.manager) {
-                e.fields.remove(&c.path);
+                e.fields_mut().remove(&c.path);
             }
         }
     }
@@ -625,18 +698,18 @@ pub(crate) fn apply(
         Some(e) => {
             if e.fields != new_set {
                 e.time = now.to_string();
+                *e.fields_mut() = new_set;
             }
-            e.fields = new_set;
             e.api_version = api_version.to_string();
         }
-        None => entries.push(Entry {
-            manager: manager.to_string(),
-            operation: "Apply".into(),
-            api_version: api_version.to_string(),
-            time: now.to_string(),
-            subresource: subresource.map(String::from),
-            fields: new_set,
-        }),
+        None => entries.push(Entry::new(
+            manager,
+            "Apply",
+            api_version,
+            now,
+            subresource,
+            new_set,
+        )),
     }
     entries.retain(|e| !e.fields.is_empty());
     Ok(result)
@@ -806,14 +879,14 @@ mod tests {
     fn update_takes_changed_fields() {
         let old = json!({"spec": {"replicas": 1, "paused": false}});
         let new = json!({"spec": {"replicas": 2}});
-        let mut entries = vec![Entry {
-            manager: "a".into(),
-            operation: "Apply".into(),
-            api_version: "apps/v1".into(),
-            time: "t".into(),
-            subresource: None,
-            fields: leaves(&old, DEPLOY, MAIN),
-        }];
+        let mut entries = vec![Entry::new(
+            "a",
+            "Apply",
+            "apps/v1",
+            "t",
+            None,
+            leaves(&old, DEPLOY, MAIN),
+        )];
         record_update(
             Some(&old),
             &new,

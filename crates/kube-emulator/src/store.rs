@@ -26,8 +26,39 @@ pub(crate) struct Event {
     pub etype: &'static str,
     /// Shared with the store and the history (the same version).
     pub object: Arc<Value>,
-    /// The object before a modification (for selector transitions).
-    pub prev: Option<Value>,
+    /// The object before a modification (for selector transitions), shared with the history.
+    pub prev: Option<Arc<Value>>,
+}
+
+/// What a write answers: the object as stored (shared with the store) or as built (a dry run,
+/// a write that changed nothing), rendered for the request's type by [`Written::render`] once
+/// the store's lock is let go.
+#[derive(Debug)]
+pub(crate) enum Written {
+    Stored(Arc<Value>),
+    Built(Value),
+}
+
+/// The object as stored (without its type's `apiVersion` and `kind`).
+impl std::ops::Deref for Written {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        match self {
+            Written::Stored(obj) => obj,
+            Written::Built(obj) => obj,
+        }
+    }
+}
+
+impl Written {
+    /// The object as the client sees it (its type's `apiVersion` and `kind`).
+    pub(crate) fn render(self, rt: &Rt) -> Value {
+        match self {
+            Written::Stored(obj) => State::render(rt, &obj),
+            Written::Built(obj) => State::rendered(rt, obj),
+        }
+    }
 }
 
 /// Which part of an object a write addresses.
@@ -101,6 +132,9 @@ pub(crate) struct State {
     pub crd_dirty: BTreeSet<String>,
     pub rng: Rng,
     next_ip: u32,
+    /// The values an external metrics adapter serves (`external.metrics.k8s.io/v1beta1`), by
+    /// namespace and metric name: `ExternalMetricValue` items.
+    pub external_metrics: BTreeMap<(String, String), Vec<Value>>,
 }
 
 const MAX_REQUESTS: usize = 100_000;
@@ -249,6 +283,7 @@ impl State {
             crd_dirty: BTreeSet::new(),
             rng: Rng::from_entropy(),
             next_ip: 10,
+            external_metrics: BTreeMap::new(),
         }
     }
 
@@ -338,8 +373,8 @@ impl State {
         name: &str,
         mut obj: Value,
         etype: &'static str,
-        prev: Option<Value>,
-    ) -> Value {
+        prev: Option<Arc<Value>>,
+    ) -> Arc<Value> {
         self.rv += 1;
         let rv = self.rv;
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -434,7 +469,7 @@ impl State {
                 self.compacted_rv = e.rv;
             }
         }
-        Arc::unwrap_or_clone(obj)
+        obj
     }
 
     fn check_type(&self, rt: &Rt, obj: &Value) -> ApiResult<()> {
@@ -500,7 +535,7 @@ impl State {
         ns: Option<&str>,
         body: Value,
         ctx: &WriteCtx,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         self.create_with(rt, ns, body, ctx, None)
     }
 
@@ -511,7 +546,7 @@ impl State {
         mut obj: Value,
         ctx: &WriteCtx,
         applied: Option<Vec<Entry>>,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         self.check_type(rt, &obj)?;
         let ns = State::check_namespace(rt, &mut obj, ns)?;
         let suffix = self.rng.suffix(5);
@@ -591,13 +626,19 @@ impl State {
                 entries
             }
         };
-        set_managed(&mut obj, &entries);
-        let obj = State::render(rt, &obj);
+        set_managed(&mut obj, entries);
+        let obj = State::rendered(rt, obj);
         if ctx.dry_run {
-            return Ok(obj);
+            return Ok(Written::Built(obj));
         }
-        let stored = self.commit(&rt.storage_key(), &ns, &name, obj, "ADDED", None);
-        Ok(State::rendered(rt, stored))
+        Ok(Written::Stored(self.commit(
+            &rt.storage_key(),
+            &ns,
+            &name,
+            obj,
+            "ADDED",
+            None,
+        )))
     }
 
     /// PUT (main resource or status).
@@ -609,7 +650,7 @@ impl State {
         body: Value,
         ctx: &WriteCtx,
         sub: Sub,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         self.update_with(rt, ns, name, body, ctx, sub, None, rt.builtin)
     }
 
@@ -624,12 +665,11 @@ impl State {
         sub: Sub,
         applied: Option<Vec<Entry>>,
         allow_unconditional: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         self.check_type(rt, &body)?;
         let ns = State::check_namespace(rt, &mut body, ns)?;
         let old = self
-            .get(rt, &ns, name)
-            .cloned()
+            .get_shared(rt, &ns, name)
             .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
         {
             let m = meta_mut(&mut body)?;
@@ -682,7 +722,7 @@ impl State {
                 new
             }
             Sub::Status => {
-                let mut new = old.clone();
+                let mut new = Value::clone(&old);
                 if let Some(o) = new.as_object_mut() {
                     match body.get("status") {
                         Some(s) if !s.is_null() => o.insert("status".into(), s.clone()),
@@ -731,7 +771,7 @@ impl State {
         let entries = match applied {
             Some(e) => e,
             None => {
-                let mut entries = managed::parse_entries(&new);
+                let mut entries = managed::take_entries(&mut new);
                 managed::record_update(
                     Some(&old),
                     &new,
@@ -746,11 +786,11 @@ impl State {
                 entries
             }
         };
-        set_managed(&mut new, &entries);
+        set_managed(&mut new, entries);
         let new = State::rendered(rt, new);
         // A write that changes nothing is not stored (no new resourceVersion, no event).
         if same_object(&new, &old) {
-            return Ok(State::rendered(rt, old));
+            return Ok(Written::Stored(old));
         }
         if ctx.dry_run {
             let mut out = new;
@@ -759,7 +799,7 @@ impl State {
                     m.insert("resourceVersion".into(), json!(rv));
                 }
             }
-            return Ok(out);
+            return Ok(Written::Built(out));
         }
         let key = rt.storage_key();
         // The last finalizer removed from an object being deleted: it goes away.
@@ -770,10 +810,16 @@ impl State {
         if meta_str(&new, "deletionTimestamp").is_some() && finalizers_empty {
             let stored = self.commit(&key, &ns, name, new, "DELETED", Some(old));
             self.cascade(&stored, None);
-            return Ok(State::render(rt, &stored));
+            return Ok(Written::Stored(stored));
         }
-        let stored = self.commit(&key, &ns, name, new, "MODIFIED", Some(old));
-        Ok(State::rendered(rt, stored))
+        Ok(Written::Stored(self.commit(
+            &key,
+            &ns,
+            name,
+            new,
+            "MODIFIED",
+            Some(old),
+        )))
     }
 
     /// PATCH with any of the four patch types.
@@ -789,7 +835,7 @@ impl State {
         sub: Sub,
         force: bool,
         field_manager_given: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         let accepted: &[&str] = if rt.builtin {
             &[
                 "application/json-patch+json",
@@ -887,7 +933,7 @@ impl State {
         ctx: &WriteCtx,
         sub: Sub,
         force: bool,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         if !cfg.is_object() {
             return Err(ApiError::bad_request(
                 "the body of an apply patch must be an object",
@@ -992,10 +1038,9 @@ impl State {
         name: &str,
         opts: &DeleteOpts,
         ctx: &WriteCtx,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         let old = self
-            .get(rt, ns, name)
-            .cloned()
+            .get_shared(rt, ns, name)
             .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))?;
         if let Some(uid) = &opts.precondition_uid {
             let actual = meta_str(&old, "uid").unwrap_or_default();
@@ -1020,7 +1065,7 @@ impl State {
             }
         }
         if ctx.dry_run {
-            return Ok(State::render(rt, &old));
+            return Ok(Written::Stored(old));
         }
         let key = rt.storage_key();
         let has_finalizers = meta(&old)
@@ -1029,21 +1074,27 @@ impl State {
             .is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if meta_str(&old, "deletionTimestamp").is_some() {
-                return Ok(State::render(rt, &old));
+                return Ok(Written::Stored(old));
             }
-            let mut new = old.clone();
+            let mut new = Value::clone(&old);
             let m = meta_mut(&mut new)?;
             m.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             m.insert("deletionGracePeriodSeconds".into(), json!(0));
-            let stored = self.commit(&key, ns, name, new, "MODIFIED", Some(old));
-            return Ok(State::render(rt, &stored));
+            return Ok(Written::Stored(self.commit(
+                &key,
+                ns,
+                name,
+                new,
+                "MODIFIED",
+                Some(old),
+            )));
         }
         if key.0.is_empty() && key.1 == "namespaces" {
             self.delete_namespace_contents(name);
         }
-        let stored = self.commit(&key, ns, name, old, "DELETED", None);
+        let stored = self.commit(&key, ns, name, Arc::unwrap_or_clone(old), "DELETED", None);
         self.cascade(&stored, opts.propagation.as_deref());
-        Ok(State::rendered(rt, stored))
+        Ok(Written::Stored(stored))
     }
 
     /// The objects of a deleted CustomResourceDefinition go with it.
@@ -1103,19 +1154,20 @@ impl State {
             };
             for ((ons, oname), obj) in candidates {
                 if owned_by_uid(obj, &uid) {
-                    dependents.push((key.clone(), ons.clone(), oname.clone(), Value::clone(obj)));
+                    dependents.push((key.clone(), ons.clone(), oname.clone(), Arc::clone(obj)));
                 }
             }
         }
         for (key, ns, name, obj) in dependents {
             if propagation == Some("Orphan") {
-                let mut new = obj.clone();
+                let mut new = Value::clone(&obj);
                 if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                 }
                 self.commit(&key, &ns, &name, new, "MODIFIED", Some(obj));
             } else {
-                let stored = self.commit(&key, &ns, &name, obj, "DELETED", None);
+                let stored =
+                    self.commit(&key, &ns, &name, Arc::unwrap_or_clone(obj), "DELETED", None);
                 self.cascade(&stored, propagation);
             }
         }
@@ -1129,7 +1181,7 @@ impl State {
         name: &str,
         status: Value,
         manager: &str,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Written> {
         let rt = self
             .preferred_rt(key)
             .ok_or_else(|| ApiError::internal("no such resource type"))?;
@@ -1156,7 +1208,7 @@ impl State {
     }
 }
 
-fn set_managed(obj: &mut Value, entries: &[Entry]) {
+fn set_managed(obj: &mut Value, entries: Vec<Entry>) {
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         let rendered = managed::render_entries(entries);
         if rendered.as_array().is_some_and(Vec::is_empty) {
@@ -1304,6 +1356,77 @@ mod tests {
         }
     }
 
+    /// The `fieldsV1` of `manager`'s entry, as stored.
+    fn fields_of(obj: &Value, manager: &str) -> Option<Value> {
+        obj.pointer("/metadata/managedFields")?
+            .as_array()?
+            .iter()
+            .find(|e| e["manager"] == manager)
+            .map(|e| e["fieldsV1"].clone())
+    }
+
+    #[test]
+    fn an_update_changes_the_entries_whose_fields_it_takes_and_keeps_the_others_as_they_were() {
+        let mut s = state();
+        let rt = cm_rt(&s);
+        let write = |s: &mut State, manager: &str, data: Value| {
+            let current = s
+                .get(&rt, "default", "a")
+                .map(|o| State::render(&rt, o))
+                .unwrap_or_else(|| json!({"metadata": {"name": "a"}}));
+            let mut body = current;
+            for (k, v) in data.as_object().into_iter().flatten() {
+                body["data"][k] = v.clone();
+            }
+            let ctx = WriteCtx::new(manager);
+            let r = if s.get(&rt, "default", "a").is_some() {
+                s.update(&rt, Some("default"), "a", body, &ctx, Sub::Main)
+            } else {
+                s.create(&rt, Some("default"), body, &ctx)
+            };
+            r.map(|o| o.render(&rt)).unwrap_or_default()
+        };
+        write(&mut s, "a", json!({"k": "1", "j": "1"}));
+        // A client's own spelling of an entry it does not change is kept as it is.
+        let mut spelled = s
+            .get(&rt, "default", "a")
+            .map(|o| State::render(&rt, o))
+            .unwrap_or_default();
+        let mut extra = spelled["metadata"]["managedFields"][0].clone();
+        extra["manager"] = json!("c");
+        extra["fieldsV1"] = json!({"f:metadata": {"f:labels": {"v:x": {}}}});
+        spelled["metadata"]["managedFields"]
+            .as_array_mut()
+            .map(|a| a.push(extra));
+        spelled["data"]["j"] = json!("2");
+        let r = s.update(
+            &rt,
+            Some("default"),
+            "a",
+            spelled,
+            &WriteCtx::new("a"),
+            Sub::Main,
+        );
+        assert!(r.is_ok(), "{r:?}");
+        let before = write(&mut s, "b", json!({"l": "1"}));
+        assert_eq!(
+            fields_of(&before, "a"),
+            Some(json!({"f:data": {"f:j": {}, "f:k": {}}}))
+        );
+        assert_eq!(
+            fields_of(&before, "c"),
+            Some(json!({"f:metadata": {"f:labels": {"v:x": {}}}}))
+        );
+        // b takes data.k from a: a's entry loses it, c's stays as it was spelled.
+        let after = write(&mut s, "b", json!({"k": "2"}));
+        assert_eq!(fields_of(&after, "a"), Some(json!({"f:data": {"f:j": {}}})));
+        assert_eq!(
+            fields_of(&after, "b"),
+            Some(json!({"f:data": {"f:k": {}, "f:l": {}}}))
+        );
+        assert_eq!(fields_of(&after, "c"), fields_of(&before, "c"));
+    }
+
     #[test]
     fn create_update_conflict_and_noop() {
         let mut s = state();
@@ -1316,6 +1439,7 @@ mod tests {
                 json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
                 &ctx,
             )
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         let rv = created["metadata"]["resourceVersion"].clone();
         assert_eq!(created["metadata"]["generation"], 1);
@@ -1328,12 +1452,14 @@ mod tests {
         // No-op update keeps the resourceVersion.
         let same = s
             .update(&rt, Some("default"), "a", created.clone(), &ctx, Sub::Main)
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         assert_eq!(same["metadata"]["resourceVersion"], rv);
         let mut changed = created;
         changed["data"]["k"] = json!("w");
         let updated = s
             .update(&rt, Some("default"), "a", changed, &ctx, Sub::Main)
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         assert_ne!(updated["metadata"]["resourceVersion"], rv);
         assert_eq!(updated["metadata"]["generation"], 2);
@@ -1368,6 +1494,7 @@ mod tests {
                 json!({"metadata": {"generateName": "x-"}}),
                 &ctx,
             )
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         assert!(gen["metadata"]["name"]
             .as_str()
@@ -1387,6 +1514,7 @@ mod tests {
         );
         let d = s
             .delete(&rt, "default", "f", &DeleteOpts::default(), &ctx)
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         assert!(d["metadata"]["deletionTimestamp"].is_string());
         assert!(s.get(&rt, "default", "f").is_some());
@@ -1417,6 +1545,7 @@ mod tests {
                 json!({"metadata": {"name": "owner"}}),
                 &ctx,
             )
+            .map(|o| o.render(&rt))
             .unwrap_or_default();
         let uid = owner["metadata"]["uid"].clone();
         let _ = s.create(

@@ -75,7 +75,7 @@ pub(crate) fn sync(st: &mut State, deploy: &Value, never_ready: bool, now: &str)
                 "spec": {"replicas": replicas, "selector": selector, "template": template},
             });
             match st.create(&rs_rt, Some(&ns), body, &ctx) {
-                Ok(r) => r,
+                Ok(r) => r.render(&rs_rt),
                 Err(e) => {
                     tracing::warn!(
                         "deployment controller: creating ReplicaSet {rs_name}: {}",

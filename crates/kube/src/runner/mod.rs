@@ -22,6 +22,7 @@ mod controls;
 mod outcome;
 mod phase;
 mod release;
+mod schedule;
 mod shell;
 mod stop;
 
@@ -42,6 +43,7 @@ use aviary_core::engine::{Command, Config, Engine, Input, Phase, State};
 use aviary_core::report::TrafficLeft;
 use aviary_core::spec::{Canary, Provider};
 use phase::phase_config;
+use schedule::Ticks;
 use shell::Shell;
 use stop::{stopped, stopped_before_start, ALL_ON_PRIMARY};
 
@@ -301,10 +303,11 @@ async fn drive(
     let member = shell.canary.qualified_name();
     // The canaries of a release start their ticks spread over a moment, not all at once, on a
     // grid from the release's start.
-    let mut first_tick_at = options
+    let first_tick_at = options
         .release
         .as_ref()
         .map(|release| release.first_tick_at(&member, interval));
+    let mut ticks_due = Ticks::new(first_tick_at);
     if let Some(at) = first_tick_at {
         let now = Instant::now();
         if at > now {
@@ -316,12 +319,10 @@ async fn drive(
         }
     }
     loop {
-        // Ticks keep to the interval from when each one started (the first, of a release, from
-        // when it was due), so the time a tick spends on the cluster and the metrics does not
-        // add up over a release.
-        let tick_started = first_tick_at
-            .take()
-            .map_or_else(Instant::now, |due| due.min(Instant::now()));
+        // Ticks keep to a grid (each one due an interval after the slot of the one before),
+        // so the time a tick spends on the cluster and the metrics, or its wait at a release's
+        // gate, does not add up over a release.
+        ticks_due.begin(Instant::now());
         // A new revision applied while we run restarts the analysis, as in Flagger.
         (shell.tick_target, shell.tick_primary, shell.primary_read) = (None, None, None);
         let read = match shell.take_begin_read() {
@@ -482,7 +483,7 @@ async fn drive(
             readiness_poll = FIRST_READINESS_POLL;
             interval
         };
-        let next = tick_started + wait;
+        let next = ticks_due.next(wait);
         loop {
             match read_control(options.controls.as_ref(), &shell.store).await {
                 Ok(c) => {
@@ -527,12 +528,14 @@ async fn drive(
                 }
             }
             // The release gate opened while this canary waited at it: promote now, not an
-            // interval later.
+            // interval later, in the place of the tick that held it.
             if phase == Phase::WaitingPromotion && release.is_some_and(|r| r.open_for(&member)) {
+                ticks_due.in_place();
                 break;
             }
             let now = Instant::now();
             if now >= next {
+                ticks_due.waited_for(next);
                 break;
             }
             let changed = async {
