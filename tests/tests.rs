@@ -29,6 +29,9 @@ mod hosts;
 mod image;
 // A rollout judged by a real Prometheus scraping workloads under real load.
 mod prometheus;
+// Rollouts judged by MetricTemplates of the other metric providers, on local servers that answer
+// as each provider documents.
+mod providers;
 // service.previewHosts: the preview HTTPRoute, VirtualService and Ingress through every run.
 mod preview;
 // `aviary render` against what `kubectl kustomize` prints.

@@ -371,7 +371,9 @@ impl Emulator {
                 .unwrap_or("default")
                 .to_string();
             let ns = rt.t.namespaced.then_some(ns.as_str());
-            let r = st.create(&rt, ns, object, &WriteCtx::new("kube-emulator"));
+            let r = st
+                .create(&rt, ns, object, &WriteCtx::new("kube-emulator"))
+                .map(|o| o.render(&rt));
             (r, st.rv)
         };
         self.shared.notify(rv);
@@ -406,6 +408,36 @@ impl Emulator {
         r.map(drop).map_err(|e| e.message.clone())
     }
 
+    /// Sets the value of the external metric `metric` in `namespace` for the series with these
+    /// `labels` (replacing that series' value), as an external metrics adapter would serve it at
+    /// `/apis/external.metrics.k8s.io/v1beta1/namespaces/NS/METRIC`. `value` is a quantity
+    /// (`"42"`, `"500m"`).
+    pub fn set_external_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        labels: &[(&str, &str)],
+        value: &str,
+    ) {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        let item = serde_json::json!({
+            "metricName": metric,
+            "metricLabels": labels,
+            "timestamp": util::now_rfc3339(),
+            "value": value,
+        });
+        let mut st = self.shared.lock();
+        let series = st
+            .external_metrics
+            .entry((namespace.to_string(), metric.to_string()))
+            .or_default();
+        series.retain(|v| v.get("metricLabels") != item.get("metricLabels"));
+        series.push(item);
+    }
+
     /// Replaces an object's `.status` through the same code path as `PUT .../status`
     /// (manager `kube-emulator`).
     pub fn update_status(
@@ -434,14 +466,16 @@ impl Emulator {
             } else {
                 Sub::Main
             };
-            let r = st.update(
-                &rt,
-                rt.t.namespaced.then_some(ns),
-                name,
-                body,
-                &WriteCtx::new("kube-emulator"),
-                sub,
-            );
+            let r = st
+                .update(
+                    &rt,
+                    rt.t.namespaced.then_some(ns),
+                    name,
+                    body,
+                    &WriteCtx::new("kube-emulator"),
+                    sub,
+                )
+                .map(|o| o.render(&rt));
             (r, st.rv)
         };
         self.shared.notify(rv);

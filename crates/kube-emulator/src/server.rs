@@ -402,6 +402,9 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Response {
                 error_response(&ApiError::no_route())
             }
         }
+        ["apis", "external.metrics.k8s.io", "v1beta1", "namespaces", ns, metric] if is_get => {
+            external_metrics(shared, req, ns, metric)
+        }
         ["api", "v1", rest @ ..] if !rest.is_empty() => resource(shared, req, "", "v1", rest),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => {
             resource(shared, req, group, version, rest)
@@ -415,6 +418,43 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Response {
         }
         _ => error_response(&ApiError::no_route()),
     }
+}
+
+/// An external metrics adapter behind the aggregation layer (KEDA's, prometheus-adapter's):
+/// the `ExternalMetricValueList` of `metric` in `ns`, its items' `metricLabels` matched by the
+/// request's `labelSelector`.
+fn external_metrics(shared: &Arc<Shared>, req: &Req, ns: &str, metric: &str) -> Response {
+    let selector = match crate::selectors::LabelSelector::parse(
+        req.param("labelSelector").unwrap_or_default(),
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            return error_response(&ApiError::bad_request(format!(
+                "unable to parse labelSelector: {e}"
+            )))
+        }
+    };
+    let items: Vec<Value> = shared
+        .lock()
+        .external_metrics
+        .get(&(ns.to_string(), metric.to_string()))
+        .map(|values| {
+            values
+                .iter()
+                .filter(|v| selector.matches(v.get("metricLabels")))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    json_response(
+        200,
+        &json!({
+            "kind": "ExternalMetricValueList",
+            "apiVersion": "external.metrics.k8s.io/v1beta1",
+            "metadata": {},
+            "items": items,
+        }),
+    )
 }
 
 fn version_info() -> Value {
@@ -547,6 +587,7 @@ fn resource(
                         st.update(&rt, ns, name, body, &req.ctx(), sub)
                             .map(|o| (200, o))
                     })
+                    .map(|(code, o)| (code, o.render(&rt)))
                 }),
                 "PATCH" => write(shared, |st| {
                     let created_before = st.get(&rt, ns_key, name).is_some();
@@ -562,12 +603,14 @@ fn resource(
                         req.param("fieldManager").is_some_and(|m| !m.is_empty()),
                     )?;
                     Ok((if created_before { 200 } else { 201 }, o))
-                }),
+                })
+                .map(|(code, o)| (code, o.render(&rt))),
                 "DELETE" if sub == Sub::Main => write(shared, |st| {
                     let opts = delete_opts(req)?;
                     st.delete(&rt, ns_key, name, &opts, &req.ctx())
                         .map(|o| (200, o))
-                }),
+                })
+                .map(|(code, o)| (code, o.render(&rt))),
                 _ => Err(ApiError::method_not_allowed()),
             };
             result_response(r)
@@ -576,10 +619,10 @@ fn resource(
 }
 
 /// Runs a write under the lock and wakes watches.
-fn write(
+fn write<T>(
     shared: &Shared,
-    f: impl FnOnce(&mut State) -> ApiResult<(u16, Value)>,
-) -> ApiResult<(u16, Value)> {
+    f: impl FnOnce(&mut State) -> ApiResult<(u16, T)>,
+) -> ApiResult<(u16, T)> {
     let (r, rv) = {
         let mut st = shared.lock();
         let r = f(&mut st);
@@ -675,6 +718,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
                 write(shared, |st| {
                     st.create(rt, ns, body, &req.ctx()).map(|o| (201, o))
                 })
+                .map(|(code, o)| (code, o.render(rt)))
             }))
         }
         "DELETE" => {
@@ -700,7 +744,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
                     .collect();
                 let mut items = Vec::new();
                 for (ons, oname) in targets {
-                    items.push(st.delete(rt, &ons, &oname, &opts, &req.ctx())?);
+                    items.push(st.delete(rt, &ons, &oname, &opts, &req.ctx())?.render(rt));
                 }
                 let list_rv = st.rv.to_string();
                 Ok((200, list_json(rt, items, &list_rv, None, None, false)))

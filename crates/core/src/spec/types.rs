@@ -484,6 +484,10 @@ pub struct JudgeSpec {
     /// primary's side (while its rate during the release stays that of its history); defaults
     /// to 1h, `0s` for none.
     pub baseline: Duration,
+    /// The metrics provider the judge's queries go to (`provider`, a MetricTemplate's
+    /// `spec.provider` block, its `secretRef` in the Canary's namespace); `None`: the Canary's
+    /// Prometheus (`metricsServer`, else the run's).
+    pub provider: Option<MetricProvider>,
     /// Score at or above which the judge passes; defaults to 95.
     pub pass_score: f64,
     /// Score at or above which the result is marginal (still a failed check); defaults to 75.

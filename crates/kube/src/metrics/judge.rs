@@ -7,9 +7,10 @@
 //! method the latest `window`. In judge queries `{{ interval }}` is the step, so
 //! `increase(x[{{ interval }}])` evaluated every step gives disjoint per-interval counts.
 //!
-//! Every query goes through the [`MetricsProvider`](super::MetricsProvider) for built-in checks;
-//! a provider without [`query_range`](super::MetricsProvider::query_range) fails the check with
-//! a message that says the judge needs series.
+//! Every query goes through the judge's `provider` (a MetricTemplate's provider block), else the
+//! [`MetricsProvider`](super::MetricsProvider) for built-in checks; a provider without
+//! [`query_range`](super::MetricsProvider::query_range) fails the check with a message that says
+//! the judge needs series.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,15 +57,23 @@ impl Grid {
         self.first_ms + (self.count.saturating_sub(1) as u64) * self.step_ms
     }
 
-    /// The index of the timestamp `at` (Unix seconds), if it is one of the grid's.
+    /// The interval a point at `at` (Unix seconds) belongs to: timestamp `k` closes the
+    /// interval `(first + (k-1)·step, first + k·step]`. A point summarizes what came before its
+    /// timestamp: Prometheus' `increase(x[step])` evaluated at a grid timestamp is exactly that
+    /// interval; providers with buckets of their own label each point with its bucket's end, so
+    /// finer buckets add up into the interval that holds them. Within a millisecond of a
+    /// timestamp is on it.
     fn index(&self, at: f64) -> Option<usize> {
         if !at.is_finite() {
             return None;
         }
         let offset = at * 1000.0 - self.first_ms as f64;
-        let k = (offset / self.step_ms as f64).round();
-        let exact = self.first_ms as f64 + k * self.step_ms as f64;
-        if k < 0.0 || k >= self.count as f64 || (at * 1000.0 - exact).abs() > 1.0 {
+        let step = self.step_ms as f64;
+        if offset <= -step + 1.0 {
+            return None;
+        }
+        let k = ((offset - 1.0) / step).ceil().max(0.0);
+        if k >= self.count as f64 {
             return None;
         }
         Some(k as usize)
@@ -119,7 +128,15 @@ impl Evaluator {
         spec: &JudgeSpec,
         since: Option<u64>,
     ) -> Result<f64, MetricError> {
-        let provider = self.builtin_provider()?;
+        // The judge's own provider, or the Canary's Prometheus.
+        let own = match &spec.provider {
+            Some(p) => Some(self.judge_provider(p, spec.step).await?),
+            None => None,
+        };
+        let provider = match &own {
+            Some(p) => p.as_ref(),
+            None => self.builtin_provider()?,
+        };
         let now = crate::runner::wall_ms();
         let window_ms = u64::try_from(spec.window.as_millis()).unwrap_or(u64::MAX);
         let step_ms = u64::try_from(spec.step.as_millis())
@@ -324,7 +341,12 @@ mod tests {
         assert_eq!(g.index(1_090.0), Some(2));
         assert_eq!(g.index(1_120.0), None);
         assert_eq!(g.index(1_000.0), None);
-        assert_eq!(g.index(1_045.0), None);
+        // Between timestamps: the interval that ends at the next one.
+        assert_eq!(g.index(1_045.0), Some(1));
+        assert_eq!(g.index(1_000.5), Some(0));
+        assert_eq!(g.index(1_060.0005), Some(1));
+        assert_eq!(g.index(1_089.0), Some(2));
+        assert_eq!(g.index(1_090.5), None);
         assert_eq!(Grid::new(5_000, 4_000, 1_000).count, 0);
         let long = Grid::new(0, 20_000_000, 1_000);
         assert_eq!(long.count, 10_000);

@@ -11,11 +11,13 @@
 //! - [`Evaluator`]: answers the engine's metric requests for one Canary; every query it makes,
 //!   the judge's included, goes through a provider made by [`new_provider`].
 //!
-//! **Adding a provider** (Flagger has Datadog, CloudWatch, New Relic, Graphite, ...): one new file
-//! here with a type implementing [`MetricsProvider`] (its own timeout per request, its own body
-//! cap, credentials kept out of messages and `Debug`), and one arm in [`new_provider`] plus its
-//! name in [`SUPPORTED_TYPES`]. A provider that cannot give series keeps the default
-//! [`MetricsProvider::query_range`], and the judge then says so.
+//! **Adding a provider** (Flagger also has CloudWatch, Graphite, InfluxDB, ...): one new file
+//! here with a type implementing [`MetricsProvider`], made from a [`ProviderSpec`] (the
+//! template's provider, its Secret's data, the metric's interval); an HTTP API goes through
+//! `api::Api` (timeout per attempt, body cap, retries honouring `Retry-After`, credentials in
+//! sensitive headers); and one arm in [`new_provider`] plus its name in [`SUPPORTED_TYPES`]. A
+//! provider that cannot give series keeps the default [`MetricsProvider::query_range`], and the
+//! judge then says so.
 //!
 //! Where a query goes: a built-in check or an inline `query` goes to the Canary's `metricsServer`,
 //! else to the runner's default address; a MetricTemplate goes to its `provider.address`, else to
@@ -23,12 +25,28 @@
 //! address, never to an address a spec chose; a template's `secretRef` credentials only to that
 //! template's address. Built-in checks, inline queries and the judge always use the `prometheus`
 //! provider (`metricsServer` is a Prometheus); a template may name any type in
-//! [`SUPPORTED_TYPES`], today only `prometheus`.
+//! [`SUPPORTED_TYPES`]: `prometheus`, `datadog`, `newrelic`, `influxdb`, `dynatrace`,
+//! `stackdriver`, `graphite`, `cloudwatch`, `keptn`, `externalmetrics`, `splunk`: every type
+//! of Flagger's CRD. A template of another type without
+//! an address goes to that provider's documented address (Datadog's `https://api.datadoghq.com`).
 
+mod api;
 mod builtin;
+mod cloudwatch;
+mod datadog;
+mod dynatrace;
+mod externalmetrics;
+mod graphite;
+mod influxdb;
 mod judge;
+mod keptn;
+mod newrelic;
 mod prometheus;
 mod provider;
+#[cfg(test)]
+mod servers;
+mod splunk;
+mod stackdriver;
 mod template;
 
 use std::collections::BTreeMap;
@@ -37,7 +55,7 @@ use std::time::Duration;
 
 pub use builtin::builtin_query;
 pub use prometheus::{Auth, PrometheusClient};
-pub use provider::{new_provider, MetricsProvider, RangeSeries, SUPPORTED_TYPES};
+pub use provider::{new_provider, MetricsProvider, ProviderSpec, RangeSeries, SUPPORTED_TYPES};
 pub use template::render_template;
 
 use aviary_core::engine::MetricOutcome;
@@ -296,7 +314,9 @@ impl Evaluator {
                 let found = self.template(&template.name, &namespace).await?;
                 let query = render_template(&found.query, &self.ctx, interval, variables)
                     .map_err(|e| e.context(&what))?;
-                let provider = self.template_provider(&found, &what).await?;
+                let provider = self
+                    .template_provider(&found, &what, metric.interval)
+                    .await?;
                 self.run(provider.as_ref(), metric_name, &query).await
             }
         }
@@ -346,14 +366,8 @@ impl Evaluator {
             }
         };
         let auth = self.auth_for(&address);
-        new_provider(
-            &self.http,
-            "prometheus",
-            &address,
-            auth,
-            BTreeMap::new(),
-            (false, self.timeout, self.retries),
-        )
+        let spec = ProviderSpec::prometheus(&address, auth, self.timeout, self.retries);
+        new_provider(&self.http, &spec)
     }
 
     /// The default credentials, if `address` is the default address.
@@ -389,11 +403,13 @@ impl Evaluator {
         fetch_template(client, name, namespace).await
     }
 
-    /// The provider a MetricTemplate names, made by [`new_provider`].
+    /// The provider a MetricTemplate names, made by [`new_provider`], for a metric of this
+    /// `interval`.
     async fn template_provider(
         &self,
         template: &MetricTemplate,
         what: &str,
+        interval: Duration,
     ) -> Result<Arc<dyn MetricsProvider>, MetricError> {
         let provider = &template.provider;
         // Before the Secret is read: an unsupported type is the error to report.
@@ -403,35 +419,73 @@ impl Evaluator {
             .as_deref()
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(str::to_string)
-            .or_else(|| self.default_address.clone());
-        let Some(address) = address else {
-            return Err(MetricError::Failed(format!(
-                "{what} has no provider.address and aviary has no default Prometheus address"
-            )));
+            .map(str::to_string);
+        // A Prometheus template without an address queries the run's Prometheus; the other
+        // providers have a documented address of their own.
+        let address = match (kind, address) {
+            ("prometheus", None) => match &self.default_address {
+                Some(default) => Some(default.clone()),
+                None => {
+                    return Err(MetricError::Failed(format!(
+                    "{what} has no provider.address and aviary has no default Prometheus address"
+                )))
+                }
+            },
+            (_, address) => address,
         };
-        let auth = match &provider.secret_ref {
-            Some(secret) => self.secret_auth(template, &secret.name, what).await?,
-            None => self.auth_for(&address),
+        let secret = match &provider.secret_ref {
+            Some(secret) => Some(self.secret_data(template, &secret.name, what).await?),
+            None => None,
         };
-        new_provider(
-            &self.http,
-            kind,
-            &address,
+        let auth = match (kind, &secret, &address) {
+            ("prometheus", Some(data), _) => {
+                Auth::from_secret_data(kind, data).map_err(|e| e.context(what))?
+            }
+            ("prometheus", None, Some(address)) => self.auth_for(address),
+            _ => Auth::None,
+        };
+        let spec = ProviderSpec {
+            kind: kind.to_string(),
+            address,
             auth,
-            provider.headers.clone(),
-            (provider.insecure_skip_verify, self.timeout, self.retries),
-        )
-        .map_err(|e| e.context(what))
+            secret: secret.unwrap_or_default(),
+            headers: provider.headers.clone(),
+            region: provider.region.clone(),
+            interval,
+            insecure_skip_verify: provider.insecure_skip_verify,
+            cluster: self.client.clone(),
+            timeout: self.timeout,
+            retries: self.retries,
+        };
+        new_provider(&self.http, &spec).map_err(|e| e.context(what))
     }
 
-    /// Credentials from the template's Secret (in the template's namespace, as Flagger reads it).
-    async fn secret_auth(
+    /// The judge's own provider (`analysis.judge.provider`): made as a template's, its Secret
+    /// in the Canary's namespace.
+    pub(crate) async fn judge_provider(
+        &self,
+        provider: &MetricProvider,
+        step: Duration,
+    ) -> Result<Arc<dyn MetricsProvider>, MetricError> {
+        let template = MetricTemplate {
+            api_version: self.canary.api_version,
+            name: format!("{}-judge", self.canary.name),
+            namespace: self.canary.namespace.clone(),
+            origin: self.canary.origin.clone(),
+            provider: provider.clone(),
+            query: String::new(),
+        };
+        let what = format!("the judge's provider ({})", provider.provider_type);
+        self.template_provider(&template, &what, step).await
+    }
+
+    /// The data of the template's Secret (in the template's namespace, as Flagger reads it).
+    async fn secret_data(
         &self,
         template: &MetricTemplate,
         secret: &str,
         what: &str,
-    ) -> Result<Auth, MetricError> {
+    ) -> Result<BTreeMap<String, Vec<u8>>, MetricError> {
         let namespace = &template.namespace;
         let Some(client) = &self.client else {
             return Err(MetricError::Failed(format!(
@@ -449,15 +503,12 @@ impl Evaluator {
                 "{what}: Secret {secret}.{namespace} not found"
             )));
         };
-        let data: BTreeMap<String, Vec<u8>> = found
+        Ok(found
             .data
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.0))
-            .collect();
-        let kind =
-            provider::check_type(&template.provider.provider_type).map_err(|e| e.context(what))?;
-        Auth::from_secret_data(kind, &data).map_err(|e| e.context(what))
+            .collect())
     }
 }
 
@@ -664,7 +715,7 @@ spec:
                 line: 1,
             },
             provider: MetricProvider {
-                provider_type: "datadog".into(),
+                provider_type: "sumologic".into(),
                 address: Some("http://127.0.0.1:1".into()),
                 ..MetricProvider::default()
             },
@@ -679,7 +730,7 @@ spec:
             Auth::None,
         );
         match e.evaluate("error-rate").await {
-            MetricOutcome::Error(m) => assert!(m.contains("datadog is not supported"), "{m}"),
+            MetricOutcome::Error(m) => assert!(m.contains("sumologic is not supported"), "{m}"),
             other => panic!("{other:?}"),
         }
         // The type is checked before the credentials are looked for.
@@ -692,9 +743,26 @@ spec:
         match e.evaluate("error-rate").await {
             MetricOutcome::Error(m) => assert!(
                 m.starts_with(
-                    "MetricTemplate error-rate.test: metric provider type datadog is not supported"
-                ) && m.ends_with("supported types: prometheus"),
+                    "MetricTemplate error-rate.test: metric provider type sumologic is not supported"
+                ) && m.ends_with(&format!("supported types: {}", SUPPORTED_TYPES.join(", "))),
                 "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // A supported type without its credentials says which Secret key it needs.
+        t.provider.provider_type = "datadog".into();
+        let e = Evaluator::new(
+            &c,
+            &Provider::Nginx,
+            vec![t.clone()],
+            None,
+            None,
+            Auth::None,
+        );
+        match e.evaluate("error-rate").await {
+            MetricOutcome::Error(m) => assert_eq!(
+                m,
+                "MetricTemplate error-rate.test: datadog needs a Datadog API key: set spec.provider.secretRef to a Secret with the key datadog_api_key"
             ),
             other => panic!("{other:?}"),
         }
@@ -871,6 +939,108 @@ spec:
         // Every judged metric, error counts included, is read as series: no instant query ran.
         let queries = fixed.queries();
         assert!(queries.is_empty(), "{queries:?}");
+    }
+
+    /// A render API answering each target with a datapoint every 30 s over the last 10 minutes:
+    /// the canary's errors with `canary_errors`, the primary's with 0, requests with 1000.
+    struct Render {
+        canary_errors: f64,
+        now: u64,
+    }
+
+    impl wiremock::Respond for Render {
+        fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+            let target = request
+                .url
+                .query_pairs()
+                .find(|(k, _)| k == "target")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            let value = match target.as_str() {
+                "seriesByTag('name=errors','workload=podinfo')" => self.canary_errors,
+                t if t.contains("name=errors") => 0.0,
+                _ => 1000.0,
+            };
+            let points: Vec<serde_json::Value> = (0..20u64)
+                .map(|k| serde_json::json!([value, self.now - 30 * k]))
+                .collect();
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!([
+                {"target": target, "tags": {"name": target}, "datapoints": points}
+            ]))
+        }
+    }
+
+    /// `analysis.judge.provider` sends the judge's range queries to that provider (here a
+    /// Graphite render API), not to the Canary's Prometheus (this Canary has none).
+    #[tokio::test]
+    async fn the_judge_queries_its_own_provider() {
+        let server = wiremock::MockServer::start().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let text = |address: &str| {
+            format!(
+                r#"
+apiVersion: aviary.dev/v1alpha1
+kind: Canary
+metadata:
+  name: podinfo
+  namespace: test
+spec:
+  provider: gatewayapi
+  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: podinfo}}
+  service:
+    port: 9898
+  analysis:
+    interval: 1m
+    stepWeight: 10
+    judge:
+      method: fixed-window
+      window: 10m
+      step: 30s
+      provider:
+        type: graphite
+        address: {address}
+      metrics:
+        - name: errors
+          kind: error-rate
+          errorsQuery: "target=seriesByTag('name=errors','workload={{{{ workload }}}}')"
+          totalQuery: "target=seriesByTag('name=requests','workload={{{{ workload }}}}')"
+"#
+            )
+        };
+        let c = canary(&text(&server.uri()));
+        for (canary_errors, passes) in [(0.0, true), (100.0, false)] {
+            server.reset().await;
+            wiremock::Mock::given(wiremock::matchers::path("/render"))
+                .respond_with(Render { canary_errors, now })
+                .mount(&server)
+                .await;
+            let e = Evaluator::new(
+                &c,
+                &Provider::GatewayApi,
+                Vec::new(),
+                None,
+                None,
+                Auth::None,
+            )
+            .with_timeout(Duration::from_secs(5), 0);
+            match e.evaluate(aviary_core::engine::config::JUDGE_CHECK).await {
+                MetricOutcome::Value(score) => {
+                    assert_eq!(score >= 95.0, passes, "{canary_errors}: score {score}")
+                }
+                other => panic!("{canary_errors}: {other:?}"),
+            }
+            let asked = server.received_requests().await.unwrap_or_default();
+            assert!(
+                asked
+                    .iter()
+                    .all(|r| r.url.path() == "/render"
+                        && r.url.query_pairs().any(|(k, _)| k == "until")),
+                "{asked:?}"
+            );
+        }
     }
 
     /// Built-in checks and templates reach a real HTTP endpoint through the factory's provider.

@@ -21,7 +21,19 @@ use super::prometheus::{Auth, PrometheusClient};
 use super::MetricError;
 
 /// The `spec.provider.type`s aviary can query, in the order messages list them.
-pub const SUPPORTED_TYPES: &[&str] = &["prometheus"];
+pub const SUPPORTED_TYPES: &[&str] = &[
+    "prometheus",
+    "datadog",
+    "newrelic",
+    "influxdb",
+    "dynatrace",
+    "stackdriver",
+    "graphite",
+    "cloudwatch",
+    "keptn",
+    "externalmetrics",
+    "splunk",
+];
 
 /// One metrics backend a query can be sent to.
 ///
@@ -87,26 +99,149 @@ pub struct RangeSeries {
     pub points: Vec<(f64, f64)>,
 }
 
-/// A provider of type `provider_type` (a MetricTemplate's `spec.provider.type`; empty means
-/// `prometheus`, as in Flagger) at `address`, sending through the run's `clients`. The other
-/// arguments are those of [`PrometheusClient::with_clients`]: `auth` and `headers` are sent with
-/// every request; `settings` are `(insecure_skip_verify, timeout, retries)`: the timeout bounds
-/// each attempt, `retries` is the number of extra attempts after a transient failure.
-///
-/// A type aviary does not implement is a [`MetricError::Failed`] naming it and listing
-/// [`SUPPORTED_TYPES`].
+/// What a provider is made from: a MetricTemplate's `spec.provider` (or, for built-in checks,
+/// inline queries and the judge, the run's Prometheus), the data of its `secretRef` Secret, and
+/// the metric's interval.
+#[derive(Clone, Default)]
+pub struct ProviderSpec {
+    /// `spec.provider.type`; empty means `prometheus`, as in Flagger.
+    pub kind: String,
+    /// `spec.provider.address`; None: the provider's documented default (Datadog's
+    /// `https://api.datadoghq.com`, ...). Prometheus has none: the caller gives the run's.
+    pub address: Option<String>,
+    /// Prometheus' credentials: the run's default ones, or a template Secret's `token` or
+    /// `username` and `password`.
+    pub auth: Auth,
+    /// The data of the template's `secretRef` Secret: each provider takes its keys from it,
+    /// named as Flagger names them (`datadog_api_key`, `newrelic_query_key`, ...).
+    pub secret: BTreeMap<String, Vec<u8>>,
+    /// `spec.provider.headers`, sent with every request.
+    pub headers: BTreeMap<String, String>,
+    /// `spec.provider.region` (CloudWatch).
+    pub region: Option<String>,
+    /// The metric's `interval`: the window of the providers whose API takes one (Datadog asks
+    /// for ten intervals back, New Relic for one).
+    pub interval: Duration,
+    pub insecure_skip_verify: bool,
+    /// The cluster aviary runs against (Keptn's objects and external metrics are read there).
+    pub cluster: Option<kube::Client>,
+    /// Bounds each attempt.
+    pub timeout: Duration,
+    /// Extra attempts after a transient failure.
+    pub retries: u32,
+}
+
+impl std::fmt::Debug for ProviderSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSpec")
+            .field("kind", &self.kind)
+            .field(
+                "address",
+                &self.address.as_deref().map(aviary_core::urls::redact),
+            )
+            .field("auth", &self.auth)
+            .field("secret_keys", &self.secret.keys().collect::<Vec<_>>())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("region", &self.region)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+impl ProviderSpec {
+    /// A provider of `kind` at `address` with `secret`'s keys, for tests: a one-minute metric
+    /// interval, 5 s attempts.
+    pub(crate) fn for_test(kind: &str, address: &str, secret: &[(&str, &str)]) -> ProviderSpec {
+        ProviderSpec {
+            kind: kind.into(),
+            address: Some(address.to_string()),
+            secret: secret
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+            ..ProviderSpec::default()
+        }
+    }
+}
+
+impl ProviderSpec {
+    /// A `prometheus` provider at `address`.
+    pub fn prometheus(address: &str, auth: Auth, timeout: Duration, retries: u32) -> ProviderSpec {
+        ProviderSpec {
+            kind: "prometheus".into(),
+            address: Some(address.to_string()),
+            auth,
+            timeout,
+            retries,
+            interval: Duration::from_secs(60),
+            ..ProviderSpec::default()
+        }
+    }
+
+    /// The address to use: the template's, else `default`.
+    pub(crate) fn address_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .unwrap_or(default)
+    }
+
+    /// The Secret's value under `key`, trimmed of a final newline (`echo` into a file), or an
+    /// error naming the key as Flagger documents it.
+    pub(crate) fn secret_text(&self, key: &str, what: &str) -> Result<String, MetricError> {
+        match self.secret.get(key) {
+            Some(v) => Ok(String::from_utf8_lossy(v)
+                .trim_end_matches(['\n', '\r'])
+                .to_string()),
+            None if self.secret.is_empty() => Err(MetricError::Failed(format!(
+                "{} needs {what}: set spec.provider.secretRef to a Secret with the key {key}",
+                self.kind
+            ))),
+            None => Err(MetricError::Failed(format!(
+                "{} credentials do not contain {key} ({what})",
+                self.kind
+            ))),
+        }
+    }
+
+    /// `(insecure_skip_verify, timeout, retries)`.
+    pub(crate) fn settings(&self) -> (bool, Duration, u32) {
+        (self.insecure_skip_verify, self.timeout, self.retries)
+    }
+}
+
+/// The provider `spec` describes, sending through the run's `clients`. A type aviary does not
+/// implement is a [`MetricError::Failed`] naming it and listing [`SUPPORTED_TYPES`].
 pub fn new_provider(
     clients: &crate::http::Clients,
-    provider_type: &str,
-    address: &str,
-    auth: Auth,
-    headers: BTreeMap<String, String>,
-    settings: (bool, Duration, u32),
+    spec: &ProviderSpec,
 ) -> Result<Arc<dyn MetricsProvider>, MetricError> {
-    match check_type(provider_type)? {
+    match check_type(&spec.kind)? {
         "prometheus" => Ok(Arc::new(PrometheusClient::with_clients(
-            clients, address, auth, headers, settings,
+            clients,
+            spec.address.as_deref().unwrap_or_default(),
+            spec.auth.clone(),
+            spec.headers.clone(),
+            spec.settings(),
         )?)),
+        "datadog" => Ok(Arc::new(super::datadog::Datadog::new(clients, spec)?)),
+        "newrelic" => Ok(Arc::new(super::newrelic::NewRelic::new(clients, spec)?)),
+        "influxdb" => Ok(Arc::new(super::influxdb::InfluxDb::new(clients, spec)?)),
+        "dynatrace" => Ok(Arc::new(super::dynatrace::Dynatrace::new(clients, spec)?)),
+        "stackdriver" => Ok(Arc::new(super::stackdriver::Stackdriver::new(
+            clients, spec,
+        )?)),
+        "graphite" => Ok(Arc::new(super::graphite::Graphite::new(clients, spec)?)),
+        "cloudwatch" => Ok(Arc::new(super::cloudwatch::CloudWatch::new(clients, spec)?)),
+        "keptn" => Ok(Arc::new(super::keptn::Keptn::new(spec)?)),
+        "externalmetrics" => Ok(Arc::new(super::externalmetrics::ExternalMetrics::new(
+            clients, spec,
+        )?)),
+        "splunk" => Ok(Arc::new(super::splunk::Splunk::new(clients, spec)?)),
         // `check_type` only returns supported types; this arm is reached only if a type is
         // listed in SUPPORTED_TYPES without an arm here.
         other => Err(unsupported(other)),
@@ -139,14 +274,11 @@ mod tests {
     use super::*;
 
     fn make(provider_type: &str, address: &str) -> Result<Arc<dyn MetricsProvider>, MetricError> {
-        new_provider(
-            &crate::http::Clients::default(),
-            provider_type,
-            address,
-            Auth::None,
-            BTreeMap::new(),
-            (false, Duration::from_secs(1), 0),
-        )
+        let spec = ProviderSpec {
+            kind: provider_type.into(),
+            ..ProviderSpec::prometheus(address, Auth::None, Duration::from_secs(1), 0)
+        };
+        new_provider(&crate::http::Clients::default(), &spec)
     }
 
     #[test]
@@ -166,14 +298,17 @@ mod tests {
 
     #[test]
     fn the_factory_refuses_unknown_types_and_lists_the_supported_ones() {
-        for t in ["datadog", "Prometheus", "cloudwatch", " prometheus"] {
+        for t in ["Prometheus", "sumologic", " prometheus", "datadog2"] {
             match make(t, "http://127.0.0.1:1") {
                 Err(MetricError::Failed(m)) => {
                     assert!(
                         m.contains(&format!("metric provider type {t} is not supported")),
                         "{m}"
                     );
-                    assert!(m.ends_with("supported types: prometheus"), "{m}");
+                    assert!(
+                        m.ends_with(&format!("supported types: {}", SUPPORTED_TYPES.join(", "))),
+                        "{m}"
+                    );
                 }
                 Err(e) => panic!("{t:?}: {e:?}"),
                 Ok(p) => panic!("{t:?}: {p:?}"),
@@ -182,23 +317,77 @@ mod tests {
     }
 
     #[test]
-    fn providers_do_not_show_credentials() {
-        let p = new_provider(
-            &crate::http::Clients::default(),
+    fn every_provider_with_a_file_is_made_by_the_factory() {
+        // The types with a file in this module: each must be listed and have its arm.
+        for kind in [
             "prometheus",
-            "http://user:hunter2@prometheus:9090",
-            Auth::Bearer("s3cr3t".into()),
-            BTreeMap::from([("X-Api-Key".to_string(), "k3y".to_string())]),
-            (false, Duration::from_secs(1), 0),
-        );
-        match p {
-            Ok(p) => {
-                let shown = format!("{} {p:?}", p.endpoint());
-                for secret in ["hunter2", "s3cr3t", "k3y"] {
-                    assert!(!shown.contains(secret), "{shown}");
+            "datadog",
+            "newrelic",
+            "influxdb",
+            "dynatrace",
+            "stackdriver",
+            "graphite",
+            "cloudwatch",
+            "keptn",
+            "externalmetrics",
+            "splunk",
+        ] {
+            assert!(
+                SUPPORTED_TYPES.contains(&kind),
+                "{kind} is not in SUPPORTED_TYPES"
+            );
+        }
+    }
+
+    #[test]
+    fn providers_do_not_show_credentials() {
+        let secret = BTreeMap::from([
+            ("datadog_api_key".to_string(), b"d4t4".to_vec()),
+            ("datadog_application_key".to_string(), b"4pp".to_vec()),
+            ("newrelic_account_id".to_string(), b"1234".to_vec()),
+            ("newrelic_query_key".to_string(), b"qu3ry".to_vec()),
+            ("token".to_string(), b"t0k3n".to_vec()),
+            ("org".to_string(), b"acme".to_vec()),
+            ("dynatrace_token".to_string(), b"dt0c01".to_vec()),
+            ("project".to_string(), b"acme".to_vec()),
+            ("username".to_string(), b"us3r".to_vec()),
+            ("password".to_string(), b"p4ss".to_vec()),
+            ("sf_token_key".to_string(), b"sfT0k".to_vec()),
+        ]);
+        for kind in SUPPORTED_TYPES {
+            let spec = ProviderSpec {
+                kind: kind.to_string(),
+                secret: secret.clone(),
+                region: Some("us-east-1".into()),
+                headers: BTreeMap::from([("X-Api-Key".to_string(), "k3y".to_string())]),
+                ..ProviderSpec::prometheus(
+                    "http://user:hunter2@prometheus:9090",
+                    Auth::Bearer("s3cr3t".into()),
+                    Duration::from_secs(1),
+                    0,
+                )
+            };
+            match new_provider(&crate::http::Clients::default(), &spec) {
+                Ok(p) => {
+                    assert_eq!(p.kind(), *kind);
+                    let shown = format!("{} {p:?} {spec:?}", p.endpoint());
+                    for secret in [
+                        "hunter2", "s3cr3t", "k3y", "d4t4", "4pp", "qu3ry", "t0k3n", "dt0c01",
+                        "sfT0k",
+                    ] {
+                        assert!(!shown.contains(secret), "{kind}: {shown}");
+                    }
                 }
+                // CloudWatch's keys come from the environment, which a test run may not have.
+                Err(e) if *kind == "cloudwatch" => {
+                    assert!(e.message().contains("needs AWS credentials"), "{e}")
+                }
+                // Keptn reads the cluster's objects; this test has none.
+                Err(e) if *kind == "keptn" => {
+                    assert!(e.message().contains("no cluster is available"), "{e}")
+                }
+                Err(e) => panic!("{kind}: {e}"),
             }
-            Err(e) => panic!("{e}"),
         }
     }
 }

@@ -156,7 +156,9 @@ pub(super) fn decode_document(cx: &mut Cx, doc: &Node, out: &mut Documents) {
             }
             out.canaries.push(canary);
         }
-    } else if let Some((provider, query)) = decode_template_spec(cx, spec) {
+    } else if let Some((provider, query)) =
+        decode_template_spec(cx, spec, &format!("{name}.{namespace}"))
+    {
         out.templates.push(MetricTemplate {
             api_version: version,
             name,

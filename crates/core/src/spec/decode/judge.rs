@@ -40,6 +40,9 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
         }
         Some(v)
     };
+    let provider = r
+        .field("provider")
+        .and_then(|f| super::metric_template::decode_provider(cx, &f, "analysis.judge"));
     let pass_score = score(&mut r, cx, "passScore").unwrap_or(95.0);
     let marginal_score = score(&mut r, cx, "marginalScore").unwrap_or(75.0);
     if marginal_score > pass_score {
@@ -140,8 +143,50 @@ pub(super) fn decode_judge(cx: &mut Cx, mut r: Reader) -> JudgeSpec {
         window_text,
         step,
         baseline,
+        provider,
         pass_score,
         marginal_score,
         metrics,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::spec::decode::test_support::*;
+
+    const JUDGE: &str = "    judge:\n      provider:\n        type: TYPE\n        address: https://api.datadoghq.eu\n        secretRef: {name: datadog}\n      metrics:\n        - name: errors\n          kind: error-rate\n          errorsQuery: 'sum:errors{kube_deployment:{{ workload }}}.as_count()'\n          totalQuery: 'sum:hits{kube_deployment:{{ workload }}}.as_count()'\n";
+
+    #[test]
+    fn the_judge_takes_a_provider_block_like_a_templates() {
+        let text = canary(
+            "aviary.dev/v1alpha1",
+            &format!("{STEPS}{}", JUDGE.replace("TYPE", "datadog")),
+        );
+        let docs = decode_lenient(&text);
+        let provider = docs
+            .canaries
+            .first()
+            .and_then(|c| c.analysis.as_ref())
+            .and_then(|a| a.judge.as_ref())
+            .and_then(|j| j.provider.clone());
+        match provider {
+            Some(p) => {
+                assert_eq!(p.provider_type, "datadog");
+                assert_eq!(p.address.as_deref(), Some("https://api.datadoghq.eu"));
+                assert_eq!(p.secret_ref.map(|s| s.name).as_deref(), Some("datadog"));
+            }
+            None => panic!("no judge provider in {docs:#?}"),
+        }
+        let text = canary(
+            "aviary.dev/v1alpha1",
+            &format!("{STEPS}{}", JUDGE.replace("TYPE", "sumologic")),
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "analysis.judge.provider.type: analysis.judge: unknown metric provider type \"sumologic\""
+            )),
+            "{errs:?}"
+        );
     }
 }
