@@ -18,13 +18,27 @@
 //! - online: InfluxDB's `GET {address}/ping` answers 204 (Flagger runs a Flux query on a bucket
 //!   named `default`, which fails on a server that has none).
 //!
-//! The statistical judge needs series per deployment, which this provider does not give yet.
+//!
+//! For the statistical judge (a range from S to T at step N), a Flux query is run with the
+//! option record the InfluxDB UI defines, `v = {timeRangeStart: S, timeRangeStop: T,
+//! windowPeriod: N}`, so the query ranges with `range(start: v.timeRangeStart, stop:
+//! v.timeRangeStop)` and windows with `aggregateWindow(every: v.windowPeriod, ...)` (whose
+//! `_time` is the window's stop, where the judge places a point); every table of the answer is a
+//! series labelled by its columns that do not start with `_` (and `_field`, `_measurement`).
+//! An InfluxQL query has its time condition where it writes Grafana's `$timeFilter`
+//! (`WHERE ... AND $timeFilter GROUP BY time({{ interval }})`, required: without it InfluxDB
+//! groups over all time); each series (one per `GROUP BY` tag set, labelled by its tags) has a
+//! point per row, at the end of the row's `GROUP BY time()` bucket.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::api::{excerpt, json_of, number, Api, Call};
-use super::provider::{MetricsProvider, ProviderSpec};
+use super::api::{bucket_width, excerpt, json_of, number, Api, Call};
+use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
 const FLUX_PATH: &str = "/api/v2/query";
@@ -97,36 +111,223 @@ impl InfluxDb {
         })
     }
 
+    async fn flux(&self, query: &str) -> Result<Vec<u8>, MetricError> {
+        let body = json!({
+            "query": query,
+            "type": "flux",
+            "dialect": {
+                "header": true,
+                "delimiter": ",",
+                "annotations": ["datatype", "group", "default"],
+                "commentPrefix": "#",
+                "dateTimeFormat": "RFC3339",
+            },
+        });
+        let call = Call::post(FLUX_PATH, "application/json", body.to_string().into_bytes())
+            .param("org", self.org.as_str())
+            .header("Accept", "application/csv");
+        self.api.call(&call).await
+    }
+
+    async fn influxql(&self, query: &str) -> Result<Vec<u8>, MetricError> {
+        let call = Call::get(INFLUXQL_PATH)
+            .param("q", query)
+            .param("epoch", "s");
+        self.api.call(&call).await
+    }
+
     async fn run(&self, query: &str) -> Result<f64, MetricError> {
         let query = query.trim();
         match language(query) {
             Language::Flux => {
-                let body = json!({
-                    "query": query,
-                    "type": "flux",
-                    "dialect": {
-                        "header": true,
-                        "delimiter": ",",
-                        "annotations": ["datatype", "group", "default"],
-                        "commentPrefix": "#",
-                        "dateTimeFormat": "RFC3339",
-                    },
-                });
-                let call = Call::post(FLUX_PATH, "application/json", body.to_string().into_bytes())
-                    .param("org", self.org.as_str())
-                    .header("Accept", "application/csv");
-                let answer = self.api.call(&call).await?;
+                let answer = self.flux(query).await?;
                 first_flux_value(&answer, &self.flux_endpoint)
             }
             Language::InfluxQl => {
-                let call = Call::get(INFLUXQL_PATH)
-                    .param("q", query)
-                    .param("epoch", "s");
-                let answer = self.api.call(&call).await?;
+                let answer = self.influxql(query).await?;
                 first_influxql_value(&answer, &self.influxql_endpoint)
             }
         }
     }
+
+    async fn range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, MetricError> {
+        let query = query.trim();
+        let step_s = step.as_secs().max(1);
+        // The first point closes the interval that opens a step before `start`.
+        let from = (start.floor() as i64).saturating_sub(step_s as i64);
+        let until = end.ceil() as i64;
+        match language(query) {
+            Language::Flux => {
+                let at = |s: i64| {
+                    Timestamp::from_second(s).map_err(|e| {
+                        MetricError::Failed(format!("influxdb: the range's time {s}: {e}"))
+                    })
+                };
+                let program = format!(
+                    "option v = {{timeRangeStart: {}, timeRangeStop: {}, windowPeriod: {step_s}s}}\n{query}",
+                    at(from)?,
+                    at(until)?
+                );
+                let answer = self.flux(&program).await?;
+                flux_series(&answer, &self.flux_endpoint)
+            }
+            Language::InfluxQl => {
+                if !query.contains(TIME_FILTER) {
+                    return Err(MetricError::Failed(format!(
+                        "influxdb: the judge's InfluxQL query must say where its time condition goes with {TIME_FILTER} (WHERE ... AND {TIME_FILTER} GROUP BY time({{{{ interval }}}})): {query}"
+                    )));
+                }
+                let condition = format!("time > {from}s AND time <= {until}s");
+                let answer = self
+                    .influxql(&query.replace(TIME_FILTER, &condition))
+                    .await?;
+                influxql_series(&answer, &self.influxql_endpoint, step_s as f64)
+            }
+        }
+    }
+}
+
+/// Where a judge's InfluxQL query wants its time condition (Grafana's name for it).
+const TIME_FILTER: &str = "$timeFilter";
+
+/// Every table of an annotated-CSV Flux answer as a series: its records' `_value` at `_time`,
+/// labelled by the columns that do not start with `_` (but `_field` and `_measurement`).
+fn flux_series(body: &[u8], endpoint: &str) -> Result<Vec<RangeSeries>, MetricError> {
+    let text = String::from_utf8_lossy(body);
+    let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut header: Option<Vec<String>> = None;
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            header = None;
+            continue;
+        }
+        let cells = csv_cells(line);
+        if cells.first().is_some_and(|c| c.starts_with('#')) {
+            continue;
+        }
+        let Some(columns) = &header else {
+            header = Some(cells);
+            continue;
+        };
+        let at = |name: &str| columns.iter().position(|c| c == name);
+        if let Some(i) = at("error") {
+            let error = cells.get(i).map(String::as_str).unwrap_or_default();
+            return Err(MetricError::Failed(format!(
+                "{endpoint} refused the query: {error}"
+            )));
+        }
+        let (Some(v), Some(t)) = (at("_value"), at("_time")) else {
+            return Err(MetricError::Failed(format!(
+                "{endpoint} answered records without _time and _value columns (columns: {}): window the query with aggregateWindow",
+                columns.join(", ")
+            )));
+        };
+        let labels: BTreeMap<String, String> = columns
+            .iter()
+            .zip(&cells)
+            .filter(|(name, _)| {
+                !name.is_empty()
+                    && !matches!(name.as_str(), "result" | "table")
+                    && (!name.starts_with('_')
+                        || matches!(name.as_str(), "_field" | "_measurement"))
+            })
+            .map(|(name, cell)| (name.clone(), cell.clone()))
+            .collect();
+        let points = series.entry(labels).or_default();
+        let time = cells.get(t).and_then(|c| c.parse::<Timestamp>().ok());
+        let value = cells.get(v).and_then(|c| c.parse::<f64>().ok());
+        if let (Some(time), Some(value)) = (time, value.filter(|v| v.is_finite())) {
+            points.push((time.as_millisecond() as f64 / 1000.0, value));
+        }
+    }
+    if series.is_empty() {
+        return Err(no_values("the query returned no record"));
+    }
+    Ok(series
+        .into_iter()
+        .map(|(labels, points)| RangeSeries { labels, points })
+        .collect())
+}
+
+/// Every series of an InfluxQL answer (`epoch=s`), labelled by its tags: the first value column
+/// of each row, at the end of the row's `GROUP BY time()` bucket (`step` when the series has
+/// one row).
+fn influxql_series(
+    body: &[u8],
+    endpoint: &str,
+    step: f64,
+) -> Result<Vec<RangeSeries>, MetricError> {
+    let answer = json_of(body, endpoint, "InfluxDB's")?;
+    let refused =
+        |error: &str| MetricError::Failed(format!("{endpoint} refused the query: {error}"));
+    if let Some(error) = answer.get("error").and_then(Value::as_str) {
+        return Err(refused(error));
+    }
+    let Some(result) = answer.pointer("/results/0") else {
+        return Err(MetricError::Failed(format!(
+            "{endpoint} answered without results: {}",
+            excerpt(body, 200)
+        )));
+    };
+    if let Some(error) = result.get("error").and_then(Value::as_str) {
+        return Err(refused(error));
+    }
+    let all = result
+        .get("series")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if all.is_empty() {
+        return Err(no_values("the query matched no series"));
+    }
+    Ok(all
+        .iter()
+        .map(|s| {
+            let labels = s
+                .get("tags")
+                .and_then(Value::as_object)
+                .map(|tags| {
+                    tags.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let columns: Vec<&str> = s
+                .get("columns")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let t = columns.iter().position(|c| *c == "time").unwrap_or(0);
+            let v = columns.iter().position(|c| *c != "time").unwrap_or(1);
+            let rows: Vec<&Vec<Value>> = s
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|rows| rows.iter().filter_map(Value::as_array).collect())
+                .unwrap_or_default();
+            let width = bucket_width(rows.iter().filter_map(|r| r.get(t)?.as_f64()), step);
+            let points = rows
+                .iter()
+                .filter_map(|r| {
+                    let at = r.get(t)?.as_f64()? + width;
+                    let value = r.get(v)?.as_f64().filter(|v| v.is_finite())?;
+                    Some((at, value))
+                })
+                .collect();
+            RangeSeries { labels, points }
+        })
+        .collect())
 }
 
 fn no_values(why: &str) -> MetricError {
@@ -277,6 +478,16 @@ impl MetricsProvider for InfluxDb {
         Box::pin(self.run(query))
     }
 
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
+        Box::pin(self.range(query, start, end, step))
+    }
+
     fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>> {
         Box::pin(async move { self.api.online(&Call::get("/ping")).await })
     }
@@ -333,6 +544,70 @@ mod tests {
             &[("token", "t0ken\n"), ("org", "acme")],
         ));
         assert_eq!(p.run(&format!("\n{FLUX}\n")).await, Ok(1.5));
+    }
+
+    #[tokio::test]
+    async fn a_judges_flux_query_runs_with_the_uis_time_range_options_and_every_table_is_a_series()
+    {
+        let server = MockServer::start().await;
+        let judged = r#"from(bucket: "flagger")
+  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)
+  |> filter(fn: (r) => r._measurement == "requests" and r._field == "errors")
+  |> aggregateWindow(every: v.windowPeriod, fn: sum, createEmpty: false)"#;
+        // 2023-11-14T22:13:20Z is 1700000000.
+        let program = format!(
+            "option v = {{timeRangeStart: 2023-11-14T22:13:20Z, timeRangeStop: 2023-11-14T22:16:20Z, windowPeriod: 60s}}\n{judged}"
+        );
+        let csv = "#datatype,string,long,dateTime:RFC3339,dateTime:RFC3339,dateTime:RFC3339,double,string,string,string\r\n#group,false,false,true,true,false,false,true,true,true\r\n#default,_result,,,,,,,,\r\n,result,table,_start,_stop,_time,_value,_field,_measurement,deployment\r\n,,0,2023-11-14T22:13:20Z,2023-11-14T22:16:20Z,2023-11-14T22:14:20Z,3,errors,requests,podinfo-canary\r\n,,0,2023-11-14T22:13:20Z,2023-11-14T22:16:20Z,2023-11-14T22:16:20Z,1,errors,requests,podinfo-canary\r\n,,1,2023-11-14T22:13:20Z,2023-11-14T22:16:20Z,2023-11-14T22:15:20Z,0,errors,requests,podinfo-primary\r\n\r\n";
+        Mock::given(method("POST"))
+            .and(path("/api/v2/query"))
+            .and(body_json(json!({
+                "query": program,
+                "type": "flux",
+                "dialect": {
+                    "header": true,
+                    "delimiter": ",",
+                    "annotations": ["datatype", "group", "default"],
+                    "commentPrefix": "#",
+                    "dateTimeFormat": "RFC3339",
+                },
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_string(csv))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let p = make(&spec(&server.uri(), &[("token", "t"), ("org", "acme")]));
+        let labelled = |d: &str| -> BTreeMap<String, String> {
+            [
+                ("_field".to_string(), "errors".to_string()),
+                ("_measurement".to_string(), "requests".to_string()),
+                ("deployment".to_string(), d.to_string()),
+            ]
+            .into()
+        };
+        assert_eq!(
+            p.query_range(
+                judged,
+                1_700_000_060.0,
+                1_700_000_180.0,
+                Duration::from_secs(60)
+            )
+            .await,
+            Ok(vec![
+                RangeSeries {
+                    labels: labelled("podinfo-canary"),
+                    points: vec![(1_700_000_060.0, 3.0), (1_700_000_180.0, 1.0)],
+                },
+                RangeSeries {
+                    labels: labelled("podinfo-primary"),
+                    points: vec![(1_700_000_120.0, 0.0)],
+                },
+            ])
+        );
+        assert!(matches!(
+            flux_series(b"", "E"),
+            Err(MetricError::NoValues(_))
+        ));
     }
 
     #[test]
@@ -460,6 +735,58 @@ mod tests {
         // Nothing measured is no values, not 0.
         let none = "SELECT sum(errors) FROM \"flagger\".\"autogen\".\"requests\" WHERE deployment = 'other' AND time > now() - 1m";
         assert!(matches!(p.run(none).await, Err(MetricError::NoValues(_))));
+        // The judge's range: one series per GROUP BY tag set, a point at the end of each
+        // one-minute bucket with a value (empty buckets, null in InfluxQL, are left out).
+        let base = (now / 60) * 60 - 600;
+        post(
+            format!("{}/write?db=flagger&precision=s", influxd.url),
+            format!(
+                "latency,deployment=podinfo-canary ms=30 {}\nlatency,deployment=podinfo-canary ms=50 {}\nlatency,deployment=podinfo-primary ms=20 {}\nlatency,deployment=podinfo-primary ms=22 {}\n",
+                base + 5,
+                base + 65,
+                base + 10,
+                base + 190
+            ),
+        )
+        .await;
+        let judged = "SELECT mean(ms) FROM \"flagger\".\"autogen\".\"latency\" WHERE $timeFilter GROUP BY time(60s), deployment";
+        let range = p
+            .query_range(
+                judged,
+                (base + 60) as f64,
+                (base + 180) as f64,
+                Duration::from_secs(60),
+            )
+            .await;
+        let labelled = |d: &str| -> BTreeMap<String, String> {
+            [("deployment".to_string(), d.to_string())].into()
+        };
+        assert_eq!(
+            range,
+            Ok(vec![
+                RangeSeries {
+                    labels: labelled("podinfo-canary"),
+                    points: vec![((base + 60) as f64, 30.0), ((base + 120) as f64, 50.0)],
+                },
+                RangeSeries {
+                    labels: labelled("podinfo-primary"),
+                    points: vec![((base + 60) as f64, 20.0)],
+                },
+            ])
+        );
+        // A judge's InfluxQL query without $timeFilter is refused before any call.
+        match p
+            .query_range(
+                "SELECT mean(ms) FROM latency GROUP BY time(60s)",
+                0.0,
+                60.0,
+                Duration::from_secs(60),
+            )
+            .await
+        {
+            Err(MetricError::Failed(m)) => assert!(m.contains("$timeFilter"), "{m}"),
+            other => panic!("{other:?}"),
+        }
         // InfluxDB's own error text.
         match p.run("SELECT sum(errors) FROM nowhere").await {
             Err(MetricError::Failed(m)) => {

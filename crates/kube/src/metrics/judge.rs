@@ -344,7 +344,7 @@ mod tests {
         // Between timestamps: the interval that ends at the next one.
         assert_eq!(g.index(1_045.0), Some(1));
         assert_eq!(g.index(1_000.5), Some(0));
-        assert_eq!(g.index(1_060.0005), Some(1));
+        assert_eq!(g.index(1_060.000_5), Some(1));
         assert_eq!(g.index(1_089.0), Some(2));
         assert_eq!(g.index(1_090.5), None);
         assert_eq!(Grid::new(5_000, 4_000, 1_000).count, 0);

@@ -12,13 +12,21 @@
 //! - no values: not exactly one result, or one whose `result` is `null` or absent;
 //! - online: the query `SELECT * FROM Metric` answers 200.
 //!
-//! The statistical judge needs series per deployment, which this provider does not give yet.
+//!
+//! For the statistical judge (a range), the query gets `SINCE S UNTIL T TIMESERIES N seconds`
+//! instead (S and T in Unix milliseconds, N the judge's step; at most 366 buckets a request, New
+//! Relic's limit, so a longer range is asked for in parts): each bucket's `results[0].result`
+//! is a point at the bucket's `endTimeSeconds`; with `FACET`, each facet is a series labelled by
+//! the facet's attributes (`metadata.facet`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::api::{excerpt, json_of, number, Api, Call};
-use super::provider::{MetricsProvider, ProviderSpec};
+use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
 const DEFAULT_ADDRESS: &str = "https://insights-api.newrelic.com";
@@ -76,6 +84,77 @@ impl NewRelic {
     }
 }
 
+/// New Relic answers at most this many `TIMESERIES` buckets a query.
+const MAX_BUCKETS: u64 = 366;
+
+/// The buckets of a `TIMESERIES` answer (with or without `FACET`) as series: each bucket's
+/// `results[0].result` at its `endTimeSeconds`; buckets without a number are left out.
+fn series_of(body: &[u8], endpoint: &str) -> Result<Vec<RangeSeries>, MetricError> {
+    let answer = json_of(body, endpoint, "New Relic's")?;
+    let points = |buckets: Option<&Value>| -> Vec<(f64, f64)> {
+        buckets
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|bucket| {
+                let at = bucket.get("endTimeSeconds")?.as_f64()?;
+                let value = bucket.pointer("/results/0/result")?.as_f64()?;
+                value.is_finite().then_some((at, value))
+            })
+            .collect()
+    };
+    if let Some(facets) = answer.get("facets").and_then(Value::as_array) {
+        let attributes: Vec<String> = match answer.pointer("/metadata/facet") {
+            Some(Value::String(one)) => vec![one.clone()],
+            Some(Value::Array(many)) => many
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        return Ok(facets
+            .iter()
+            .map(|facet| {
+                let values: Vec<String> = match facet.get("name") {
+                    Some(Value::Array(many)) => many.iter().map(text_of).collect(),
+                    Some(one) => vec![text_of(one)],
+                    None => Vec::new(),
+                };
+                let labels = values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| {
+                        let name = attributes
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("facet{}", i + 1));
+                        (name, value)
+                    })
+                    .collect();
+                RangeSeries {
+                    labels,
+                    points: points(facet.get("timeSeries")),
+                }
+            })
+            .collect());
+    }
+    match answer.get("timeSeries") {
+        Some(buckets) => Ok(vec![RangeSeries {
+            labels: BTreeMap::new(),
+            points: points(Some(buckets)),
+        }]),
+        None => Err(MetricError::Failed(format!(
+            "{endpoint} answered without timeSeries or facets to a TIMESERIES query: {}",
+            excerpt(body, 200)
+        ))),
+    }
+}
+
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
 /// `results[0].result` of an Insights answer.
 fn result_of(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
     let answer = json_of(body, endpoint, "New Relic's")?;
@@ -122,6 +201,46 @@ impl MetricsProvider for NewRelic {
 
     fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, MetricError>> {
         Box::pin(self.run(query))
+    }
+
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
+        Box::pin(async move {
+            let step_s = step.as_secs().max(1);
+            // The first point closes the interval that opens a step before `start`.
+            let mut from = (start.floor() as u64).saturating_sub(step_s);
+            let until = (end.ceil() as u64).max(from + step_s);
+            let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+            while from < until {
+                let to = until.min(from + MAX_BUCKETS * step_s);
+                let nrql = format!(
+                    "{} SINCE {} UNTIL {} TIMESERIES {step_s} seconds",
+                    query.trim(),
+                    from * 1000,
+                    to * 1000
+                );
+                let body = self.nrql(nrql).await?;
+                for part in series_of(&body, &self.endpoint)? {
+                    series.entry(part.labels).or_default().extend(part.points);
+                }
+                from = to;
+            }
+            let series: Vec<RangeSeries> = series
+                .into_iter()
+                .map(|(labels, points)| RangeSeries { labels, points })
+                .collect();
+            if series.is_empty() {
+                return Err(MetricError::NoValues(
+                    "newrelic: the query gave no facet".into(),
+                ));
+            }
+            Ok(series)
+        })
     }
 
     fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>> {
@@ -182,6 +301,93 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn range_queries_are_timeseries_in_parts_of_366_buckets_each_point_at_its_buckets_end() {
+        let server = MockServer::start().await;
+        let nrql = "SELECT percentage(count(*), WHERE error IS true) AS result FROM Transaction WHERE appName = 'podinfo-canary' FACET host";
+        // 400 one-minute intervals: 366 buckets, then 34.
+        let (start, step) = (1_700_000_060.0, 60u64);
+        let end = start + 399.0 * step as f64;
+        let first_from = 1_700_000_000u64;
+        let split = first_from + 366 * step;
+        let answer = |begin: u64, values: &[Option<f64>]| {
+            let buckets: Vec<Value> = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    let b = begin + i as u64 * step;
+                    serde_json::json!({"results": [{"result": v}], "beginTimeSeconds": b, "endTimeSeconds": b + step, "inspectedCount": 3})
+                })
+                .collect();
+            serde_json::json!({
+                "facets": [{"name": "node-a", "results": [{"result": 0.5}], "timeSeries": buckets}],
+                "totalResult": {"results": [{"result": 0.5}]},
+                "metadata": {"facet": "host", "timeSeries": {"period": step}},
+            })
+            .to_string()
+        };
+        Mock::given(method("GET"))
+            .and(path("/v1/accounts/100200/query"))
+            .and(query_param(
+                "nrql",
+                format!(
+                    "{nrql} SINCE {} UNTIL {} TIMESERIES 60 seconds",
+                    first_from * 1000,
+                    split * 1000
+                ),
+            ))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string(answer(first_from, &[Some(1.0), None, Some(2.5)])),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/accounts/100200/query"))
+            .and(query_param(
+                "nrql",
+                format!(
+                    "{nrql} SINCE {} UNTIL {} TIMESERIES 60 seconds",
+                    split * 1000,
+                    (end as u64) * 1000
+                ),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_string(answer(split, &[Some(4.0)])))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let nr = match make(&spec(&server.uri())) {
+            Ok(nr) => nr,
+            Err(e) => panic!("{e}"),
+        };
+        let series = nr
+            .query_range(nrql, start, end, Duration::from_secs(step))
+            .await;
+        let expected = vec![RangeSeries {
+            labels: [("host".to_string(), "node-a".to_string())].into(),
+            points: vec![
+                ((first_from + step) as f64, 1.0),
+                ((first_from + 3 * step) as f64, 2.5),
+                ((split + step) as f64, 4.0),
+            ],
+        }];
+        assert_eq!(series, Ok(expected));
+        // Without FACET the answer's buckets are one series without labels.
+        let plain = r#"{"timeSeries":[{"results":[{"result":7}],"beginTimeSeconds":0,"endTimeSeconds":60}],"total":{"results":[{"result":7}]}}"#;
+        assert_eq!(
+            series_of(plain.as_bytes(), "E"),
+            Ok(vec![RangeSeries {
+                labels: BTreeMap::new(),
+                points: vec![(60.0, 7.0)]
+            }])
+        );
+        assert!(matches!(
+            series_of(br#"{"results":[{"result":1}]}"#, "E"),
+            Err(MetricError::Failed(_))
+        ));
     }
 
     #[test]

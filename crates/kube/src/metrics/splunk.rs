@@ -14,16 +14,21 @@
 //! - no values: no data point with a value;
 //! - online: `GET {api}/v2/metric?limit=1` answers 200.
 //!
-//! The statistical judge needs series per deployment, which this provider does not give yet.
+//!
+//! For the statistical judge (a range from S to T at step N), the program runs with
+//! `start=S&stop=T&resolution=N` (milliseconds); every time series it publishes is a series
+//! labelled by its metadata's properties (the dimensions; SignalFx's own `sf_` properties left
+//! out), with a point per data message at its `logicalTimestampMs`, which aviary takes as the end
+//! of the resolution window the value sums up (SignalFlow's windows end at their timestamp).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::api::{unix_now_ms, Api, Call};
-use super::provider::{MetricsProvider, ProviderSpec};
+use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
 const EXECUTE_PATH: &str = "/v2/signalflow/execute";
@@ -141,11 +146,11 @@ fn events(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The last data point's value of a SignalFlow computation's events.
-fn last_value(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
+/// The JSON messages of a SignalFlow computation's events, `(event, message)`; an error or an
+/// aborted channel is the computation's failure.
+fn messages(body: &[u8], endpoint: &str) -> Result<Vec<(String, Value)>, MetricError> {
     let text = String::from_utf8_lossy(body);
-    let mut last = None;
-    let mut series = BTreeSet::new();
+    let mut out = Vec::new();
     for (kind, data) in events(&text) {
         let message: Value = match serde_json::from_str(&data) {
             Ok(v) => v,
@@ -170,6 +175,16 @@ fn last_value(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
                 "{endpoint} stopped the computation: {why}"
             )));
         }
+        out.push((kind, message));
+    }
+    Ok(out)
+}
+
+/// The last data point's value of a SignalFlow computation's events.
+fn last_value(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
+    let mut last = None;
+    let mut series = BTreeSet::new();
+    for (kind, message) in messages(body, endpoint)? {
         if kind != "data" {
             continue;
         }
@@ -199,6 +214,64 @@ fn last_value(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
     })
 }
 
+/// Every time series of a SignalFlow computation's events: labelled by its metadata's
+/// properties (without SignalFx's `sf_` ones), a point per data message with a value.
+fn series_of(body: &[u8], endpoint: &str) -> Result<Vec<RangeSeries>, MetricError> {
+    let mut series: BTreeMap<String, RangeSeries> = BTreeMap::new();
+    for (kind, message) in messages(body, endpoint)? {
+        match kind.as_str() {
+            "metadata" => {
+                let Some(id) = message.get("tsId").and_then(Value::as_str) else {
+                    continue;
+                };
+                let labels = message
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| {
+                        p.iter()
+                            .filter(|(k, _)| !k.starts_with("sf_"))
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                series.entry(id.to_string()).or_default().labels = labels;
+            }
+            "data" => {
+                let Some(at) = message.get("logicalTimestampMs").and_then(Value::as_f64) else {
+                    continue;
+                };
+                for point in message
+                    .get("data")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    let (Some(id), Some(value)) = (
+                        point.get("tsId").and_then(Value::as_str),
+                        point.get("value").and_then(Value::as_f64),
+                    ) else {
+                        continue;
+                    };
+                    if value.is_finite() {
+                        series
+                            .entry(id.to_string())
+                            .or_default()
+                            .points
+                            .push((at / 1000.0, value));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if series.is_empty() {
+        return Err(MetricError::NoValues(
+            "splunk: the program published no time series".into(),
+        ));
+    }
+    Ok(series.into_values().collect())
+}
+
 impl MetricsProvider for Splunk {
     fn kind(&self) -> &'static str {
         "splunk"
@@ -210,6 +283,28 @@ impl MetricsProvider for Splunk {
 
     fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, MetricError>> {
         Box::pin(self.run(query, unix_now_ms()))
+    }
+
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
+        Box::pin(async move {
+            let step_ms = step.as_millis().max(1000) as u64;
+            // The first point closes the interval that opens a step before `start`.
+            let from = ((start * 1000.0).floor() as u64).saturating_sub(step_ms);
+            let until = (end * 1000.0).ceil() as u64;
+            let call = Call::post(EXECUTE_PATH, "text/plain", query.trim().as_bytes().to_vec())
+                .param("start", from.to_string())
+                .param("stop", until.to_string())
+                .param("resolution", step_ms.to_string())
+                .param("immediate", "true");
+            let body = self.stream.call(&call).await?;
+            series_of(&body, &self.endpoint)
+        })
     }
 
     fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>> {
@@ -270,6 +365,65 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_judges_range_runs_at_the_steps_resolution_and_gives_every_published_series() {
+        let server = MockServer::start().await;
+        let program = "data('spans.count', filter=filter('sf_error', 'true')).sum(by=['deployment']).publish()";
+        let stream = [
+            "event: metadata\ndata: {\"properties\":{\"deployment\":\"podinfo-canary\",\"sf_key\":[\"deployment\"],\"sf_originatingMetric\":\"spans.count\"},\"tsId\":\"AAA\"}\n\n",
+            "event: metadata\ndata: {\"properties\":{\"deployment\":\"podinfo-primary\"},\"tsId\":\"BBB\"}\n\n",
+            "event: data\ndata: {\"data\":[{\"tsId\":\"AAA\",\"value\":3},{\"tsId\":\"BBB\",\"value\":1}],\"logicalTimestampMs\":1700000060000}\n\n",
+            "event: data\ndata: {\"data\":[{\"tsId\":\"AAA\",\"value\":null},{\"tsId\":\"BBB\",\"value\":2}],\"logicalTimestampMs\":1700000120000}\n\n",
+            "event: control-message\ndata: {\"event\":\"END_OF_CHANNEL\"}\n\n",
+        ]
+        .concat();
+        Mock::given(method("POST"))
+            .and(path("/v2/signalflow/execute"))
+            .and(query_param("start", "1700000000000"))
+            .and(query_param("stop", "1700000120000"))
+            .and(query_param("resolution", "60000"))
+            .and(query_param("immediate", "true"))
+            .and(header("X-SF-Token", "sfT0ken"))
+            .and(body_string(program))
+            .respond_with(ResponseTemplate::new(200).set_body_string(stream))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let sp = match Splunk::new(&crate::http::Clients::default(), &spec(&server.uri())) {
+            Ok(sp) => sp,
+            Err(e) => panic!("{e}"),
+        };
+        let deployment = |d: &str| -> BTreeMap<String, String> {
+            [("deployment".to_string(), d.to_string())].into()
+        };
+        assert_eq!(
+            sp.query_range(
+                program,
+                1_700_000_060.0,
+                1_700_000_120.0,
+                Duration::from_secs(60)
+            )
+            .await,
+            Ok(vec![
+                RangeSeries {
+                    labels: deployment("podinfo-canary"),
+                    points: vec![(1_700_000_060.0, 3.0)],
+                },
+                RangeSeries {
+                    labels: deployment("podinfo-primary"),
+                    points: vec![(1_700_000_060.0, 1.0), (1_700_000_120.0, 2.0)],
+                },
+            ])
+        );
+        assert!(matches!(
+            series_of(
+                b"event: control-message\ndata: {\"event\":\"END_OF_CHANNEL\"}\n\n",
+                "E"
+            ),
+            Err(MetricError::NoValues(_))
+        ));
     }
 
     #[test]

@@ -18,7 +18,11 @@
 //! - online: an empty query answers 400 (the API is reached and the credentials are accepted), as
 //!   Flagger checks it.
 //!
-//! The statistical judge needs series per deployment, which this provider does not give yet.
+//!
+//! For the statistical judge (a range from S to T at step N), the judge's MQL, written without
+//! a time range, gets `| every Ns` (unless it sets its own `every`) and `| within d'S', d'T'`
+//! (UTC); every time series of the answer (all its pages) is a series labelled by the answer's
+//! label descriptors, with a point per `pointData` at the end of its `timeInterval`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -29,7 +33,7 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::api::{generic_detail, json_of, Api, Call, MAX_BODY};
-use super::provider::{MetricsProvider, ProviderSpec};
+use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
 const DEFAULT_ADDRESS: &str = "https://monitoring.googleapis.com";
@@ -321,8 +325,16 @@ impl Stackdriver {
     }
 
     async fn post(&self, query: &str) -> Result<Vec<u8>, MetricError> {
+        self.page(query, None).await
+    }
+
+    async fn page(&self, query: &str, token_of_page: Option<&str>) -> Result<Vec<u8>, MetricError> {
         let token = self.token().await?;
-        let body = json!({ "query": query }).to_string().into_bytes();
+        let mut body = json!({ "query": query });
+        if let Some(page) = token_of_page {
+            body["pageToken"] = json!(page);
+        }
+        let body = body.to_string().into_bytes();
         let call = Call::post(self.path.as_str(), "application/json", body).bearer(&token);
         self.api.call(&call).await
     }
@@ -331,6 +343,147 @@ impl Stackdriver {
         let body = self.post(query.trim()).await?;
         first_value(&body, &self.endpoint)
     }
+}
+
+/// At most this many pages of a judge's range are read.
+const MAX_PAGES: usize = 20;
+
+impl Stackdriver {
+    async fn range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<RangeSeries>, MetricError> {
+        let query = query.trim();
+        let ops: Vec<&str> = query.split('|').map(str::trim).collect();
+        let op = |name: &str| {
+            ops.iter()
+                .any(|o| o.split_whitespace().next() == Some(name))
+        };
+        if op("within") {
+            return Err(MetricError::Failed(format!(
+                "stackdriver: the judge sets the time range of its MQL itself: remove `| within ...` from the judge's query: {query}"
+            )));
+        }
+        let step_s = step.as_secs().max(1);
+        // The first point closes the interval that opens a step before `start`.
+        let from = (start.floor() as i64).saturating_sub(step_s as i64);
+        let until = end.ceil() as i64;
+        let date = |s: i64| {
+            k8s_openapi::jiff::Timestamp::from_second(s)
+                .map(|t| t.strftime("%Y/%m/%d %H:%M:%S").to_string())
+                .map_err(|e| MetricError::Failed(format!("stackdriver: the range's time {s}: {e}")))
+        };
+        let every = if op("every") {
+            String::new()
+        } else {
+            format!(" | every {step_s}s")
+        };
+        let program = format!(
+            "{query}{every} | within d'{}', d'{}'",
+            date(from)?,
+            date(until)?
+        );
+        let mut all = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let body = self.page(&program, next.as_deref()).await?;
+            let (series, token) = series_of(&body, &self.endpoint)?;
+            all.extend(series);
+            match token {
+                Some(t) => next = Some(t),
+                None => break,
+            }
+        }
+        if all.is_empty() {
+            return Err(MetricError::NoValues(
+                "stackdriver: the query matched no time series".into(),
+            ));
+        }
+        Ok(all)
+    }
+}
+
+/// The time series of one page of a `timeSeries:query` answer, and the next page's token.
+fn series_of(
+    body: &[u8],
+    endpoint: &str,
+) -> Result<(Vec<RangeSeries>, Option<String>), MetricError> {
+    let answer = json_of(body, endpoint, "Cloud Monitoring's")?;
+    let names: Vec<String> = answer
+        .pointer("/timeSeriesDescriptor/labelDescriptors")
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .map(|l| {
+                    l.get("key")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let label_text = |v: &Value| -> String {
+        ["stringValue", "int64Value", "boolValue"]
+            .iter()
+            .find_map(|k| v.get(*k))
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    let series = answer
+        .get("timeSeriesData")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let labels = names
+                .iter()
+                .zip(
+                    s.get("labelValues")
+                        .and_then(Value::as_array)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default(),
+                )
+                .map(|(name, v)| (name.clone(), label_text(v)))
+                .collect();
+            let mut points: Vec<(f64, f64)> = s
+                .get("pointData")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|p| {
+                    let at = p
+                        .pointer("/timeInterval/endTime")?
+                        .as_str()?
+                        .parse::<k8s_openapi::jiff::Timestamp>()
+                        .ok()?;
+                    let value = p.pointer("/values/0")?;
+                    let value = match (value.get("doubleValue"), value.get("int64Value")) {
+                        (Some(d), _) => d.as_f64(),
+                        (None, Some(Value::String(i))) => i.parse::<i64>().ok().map(|i| i as f64),
+                        (None, Some(i)) => i.as_i64().map(|i| i as f64),
+                        (None, None) => None,
+                    }
+                    .filter(|v| v.is_finite())?;
+                    Some((at.as_millisecond() as f64 / 1000.0, value))
+                })
+                .collect();
+            // Cloud Monitoring gives the newest point first.
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            RangeSeries { labels, points }
+        })
+        .collect();
+    let next = answer
+        .get("nextPageToken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    Ok((series, next))
 }
 
 /// The first value of the first point of the first time series.
@@ -386,6 +539,16 @@ impl MetricsProvider for Stackdriver {
 
     fn query<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<f64, MetricError>> {
         Box::pin(self.run(query))
+    }
+
+    fn query_range<'a>(
+        &'a self,
+        query: &'a str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
+        Box::pin(self.range(query, start, end, step))
     }
 
     fn is_online(&self) -> BoxFuture<'_, Result<(), MetricError>> {
@@ -580,6 +743,93 @@ mod tests {
                 assert_eq!(sd.run(MQL).await, Ok(0.25));
             }
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_judges_range_appends_every_and_within_and_reads_every_page_of_series() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_string(
+                r#"{"access_token":"ya29.m3t4","expires_in":3599,"token_type":"Bearer"}"#,
+            ))
+            .mount(&server)
+            .await;
+        let judged = "fetch k8s_container | metric 'kubernetes.io/container/restart_count' | filter resource.namespace_name == 'test' | group_by [resource.pod_name], sum(val())";
+        // 1700000000 is 2023-11-14 22:13:20 UTC.
+        let program =
+            format!("{judged} | every 60s | within d'2023/11/14 22:13:20', d'2023/11/14 22:16:20'");
+        let descriptor = r#""timeSeriesDescriptor":{"labelDescriptors":[{"key":"resource.pod_name"}],"pointDescriptors":[{"key":"value.restart_count","valueType":"INT64","metricKind":"GAUGE"}]}"#;
+        Mock::given(method("POST"))
+            .and(path("/v3/projects/deploy-proj/timeSeries:query"))
+            .and(header("Authorization", "Bearer ya29.m3t4"))
+            .and(body_json(json!({ "query": program })))
+            .respond_with(ResponseTemplate::new(200).set_body_string(format!(
+                r#"{{{descriptor},"timeSeriesData":[{{"labelValues":[{{"stringValue":"podinfo-canary-1"}}],"pointData":[{{"values":[{{"int64Value":"2"}}],"timeInterval":{{"startTime":"2023-11-14T22:15:20Z","endTime":"2023-11-14T22:16:20Z"}}}},{{"values":[{{"int64Value":"1"}}],"timeInterval":{{"startTime":"2023-11-14T22:13:20Z","endTime":"2023-11-14T22:14:20Z"}}}}]}}],"nextPageToken":"p2"}}"#
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v3/projects/deploy-proj/timeSeries:query"))
+            .and(body_json(json!({ "query": program, "pageToken": "p2" })))
+            .respond_with(ResponseTemplate::new(200).set_body_string(format!(
+                r#"{{{descriptor},"timeSeriesData":[{{"labelValues":[{{"stringValue":"podinfo-primary-1"}}],"pointData":[{{"values":[{{"doubleValue":"NaN"}}],"timeInterval":{{"endTime":"2023-11-14T22:15:20Z"}}}},{{"values":[{{"doubleValue":0.5}}],"timeInterval":{{"endTime":"2023-11-14T22:14:20Z"}}}}]}}]}}"#
+            )))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let host = server.uri().trim_start_matches("http://").to_string();
+        let env = move |name: &str| match name {
+            "CLOUD_DEPLOY_PROJECT" => Some("deploy-proj".to_string()),
+            "GCE_METADATA_HOST" => Some(host.clone()),
+            _ => None,
+        };
+        let sd = match Stackdriver::with_env(
+            &crate::http::Clients::default(),
+            &spec(&server.uri(), BTreeMap::new()),
+            &env,
+        ) {
+            Ok(sd) => sd,
+            Err(e) => panic!("{e}"),
+        };
+        let pod = |p: &str| -> BTreeMap<String, String> {
+            [("resource.pod_name".to_string(), p.to_string())].into()
+        };
+        assert_eq!(
+            sd.query_range(
+                judged,
+                1_700_000_060.0,
+                1_700_000_180.0,
+                Duration::from_secs(60)
+            )
+            .await,
+            Ok(vec![
+                RangeSeries {
+                    labels: pod("podinfo-canary-1"),
+                    points: vec![(1_700_000_060.0, 1.0), (1_700_000_180.0, 2.0)],
+                },
+                RangeSeries {
+                    labels: pod("podinfo-primary-1"),
+                    points: vec![(1_700_000_060.0, 0.5)],
+                },
+            ])
+        );
+        // A judge's query with a time range of its own is refused before any call.
+        match sd
+            .query_range(
+                MQL,
+                1_700_000_060.0,
+                1_700_000_180.0,
+                Duration::from_secs(60),
+            )
+            .await
+        {
+            Err(MetricError::Failed(m)) => assert!(m.contains("remove `| within"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -237,13 +237,11 @@ async fn a_held_phase_canary_of_a_release_rolls_back_when_another_fails_there() 
         let text = deployment(image).to_string().replace("podinfo", "backend");
         serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default()
     };
-    for (podinfo, backend) in [("podinfo:1.0", "backend:1.0")] {
-        if let Err(e) = c.emu.insert(deployment(podinfo)) {
-            panic!("{e}");
-        }
-        if let Err(e) = c.emu.insert(backend_deployment(backend)) {
-            panic!("{e}");
-        }
+    if let Err(e) = c.emu.insert(deployment("podinfo:1.0")) {
+        panic!("{e}");
+    }
+    if let Err(e) = c.emu.insert(backend_deployment("backend:1.0")) {
+        panic!("{e}");
     }
     let stop = || match Stop::new(Some(Duration::from_secs(120))) {
         Ok(s) => s,
