@@ -504,6 +504,13 @@ fn abort_and_status_talk_to_a_running_rollout() {
     let text = String::from_utf8_lossy(&status.stdout).into_owned();
     assert!(text.contains("phase          Failed"), "{text}");
     assert!(text.contains("runner         none running"), "{text}");
+    // The last events aviary recorded in the cluster, the rollback's Warnings among them.
+    assert!(text.contains("  events         (the last "), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains("Warning")
+            && l.contains("Rolling back podinfo.test abort requested: smoke alarm")),
+        "{text}"
+    );
     let missing = control(&["abort", "nosuch", "-n", "test"]);
     assert_ne!(code(&missing), 0);
     assert!(

@@ -151,10 +151,19 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
         let Some(engine) = engine else {
             return Ok::<_, AppError>(None);
         };
+        let events = match store.saved_spec() {
+            Some(spec) => {
+                let target = &spec.canary.target_ref.name;
+                aviary_kube::events::recent(client.clone(), &ns, target, RECENT_EVENTS)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => Ok(Vec::new()),
+        };
         let traffic = traffic(client, &engine, store.saved_spec()).await;
-        Ok(Some((engine, control, runner, traffic)))
+        Ok(Some((engine, control, runner, traffic, events)))
     })?;
-    let Some((engine, control, runner, traffic)) = found else {
+    let Some((engine, control, runner, traffic, events)) = found else {
         return Err(AppError::input(format!(
             "no rollout state for canary {:?}; has `aviary rollout` run for it in this namespace?",
             args.name
@@ -189,6 +198,8 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
             "runner_active": runner.as_ref().is_some_and(Runner::active),
             "abort_requested": control.abort.as_ref().map(|a| a.reason.clone()),
             "approved_revision": control.approve,
+            "events": events.as_ref().ok(),
+            "events_error": events.as_ref().err(),
         });
         serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
         writeln!(out)?;
@@ -259,8 +270,36 @@ pub fn run(args: &ControlArgs, out: &mut dyn Write) -> Result<Exit, AppError> {
     if let Some(abort) = &control.abort {
         writeln!(out, "  abort          requested: {}", abort.reason)?;
     }
+    match &events {
+        Ok(events) if events.is_empty() => writeln!(out, "  events         none recorded")?,
+        Ok(events) => {
+            writeln!(
+                out,
+                "  events         (the last {}, oldest first)",
+                events.len()
+            )?;
+            for e in events {
+                let repeats = if e.count > 1 {
+                    format!(" (x{})", e.count)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "                 {}  {:<7}  {}{repeats}",
+                    e.time,
+                    e.kind,
+                    e.note.replace(['\n', '\r'], " ")
+                )?;
+            }
+        }
+        Err(e) => writeln!(out, "  events         could not be read: {e}")?,
+    }
     Ok(Exit::Success)
 }
+
+/// How many of aviary's last Events `status` shows.
+const RECENT_EVENTS: usize = 10;
 
 /// `primary 60% / canary 40%`, with the mirror and the A/B scope when there are.
 fn describe(r: &Routes) -> String {

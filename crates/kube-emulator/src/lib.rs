@@ -79,6 +79,7 @@
 
 mod controllers;
 mod errors;
+mod events;
 mod kinds;
 mod managed;
 mod patch;

@@ -70,8 +70,12 @@ impl Rt {
     pub(crate) fn kind(&self) -> &str {
         &self.t.kind
     }
-    /// Objects of all versions of a group/resource share one storage.
+    /// Objects of all versions of a group/resource share one storage; so do the Events of the
+    /// core group and of `events.k8s.io` (see [`crate::events`]).
     pub(crate) fn storage_key(&self) -> (String, String) {
+        if crate::events::is_events_view(self) {
+            return (String::new(), "events".into());
+        }
         (self.t.group.clone(), self.t.plural.clone())
     }
 }

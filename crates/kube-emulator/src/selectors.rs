@@ -410,6 +410,18 @@ fn supported_fields(group: &str, plural: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
+        ("events.k8s.io", "events") => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ],
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
         ("apps", "replicasets") => &["status.replicas"],
@@ -449,7 +461,13 @@ impl FieldSelector {
                     )
                 });
             }
-            terms.push((field.to_string(), neg, unescape(value.trim())));
+            // Events of `events.k8s.io` are stored in the core form: select on its fields.
+            let field = if group == "events.k8s.io" && plural == "events" {
+                crate::events::core_field(field)
+            } else {
+                field.to_string()
+            };
+            terms.push((field, neg, unescape(value.trim())));
         }
         Ok(FieldSelector { terms })
     }

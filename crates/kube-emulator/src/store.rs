@@ -301,6 +301,9 @@ impl State {
 
     /// [`State::render`] of an object of one's own.
     pub(crate) fn rendered(rt: &Rt, mut obj: Value) -> Value {
+        if crate::events::is_events_view(rt) {
+            obj = crate::events::to_view(obj);
+        }
         if let Some(m) = obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(rt.t.api_version()));
             m.insert("kind".into(), json!(rt.kind()));
@@ -472,6 +475,13 @@ impl State {
         obj
     }
 
+    /// The core group's Events, where `events.k8s.io` Events are stored.
+    fn core_events(&self) -> ApiResult<Arc<Rt>> {
+        self.registry
+            .lookup("", "v1", "events")
+            .ok_or_else(|| ApiError::not_found("events", "", ""))
+    }
+
     fn check_type(&self, rt: &Rt, obj: &Value) -> ApiResult<()> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
@@ -548,6 +558,17 @@ impl State {
         applied: Option<Vec<Entry>>,
     ) -> ApiResult<Written> {
         self.check_type(rt, &obj)?;
+        // An `events.k8s.io` Event is checked as one and stored as a core Event.
+        let core;
+        let rt = if crate::events::is_events_view(rt) {
+            let namespace = ns.unwrap_or_default().to_string();
+            crate::events::validate_create(&obj, &namespace)?;
+            obj = crate::events::to_core(obj);
+            core = self.core_events()?;
+            &*core
+        } else {
+            rt
+        };
         let ns = State::check_namespace(rt, &mut obj, ns)?;
         let suffix = self.rng.suffix(5);
         let uid = self.rng.uuid();
@@ -667,6 +688,15 @@ impl State {
         allow_unconditional: bool,
     ) -> ApiResult<Written> {
         self.check_type(rt, &body)?;
+        // An `events.k8s.io` Event is stored as a core Event.
+        let core;
+        let rt = if crate::events::is_events_view(rt) {
+            body = crate::events::to_core(body);
+            core = self.core_events()?;
+            &*core
+        } else {
+            rt
+        };
         let ns = State::check_namespace(rt, &mut body, ns)?;
         let old = self
             .get_shared(rt, &ns, name)

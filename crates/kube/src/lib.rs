@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod deploy;
+pub mod events;
 pub mod files;
 pub mod http;
 pub mod lease;

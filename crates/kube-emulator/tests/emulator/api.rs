@@ -616,3 +616,80 @@ async fn kube_runtime_event_recorder_works() -> TestResult {
     assert_eq!(events[0]["regarding"]["name"], "target");
     Ok(())
 }
+
+#[tokio::test]
+async fn events_of_both_groups_are_one_resource_in_two_views() -> TestResult {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+
+    let (_emu, client) = setup().await?;
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let core: Api<CoreEvent> = Api::default_namespaced(client.clone());
+    let event = |name: &str, target: &str, note: &str| {
+        serde_json::from_value::<Event>(json!({
+            "metadata": {"name": name},
+            "eventTime": "2026-12-05T10:00:00.000000Z",
+            "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target, "namespace": "test", "uid": format!("uid-{target}")},
+            "note": note, "reason": "Synced", "type": "Warning", "action": "Progressing",
+            "reportingController": "aviary", "reportingInstance": "aviary-test",
+        }))
+    };
+    events
+        .create(
+            &PostParams::default(),
+            &event("podinfo.1", "podinfo", "Halt advancement")?,
+        )
+        .await?;
+    events
+        .create(
+            &PostParams::default(),
+            &event("other.1", "other", "Advance")?,
+        )
+        .await?;
+    // The core view, selected as `kubectl describe deployment podinfo` selects.
+    let described = core
+        .list(&ListParams::default().fields(
+            "involvedObject.name=podinfo,involvedObject.namespace=test,involvedObject.kind=Deployment,involvedObject.uid=uid-podinfo",
+        ))
+        .await?;
+    assert_eq!(described.items.len(), 1);
+    let e = &described.items[0];
+    assert_eq!(e.message.as_deref(), Some("Halt advancement"));
+    assert_eq!(e.reporting_component.as_deref(), Some("aviary"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    // A repeat counted in the events.k8s.io view shows in both.
+    events
+        .patch(
+            "podinfo.1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"series": {"count": 2, "lastObservedTime": "2026-12-05T10:01:00.000000Z"}}),
+            ),
+        )
+        .await?;
+    let selected = events
+        .list(&ListParams::default().fields("regarding.name=podinfo,reportingController=aviary"))
+        .await?;
+    assert_eq!(selected.items.len(), 1);
+    assert_eq!(selected.items[0].series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(selected.items[0].note.as_deref(), Some("Halt advancement"));
+    let seen = core.get("podinfo.1").await?;
+    assert_eq!(seen.series.as_ref().and_then(|s| s.count), Some(2));
+    // What the real server refuses of an events.k8s.io Event.
+    let mut bad = event("bad", "podinfo", "x")?;
+    bad.type_ = Some("Info".into());
+    bad.action = None;
+    let status = api_error(events.create(&PostParams::default(), &bad).await);
+    assert_eq!(status.code, 422);
+    assert!(
+        status.message.contains("action: Required value"),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains("type: Invalid value: \"Info\""),
+        "{}",
+        status.message
+    );
+    Ok(())
+}

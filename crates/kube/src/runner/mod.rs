@@ -53,6 +53,8 @@ const READINESS_POLL: Duration = Duration::from_secs(2);
 const FIRST_READINESS_POLL: Duration = Duration::from_millis(250);
 /// Ticks in a row whose cluster calls failed before the run gives up.
 const FAILED_TICKS: u32 = 3;
+/// How long a run that ended waits for its events to be recorded in the cluster.
+const EVENTS_FLUSH: Duration = Duration::from_secs(1);
 
 pub struct Options {
     pub provider: Provider,
@@ -94,9 +96,13 @@ pub async fn rollout(
     let release = options.release.clone();
     let member = canary.qualified_name();
     let log = options.log.clone();
+    // Events go to the cluster too, from a task of their own; what is queued when the run ends
+    // gets a moment to be written.
+    let events = crate::events::Recorder::start(client.clone());
     // On the heap: the run's state machine is large (most of all in debug builds), and a
     // caller that awaits it on its own stack (a test's block_on, a command's) need not fit it.
-    let result = Box::pin(rollout_alone(client, canary, options, stop)).await;
+    let result = Box::pin(rollout_alone(client, canary, options, stop, events.clone())).await;
+    events.close(EVENTS_FLUSH).await;
     if let Some(release) = release {
         match &result {
             Ok(Outcome::UpToDate {
@@ -133,6 +139,7 @@ async fn rollout_alone(
     canary: Canary,
     options: Options,
     stop: &mut Stop,
+    events: crate::events::Recorder,
 ) -> Result<Outcome, RunError> {
     let provider = canary
         .provider
@@ -147,7 +154,7 @@ async fn rollout_alone(
     }
     let config = Config::from_canary(&canary, &options.provider);
     let opened = match stop
-        .guard(Shell::open(client, canary, &provider, &options))
+        .guard(Shell::open(client, canary, &provider, &options, events))
         .await
     {
         Ok(opened) => opened?,
@@ -173,6 +180,7 @@ async fn rollout_alone(
     }
     let mut engine = Engine::new(config.clone(), state);
     let start_phase = engine.state().phase;
+    shell.phase = start_phase;
 
     let begin = async {
         let read = match shell.take_begin_read() {
@@ -642,7 +650,22 @@ pub async fn abort_without_runner(
         http: crate::http::Clients::default(),
     };
     let config = Config::from_canary(&spec.canary, &spec.provider);
-    let (mut shell, saved, _) = Shell::open(client, spec.canary, &spec.provider, &options).await?;
+    let events = crate::events::Recorder::start(client.clone());
+    let result = abort_with(client, spec, reason, options, config, events.clone()).await;
+    events.close(EVENTS_FLUSH).await;
+    result
+}
+
+async fn abort_with(
+    client: Client,
+    spec: SavedSpec,
+    reason: &str,
+    options: Options,
+    config: Config,
+    events: crate::events::Recorder,
+) -> Result<Option<TrafficLeft>, RunError> {
+    let (mut shell, saved, _) =
+        Shell::open(client, spec.canary, &spec.provider, &options, events).await?;
     let Some(saved) = saved else {
         return Ok(None);
     };

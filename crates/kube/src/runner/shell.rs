@@ -72,6 +72,10 @@ pub(super) struct Shell {
     started_ms: u64,
     /// The routes last put in place successfully (at the start: what the saved state says).
     applied: Routes,
+    /// Records the engine's events in the cluster.
+    events: crate::events::Recorder,
+    /// The phase the engine last set (the action of the events recorded after it).
+    pub(super) phase: Phase,
 }
 
 impl Shell {
@@ -81,9 +85,11 @@ impl Shell {
         canary: Canary,
         provider: &Provider,
         options: &Options,
+        events: crate::events::Recorder,
     ) -> Result<(Shell, Option<Engine>, crate::state::Control), RunError> {
         let (workloads, target) =
             Workloads::discover_read(client.clone(), &canary, provider).await?;
+        events.regarding(&target);
         // A spec the router cannot express is the user's to fix (exit 2), not the cluster's.
         let router = routing::for_canary(&canary, provider, &workloads).map_err(|e| match e {
             ClusterError::Invalid(message) => RunError::RouterCannot(message),
@@ -137,6 +143,8 @@ impl Shell {
             log: options.log.clone(),
             started_ms: wall_ms(),
             applied,
+            events,
+            phase: Phase::Initializing,
         };
         Ok((shell, saved, control))
     }
@@ -213,12 +221,15 @@ impl Shell {
             }
             Command::SetPhase { phase } => {
                 tracing::info!(phase = %phase, "phase {phase}");
+                self.phase = *phase;
             }
             Command::Event { severity, message } => {
                 match severity {
                     EventLevel::Info => tracing::info!("{message}"),
                     EventLevel::Warning => tracing::warn!("{message}"),
                 }
+                self.events
+                    .record(*severity, &self.phase.to_string(), message);
                 self.send_event(*severity, message).await;
             }
             Command::Check { check } => {

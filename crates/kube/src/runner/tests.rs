@@ -127,6 +127,121 @@ async fn the_loop_bootstraps_then_promotes_the_analysed_revision() {
     // Done: the canary is scaled to zero, and a third run finds nothing to do.
     let third = rollout(c.client.clone(), canary(), self::options(), &mut stop).await;
     assert!(matches!(third, Ok(Outcome::UpToDate { .. })), "{third:?}");
+    // The release's story is told in the cluster: Flagger's texts, as Events regarding the
+    // target Deployment (its uid, which `kubectl describe` selects on), from aviary.
+    let uid = c
+        .emu
+        .get("apps/v1", "deployments", Some("test"), "podinfo")
+        .and_then(|d| d["metadata"]["uid"].as_str().map(String::from))
+        .unwrap_or_default();
+    let notes = events_about(&c.emu, "podinfo", |notes| {
+        notes
+            .iter()
+            .any(|(_, n, _)| n.starts_with("Promotion completed!"))
+    })
+    .await;
+    for text in [
+        "Starting canary analysis for podinfo.test",
+        "Advance podinfo.test canary weight 25",
+        "Advance podinfo.test canary weight 50",
+    ] {
+        assert!(
+            notes
+                .iter()
+                .any(|(kind, n, _)| n == text && kind == "Normal"),
+            "{text}: {notes:?}"
+        );
+    }
+    let events = c.emu.list("v1", "events", Some("test"));
+    assert!(events
+        .iter()
+        .all(|e| e["involvedObject"]["uid"] == uid.as_str()
+            && e["involvedObject"]["kind"] == "Deployment"
+            && e["reportingComponent"] == "aviary"
+            && e["reason"] == "Synced"));
+}
+
+/// The Events regarding Deployment `target` as `(type, note, series count)`, once `done` says
+/// they are all there (they are written by a task of their own), or after 30 s.
+async fn events_about(
+    emu: &Emulator,
+    target: &str,
+    done: impl Fn(&[(String, String, u64)]) -> bool,
+) -> Vec<(String, String, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let notes: Vec<(String, String, u64)> = emu
+            .list("events.k8s.io/v1", "events", Some("test"))
+            .iter()
+            .filter(|e| e["regarding"]["name"] == target)
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or_default().to_string(),
+                    e["note"].as_str().unwrap_or_default().to_string(),
+                    e["series"]["count"].as_u64().unwrap_or(1),
+                )
+            })
+            .collect();
+        if done(&notes) || tokio::time::Instant::now() > deadline {
+            return notes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A rollback is told with Warning Events, and a check failing tick after tick is one Event
+/// whose series counts the ticks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_is_recorded_as_warning_events_with_repeats_counted_in_a_series() {
+    let c = cluster().await;
+    if let Err(e) = c.emu.insert(deployment("podinfo:1.0")) {
+        panic!("{e}");
+    }
+    let mut stop = match Stop::new(Some(Duration::from_secs(120))) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let first = rollout(c.client.clone(), canary(), options(), &mut stop).await;
+    assert!(matches!(first, Ok(Outcome::Bootstrapped)), "{first:?}");
+    let hook = failing_hook().await;
+    let yaml = CANARY.replace(
+        "stepWeight: 25}",
+        &format!("stepWeight: 25, webhooks: [{{name: acceptance, url: \"{hook}\"}}]}}"),
+    );
+    let failing = match aviary_core::spec::load_str("canary.yaml", &yaml) {
+        Ok(mut docs) if docs.canaries.len() == 1 => docs.canaries.remove(0),
+        other => panic!("{other:?}"),
+    };
+    set_image(&c.client, "podinfo:2.0").await;
+    let second = rollout(c.client.clone(), failing, options(), &mut stop).await;
+    assert!(
+        matches!(second, Ok(Outcome::RolledBack { .. })),
+        "{second:?}"
+    );
+    let notes = events_about(&c.emu, "podinfo", |notes| {
+        notes
+            .iter()
+            .any(|(_, n, _)| n.starts_with("Canary failed!"))
+    })
+    .await;
+    assert!(
+        notes.iter().any(|(kind, n, _)| kind == "Warning"
+            && n == "Rolling back podinfo.test failed checks threshold reached 2"),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|(kind, n, _)| kind == "Warning" && n.starts_with("Canary failed!")),
+        "{notes:?}"
+    );
+    // The webhook failed on every tick until the threshold: one Event, counted.
+    let repeated: Vec<_> = notes
+        .iter()
+        .filter(|(_, n, _)| n.contains("acceptance"))
+        .collect();
+    assert_eq!(repeated.len(), 1, "{notes:?}");
+    assert!(repeated[0].2 >= 2, "{notes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
