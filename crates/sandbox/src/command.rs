@@ -86,6 +86,16 @@ async fn run_scenario(
         sandbox.emulator.url(),
         sandbox.kubeconfig.display()
     )?;
+    writeln!(
+        out,
+        "  kubectl  {}{}",
+        kubectl_line(&sandbox.kubeconfig),
+        if args.keep {
+            " (--keep: it all keeps running after the verdict, until Ctrl-C)"
+        } else {
+            ""
+        }
+    )?;
     writeln!(out, "  traffic  {}", sandbox.splitter.describe())?;
     writeln!(out, "  metrics  {}", sandbox.metrics.describe())?;
     writeln!(
@@ -235,7 +245,19 @@ async fn run_scenario(
         })
         .unwrap_or_default();
     let previews = sandbox.load.previews_since(0);
-    let all_samples = sandbox.shutdown_services().await;
+    // --keep: the verdict is told from what the clients saw until now, and everything keeps
+    // running until a signal (a signal before the verdict stops the sandbox as usual).
+    let keep = args.keep && stopped.is_none() && interrupt.get().is_none();
+    let (all_samples, kept) = if keep {
+        let seen: Vec<(String, Vec<load::Sample>)> = sandbox
+            .loads()
+            .iter()
+            .map(|(name, load)| (name.to_string(), load.since(0)))
+            .collect();
+        (seen, Some(sandbox))
+    } else {
+        (sandbox.shutdown_services().await, None)
+    };
     // The first service's files keep their names; a further service's carry its name.
     for (i, ((name, samples), changes)) in all_samples.iter().zip(&all_changes).enumerate() {
         let suffix = if i == 0 {
@@ -338,10 +360,34 @@ async fn run_scenario(
             "(the other services' logs beside them: splits-<service>.json, clients-<service>.json)"
         )?;
     }
-    Ok(match (stopped.or(interrupt.get()), &second) {
+    let exit = match (stopped.or(interrupt.get()), &second) {
         (Some(_), _) | (None, None) => Exit::Cancelled,
         (None, Some(second)) => Exit::from_code(second.exit_code),
-    })
+    };
+    if let Some(sandbox) = kept {
+        writeln!(
+            out,
+            "\n{} --keep: the cluster, the apps, the clients and the split keep running; look around with\n  {}\n  kubectl --kubeconfig {} describe deployment {} -n {NAMESPACE}\nCtrl-C stops the sandbox.",
+            stamp(),
+            kubectl_line(&sandbox.kubeconfig),
+            sandbox.kubeconfig.display(),
+            crate::CANARY,
+        )?;
+        out.flush()?;
+        let signal = interrupt.wait().await;
+        writeln!(out, "{} {} received: stopping", stamp(), signal.name())?;
+        sandbox.shutdown_services().await;
+    }
+    // The verdict stands: the signal that ended --keep came after it.
+    Ok(exit)
+}
+
+/// A kubectl command line that follows the release's workloads in the sandbox's cluster.
+fn kubectl_line(kubeconfig: &Path) -> String {
+    format!(
+        "kubectl --kubeconfig {} get pods,deploy -n {NAMESPACE} -w",
+        kubeconfig.display()
+    )
 }
 
 /// Release 1 (the bootstrap), then release 2, live. `None` when a signal stopped the sandbox
