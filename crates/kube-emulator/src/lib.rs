@@ -86,6 +86,7 @@ mod resources;
 mod selectors;
 mod server;
 mod store;
+mod tables;
 mod util;
 mod workload;
 
