@@ -420,7 +420,12 @@ impl Registry {
     }
 
     fn add(&mut self, t: ResourceType, builtin: bool) {
-        let info = TypeInfo::known(&t);
+        let mut info = TypeInfo::known(&t);
+        if !builtin {
+            // As its CRD (from `crd_objects`) will say.
+            info.printer_columns =
+                Some(crate::tables::default_printer_columns(&t.group, &t.plural));
+        }
         self.add_with(t, builtin, info);
     }
 

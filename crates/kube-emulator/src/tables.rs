@@ -251,6 +251,8 @@ enum Printer {
     Hpa,
     ServiceAccount,
     RoleBinding,
+    /// Roles and ClusterRoles: Name and Created At (RFC 3339).
+    Role,
     /// A custom resource: the CRD's printer columns (name, type, format, description,
     /// priority) with their compiled paths.
     Custom(Vec<(Value, Option<JsonPath>)>),
@@ -317,6 +319,7 @@ impl Printer {
             ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
                 Printer::RoleBinding
             }
+            ("rbac.authorization.k8s.io", "roles" | "clusterroles") => Printer::Role,
             _ => Printer::Default,
         }
     }
@@ -443,7 +446,7 @@ impl Printer {
                     "The label selector of the backing pods.",
                 ),
             ],
-            Printer::ConfigMap => vec![name(), col("Data", "integer", 0, "Number of keys."), age()],
+            Printer::ConfigMap => vec![name(), col("Data", "string", 0, "Number of keys."), age()],
             Printer::Secret => vec![
                 name(),
                 col("Type", "string", 0, "The secret's type."),
@@ -541,6 +544,10 @@ impl Printer {
                 }
                 out
             }
+            Printer::Role => vec![
+                name(),
+                col("Created At", "string", 0, "When the object was created."),
+            ],
             Printer::Default => vec![
                 name(),
                 col("Created At", "date", 0, "When the object was created."),
@@ -694,7 +701,7 @@ impl Printer {
                 }
                 cells
             }
-            Printer::Default => {
+            Printer::Default | Printer::Role => {
                 let created = Some(text(o, "/metadata/creationTimestamp"))
                     .filter(|t| !t.is_empty())
                     .unwrap_or("0001-01-01T00:00:00Z");
@@ -1332,10 +1339,10 @@ fn event_cells(o: &Value, new_api: bool, now: Timestamp) -> Vec<Value> {
     let host = Some(text(&source, "/host"))
         .filter(|s| !s.is_empty())
         .unwrap_or(text(o, "/reportingInstance"));
-    let source_cell = match (component.is_empty(), host.is_empty()) {
-        (true, _) => String::new(),
-        (false, true) => component.to_string(),
-        (false, false) => format!("{component}, {host}"),
+    let source_cell = if host.is_empty() {
+        component.to_string()
+    } else {
+        format!("{component}, {host}")
     };
     let message = str_field("message", "note").unwrap_or_default().trim();
     vec![
