@@ -720,6 +720,98 @@ mod tests {
     }
 
     #[test]
+    fn discovery_lists_names_as_the_real_server() {
+        let reg = Registry::new(&[]);
+        let find = |group: &str, version: &str, name: &str| -> Value {
+            reg.resource_list(group, version)["resources"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
+                .unwrap_or_default()
+        };
+        let deploy = find("apps", "v1", "deployments");
+        assert_eq!(deploy["shortNames"], json!(["deploy"]));
+        assert_eq!(deploy["categories"], json!(["all"]));
+        assert_eq!(deploy["singularName"], "deployment");
+        let ns = find("", "v1", "namespaces");
+        assert_eq!(ns["shortNames"], json!(["ns"]));
+        assert!(ns.get("categories").is_none());
+        assert!(!ns["verbs"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("deletecollection"))));
+        assert!(find("", "v1", "secrets").get("shortNames").is_none());
+        let core = reg.resource_list("", "v1");
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+
+        // The default custom types' CRDs carry their real names and printer columns.
+        let crds = reg.crd_objects();
+        let canaries = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == "canaries.flagger.app")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(canaries["spec"]["names"]["categories"], json!(["all"]));
+        assert_eq!(canaries["spec"]["names"]["singular"], "canary");
+        assert_eq!(
+            canaries["spec"]["versions"][0]["additionalPrinterColumns"][0]["jsonPath"],
+            ".status.phase"
+        );
+        let vs = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == "virtualservices.networking.istio.io")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(vs["spec"]["names"]["shortNames"], json!(["vs"]));
+        assert_eq!(
+            vs["spec"]["names"]["categories"],
+            json!(["istio-io", "networking-istio-io"])
+        );
+    }
+
+    #[test]
+    fn a_crd_names_its_type() {
+        let mut reg = Registry::new(&[]);
+        let crd = json!({
+            "spec": {
+                "group": "example.com",
+                "names": {"kind": "Widget", "plural": "widgets", "singular": "wdgt", "shortNames": ["wd"], "categories": ["all", "toys"]},
+                "scope": "Namespaced",
+                "versions": [
+                    {"name": "v1", "served": true, "additionalPrinterColumns": [{"name": "Color", "type": "string", "jsonPath": ".spec.color"}]},
+                    {"name": "v1beta1", "served": true},
+                ],
+            },
+        });
+        reg.sync_crd(&crd, false);
+        let v1 = reg
+            .lookup("example.com", "v1", "widgets")
+            .map(|r| r.info.clone());
+        let beta = reg
+            .lookup("example.com", "v1beta1", "widgets")
+            .map(|r| r.info.clone());
+        assert_eq!(
+            v1,
+            Some(TypeInfo {
+                singular: "wdgt".into(),
+                short_names: vec!["wd".into()],
+                categories: vec!["all".into(), "toys".into()],
+                printer_columns: Some(vec![
+                    json!({"name": "Color", "type": "string", "jsonPath": ".spec.color"})
+                ]),
+            })
+        );
+        assert_eq!(beta.and_then(|i| i.printer_columns), Some(Vec::new()));
+        let listed = reg.resource_list("example.com", "v1");
+        assert_eq!(listed["resources"][0]["shortNames"], json!(["wd"]));
+        assert_eq!(listed["resources"][0]["singularName"], "wdgt");
+    }
+
+    #[test]
     fn extra_resources_are_registered() {
         let reg = Registry::new(&[ResourceType::new(
             "example.com",

@@ -277,6 +277,216 @@ const CONTAINERS_DOC: &str = "The names of the pod template's containers.";
 const IMAGES_DOC: &str = "The images of the pod template's containers.";
 const SELECTOR_DOC: &str = "The label selector of the pods.";
 
+/// A column: name, type, priority (1: only with `-o wide`), description.
+type ColumnSpec = (&'static str, &'static str, i64, &'static str);
+
+const NAME: ColumnSpec = ("Name", "string", 0, NAME_DOC);
+const AGE: ColumnSpec = ("Age", "string", 0, AGE_DOC);
+const CONTAINERS: ColumnSpec = ("Containers", "string", 1, CONTAINERS_DOC);
+const IMAGES: ColumnSpec = ("Images", "string", 1, IMAGES_DOC);
+const SELECTOR: ColumnSpec = ("Selector", "string", 1, SELECTOR_DOC);
+
+const POD_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    (
+        "Ready",
+        "string",
+        0,
+        "Ready containers out of all containers.",
+    ),
+    (
+        "Status",
+        "string",
+        0,
+        "The pod's state, summed up from its containers.",
+    ),
+    (
+        "Restarts",
+        "string",
+        0,
+        "Container restarts, and the time since the last one.",
+    ),
+    AGE,
+    ("IP", "string", 1, "The pod's IP address."),
+    ("Node", "string", 1, "The node the pod is bound to."),
+    (
+        "Nominated Node",
+        "string",
+        1,
+        "The node nominated for the pod by preemption.",
+    ),
+    (
+        "Readiness Gates",
+        "string",
+        1,
+        "Readiness gates whose condition is True, of all.",
+    ),
+];
+const DEPLOYMENT_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    (
+        "Ready",
+        "string",
+        0,
+        "Ready pods out of the desired replicas.",
+    ),
+    ("Up-to-date", "integer", 0, "Pods of the current template."),
+    ("Available", "integer", 0, "Pods available to serve."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+const REPLICASET_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Desired", "integer", 0, "Desired replicas."),
+    ("Current", "integer", 0, "Replicas that exist."),
+    ("Ready", "integer", 0, "Ready replicas."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+const STATEFULSET_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    (
+        "Ready",
+        "string",
+        0,
+        "Ready pods out of the desired replicas.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+];
+const DAEMONSET_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Desired", "integer", 0, "Nodes that should run the pod."),
+    ("Current", "integer", 0, "Nodes that run the pod."),
+    ("Ready", "integer", 0, "Nodes whose pod is ready."),
+    (
+        "Up-to-date",
+        "integer",
+        0,
+        "Nodes that run the current template.",
+    ),
+    ("Available", "integer", 0, "Nodes whose pod is available."),
+    (
+        "Node Selector",
+        "string",
+        0,
+        "The pod template's node selector.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+const SERVICE_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Type", "string", 0, "How the service is exposed."),
+    ("Cluster-IP", "string", 0, "The service's cluster IP."),
+    (
+        "External-IP",
+        "string",
+        0,
+        "Addresses from outside the cluster.",
+    ),
+    ("Port(s)", "string", 0, "The service's ports."),
+    AGE,
+    (
+        "Selector",
+        "string",
+        1,
+        "The label selector of the backing pods.",
+    ),
+];
+const CONFIGMAP_COLUMNS: &[ColumnSpec] = &[NAME, ("Data", "string", 0, "Number of keys."), AGE];
+const SECRET_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Type", "string", 0, "The secret's type."),
+    ("Data", "string", 0, "Number of keys."),
+    AGE,
+];
+const NAMESPACE_COLUMNS: &[ColumnSpec] =
+    &[NAME, ("Status", "string", 0, "The namespace's phase."), AGE];
+const EVENT_COLUMNS: &[ColumnSpec] = &[
+    (
+        "Last Seen",
+        "string",
+        0,
+        "Time since the event was last seen.",
+    ),
+    ("Type", "string", 0, "Normal or Warning."),
+    (
+        "Reason",
+        "string",
+        0,
+        "Why the event happened, in one word.",
+    ),
+    ("Object", "string", 0, "The object the event is about."),
+    (
+        "Subobject",
+        "string",
+        1,
+        "The part of the object the event is about.",
+    ),
+    (
+        "Source",
+        "string",
+        1,
+        "The component that reported the event.",
+    ),
+    ("Message", "string", 0, "What happened."),
+    (
+        "First Seen",
+        "string",
+        1,
+        "Time since the event was first seen.",
+    ),
+    ("Count", "string", 1, "How many times it happened."),
+    ("Name", "string", 1, NAME_DOC),
+];
+const LEASE_COLUMNS: &[ColumnSpec] = &[NAME, ("Holder", "string", 0, "Who holds the lease."), AGE];
+const INGRESS_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Class", "string", 0, "The ingress class."),
+    ("Hosts", "string", 0, "Hosts the rules match."),
+    ("Address", "string", 0, "The load balancer's addresses."),
+    ("Ports", "string", 0, "Ports the ingress serves."),
+    AGE,
+];
+const HPA_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Reference", "string", 0, "The scaled workload."),
+    ("Targets", "string", 0, "Current and target metric values."),
+    ("MinPods", "string", 0, "Lower replica limit."),
+    ("MaxPods", "integer", 0, "Upper replica limit."),
+    ("Replicas", "integer", 0, "Current replicas."),
+    AGE,
+];
+const SERVICEACCOUNT_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Secrets", "string", 0, "Number of listed secrets."),
+    AGE,
+];
+const ROLEBINDING_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Role", "string", 0, "The bound role."),
+    AGE,
+    ("Users", "string", 1, "Bound users."),
+    ("Groups", "string", 1, "Bound groups."),
+    ("ServiceAccounts", "string", 1, "Bound service accounts."),
+];
+const ROLE_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Created At", "string", 0, "When the object was created."),
+];
+const DEFAULT_COLUMNS: &[ColumnSpec] = &[
+    NAME,
+    ("Created At", "date", 0, "When the object was created."),
+];
+
 impl Printer {
     fn of(rt: &Rt) -> Printer {
         if let Some(columns) = &rt.info.printer_columns {
@@ -325,213 +535,26 @@ impl Printer {
     }
 
     fn columns(&self) -> Vec<Value> {
-        let name = || col("Name", "string", 0, NAME_DOC);
-        let age = || col("Age", "string", 0, AGE_DOC);
-        let containers = || col("Containers", "string", 1, CONTAINERS_DOC);
-        let images = || col("Images", "string", 1, IMAGES_DOC);
-        let selector = || col("Selector", "string", 1, SELECTOR_DOC);
-        match self {
-            Printer::Pod => vec![
-                name(),
-                col(
-                    "Ready",
-                    "string",
-                    0,
-                    "Ready containers out of all containers.",
-                ),
-                col(
-                    "Status",
-                    "string",
-                    0,
-                    "The pod's state, summed up from its containers.",
-                ),
-                col(
-                    "Restarts",
-                    "string",
-                    0,
-                    "Container restarts, with the time since the last one.",
-                ),
-                age(),
-                col("IP", "string", 1, "The pod's IP address."),
-                col("Node", "string", 1, "The node the pod is bound to."),
-                col(
-                    "Nominated Node",
-                    "string",
-                    1,
-                    "The node the scheduler nominated for preemption.",
-                ),
-                col(
-                    "Readiness Gates",
-                    "string",
-                    1,
-                    "Readiness gates whose condition is True, out of all.",
-                ),
-            ],
-            Printer::Deployment => vec![
-                name(),
-                col(
-                    "Ready",
-                    "string",
-                    0,
-                    "Ready pods out of the desired replicas.",
-                ),
-                col("Up-to-date", "integer", 0, "Pods of the current template."),
-                col("Available", "integer", 0, "Pods available to serve."),
-                age(),
-                containers(),
-                images(),
-                selector(),
-            ],
-            Printer::ReplicaSet => vec![
-                name(),
-                col("Desired", "integer", 0, "Desired replicas."),
-                col("Current", "integer", 0, "Replicas that exist."),
-                col("Ready", "integer", 0, "Ready replicas."),
-                age(),
-                containers(),
-                images(),
-                selector(),
-            ],
-            Printer::StatefulSet => vec![
-                name(),
-                col(
-                    "Ready",
-                    "string",
-                    0,
-                    "Ready pods out of the desired replicas.",
-                ),
-                age(),
-                containers(),
-                images(),
-            ],
-            Printer::DaemonSet => vec![
-                name(),
-                col("Desired", "integer", 0, "Nodes that should run the pod."),
-                col("Current", "integer", 0, "Nodes that run the pod."),
-                col("Ready", "integer", 0, "Nodes whose pod is ready."),
-                col(
-                    "Up-to-date",
-                    "integer",
-                    0,
-                    "Nodes that run the current template.",
-                ),
-                col("Available", "integer", 0, "Nodes whose pod is available."),
-                col(
-                    "Node Selector",
-                    "string",
-                    0,
-                    "The pod template's node selector.",
-                ),
-                age(),
-                containers(),
-                images(),
-                selector(),
-            ],
-            Printer::Service => vec![
-                name(),
-                col("Type", "string", 0, "How the service is exposed."),
-                col("Cluster-IP", "string", 0, "The service's cluster IP."),
-                col(
-                    "External-IP",
-                    "string",
-                    0,
-                    "Addresses from outside the cluster.",
-                ),
-                col("Port(s)", "string", 0, "The service's ports."),
-                age(),
-                col(
-                    "Selector",
-                    "string",
-                    1,
-                    "The label selector of the backing pods.",
-                ),
-            ],
-            Printer::ConfigMap => vec![name(), col("Data", "string", 0, "Number of keys."), age()],
-            Printer::Secret => vec![
-                name(),
-                col("Type", "string", 0, "The secret's type."),
-                col("Data", "string", 0, "Number of keys."),
-                age(),
-            ],
-            Printer::Namespace => vec![
-                name(),
-                col("Status", "string", 0, "The namespace's phase."),
-                age(),
-            ],
-            Printer::Event(_) => vec![
-                col(
-                    "Last Seen",
-                    "string",
-                    0,
-                    "Time since the event was last seen.",
-                ),
-                col("Type", "string", 0, "Normal or Warning."),
-                col(
-                    "Reason",
-                    "string",
-                    0,
-                    "Why the event happened, in one word.",
-                ),
-                col("Object", "string", 0, "The object the event is about."),
-                col(
-                    "Subobject",
-                    "string",
-                    1,
-                    "The part of the object the event is about.",
-                ),
-                col(
-                    "Source",
-                    "string",
-                    1,
-                    "The component that reported the event.",
-                ),
-                col("Message", "string", 0, "What happened."),
-                col(
-                    "First Seen",
-                    "string",
-                    1,
-                    "Time since the event was first seen.",
-                ),
-                col("Count", "string", 1, "How many times it happened."),
-                col("Name", "string", 1, NAME_DOC),
-            ],
-            Printer::Lease => vec![
-                name(),
-                col("Holder", "string", 0, "Who holds the lease."),
-                age(),
-            ],
-            Printer::Ingress => vec![
-                name(),
-                col("Class", "string", 0, "The ingress class."),
-                col("Hosts", "string", 0, "Hosts the rules match."),
-                col("Address", "string", 0, "The load balancer's addresses."),
-                col("Ports", "string", 0, "Ports the ingress serves."),
-                age(),
-            ],
-            Printer::Hpa => vec![
-                name(),
-                col("Reference", "string", 0, "The scaled workload."),
-                col("Targets", "string", 0, "Current and target metric values."),
-                col("MinPods", "string", 0, "Lower replica limit."),
-                col("MaxPods", "integer", 0, "Upper replica limit."),
-                col("Replicas", "integer", 0, "Current replicas."),
-                age(),
-            ],
-            Printer::ServiceAccount => vec![
-                name(),
-                col("Secrets", "string", 0, "Number of listed secrets."),
-                age(),
-            ],
-            Printer::RoleBinding => vec![
-                name(),
-                col("Role", "string", 0, "The bound role."),
-                age(),
-                col("Users", "string", 1, "Bound users."),
-                col("Groups", "string", 1, "Bound groups."),
-                col("ServiceAccounts", "string", 1, "Bound service accounts."),
-            ],
+        let specs: &[ColumnSpec] = match self {
+            Printer::Pod => POD_COLUMNS,
+            Printer::Deployment => DEPLOYMENT_COLUMNS,
+            Printer::ReplicaSet => REPLICASET_COLUMNS,
+            Printer::StatefulSet => STATEFULSET_COLUMNS,
+            Printer::DaemonSet => DAEMONSET_COLUMNS,
+            Printer::Service => SERVICE_COLUMNS,
+            Printer::ConfigMap => CONFIGMAP_COLUMNS,
+            Printer::Secret => SECRET_COLUMNS,
+            Printer::Namespace => NAMESPACE_COLUMNS,
+            Printer::Event(_) => EVENT_COLUMNS,
+            Printer::Lease => LEASE_COLUMNS,
+            Printer::Ingress => INGRESS_COLUMNS,
+            Printer::Hpa => HPA_COLUMNS,
+            Printer::ServiceAccount => SERVICEACCOUNT_COLUMNS,
+            Printer::RoleBinding => ROLEBINDING_COLUMNS,
+            Printer::Role => ROLE_COLUMNS,
+            Printer::Default => DEFAULT_COLUMNS,
             Printer::Custom(columns) => {
-                let mut out = vec![name()];
+                let mut out = vec![col("Name", "string", 0, NAME_DOC)];
                 for (c, _) in columns {
                     let text = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or_default();
                     out.push(json!({
@@ -542,17 +565,13 @@ impl Printer {
                         "priority": c.get("priority").and_then(Value::as_i64).unwrap_or(0),
                     }));
                 }
-                out
+                return out;
             }
-            Printer::Role => vec![
-                name(),
-                col("Created At", "string", 0, "When the object was created."),
-            ],
-            Printer::Default => vec![
-                name(),
-                col("Created At", "date", 0, "When the object was created."),
-            ],
-        }
+        };
+        specs
+            .iter()
+            .map(|(name, ty, priority, doc)| col(name, ty, *priority, doc))
+            .collect()
     }
 
     /// A row's cells and its conditions (a finished Pod's `Completed`).
@@ -1167,15 +1186,21 @@ fn ingress_cells(o: &Value, name: Value, age: Value) -> Vec<Value> {
         .filter(|t| !t.is_empty())
         .unwrap_or("<none>");
     let rules = array(o, "/spec/rules");
-    let hosts: Vec<&str> = rules
-        .iter()
-        .take(3)
-        .map(|r| text(r, "/host"))
-        .filter(|h| !h.is_empty())
-        .collect();
+    // Up to three hosts; rules after the third host make it `+ N more...` (N counts rules).
+    let mut hosts: Vec<&str> = Vec::new();
+    let mut more = false;
+    for r in rules {
+        if hosts.len() == 3 {
+            more = true;
+        }
+        let host = text(r, "/host");
+        if !more && !host.is_empty() {
+            hosts.push(host);
+        }
+    }
     let hosts = if hosts.is_empty() {
         "*".to_string()
-    } else if rules.len() > 3 {
+    } else if more {
         format!("{} + {} more...", hosts.join(","), rules.len() - 3)
     } else {
         hosts.join(",")
@@ -1802,6 +1827,165 @@ mod tests {
         assert_eq!((&cells[1], &cells[2]), (&json!("0/1"), &json!("Completed")));
         assert_eq!(cells[4], json!("<unknown>"));
         assert!(conditions.is_some());
+    }
+
+    fn rt(group: &str, plural: &str, printer_columns: Option<Vec<Value>>) -> Rt {
+        let t = crate::resources::ResourceType::new(group, "v1", "Thing", plural, true, false);
+        let mut info = crate::resources::TypeInfo::known(&t);
+        info.printer_columns = printer_columns;
+        Rt {
+            builtin: info.printer_columns.is_none(),
+            t,
+            info,
+        }
+    }
+
+    fn names(table: &Value) -> Vec<&str> {
+        table["columnDefinitions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c["name"].as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    const V1: TableOpts = TableOpts {
+        api_version: "meta.k8s.io/v1",
+        include: Include::Metadata,
+    };
+
+    #[test]
+    fn events_print_from_either_api() {
+        let now: Timestamp = "2025-01-01T01:00:00Z".parse().unwrap();
+        let core = json!({
+            "metadata": {"name": "web.1"},
+            "involvedObject": {"kind": "Pod", "name": "web-1", "fieldPath": "spec.containers{app}"},
+            "reason": "Pulled", "message": " pulled \n", "type": "Normal",
+            "source": {"component": "kubelet", "host": "node-1"},
+            "firstTimestamp": "2025-01-01T00:00:00Z", "lastTimestamp": "2025-01-01T00:59:00Z", "count": 4,
+        });
+        assert_eq!(
+            event_cells(&core, false, now),
+            vec![
+                json!("60s"),
+                json!("Normal"),
+                json!("Pulled"),
+                json!("pod/web-1"),
+                json!("spec.containers{app}"),
+                json!("kubelet, node-1"),
+                json!("pulled"),
+                json!("60m"),
+                json!(4),
+                json!("web.1"),
+            ]
+        );
+        let new = json!({
+            "metadata": {"name": "e"},
+            "regarding": {"kind": "Deployment", "name": "web"},
+            "note": "scaled", "reason": "ScalingReplicaSet", "type": "Normal",
+            "eventTime": "2025-01-01T00:30:00.000000Z", "reportingController": "deployment-controller",
+            "series": {"count": 3, "lastObservedTime": "2025-01-01T00:58:00.000000Z"},
+        });
+        let cells = event_cells(&new, true, now);
+        assert_eq!(cells[0], json!("2m"));
+        assert_eq!(cells[3], json!("deployment/web"));
+        assert_eq!(cells[5], json!("deployment-controller"));
+        assert_eq!(
+            (&cells[6], &cells[7], &cells[8]),
+            (&json!("scaled"), &json!("30m"), &json!(3))
+        );
+    }
+
+    #[test]
+    fn other_types_print_their_columns() {
+        let hpa = json!({"metadata": {"name": "h"}, "spec": {
+            "scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5,
+            "metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}},
+                {"type": "Pods", "pods": {"target": {"averageValue": "1k"}}},
+                {"type": "External", "external": {"target": {"value": "3"}}},
+            ]},
+            "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {"current": {"averageUtilization": 42}}}]}});
+        let t = table(
+            &rt("autoscaling", "horizontalpodautoscalers", None),
+            &[&hpa],
+            json!({}),
+            &V1,
+            true,
+        );
+        assert_eq!(
+            names(&t),
+            [
+                "Name",
+                "Reference",
+                "Targets",
+                "MinPods",
+                "MaxPods",
+                "Replicas",
+                "Age"
+            ]
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "h",
+                "Deployment/web",
+                "cpu: 42%/80%, <unknown>/1k + 1 more...",
+                "<unset>",
+                5,
+                2,
+                "<unknown>"
+            ])
+        );
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+
+        let ing = json!({"metadata": {"name": "i"}, "spec": {"rules": [{"host": "a"}, {}, {"host": "c"}, {"host": "d"}, {"host": "e"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}}});
+        let t = table(
+            &rt("networking.k8s.io", "ingresses", None),
+            &[&ing],
+            json!({}),
+            &V1,
+            true,
+        );
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!([
+                "i",
+                "<none>",
+                "a,c,d + 2 more...",
+                "1.2.3.4,lb.example.com",
+                "80",
+                "<unknown>"
+            ])
+        );
+
+        // A CRD without printer columns: Name and Age; other types: Name and Created At.
+        let obj = json!({"metadata": {"name": "x", "creationTimestamp": "2025-01-01T00:00:00Z"}});
+        let t = table(
+            &rt("example.com", "things", Some(Vec::new())),
+            &[&obj],
+            json!({}),
+            &V1,
+            true,
+        );
+        assert_eq!(names(&t), ["Name", "Age"]);
+        let t = table(
+            &rt("example.com", "things", None),
+            &[&obj],
+            json!({}),
+            &V1,
+            false,
+        );
+        assert_eq!(t["columnDefinitions"], json!([]));
+        assert_eq!(t["rows"][0]["cells"], json!(["x", "2025-01-01T00:00:00Z"]));
+        let t = table(
+            &rt("rbac.authorization.k8s.io", "roles", None),
+            &[&obj],
+            json!({}),
+            &V1,
+            true,
+        );
+        assert_eq!(names(&t), ["Name", "Created At"]);
+        assert_eq!(t["columnDefinitions"][1]["type"], "string");
     }
 
     #[test]
