@@ -418,8 +418,10 @@ mod tests {
     use crate::resources::{ResourceType, Rt};
 
     fn rt(group: &str, kind: &str, plural: &str) -> Rt {
+        let t = ResourceType::new(group, "v1", kind, plural, true, false);
         Rt {
-            t: ResourceType::new(group, "v1", kind, plural, true, false),
+            info: crate::resources::TypeInfo::known(&t),
+            t,
             builtin: true,
         }
     }

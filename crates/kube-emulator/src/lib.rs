@@ -27,6 +27,14 @@
 //! * `apiextensions.k8s.io/v1` CustomResourceDefinitions: the custom types (built-in list and
 //!   [`Config::extra_resources`]) are served as established CRDs, and creating or deleting a
 //!   CRD starts or stops serving its type,
+//! * what `kubectl get` needs: discovery (legacy and aggregated) lists `shortNames`,
+//!   `categories` and `singularName` as the real server does (the real CRDs' names for the
+//!   default custom types, a created CRD's own), and GET, LIST and WATCH answer
+//!   `meta.k8s.io` `Table`s (v1, or v1beta1) when the `Accept` header asks for them, with
+//!   `includeObject`, the real printer columns and cells of the built-in types (Pods' READY,
+//!   STATUS, RESTARTS, ...; ages as `3m2s`), and for custom resources the served version's
+//!   `additionalPrinterColumns` (a JSONPath subset: `.a.b`, `[0]`, `[*]`, `[?(@.type=="Ready")]`);
+//!   a watch's first event carries the column definitions,
 //! * fault injection (error status, latency, hanging requests; a request
 //!   held by [`FaultKind::Timeout`] is logged with status 504 when it starts).
 //!
@@ -87,6 +95,7 @@ mod resources;
 mod selectors;
 mod server;
 mod store;
+mod tables;
 mod util;
 mod workload;
 

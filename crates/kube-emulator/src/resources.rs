@@ -58,6 +58,123 @@ pub(crate) struct Rt {
     /// Compiled into the API server (strategic merge patch allowed, unconditional PUT allowed),
     /// as opposed to a custom resource.
     pub builtin: bool,
+    /// Discovery names and, for custom resources, the CRD's printer columns.
+    pub info: TypeInfo,
+}
+
+/// What discovery and the Table printers know of a type besides its [`ResourceType`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct TypeInfo {
+    /// `singularName` (the kind in lower case unless a CRD says otherwise).
+    pub singular: String,
+    /// `shortNames`, e.g. `deploy`.
+    pub short_names: Vec<String>,
+    /// `categories`, e.g. `all`.
+    pub categories: Vec<String>,
+    /// For custom resources: the served version's `additionalPrinterColumns` (an empty list
+    /// when the CRD has none); `None` for built-in types.
+    pub printer_columns: Option<Vec<Value>>,
+}
+
+impl TypeInfo {
+    /// The names the real API server gives a built-in type (and the real CRDs the custom
+    /// types served by default).
+    pub(crate) fn known(t: &ResourceType) -> TypeInfo {
+        let (short, categories): (&[&str], &[&str]) = match (t.group.as_str(), t.plural.as_str()) {
+            ("", "pods") => (&["po"], &["all"]),
+            ("", "services") => (&["svc"], &["all"]),
+            ("", "namespaces") => (&["ns"], &[]),
+            ("", "configmaps") => (&["cm"], &[]),
+            ("", "events") | ("events.k8s.io", "events") => (&["ev"], &[]),
+            ("", "serviceaccounts") => (&["sa"], &[]),
+            ("apps", "deployments") => (&["deploy"], &["all"]),
+            ("apps", "replicasets") => (&["rs"], &["all"]),
+            ("apps", "statefulsets") => (&["sts"], &["all"]),
+            ("apps", "daemonsets") => (&["ds"], &["all"]),
+            ("autoscaling", "horizontalpodautoscalers") => (&["hpa"], &["all"]),
+            ("networking.k8s.io", "ingresses") => (&["ing"], &[]),
+            ("apiextensions.k8s.io", "customresourcedefinitions") => {
+                (&["crd", "crds"], &["api-extensions"])
+            }
+            ("gateway.networking.k8s.io", "gateways") => (&["gtw"], &["gateway-api"]),
+            ("gateway.networking.k8s.io", "gatewayclasses") => (&["gc"], &["gateway-api"]),
+            ("gateway.networking.k8s.io", _) => (&[], &["gateway-api"]),
+            ("networking.istio.io", "virtualservices") => {
+                (&["vs"], &["istio-io", "networking-istio-io"])
+            }
+            ("networking.istio.io", "destinationrules") => {
+                (&["dr"], &["istio-io", "networking-istio-io"])
+            }
+            ("gateway.solo.io", "virtualservices") => (&["vs"], &[]),
+            ("gateway.solo.io", "routetables") => (&["rt"], &[]),
+            ("gloo.solo.io", "upstreams") => (&["us"], &[]),
+            ("flagger.app", _) => (&[], &["all"]),
+            _ => (&[], &[]),
+        };
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        TypeInfo {
+            singular: t.kind.to_lowercase(),
+            short_names: owned(short),
+            categories: owned(categories),
+            printer_columns: None,
+        }
+    }
+
+    /// The names and printer columns of one served version of a CRD.
+    fn from_crd(crd: &Value, version: &Value) -> TypeInfo {
+        let strings = |ptr: &str| -> Vec<String> {
+            crd.pointer(ptr)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let singular = crd
+            .pointer("/spec/names/singular")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .unwrap_or_else(|| {
+                crd.pointer("/spec/names/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_lowercase()
+            });
+        TypeInfo {
+            singular,
+            short_names: strings("/spec/names/shortNames"),
+            categories: strings("/spec/names/categories"),
+            printer_columns: Some(
+                version
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// The verbs discovery lists for the type (namespaces cannot be deleted as a collection).
+    fn verbs(t: &ResourceType) -> Value {
+        if t.group.is_empty() && t.plural == "namespaces" {
+            json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+        } else {
+            json!([
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch"
+            ])
+        }
+    }
 }
 
 impl Rt {
@@ -307,12 +424,23 @@ impl Registry {
     }
 
     fn add(&mut self, t: ResourceType, builtin: bool) {
+        let mut info = TypeInfo::known(&t);
+        if !builtin {
+            // As its CRD (from `crd_objects`) will say.
+            info.printer_columns =
+                Some(crate::tables::default_printer_columns(&t.group, &t.plural));
+        }
+        self.add_with(t, builtin, info);
+    }
+
+    fn add_with(&mut self, t: ResourceType, builtin: bool, info: TypeInfo) {
+        let rt = Arc::new(Rt { t, builtin, info });
         if let Some(pos) = self.types.iter().position(|r| {
-            r.t.group == t.group && r.t.version == t.version && r.t.plural == t.plural
+            r.t.group == rt.t.group && r.t.version == rt.t.version && r.t.plural == rt.t.plural
         }) {
-            self.types[pos] = Arc::new(Rt { t, builtin });
+            self.types[pos] = rt;
         } else {
-            self.types.push(Arc::new(Rt { t, builtin }));
+            self.types.push(rt);
         }
     }
 
@@ -344,21 +472,33 @@ impl Registry {
                         if t.status_subresource {
                             version["subresources"] = json!({"status": {}});
                         }
+                        let columns = crate::tables::default_printer_columns(&t.group, &t.plural);
+                        if !columns.is_empty() {
+                            version["additionalPrinterColumns"] = Value::Array(columns);
+                        }
                         version
                     })
                     .collect();
+                let info = TypeInfo::known(&t);
+                let mut names = json!({
+                    "kind": t.kind,
+                    "listKind": format!("{}List", t.kind),
+                    "plural": t.plural,
+                    "singular": info.singular,
+                });
+                if !info.short_names.is_empty() {
+                    names["shortNames"] = json!(info.short_names);
+                }
+                if !info.categories.is_empty() {
+                    names["categories"] = json!(info.categories);
+                }
                 json!({
                     "apiVersion": "apiextensions.k8s.io/v1",
                     "kind": "CustomResourceDefinition",
                     "metadata": {"name": format!("{}.{}", t.plural, t.group)},
                     "spec": {
                         "group": t.group,
-                        "names": {
-                            "kind": t.kind,
-                            "listKind": format!("{}List", t.kind),
-                            "plural": t.plural,
-                            "singular": t.kind.to_lowercase(),
-                        },
+                        "names": names,
                         "scope": if t.namespaced { "Namespaced" } else { "Cluster" },
                         "versions": vs,
                     },
@@ -402,9 +542,10 @@ impl Registry {
                 continue;
             };
             let status = v.pointer("/subresources/status").is_some();
-            self.add(
+            self.add_with(
                 ResourceType::new(&group, name, &kind, &plural, namespaced, status),
                 false,
+                TypeInfo::from_crd(crd, v),
             );
         }
     }
@@ -473,14 +614,20 @@ impl Registry {
             .iter()
             .filter(|r| r.t.group == group && r.t.version == version)
         {
-            let singular = r.t.kind.to_lowercase();
-            resources.push(json!({
+            let mut resource = json!({
                 "name": r.t.plural,
-                "singularName": singular,
+                "singularName": r.info.singular,
                 "namespaced": r.t.namespaced,
                 "kind": r.t.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            }));
+                "verbs": TypeInfo::verbs(&r.t),
+            });
+            if !r.info.short_names.is_empty() {
+                resource["shortNames"] = json!(r.info.short_names);
+            }
+            if !r.info.categories.is_empty() {
+                resource["categories"] = json!(r.info.categories);
+            }
+            resources.push(resource);
             if r.t.status_subresource {
                 resources.push(json!({
                     "name": format!("{}/status", r.t.plural),
@@ -491,6 +638,8 @@ impl Registry {
                 }));
             }
         }
+        // The real server lists a group version's resources by name.
+        resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let gv = if group.is_empty() {
             version.to_string()
         } else {
@@ -572,6 +721,98 @@ mod tests {
         assert!(names.contains(&"deployments"));
         assert!(names.contains(&"deployments/status"));
         assert!(!names.contains(&"services"));
+    }
+
+    #[test]
+    fn discovery_lists_names_as_the_real_server() {
+        let reg = Registry::new(&[]);
+        let find = |group: &str, version: &str, name: &str| -> Value {
+            reg.resource_list(group, version)["resources"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
+                .unwrap_or_default()
+        };
+        let deploy = find("apps", "v1", "deployments");
+        assert_eq!(deploy["shortNames"], json!(["deploy"]));
+        assert_eq!(deploy["categories"], json!(["all"]));
+        assert_eq!(deploy["singularName"], "deployment");
+        let ns = find("", "v1", "namespaces");
+        assert_eq!(ns["shortNames"], json!(["ns"]));
+        assert!(ns.get("categories").is_none());
+        assert!(!ns["verbs"]
+            .as_array()
+            .is_some_and(|v| v.contains(&json!("deletecollection"))));
+        assert!(find("", "v1", "secrets").get("shortNames").is_none());
+        let core = reg.resource_list("", "v1");
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|r| r["name"].as_str()).collect())
+            .unwrap_or_default();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+
+        // The default custom types' CRDs carry their real names and printer columns.
+        let crds = reg.crd_objects();
+        let canaries = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == "canaries.flagger.app")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(canaries["spec"]["names"]["categories"], json!(["all"]));
+        assert_eq!(canaries["spec"]["names"]["singular"], "canary");
+        assert_eq!(
+            canaries["spec"]["versions"][0]["additionalPrinterColumns"][0]["jsonPath"],
+            ".status.phase"
+        );
+        let vs = crds
+            .iter()
+            .find(|c| c["metadata"]["name"] == "virtualservices.networking.istio.io")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(vs["spec"]["names"]["shortNames"], json!(["vs"]));
+        assert_eq!(
+            vs["spec"]["names"]["categories"],
+            json!(["istio-io", "networking-istio-io"])
+        );
+    }
+
+    #[test]
+    fn a_crd_names_its_type() {
+        let mut reg = Registry::new(&[]);
+        let crd = json!({
+            "spec": {
+                "group": "example.com",
+                "names": {"kind": "Widget", "plural": "widgets", "singular": "wdgt", "shortNames": ["wd"], "categories": ["all", "toys"]},
+                "scope": "Namespaced",
+                "versions": [
+                    {"name": "v1", "served": true, "additionalPrinterColumns": [{"name": "Color", "type": "string", "jsonPath": ".spec.color"}]},
+                    {"name": "v1beta1", "served": true},
+                ],
+            },
+        });
+        reg.sync_crd(&crd, false);
+        let v1 = reg
+            .lookup("example.com", "v1", "widgets")
+            .map(|r| r.info.clone());
+        let beta = reg
+            .lookup("example.com", "v1beta1", "widgets")
+            .map(|r| r.info.clone());
+        assert_eq!(
+            v1,
+            Some(TypeInfo {
+                singular: "wdgt".into(),
+                short_names: vec!["wd".into()],
+                categories: vec!["all".into(), "toys".into()],
+                printer_columns: Some(vec![
+                    json!({"name": "Color", "type": "string", "jsonPath": ".spec.color"})
+                ]),
+            })
+        );
+        assert_eq!(beta.and_then(|i| i.printer_columns), Some(Vec::new()));
+        let listed = reg.resource_list("example.com", "v1");
+        assert_eq!(listed["resources"][0]["shortNames"], json!(["wd"]));
+        assert_eq!(listed["resources"][0]["singularName"], "wdgt");
     }
 
     #[test]

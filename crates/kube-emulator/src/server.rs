@@ -15,6 +15,7 @@ use crate::errors::{ApiError, ApiResult};
 use crate::resources::Rt;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOpts, Event, State, Sub, WriteCtx};
+use crate::tables::{self, TableOpts};
 use crate::{FaultKind, RequestRecord};
 
 /// State shared by the server, the controllers and the [`crate::Emulator`] handle.
@@ -346,6 +347,11 @@ impl Req<'_> {
         self.accept.contains("as=PartialObjectMetadata")
     }
 
+    /// Whether the client asked for `meta.k8s.io` Tables (kubectl's human output).
+    fn table(&self) -> ApiResult<Option<TableOpts>> {
+        tables::requested(self.accept, self.param("includeObject"))
+    }
+
     fn aggregated(&self) -> bool {
         self.accept.contains("as=APIGroupDiscoveryList")
     }
@@ -504,6 +510,11 @@ fn aggregated_response(st: &State, core: bool) -> Response {
                                 "singularResource": r["singularName"],
                                 "verbs": r["verbs"],
                             });
+                            for key in ["shortNames", "categories"] {
+                                if let Some(v) = r.get(key) {
+                                    d[key] = v.clone();
+                                }
+                            }
                             if has_status {
                                 d["subresources"] = json!([{"subresource": "status", "responseKind": gvk, "verbs": ["get", "patch", "update"]}]);
                             }
@@ -575,11 +586,21 @@ fn resource(
             let ns_key = ns.unwrap_or_default();
             let r = match req.method {
                 "GET" => {
+                    let table = match req.table() {
+                        Ok(t) => t,
+                        Err(e) => return error_response(&e),
+                    };
                     // Copied and rendered once the store's lock is let go.
                     let found = shared.lock().get_shared(&rt, ns_key, name);
-                    found
-                        .map(|o| (200, present(&rt, &o, req.metadata_only())))
-                        .ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name))
+                    let found =
+                        found.ok_or_else(|| ApiError::not_found(rt.plural(), rt.group(), name));
+                    if let Some(opts) = table {
+                        return table_result(
+                            found.map(|o| (200, object_table(&rt, &o, &opts, true))),
+                            &opts,
+                        );
+                    }
+                    found.map(|o| (200, present(&rt, &o, req.metadata_only())))
                 }
                 // The body is decoded before the store's lock is taken.
                 "PUT" => req.body_json().and_then(|body| {
@@ -705,10 +726,17 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
                 Ok(s) => s,
                 Err(e) => return error_response(&e),
             };
+            let table = match req.table() {
+                Ok(t) => t,
+                Err(e) => return error_response(&e),
+            };
             if req.flag("watch") {
-                return watch(shared, req, rt, ns, sel);
+                return watch(shared, req, rt, ns, sel, table);
             }
-            result_response(list(shared, req, rt, ns, &sel))
+            match table {
+                Some(opts) => table_result(list(shared, req, rt, ns, &sel, Some(&opts)), &opts),
+                None => result_response(list(shared, req, rt, ns, &sel, None)),
+            }
         }
         "POST" => {
             if rt.t.namespaced && ns.is_none() {
@@ -798,9 +826,10 @@ fn list(
     rt: &Rt,
     ns: Option<&str>,
     sel: &Selectors,
+    table: Option<&TableOpts>,
 ) -> ApiResult<(u16, Value)> {
     let st = shared.lock();
-    let mut items: Vec<(String, Value)> = st
+    let mut items: Vec<(String, &Value)> = st
         .list(&rt.storage_key(), ns)
         .into_iter()
         .filter(|o| sel.matches(o))
@@ -814,7 +843,7 @@ fn list(
                     .and_then(Value::as_str)
                     .unwrap_or_default()
             );
-            (key, present(rt, o, req.metadata_only()))
+            (key, o)
         })
         .collect();
     if let Some(token) = req.param("continue").filter(|t| !t.is_empty()) {
@@ -835,7 +864,15 @@ fn list(
         }
         _ => (None, None),
     };
-    let values = items.into_iter().map(|(_, v)| v).collect();
+    if let Some(opts) = table {
+        let objects: Vec<&Value> = items.iter().map(|(_, o)| *o).collect();
+        let meta = tables::list_metadata(&st.rv.to_string(), cont.as_deref(), remaining);
+        return Ok((200, tables::table(rt, &objects, meta, opts, true)));
+    }
+    let values = items
+        .into_iter()
+        .map(|(_, o)| present(rt, o, req.metadata_only()))
+        .collect();
     Ok((
         200,
         list_json(
@@ -872,7 +909,7 @@ fn watch_lines(
     rt: &Rt,
     ns: Option<&str>,
     sel: &Selectors,
-    meta_only: bool,
+    view: &mut WatchView,
 ) -> Option<Bytes> {
     if ev.key != rt.storage_key() || ns.is_some_and(|n| n != ev.namespace) {
         return None;
@@ -885,7 +922,49 @@ fn watch_lines(
         (t, _) if now => t,
         _ => return None,
     };
-    Some(event_line(etype, &present(rt, &ev.object, meta_only)))
+    Some(event_line(etype, &view.object(rt, &ev.object)))
+}
+
+/// How a watch shows its objects: whole, as `PartialObjectMetadata`, or as one-row Tables
+/// (the first one with the column definitions).
+struct WatchView {
+    meta_only: bool,
+    table: Option<TableOpts>,
+    headers_sent: bool,
+}
+
+impl WatchView {
+    fn object(&mut self, rt: &Rt, obj: &Value) -> Value {
+        match &self.table {
+            Some(opts) => {
+                let t = object_table(rt, obj, opts, !self.headers_sent);
+                self.headers_sent = true;
+                t
+            }
+            None => present(rt, obj, self.meta_only),
+        }
+    }
+}
+
+/// A Table of one object (a GET, a watch event), with its resourceVersion.
+fn object_table(rt: &Rt, obj: &Value, opts: &TableOpts, headers: bool) -> Value {
+    let rv = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    tables::table(rt, &[obj], json!({"resourceVersion": rv}), opts, headers)
+}
+
+/// A Table answer, with the Table's content type.
+fn table_result(r: ApiResult<(u16, Value)>, opts: &TableOpts) -> Response {
+    let mut resp = result_response(r);
+    if resp.status().is_success() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(opts.content_type()),
+        );
+    }
+    resp
 }
 
 fn watch(
@@ -894,6 +973,7 @@ fn watch(
     rt: &Arc<Rt>,
     ns: Option<&str>,
     sel: Selectors,
+    table: Option<TableOpts>,
 ) -> Response {
     let timeout = req
         .param("timeoutSeconds")
@@ -921,7 +1001,11 @@ fn watch(
         },
     };
     let start_rv = if initial_events { None } else { start_rv };
-    let meta_only = req.metadata_only();
+    let mut view = WatchView {
+        meta_only: req.metadata_only(),
+        table,
+        headers_sent: false,
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1024);
     let shared = shared.clone();
     let rt = rt.clone();
@@ -941,7 +1025,7 @@ fn watch(
                         .list(&rt.storage_key(), ns)
                         .into_iter()
                         .filter(|o| sel.matches(o))
-                        .map(|o| event_line("ADDED", &present(&rt, o, meta_only)))
+                        .map(|o| event_line("ADDED", &view.object(&rt, o)))
                         .collect();
                     if initial_events {
                         lines.push(bookmark(&rt, st.rv, true));
@@ -984,7 +1068,7 @@ fn watch(
                         .events
                         .iter()
                         .filter(|e| e.rv > last_rv)
-                        .filter_map(|e| watch_lines(e, &rt, ns, &sel, meta_only))
+                        .filter_map(|e| watch_lines(e, &rt, ns, &sel, &mut view))
                         .collect();
                     last_rv = last_rv.max(st.rv);
                     (lines, None)
