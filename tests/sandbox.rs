@@ -1097,8 +1097,9 @@ fn kubectl() -> std::process::Command {
 }
 
 /// `--keep` leaves the cluster, the apps and the split running after the verdict, for kubectl:
-/// `describe deployment` tells the release's story from aviary's Events; Ctrl-C ends it, and
-/// the exit code is still the verdict's.
+/// `describe deployment` tells the release's story from aviary's Events, `get events` shows the
+/// rollback's Warnings with Flagger's texts; Ctrl-C ends it, and the exit code is still the
+/// verdict's.
 #[test]
 fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
     use std::io::BufRead as _;
@@ -1107,6 +1108,8 @@ fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aviary"))
         .args([
             "sandbox",
+            "--scenario",
+            "errors",
             "--metrics",
             "embedded",
             "--proxy",
@@ -1153,7 +1156,7 @@ fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
         )),
         "{text}"
     );
-    assert!(text.contains("verdict: promoted (exit 0)"), "{text}");
+    assert!(text.contains("verdict: rolled_back (exit 1)"), "{text}");
     // Everything still runs: kubectl reads the cluster, whose Events tell the release.
     let described = kubectl()
         .arg("--kubeconfig")
@@ -1170,12 +1173,44 @@ fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
     for story in [
         "Starting canary analysis for podinfo.prod",
         "Advance podinfo.prod canary weight 20",
-        "Promotion completed! Scaling down podinfo.prod",
     ] {
         assert!(
             out.lines()
                 .any(|l| l.contains("Normal") && l.contains("aviary") && l.contains(story)),
             "{story}: {out}"
+        );
+    }
+    // `get events`: the server's table, the rollback's Warnings among the rows.
+    let listed = kubectl()
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "events", "-n", "prod"])
+        .output()
+        .expect("kubectl runs");
+    let events = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success(),
+        "{events}{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        events
+            .lines()
+            .next()
+            .is_some_and(|h| h.split_whitespace().collect::<Vec<_>>()
+                == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]),
+        "{events}"
+    );
+    for warning in [
+        "Rolling back podinfo.prod failed checks threshold reached 2",
+        "Canary failed! Scaling down podinfo.prod",
+    ] {
+        assert!(
+            events.lines().any(|l| l.contains("Warning")
+                && l.contains("Synced")
+                && l.contains("deployment/podinfo")
+                && l.contains(warning)),
+            "{warning}: {events}"
         );
     }
     let sent = std::process::Command::new("kill")
@@ -1186,7 +1221,7 @@ fn the_sandbox_keeps_running_for_kubectl_after_the_verdict_with_keep() {
     let status = child.wait().expect("the sandbox exits");
     let _ = reader.join();
     let rest: Vec<String> = rx.try_iter().collect();
-    assert_eq!(status.code(), Some(0), "{}", rest.join("\n"));
+    assert_eq!(status.code(), Some(1), "{}", rest.join("\n"));
     assert!(
         rest.iter().any(|l| l.contains("SIGINT received: stopping")),
         "{rest:?}"
