@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::errors::{ApiError, ApiResult};
 use crate::resources::Rt;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{DeleteOpts, Event, State, Sub, WriteCtx};
+use crate::store::{DeleteOpts, Event, FieldValidation, State, Sub, WriteCtx};
 use crate::{FaultKind, RequestRecord};
 
 /// State shared by the server, the controllers and the [`crate::Emulator`] handle.
@@ -61,7 +61,7 @@ impl Shared {
 const MAX_BODY: usize = 64 * 1024 * 1024;
 const JSON: &str = "application/json";
 
-fn json_response(code: u16, v: &Value) -> Response {
+pub(crate) fn json_response(code: u16, v: &Value) -> Response {
     let mut resp = Response::new(Body::from(v.to_string()));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
@@ -69,7 +69,7 @@ fn json_response(code: u16, v: &Value) -> Response {
     resp
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     let mut resp = json_response(e.code, &e.to_status());
     if let Some(secs) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -187,10 +187,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         params: &params,
         content_type: content_type.as_deref().unwrap_or_default(),
         accept: &accept,
-        user_agent: &user_agent,
         body: &bytes,
+        ctx: Req::new_ctx(&params, &user_agent),
     };
     let mut resp = route(&shared, &req);
+    add_warnings(&mut resp, &req.ctx);
     if fault == Some(FaultKind::AnswerLost) {
         resp = error_response(&ApiError::timeout());
     }
@@ -302,8 +303,9 @@ struct Req<'a> {
     params: &'a HashMap<String, String>,
     content_type: &'a str,
     accept: &'a str,
-    user_agent: &'a str,
     body: &'a [u8],
+    /// The write's manager and options, with the warnings it collects.
+    ctx: WriteCtx,
 }
 
 impl Req<'_> {
@@ -315,11 +317,21 @@ impl Req<'_> {
         matches!(self.param(k), Some("true" | "1" | "True"))
     }
 
-    fn ctx(&self) -> WriteCtx {
-        let manager = match self.param("fieldManager").filter(|m| !m.is_empty()) {
+    fn ctx(&self) -> &WriteCtx {
+        &self.ctx
+    }
+
+    fn new_ctx(params: &HashMap<String, String>, user_agent: &str) -> WriteCtx {
+        let param = |k: &str| params.get(k).map(String::as_str);
+        let validation = match param("fieldValidation") {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        };
+        let manager = match param("fieldManager").filter(|m| !m.is_empty()) {
             Some(m) => m.to_string(),
             None => {
-                let ua = self.user_agent.split('/').next().unwrap_or_default();
+                let ua = user_agent.split('/').next().unwrap_or_default();
                 if ua.is_empty() {
                     "unknown".to_string()
                 } else {
@@ -329,7 +341,9 @@ impl Req<'_> {
         };
         WriteCtx {
             manager,
-            dry_run: self.param("dryRun") == Some("All"),
+            dry_run: param("dryRun") == Some("All"),
+            validation: Some(validation),
+            warnings: Default::default(),
         }
     }
 
@@ -351,10 +365,21 @@ impl Req<'_> {
     }
 }
 
+/// One `Warning: 299 - "..."` header per warning the write collected.
+fn add_warnings(resp: &mut Response, ctx: &WriteCtx) {
+    for w in ctx.warnings.borrow().iter() {
+        let text = format!("299 - {}", Value::String(w.clone()));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+}
+
 fn route(shared: &Arc<Shared>, req: &Req) -> Response {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method == "GET";
     match segs.as_slice() {
+        ["openapi", ..] if is_get => crate::openapi::serve(shared, &segs[1..], req.accept),
         ["version"] if is_get => json_response(200, &version_info()),
         ["healthz" | "livez" | "readyz"] if is_get => {
             let mut resp = Response::new(Body::from("ok"));
