@@ -30,6 +30,8 @@ struct Kind {
     plural: String,
     namespaced: bool,
     status: bool,
+    /// Compiled into the server: strategic merge patch is accepted.
+    builtin: bool,
     def: String,
 }
 
@@ -42,6 +44,7 @@ impl Kind {
             plural: rt.t.plural.clone(),
             namespaced: rt.t.namespaced,
             status: rt.t.status_subresource,
+            builtin: rt.builtin,
             def,
         }
     }
@@ -466,15 +469,21 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
     let kind = &k.kind;
     let json_body =
         |def: &str| json!({"content": {"*/*": {"schema": schema_ref(def)}}, "required": true});
-    let patch_body = json!({
-        "content": {
-            "application/json-patch+json": {"schema": schema_ref(PATCH_DEF)},
-            "application/merge-patch+json": {"schema": schema_ref(PATCH_DEF)},
-            "application/strategic-merge-patch+json": {"schema": schema_ref(PATCH_DEF)},
-            "application/apply-patch+yaml": {"schema": schema_ref(PATCH_DEF)},
-        },
-        "required": true,
-    });
+    // kubectl computes a strategic merge patch only for a kind whose PATCH accepts one:
+    // custom resources do not.
+    let mut patch_types = vec![
+        "application/apply-patch+yaml",
+        "application/json-patch+json",
+        "application/merge-patch+json",
+    ];
+    if k.builtin {
+        patch_types.push("application/strategic-merge-patch+json");
+    }
+    let patch_content: Map<String, Value> = patch_types
+        .into_iter()
+        .map(|t| (t.to_string(), json!({"schema": schema_ref(PATCH_DEF)})))
+        .collect();
+    let patch_body = json!({"content": patch_content, "required": true});
     let list_params = vec![
         query_param("continue", "The continue option should be set when retrieving more results from the server.", "string"),
         query_param("fieldSelector", "A selector to restrict the list of returned objects by their fields. Defaults to everything.", "string"),

@@ -734,4 +734,55 @@ mod tests {
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "spec.rules[0].backendRefs[0].weight");
     }
+
+    #[test]
+    fn keywords_are_checked_with_the_servers_wording() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "maxLength": 3, "pattern": "^[a-z]+$"},
+                "weight": {"type": "integer", "minimum": 0, "maximum": 100},
+                "mode": {"type": "string", "enum": ["a", "b"]},
+                "items": {"type": "array", "maxItems": 1, "items": {"type": "string"}},
+                "port": {"x-kubernetes-int-or-string": true},
+            },
+        }}});
+        let walk = Walk {
+            defs: None,
+            structural: true,
+        };
+        let obj = json!({"metadata": {"name": "x"}, "spec": {
+            "name": "ABCD", "weight": 101, "mode": "c", "items": ["x", "y"], "port": true,
+        }});
+        let mut causes = Vec::new();
+        walk.validate(&obj, &schema, &mut String::new(), &mut causes);
+        let msgs: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "spec.items: Too many: 2: must have at most 1 items",
+                "spec.mode: Unsupported value: \"c\": supported values: \"a\", \"b\"",
+                "spec.name: Too long: may not be more than 3 bytes",
+                "spec.name: Invalid value: \"ABCD\": spec.name in body should match '^[a-z]+$'",
+                "spec.port: Invalid value: \"boolean\": spec.port in body must be of type integer,string: \"boolean\"",
+                "spec.weight: Invalid value: 101: spec.weight in body should be less than or equal to 100",
+            ]
+        );
+        let mut causes = Vec::new();
+        walk.validate(
+            &json!({"spec": {}}),
+            &schema,
+            &mut String::new(),
+            &mut causes,
+        );
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            (causes[0].field.as_str(), causes[0].message.as_str()),
+            ("spec.name", "Required value")
+        );
+    }
 }

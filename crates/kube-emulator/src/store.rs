@@ -556,9 +556,13 @@ impl State {
         crate::schema::check_object(rt, self.crd_of(rt), obj, ctx, name)
     }
 
-    /// An apply configuration with a field the type's schema does not have is refused, as
-    /// the real server's typed patch is.
+    /// An apply configuration of a built-in kind with a field the kind's schema does not
+    /// have is refused whatever `fieldValidation` says, as the real server's typed patch is.
     fn check_apply_fields(&self, rt: &Rt, cfg: &Value, ctx: &WriteCtx) -> ApiResult<()> {
+        // A custom resource's apply configuration is pruned as any write of it is.
+        if !rt.builtin {
+            return Ok(());
+        }
         let mut copy = cfg.clone();
         let unknown =
             crate::schema::unknown_fields(rt, self.crd_of(rt), &mut copy, ctx.validation.is_none());

@@ -6,6 +6,7 @@ mod apply;
 mod controllers;
 mod discovery;
 mod faults;
+mod kubectl_apply;
 mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
