@@ -82,6 +82,7 @@ fn build_builtin() -> Builtin {
     gen.subschema_for::<meta::DeleteOptions>();
     gen.subschema_for::<meta::Status>();
     let mut defs = gen.take_definitions(true);
+    add_patch_strategies(&mut defs);
     defs.insert(
         PATCH_DEF.to_string(),
         json!({
@@ -90,6 +91,85 @@ fn build_builtin() -> Builtin {
         }),
     );
     Builtin { defs, kinds }
+}
+
+/// The strategic-merge keys of the built-in lists (the ones the emulator's strategic merge
+/// patch and field ownership know, see `managed::merge_key`): (definition, property, key).
+/// `k8s-openapi`'s schemas do not carry `x-kubernetes-patch-strategy`, and kubectl reads it
+/// from the OpenAPI v3 document to compute a client-side apply patch.
+const PATCH_KEYS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.PodSpec", "containers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "volumes", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", "name"),
+    ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "topologyKey",
+    ),
+    ("io.k8s.api.core.v1.Container", "env", "name"),
+    ("io.k8s.api.core.v1.Container", "volumeMounts", "mountPath"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "devicePath",
+    ),
+    ("io.k8s.api.core.v1.Container", "ports", "containerPort"),
+    ("io.k8s.api.core.v1.EphemeralContainer", "env", "name"),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        "containerPort",
+    ),
+    ("io.k8s.api.core.v1.ServiceSpec", "ports", "port"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "uid",
+    ),
+];
+
+fn add_patch_strategies(defs: &mut Map<String, Value>) {
+    let with_conditions: Vec<String> = defs
+        .iter()
+        .filter(|(name, d)| {
+            name.ends_with("Status") && d.pointer("/properties/conditions/items").is_some()
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let mut set = |def: &str, prop: &str, key: Option<&str>| {
+        if let Some(p) = defs
+            .get_mut(def)
+            .and_then(|d| d.pointer_mut(&format!("/properties/{prop}")))
+            .and_then(Value::as_object_mut)
+        {
+            p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            if let Some(k) = key {
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(k));
+            }
+        }
+    };
+    for (def, prop, key) in PATCH_KEYS {
+        set(def, prop, Some(key));
+    }
+    set(OBJECT_META_DEF, "finalizers", None);
+    // Status conditions merge by `type`.
+    for def in with_conditions {
+        set(&def, "conditions", Some("type"));
+    }
 }
 
 /// The name of the schema of a PATCH body.
@@ -358,6 +438,16 @@ impl<'a> Walk<'a> {
                     push_field(path, &k, !map_key);
                     match sub {
                         Some(sub) => {
+                            // A custom resource's null where the schema is not nullable is
+                            // dropped, as the API server prunes it before defaulting.
+                            if self.structural
+                                && m.get(&k).is_some_and(Value::is_null)
+                                && !flag(self.resolve(sub), "nullable")
+                            {
+                                m.remove(&k);
+                                path.truncate(len);
+                                continue;
+                            }
                             // A custom resource's metadata is the server's to check.
                             let skip = embedded && self.structural && k == "metadata";
                             if let Some(child) = m.get_mut(&k).filter(|_| !skip) {
@@ -772,6 +862,15 @@ mod tests {
                 "spec.weight: Invalid value: 101: spec.weight in body should be less than or equal to 100",
             ]
         );
+        let mut nulls = json!({"spec": {"name": "ab", "weight": null}});
+        walk.prune(
+            &mut nulls,
+            &schema,
+            &mut String::new(),
+            &mut Vec::new(),
+            true,
+        );
+        assert_eq!(nulls, json!({"spec": {"name": "ab"}}));
         let mut causes = Vec::new();
         walk.validate(
             &json!({"spec": {}}),

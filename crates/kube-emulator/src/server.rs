@@ -609,7 +609,7 @@ fn resource(
                 // The body is decoded before the store's lock is taken.
                 "PUT" => req.body_json().and_then(|body| {
                     write(shared, |st| {
-                        st.update(&rt, ns, name, body, &req.ctx(), sub)
+                        st.update(&rt, ns, name, body, req.ctx(), sub)
                             .map(|o| (200, o))
                     })
                     .map(|(code, o)| (code, o.render(&rt)))
@@ -622,7 +622,7 @@ fn resource(
                         name,
                         req.content_type,
                         req.body,
-                        &req.ctx(),
+                        req.ctx(),
                         sub,
                         req.flag("force"),
                         req.param("fieldManager").is_some_and(|m| !m.is_empty()),
@@ -632,7 +632,7 @@ fn resource(
                 .map(|(code, o)| (code, o.render(&rt))),
                 "DELETE" if sub == Sub::Main => write(shared, |st| {
                     let opts = delete_opts(req)?;
-                    st.delete(&rt, ns_key, name, &opts, &req.ctx())
+                    st.delete(&rt, ns_key, name, &opts, req.ctx())
                         .map(|o| (200, o))
                 })
                 .map(|(code, o)| (code, o.render(&rt))),
@@ -741,7 +741,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
             }
             result_response(req.body_json().and_then(|body| {
                 write(shared, |st| {
-                    st.create(rt, ns, body, &req.ctx()).map(|o| (201, o))
+                    st.create(rt, ns, body, req.ctx()).map(|o| (201, o))
                 })
                 .map(|(code, o)| (code, o.render(rt)))
             }))
@@ -769,7 +769,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
                     .collect();
                 let mut items = Vec::new();
                 for (ons, oname) in targets {
-                    items.push(st.delete(rt, &ons, &oname, &opts, &req.ctx())?.render(rt));
+                    items.push(st.delete(rt, &ons, &oname, &opts, req.ctx())?.render(rt));
                 }
                 let list_rv = st.rv.to_string();
                 Ok((200, list_json(rt, items, &list_rv, None, None, false)))

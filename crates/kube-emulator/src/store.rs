@@ -1458,9 +1458,9 @@ mod tests {
         let mut extra = spelled["metadata"]["managedFields"][0].clone();
         extra["manager"] = json!("c");
         extra["fieldsV1"] = json!({"f:metadata": {"f:labels": {"v:x": {}}}});
-        spelled["metadata"]["managedFields"]
-            .as_array_mut()
-            .map(|a| a.push(extra));
+        if let Some(a) = spelled["metadata"]["managedFields"].as_array_mut() {
+            a.push(extra);
+        }
         spelled["data"]["j"] = json!("2");
         let r = s.update(
             &rt,

@@ -125,6 +125,43 @@ fn kubectl_apply_validates_fields_on_the_server() -> TestResult {
         text(&out.stderr)
     );
 
+    // A container removed from the manifest is removed by the next apply: kubectl's patch
+    // merges the containers by name (`x-kubernetes-patch-merge-key` in the document).
+    let two = deployment_yaml("web", "").replace(
+        "      containers:\n",
+        "      containers:\n      - name: sidecar\n        image: busybox:1.36\n",
+    );
+    let out = c.apply(&c.file("two.yaml", &two)?, &[])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.apply(&good, &[])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let patch = c
+        .emu
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.method == "PATCH")
+        .ok_or("no PATCH")?;
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/strategic-merge-patch+json")
+    );
+    assert!(
+        patch
+            .body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("$setElementOrder/containers")),
+        "{:?}",
+        patch.body
+    );
+    let stored = c
+        .emu
+        .get("apps/v1", "deployments", Some("default"), "web")
+        .ok_or("web is gone")?;
+    let containers = &stored["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers.as_array().map(Vec::len), Some(1), "{containers}");
+    assert_eq!(containers[0]["name"], "app");
+
     let bad = c.file("bad.yaml", &deployment_yaml("bad", "  foo: bar\n"))?;
     let out = c.apply(&bad, &[])?;
     assert!(!out.status.success());
@@ -287,6 +324,110 @@ fn kubectl_apply_of_a_custom_resource_prunes_unknown_fields() -> TestResult {
     assert!(
         err.contains(r#"The HTTPRoute "web" is invalid: spec.rules[0].backendRefs[0].weight: Invalid value: "string": spec.rules[0].backendRefs[0].weight in body must be of type integer: "string""#),
         "{err}"
+    );
+    Ok(())
+}
+
+const WIDGET_CRD: &str = "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  names: {kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            description: What the widget is.
+            properties:
+              size:
+                type: integer
+                minimum: 1
+                maximum: 10
+                description: How big the widget is, from 1 to 10.
+              labels:
+                type: object
+                additionalProperties: {type: string}
+              extra:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+";
+
+const WIDGET: &str = "apiVersion: example.com/v1
+kind: Widget
+metadata:
+  name: w
+spec:
+  size: 3
+  colour: blue
+  labels: {a: b}
+  extra: {anything: {goes: 1}}
+";
+
+#[test]
+fn a_crd_created_with_kubectl_gets_its_schema_served_and_enforced() -> TestResult {
+    let c = Cluster::start("crd")?;
+    let out = c.apply(&c.file("crd.yaml", WIDGET_CRD)?, &[])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "customresourcedefinition/widgets.example.com",
+    ])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = c.kubectl(&["explain", "widgets.spec.size"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let words = text(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        words.contains("GROUP: example.com KIND: Widget VERSION: v1"),
+        "{words}"
+    );
+    assert!(
+        words.contains("How big the widget is, from 1 to 10."),
+        "{words}"
+    );
+
+    let widget = c.file("widget.yaml", WIDGET)?;
+    let out = c.apply(&widget, &[])?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(r#"strict decoding error: unknown field "spec.colour""#),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = c.apply(&widget, &["--validate=ignore"])?;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stored = c
+        .emu
+        .get("example.com/v1", "widgets", Some("default"), "w")
+        .ok_or("the widget was not stored")?;
+    assert_eq!(
+        stored["spec"],
+        serde_json::json!({"size": 3, "labels": {"a": "b"}, "extra": {"anything": {"goes": 1}}})
+    );
+
+    let big = c.file("big.yaml", &WIDGET.replace("size: 3", "size: 11"))?;
+    let out = c.apply(&big, &["--validate=ignore"])?;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(
+            "spec.size: Invalid value: 11: spec.size in body should be less than or equal to 10"
+        ),
+        "{}",
+        text(&out.stderr)
     );
     Ok(())
 }

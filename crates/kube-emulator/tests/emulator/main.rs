@@ -7,6 +7,7 @@ mod controllers;
 mod discovery;
 mod faults;
 mod kubectl_apply;
+mod openapi;
 mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
