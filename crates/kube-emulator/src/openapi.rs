@@ -388,10 +388,8 @@ fn response(def: &str) -> Value {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn operation(
     k: &Kind,
-    verb: &str,
     action: &str,
     id: String,
     description: String,
@@ -422,7 +420,6 @@ fn operation(
     if let Some(b) = body {
         op["requestBody"] = b;
     }
-    let _ = verb;
     op
 }
 
@@ -498,7 +495,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         "get".into(),
         operation(
             k,
-            "get",
             "list",
             format!("list{gv}{scope}{kind}"),
             format!("list or watch objects of kind {kind}"),
@@ -512,7 +508,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         operation(
             k,
             "post",
-            "post",
             format!("create{gv}{scope}{kind}"),
             format!("create a {kind}"),
             write_params(false),
@@ -524,7 +519,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
         "delete".into(),
         operation(
             k,
-            "delete",
             "deletecollection",
             format!("deletecollection{gv}{scope}{kind}"),
             format!("delete collection of {kind}"),
@@ -547,7 +541,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
             operation(
                 k,
                 "get",
-                "get",
                 format!("read{gv}{scope}{kind}{suffix}"),
                 format!("read {what} of the specified {kind}"),
                 vec![],
@@ -560,7 +553,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
             operation(
                 k,
                 "put",
-                "put",
                 format!("replace{gv}{scope}{kind}{suffix}"),
                 format!("replace {what} of the specified {kind}"),
                 write_params(false),
@@ -572,7 +564,6 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
             "patch".into(),
             operation(
                 k,
-                "patch",
                 "patch",
                 format!("patch{gv}{scope}{kind}{suffix}"),
                 format!("partially update {what} of the specified {kind}"),
@@ -587,7 +578,7 @@ fn kind_paths(k: &Kind, paths: &mut Map<String, Value>) {
     let mut item = item_ops("", "the");
     item.insert(
         "delete".into(),
-        operation(k, "delete", "delete", format!("delete{gv}{scope}{kind}"), format!("delete a {kind}"), vec![
+        operation(k, "delete", format!("delete{gv}{scope}{kind}"), format!("delete a {kind}"), vec![
             query_param("dryRun", "When present, indicates that modifications should not be persisted.", "string"),
             query_param("propagationPolicy", "Whether and how garbage collection will be performed.", "string"),
         ], Some(json!({"content": {"*/*": {"schema": schema_ref("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")}}})), json!({"200": response("io.k8s.apimachinery.pkg.apis.meta.v1.Status"), "202": response("io.k8s.apimachinery.pkg.apis.meta.v1.Status")})),
