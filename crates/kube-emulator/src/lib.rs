@@ -42,7 +42,8 @@
 //!   fields are dropped, with a `Warning: 299 - "unknown field \"spec.foo\""` header each, or
 //!   a 400 (`... cannot be handled as a Deployment: strict decoding error: unknown field
 //!   "spec.foo"`); a server-side apply configuration of a built-in kind with an unknown field
-//!   is a 400 whatever the directive (`.spec.foo: field not declared in schema`),
+//!   is a 400 whatever the directive (`.spec.foo: field not declared in schema`); another
+//!   directive is a 422 on the request's options (`CreateOptions.meta.k8s.io "" is invalid`),
 //! * custom resources whose CRD has a structural schema are pruned on every write (the root's
 //!   `metadata` kept; `x-kubernetes-preserve-unknown-fields`, `additionalProperties` and
 //!   `x-kubernetes-embedded-resource` honoured) and their values checked (type, `enum`,

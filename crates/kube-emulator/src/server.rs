@@ -365,6 +365,31 @@ impl Req<'_> {
     }
 }
 
+/// A write's `fieldValidation` other than `Ignore`, `Warn` or `Strict` is refused (422 on the
+/// request's options, as the real server validates them).
+fn field_validation_error(req: &Req) -> Option<ApiError> {
+    let options = match req.method {
+        "POST" => "CreateOptions",
+        "PUT" => "UpdateOptions",
+        "PATCH" => "PatchOptions",
+        _ => return None,
+    };
+    let v = req.param("fieldValidation")?;
+    if matches!(v, "" | "Ignore" | "Warn" | "Strict") {
+        return None;
+    }
+    Some(ApiError::invalid(
+        options,
+        "meta.k8s.io",
+        "",
+        vec![crate::errors::Cause::unsupported(
+            "fieldValidation",
+            &json!(v),
+            &["", "Ignore", "Strict", "Warn"],
+        )],
+    ))
+}
+
 /// One `Warning: 299 - "..."` header per warning the write collected.
 fn add_warnings(resp: &mut Response, ctx: &WriteCtx) {
     for w in ctx.warnings.borrow().iter() {
@@ -568,6 +593,9 @@ fn resource(
     version: &str,
     rest: &[&str],
 ) -> Response {
+    if let Some(e) = field_validation_error(req) {
+        return error_response(&e);
+    }
     let (ns, plural, name, sub) = match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => (
             Some(*ns),

@@ -183,6 +183,14 @@ fn field_validation_directives() -> TestResult {
     assert!(emu
         .get("v1", "configmaps", Some("default"), "strict")
         .is_none());
+    // An unknown directive: the request's options are invalid.
+    let (status, _, body) = post("odd", "?fieldValidation=Loud")?;
+    assert_eq!(status, 422, "{body}");
+    let err: Value = serde_json::from_str(&body)?;
+    assert_eq!(
+        err["message"],
+        r#"CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Loud": supported values: "", "Ignore", "Strict", "Warn""#
+    );
     // A merge patch adding an unknown field: refused under Strict.
     let (status, _, body) = http(
         &emu,
