@@ -36,7 +36,30 @@
 //!   `additionalPrinterColumns` (a JSONPath subset: `.a.b`, `[0]`, `[*]`, `[?(@.type=="Ready")]`);
 //!   a watch's first event carries the column definitions,
 //! * fault injection (error status, latency, hanging requests; a request
-//!   held by [`FaultKind::Timeout`] is logged with status 504 when it starts).
+//!   held by [`FaultKind::Timeout`] is logged with status 504 when it starts),
+//! * the OpenAPI documents: `/openapi/v3` (the index, each group-version's
+//!   `serverRelativeURL` with a `hash`), `/openapi/v3/api/v1` and
+//!   `/openapi/v3/apis/{group}/{version}` (schemas with `x-kubernetes-group-version-kind`,
+//!   descriptions, strategic-merge keys; each path's operations with their parameters,
+//!   `fieldValidation` among them), and `/openapi/v2` in JSON only (406 for a protobuf-only
+//!   `Accept`, as kubectl sends, which sends client-go to its fallback). Built-in kinds'
+//!   schemas are `k8s-openapi`'s, built once per process; a custom type's is its CRD's
+//!   `openAPIV3Schema` (see the crate's README for the sources and their versions). This is
+//!   what `kubectl apply` (client-side and server-side) and `kubectl explain` need,
+//! * `fieldValidation=Strict|Warn|Ignore` on POST, PUT and PATCH (default `Warn`): unknown
+//!   fields are dropped, with a `Warning: 299 - "unknown field \"spec.foo\""` header each, or
+//!   a 400 (`... cannot be handled as a Deployment: strict decoding error: unknown field
+//!   "spec.foo"`); a server-side apply configuration of a built-in kind with an unknown field
+//!   is a 400 whatever the directive (`.spec.foo: field not declared in schema`); another
+//!   directive is a 422 on the request's options (`CreateOptions.meta.k8s.io "" is invalid`),
+//! * custom resources whose CRD has a structural schema are pruned on every write (the root's
+//!   `metadata` kept; `x-kubernetes-preserve-unknown-fields`, `additionalProperties` and
+//!   `x-kubernetes-embedded-resource` honoured) and their values checked (type, `enum`,
+//!   `required`, `minimum`/`maximum`, `minLength`/`maxLength`, `pattern`,
+//!   `minItems`/`maxItems`): a 422 `Invalid` whose causes name the field
+//!   (`spec.rules[0].backendRefs[0].weight: Invalid value: ...`). The built-in custom types
+//!   carry their real schemas (Gateway API from the `gateway-api` crate, Flagger's CRD);
+//!   Istio and Gloo types keep every field.
 //!
 //! Server-side apply without `fieldManager` is a 422 (`PatchOptions.meta.k8s.io "" is
 //! invalid`), as the real server answers. Strategic merge patch follows the real patch
@@ -72,6 +95,12 @@
 //!
 //! # Other deliberate simplifications
 //!
+//! * The emulator's own writes (its controllers, [`Emulator::insert`] and the other methods)
+//!   of built-in kinds are not checked against the schemas; custom resources are pruned and
+//!   validated for every writer. Unknown fields in an apply configuration are named by index
+//!   (`.spec.containers[0].foo`), where the real server names a keyed list's element by its
+//!   key. CEL rules (`x-kubernetes-validations`), `format` and schema defaults are not
+//!   applied.
 //! * All versions of a resource (`gateway.networking.k8s.io` v1 and v1beta1, Istio v1 and
 //!   v1beta1) share one storage and are "converted" by rewriting `apiVersion`.
 //! * PUT without `metadata.resourceVersion` is an unconditional update for the built-in
@@ -90,8 +119,10 @@ mod errors;
 mod events;
 mod kinds;
 mod managed;
+mod openapi;
 mod patch;
 mod resources;
+mod schema;
 mod selectors;
 mod server;
 mod store;

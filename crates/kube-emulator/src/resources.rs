@@ -467,7 +467,8 @@ impl Registry {
                             "name": v,
                             "served": true,
                             "storage": *v == storage,
-                            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                            "schema": {"openAPIV3Schema": crate::schema::known_crd_schema(&t.group, &t.kind)
+                                .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}))},
                         });
                         if t.status_subresource {
                             version["subresources"] = json!({"status": {}});
@@ -548,6 +549,11 @@ impl Registry {
                 TypeInfo::from_crd(crd, v),
             );
         }
+    }
+
+    /// Every served type, in registration order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Rt>> {
+        self.types.iter()
     }
 
     pub(crate) fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Rt>> {

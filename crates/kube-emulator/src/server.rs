@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::errors::{ApiError, ApiResult};
 use crate::resources::Rt;
 use crate::selectors::{FieldSelector, LabelSelector};
-use crate::store::{DeleteOpts, Event, State, Sub, WriteCtx};
+use crate::store::{DeleteOpts, Event, FieldValidation, State, Sub, WriteCtx};
 use crate::tables::{self, TableOpts};
 use crate::{FaultKind, RequestRecord};
 
@@ -62,7 +62,7 @@ impl Shared {
 const MAX_BODY: usize = 64 * 1024 * 1024;
 const JSON: &str = "application/json";
 
-fn json_response(code: u16, v: &Value) -> Response {
+pub(crate) fn json_response(code: u16, v: &Value) -> Response {
     let mut resp = Response::new(Body::from(v.to_string()));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
@@ -70,7 +70,7 @@ fn json_response(code: u16, v: &Value) -> Response {
     resp
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     let mut resp = json_response(e.code, &e.to_status());
     if let Some(secs) = e.retry_after {
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
@@ -188,10 +188,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         params: &params,
         content_type: content_type.as_deref().unwrap_or_default(),
         accept: &accept,
-        user_agent: &user_agent,
         body: &bytes,
+        ctx: Req::new_ctx(&params, &user_agent),
     };
     let mut resp = route(&shared, &req);
+    add_warnings(&mut resp, &req.ctx);
     if fault == Some(FaultKind::AnswerLost) {
         resp = error_response(&ApiError::timeout());
     }
@@ -303,8 +304,9 @@ struct Req<'a> {
     params: &'a HashMap<String, String>,
     content_type: &'a str,
     accept: &'a str,
-    user_agent: &'a str,
     body: &'a [u8],
+    /// The write's manager and options, with the warnings it collects.
+    ctx: WriteCtx,
 }
 
 impl Req<'_> {
@@ -316,11 +318,21 @@ impl Req<'_> {
         matches!(self.param(k), Some("true" | "1" | "True"))
     }
 
-    fn ctx(&self) -> WriteCtx {
-        let manager = match self.param("fieldManager").filter(|m| !m.is_empty()) {
+    fn ctx(&self) -> &WriteCtx {
+        &self.ctx
+    }
+
+    fn new_ctx(params: &HashMap<String, String>, user_agent: &str) -> WriteCtx {
+        let param = |k: &str| params.get(k).map(String::as_str);
+        let validation = match param("fieldValidation") {
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            _ => FieldValidation::Warn,
+        };
+        let manager = match param("fieldManager").filter(|m| !m.is_empty()) {
             Some(m) => m.to_string(),
             None => {
-                let ua = self.user_agent.split('/').next().unwrap_or_default();
+                let ua = user_agent.split('/').next().unwrap_or_default();
                 if ua.is_empty() {
                     "unknown".to_string()
                 } else {
@@ -330,7 +342,9 @@ impl Req<'_> {
         };
         WriteCtx {
             manager,
-            dry_run: self.param("dryRun") == Some("All"),
+            dry_run: param("dryRun") == Some("All"),
+            validation: Some(validation),
+            warnings: Default::default(),
         }
     }
 
@@ -357,10 +371,46 @@ impl Req<'_> {
     }
 }
 
+/// A write's `fieldValidation` other than `Ignore`, `Warn` or `Strict` is refused (422 on the
+/// request's options, as the real server validates them).
+fn field_validation_error(req: &Req) -> Option<ApiError> {
+    let options = match req.method {
+        "POST" => "CreateOptions",
+        "PUT" => "UpdateOptions",
+        "PATCH" => "PatchOptions",
+        _ => return None,
+    };
+    let v = req.param("fieldValidation")?;
+    if matches!(v, "" | "Ignore" | "Warn" | "Strict") {
+        return None;
+    }
+    Some(ApiError::invalid(
+        options,
+        "meta.k8s.io",
+        "",
+        vec![crate::errors::Cause::unsupported(
+            "fieldValidation",
+            &json!(v),
+            &["", "Ignore", "Strict", "Warn"],
+        )],
+    ))
+}
+
+/// One `Warning: 299 - "..."` header per warning the write collected.
+fn add_warnings(resp: &mut Response, ctx: &WriteCtx) {
+    for w in ctx.warnings.borrow().iter() {
+        let text = format!("299 - {}", Value::String(w.clone()));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+}
+
 fn route(shared: &Arc<Shared>, req: &Req) -> Response {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method == "GET";
     match segs.as_slice() {
+        ["openapi", ..] if is_get => crate::openapi::serve(shared, &segs[1..], req.accept),
         ["version"] if is_get => json_response(200, &version_info()),
         ["healthz" | "livez" | "readyz"] if is_get => {
             let mut resp = Response::new(Body::from("ok"));
@@ -554,6 +604,9 @@ fn resource(
     version: &str,
     rest: &[&str],
 ) -> Response {
+    if let Some(e) = field_validation_error(req) {
+        return error_response(&e);
+    }
     let (ns, plural, name, sub) = match rest {
         ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 => (
             Some(*ns),
@@ -605,7 +658,7 @@ fn resource(
                 // The body is decoded before the store's lock is taken.
                 "PUT" => req.body_json().and_then(|body| {
                     write(shared, |st| {
-                        st.update(&rt, ns, name, body, &req.ctx(), sub)
+                        st.update(&rt, ns, name, body, req.ctx(), sub)
                             .map(|o| (200, o))
                     })
                     .map(|(code, o)| (code, o.render(&rt)))
@@ -618,7 +671,7 @@ fn resource(
                         name,
                         req.content_type,
                         req.body,
-                        &req.ctx(),
+                        req.ctx(),
                         sub,
                         req.flag("force"),
                         req.param("fieldManager").is_some_and(|m| !m.is_empty()),
@@ -628,7 +681,7 @@ fn resource(
                 .map(|(code, o)| (code, o.render(&rt))),
                 "DELETE" if sub == Sub::Main => write(shared, |st| {
                     let opts = delete_opts(req)?;
-                    st.delete(&rt, ns_key, name, &opts, &req.ctx())
+                    st.delete(&rt, ns_key, name, &opts, req.ctx())
                         .map(|o| (200, o))
                 })
                 .map(|(code, o)| (code, o.render(&rt))),
@@ -744,7 +797,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
             }
             result_response(req.body_json().and_then(|body| {
                 write(shared, |st| {
-                    st.create(rt, ns, body, &req.ctx()).map(|o| (201, o))
+                    st.create(rt, ns, body, req.ctx()).map(|o| (201, o))
                 })
                 .map(|(code, o)| (code, o.render(rt)))
             }))
@@ -772,7 +825,7 @@ fn collection(shared: &Arc<Shared>, req: &Req, rt: &Arc<Rt>, ns: Option<&str>) -
                     .collect();
                 let mut items = Vec::new();
                 for (ons, oname) in targets {
-                    items.push(st.delete(rt, &ons, &oname, &opts, &req.ctx())?.render(rt));
+                    items.push(st.delete(rt, &ons, &oname, &opts, req.ctx())?.render(rt));
                 }
                 let list_rv = st.rv.to_string();
                 Ok((200, list_json(rt, items, &list_rv, None, None, false)))

@@ -77,11 +77,28 @@ impl Sub {
     }
 }
 
+/// What a write does with fields its type's schema does not have (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldValidation {
+    /// Dropped silently.
+    Ignore,
+    /// Dropped, with a `Warning` header for each (the server's default).
+    Warn,
+    /// The write fails (400 `BadRequest`).
+    Strict,
+}
+
 /// Who writes and how.
 #[derive(Debug, Clone)]
 pub(crate) struct WriteCtx {
     pub manager: String,
     pub dry_run: bool,
+    /// `None` for the emulator's own writes (its controllers, [`crate::Emulator`]'s
+    /// methods): built-in objects are not checked against their schema; custom resources
+    /// are pruned and validated as for a client, silently.
+    pub validation: Option<FieldValidation>,
+    /// Warnings for the answer's `Warning` headers.
+    pub warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl WriteCtx {
@@ -89,6 +106,8 @@ impl WriteCtx {
         WriteCtx {
             manager: manager.to_string(),
             dry_run: false,
+            validation: None,
+            warnings: Default::default(),
         }
     }
 }
@@ -527,6 +546,47 @@ impl State {
         }
     }
 
+    /// The stored CustomResourceDefinition of a custom type.
+    fn crd_of(&self, rt: &Rt) -> Option<&Value> {
+        if rt.builtin {
+            return None;
+        }
+        self.objects
+            .get(&(
+                "apiextensions.k8s.io".to_string(),
+                "customresourcedefinitions".to_string(),
+            ))?
+            .get(&(String::new(), format!("{}.{}", rt.plural(), rt.group())))
+            .map(|c| c.as_ref())
+    }
+
+    /// Drops the fields the type's schema does not have (reported as `fieldValidation`
+    /// says) and checks a custom resource's values against its CRD's schema.
+    fn check_fields(&self, rt: &Rt, obj: &mut Value, ctx: &WriteCtx, name: &str) -> ApiResult<()> {
+        crate::schema::check_object(rt, self.crd_of(rt), obj, ctx, name)
+    }
+
+    /// An apply configuration of a built-in kind with a field the kind's schema does not
+    /// have is refused whatever `fieldValidation` says, as the real server's typed patch is.
+    fn check_apply_fields(&self, rt: &Rt, cfg: &Value, ctx: &WriteCtx) -> ApiResult<()> {
+        // A custom resource's apply configuration is pruned as any write of it is.
+        if !rt.builtin {
+            return Ok(());
+        }
+        let mut copy = cfg.clone();
+        let unknown =
+            crate::schema::unknown_fields(rt, self.crd_of(rt), &mut copy, ctx.validation.is_none());
+        match unknown.first() {
+            None => Ok(()),
+            Some(field) => Err(ApiError::bad_request(format!(
+                "failed to create typed patch object ({}/{}, Kind={}): .{field}: field not declared in schema",
+                rt.group(),
+                rt.t.version,
+                rt.kind()
+            ))),
+        }
+    }
+
     fn alloc_ip(&mut self) -> String {
         self.next_ip += 1;
         let n = self.next_ip;
@@ -628,6 +688,7 @@ impl State {
             }
         }
         self.defaults(rt, &mut obj, None);
+        self.check_fields(rt, &mut obj, ctx, &name)?;
         kinds::validate(rt, &obj, None)?;
         let entries = match applied {
             Some(e) => e,
@@ -789,6 +850,7 @@ impl State {
             }
         }
         self.defaults(rt, &mut new, Some(&old));
+        self.check_fields(rt, &mut new, ctx, name)?;
         kinds::validate(rt, &new, Some(&old))?;
         if !same_spec(&new, &old) {
             let g = meta(&old)
@@ -1040,6 +1102,7 @@ impl State {
                 json!({"apiVersion": expected, "kind": rt.kind(), "metadata": {"name": name}})
             }
         };
+        self.check_apply_fields(rt, &cfg, ctx)?;
         let now = now_rfc3339();
         let merged = managed::apply(
             &base,

@@ -408,12 +408,19 @@ async fn merge_json_and_strategic_patches() -> TestResult {
     let canary: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
-        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"}}
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "analysis": {"interval": "1m"}
+        }
     }))?;
     canaries.create(&PostParams::default(), &canary).await?;
     let err = api_error(
         canaries
-            .patch("podinfo", &pp, &Patch::Strategic(json!({"spec": {"x": 1}})))
+            .patch(
+                "podinfo",
+                &pp,
+                &Patch::Strategic(json!({"spec": {"skipAnalysis": true}})),
+            )
             .await,
     );
     assert_eq!(
@@ -421,9 +428,13 @@ async fn merge_json_and_strategic_patches() -> TestResult {
         (415, "UnsupportedMediaType")
     );
     let merged = canaries
-        .patch("podinfo", &pp, &Patch::Merge(json!({"spec": {"x": 1}})))
+        .patch(
+            "podinfo",
+            &pp,
+            &Patch::Merge(json!({"spec": {"skipAnalysis": true}})),
+        )
         .await?;
-    assert_eq!(merged.data["spec"]["x"], 1);
+    assert_eq!(merged.data["spec"]["skipAnalysis"], true);
     Ok(())
 }
 
@@ -436,7 +447,10 @@ async fn status_subresource_semantics() -> TestResult {
     let canary: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
-        "spec": {"analysis": {"interval": "1m"}},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "analysis": {"interval": "1m"}
+        },
         "status": {"phase": "Ignored"}
     }))?;
     let created = api.create(&PostParams::default(), &canary).await?;

@@ -216,7 +216,10 @@ async fn apply_to_the_status_subresource() -> TestResult {
     let canary = json!({
         "apiVersion": "flagger.app/v1beta1", "kind": "Canary",
         "metadata": {"name": "podinfo"},
-        "spec": {"targetRef": {"name": "podinfo"}},
+        "spec": {
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+            "analysis": {"interval": "1m"}
+        },
         "status": {"phase": "Ignored"}
     });
     let created = api

@@ -6,7 +6,9 @@ mod apply;
 mod controllers;
 mod discovery;
 mod faults;
+mod kubectl_apply;
 mod kubectl_get;
+mod openapi;
 mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
