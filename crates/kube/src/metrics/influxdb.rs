@@ -199,39 +199,18 @@ const TIME_FILTER: &str = "$timeFilter";
 /// Every table of an annotated-CSV Flux answer as a series: its records' `_value` at `_time`,
 /// labelled by the columns that do not start with `_` (but `_field` and `_measurement`).
 fn flux_series(body: &[u8], endpoint: &str) -> Result<Vec<RangeSeries>, MetricError> {
-    let text = String::from_utf8_lossy(body);
     let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut header: Option<Vec<String>> = None;
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            header = None;
-            continue;
-        }
-        let cells = csv_cells(line);
-        if cells.first().is_some_and(|c| c.starts_with('#')) {
-            continue;
-        }
-        let Some(columns) = &header else {
-            header = Some(cells);
-            continue;
-        };
-        let at = |name: &str| columns.iter().position(|c| c == name);
-        if let Some(i) = at("error") {
-            let error = cells.get(i).map(String::as_str).unwrap_or_default();
-            return Err(MetricError::Failed(format!(
-                "{endpoint} refused the query: {error}"
-            )));
-        }
-        let (Some(v), Some(t)) = (at("_value"), at("_time")) else {
+    for record in flux_records(body, endpoint)? {
+        let (Some(v), Some(t)) = (record.column("_value"), record.column("_time")) else {
             return Err(MetricError::Failed(format!(
                 "{endpoint} answered records without _time and _value columns (columns: {}): window the query with aggregateWindow",
-                columns.join(", ")
+                record.columns.join(", ")
             )));
         };
-        let labels: BTreeMap<String, String> = columns
+        let labels: BTreeMap<String, String> = record
+            .columns
             .iter()
-            .zip(&cells)
+            .zip(&record.cells)
             .filter(|(name, _)| {
                 !name.is_empty()
                     && !matches!(name.as_str(), "result" | "table")
@@ -241,8 +220,11 @@ fn flux_series(body: &[u8], endpoint: &str) -> Result<Vec<RangeSeries>, MetricEr
             .map(|(name, cell)| (name.clone(), cell.clone()))
             .collect();
         let points = series.entry(labels).or_default();
-        let time = cells.get(t).and_then(|c| c.parse::<Timestamp>().ok());
-        let value = cells.get(v).and_then(|c| c.parse::<f64>().ok());
+        let time = record
+            .cells
+            .get(t)
+            .and_then(|c| c.parse::<Timestamp>().ok());
+        let value = record.cells.get(v).and_then(|c| c.parse::<f64>().ok());
         if let (Some(time), Some(value)) = (time, value.filter(|v| v.is_finite())) {
             points.push((time.as_millisecond() as f64 / 1000.0, value));
         }
@@ -356,46 +338,77 @@ fn flux_number(text: &str, datatype: &str, endpoint: &str) -> Result<f64, Metric
 
 /// The `_value` of the first record of an annotated-CSV Flux answer.
 fn first_flux_value(body: &[u8], endpoint: &str) -> Result<f64, MetricError> {
+    let records = flux_records(body, endpoint)?;
+    let Some(record) = records.first() else {
+        return Err(no_values("the query returned no record"));
+    };
+    let Some(i) = record.column("_value") else {
+        return Err(MetricError::Failed(format!(
+            "{endpoint} answered records without a _value column (columns: {})",
+            record.columns.join(", ")
+        )));
+    };
+    let value = record.cells.get(i).map(String::as_str).unwrap_or_default();
+    let datatype = record
+        .datatypes
+        .get(i)
+        .map(String::as_str)
+        .unwrap_or_default();
+    flux_number(value, datatype, endpoint)
+}
+
+/// One record of an annotated-CSV Flux answer, with its table's header and datatypes.
+struct FluxRecord {
+    datatypes: std::rc::Rc<Vec<String>>,
+    columns: std::rc::Rc<Vec<String>>,
+    cells: Vec<String>,
+}
+
+impl FluxRecord {
+    fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == name)
+    }
+}
+
+/// Every record of an annotated-CSV Flux answer; an `error` column is the query's failure.
+fn flux_records(body: &[u8], endpoint: &str) -> Result<Vec<FluxRecord>, MetricError> {
     let text = String::from_utf8_lossy(body);
-    let mut datatypes: Vec<String> = Vec::new();
-    let mut header: Option<Vec<String>> = None;
+    let mut records = Vec::new();
+    let mut datatypes = std::rc::Rc::new(Vec::new());
+    let mut header: Option<std::rc::Rc<Vec<String>>> = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             // A new table: its own annotations and header follow.
             header = None;
-            datatypes.clear();
+            datatypes = std::rc::Rc::new(Vec::new());
             continue;
         }
         let cells = csv_cells(line);
         if cells.first().is_some_and(|c| c.starts_with('#')) {
             if cells.first().map(String::as_str) == Some("#datatype") {
-                datatypes = cells;
+                datatypes = std::rc::Rc::new(cells);
             }
             continue;
         }
         let Some(columns) = &header else {
-            header = Some(cells);
+            header = Some(std::rc::Rc::new(cells));
             continue;
         };
-        let at = |name: &str| columns.iter().position(|c| c == name);
-        if let Some(i) = at("error") {
-            let error = cells.get(i).map(String::as_str).unwrap_or_default();
+        let record = FluxRecord {
+            datatypes: datatypes.clone(),
+            columns: columns.clone(),
+            cells,
+        };
+        if let Some(i) = record.column("error") {
+            let error = record.cells.get(i).map(String::as_str).unwrap_or_default();
             return Err(MetricError::Failed(format!(
                 "{endpoint} refused the query: {error}"
             )));
         }
-        let Some(i) = at("_value") else {
-            return Err(MetricError::Failed(format!(
-                "{endpoint} answered records without a _value column (columns: {})",
-                columns.join(", ")
-            )));
-        };
-        let value = cells.get(i).map(String::as_str).unwrap_or_default();
-        let datatype = datatypes.get(i).map(String::as_str).unwrap_or_default();
-        return flux_number(value, datatype, endpoint);
+        records.push(record);
     }
-    Err(no_values("the query returned no record"))
+    Ok(records)
 }
 
 /// The cells of one CSV line (RFC 4180: quoted cells, `""` inside quotes).
