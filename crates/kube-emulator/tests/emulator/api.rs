@@ -713,7 +713,32 @@ async fn events_of_both_groups_are_one_resource_in_two_views() -> TestResult {
 /// type is refused with 422 naming its path.
 #[tokio::test]
 async fn istio_virtual_service_is_pruned_and_validated() -> TestResult {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
     let (_emu, client) = setup().await?;
+    // Both kinds' CRDs carry the schema in both versions.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (crd, field) in [
+        ("virtualservices.networking.istio.io", "http"),
+        ("destinationrules.networking.istio.io", "trafficPolicy"),
+    ] {
+        let crd = crds.get(crd).await?;
+        for v in &crd.spec.versions {
+            let schema = v
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref())
+                .and_then(|s| s.properties.as_ref())
+                .and_then(|p| p.get("spec"))
+                .and_then(|s| s.properties.as_ref());
+            assert!(
+                schema.is_some_and(|p| p.contains_key(field)),
+                "{} {}",
+                crd.spec.names.kind,
+                v.name
+            );
+        }
+    }
     for version in ["v1", "v1beta1"] {
         let gvk = GroupVersionKind::gvk("networking.istio.io", version, "VirtualService");
         let ar = ApiResource::from_gvk_with_plural(&gvk, "virtualservices");
