@@ -224,7 +224,9 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 /// The `openAPIV3Schema` of a built-in custom type's version, when the emulator has the real
 /// one: Gateway API (HTTPRoute, Gateway, GatewayClass; the `gateway-api` crate's v1 types,
 /// also used for v1beta1, whose schema is the same) and Flagger (Canary, MetricTemplate; the
-/// CRD of Flagger v1.44.0). Istio and Gloo types have none (`None`: the CRD keeps every field).
+/// CRD of Flagger v1.44.0) and Istio (VirtualService, DestinationRule; rebuilt from the
+/// Istio 1.29.2 CRD's models, one schema for v1 and v1beta1, which Istio's CRD gives the same
+/// schema). Gloo types have none (`None`: the CRD keeps every field).
 pub(crate) fn known_crd_schema(group: &str, kind: &str) -> Option<Value> {
     // Kept as compact JSON text: a fraction of the memory of the parsed values, and parsed
     // in about a millisecond when an emulator starts.
@@ -251,6 +253,31 @@ fn crd_schema_of<K: kube::CustomResourceExt>() -> Option<Value> {
 /// Flagger's CRD schemas, as vendored in `data/` (see the crate's README).
 const FLAGGER_SCHEMAS: &str = include_str!("../data/flagger-v1.44.0-crd-schemas.json");
 
+/// Istio's CRD schemas, as vendored in `data/` (see the crate's README).
+const ISTIO_SCHEMAS: &str = include_str!("../data/istio-1.29.2-crd-schemas.json");
+
+/// The `schema` of each of `kinds` in a vendored file of the shape
+/// `{"Kind": {"served": [...], "schema": {...}}}`.
+fn vendored(
+    out: &mut Vec<(&'static str, &'static str, Value)>,
+    group: &'static str,
+    kinds: &[&'static str],
+    text: &str,
+    project: &str,
+) {
+    match serde_json::from_str::<Value>(text) {
+        Ok(all) => {
+            for kind in kinds {
+                match all.get(*kind).and_then(|k| k.get("schema")) {
+                    Some(s) => out.push((group, *kind, s.clone())),
+                    None => tracing::error!("the vendored {project} CRD schemas have no {kind}"),
+                }
+            }
+        }
+        Err(e) => tracing::error!("the vendored {project} CRD schemas do not parse: {e}"),
+    }
+}
+
 fn build_crd_schemas() -> Vec<(&'static str, &'static str, Value)> {
     use gateway_api::apis::standard::{gatewayclasses, gateways, httproutes};
     let gw = "gateway.networking.k8s.io";
@@ -267,16 +294,20 @@ fn build_crd_schemas() -> Vec<(&'static str, &'static str, Value)> {
             out.push((gw, kind, s));
         }
     }
-    match serde_json::from_str::<Value>(FLAGGER_SCHEMAS) {
-        Ok(flagger) => {
-            for kind in ["Canary", "MetricTemplate"] {
-                if let Some(s) = flagger.pointer(&format!("/{kind}/schema")) {
-                    out.push(("flagger.app", kind, s.clone()));
-                }
-            }
-        }
-        Err(e) => tracing::error!("the vendored Flagger CRD schemas do not parse: {e}"),
-    }
+    vendored(
+        &mut out,
+        "flagger.app",
+        &["Canary", "MetricTemplate"],
+        FLAGGER_SCHEMAS,
+        "Flagger",
+    );
+    vendored(
+        &mut out,
+        "networking.istio.io",
+        &["VirtualService", "DestinationRule"],
+        ISTIO_SCHEMAS,
+        "Istio",
+    );
     out
 }
 
