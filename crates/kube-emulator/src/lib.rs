@@ -59,8 +59,8 @@
 //!   `minItems`/`maxItems`): a 422 `Invalid` whose causes name the field
 //!   (`spec.rules[0].backendRefs[0].weight: Invalid value: ...`). The built-in custom types
 //!   carry their real schemas (Gateway API from the `gateway-api` crate, Flagger's CRD,
-//!   Istio's `VirtualService` and `DestinationRule` rebuilt from Istio 1.29.2's CRD models);
-//!   Gloo types keep every field.
+//!   Istio's `VirtualService` and `DestinationRule` rebuilt from Istio 1.29.2's CRD models,
+//!   Gloo's `RouteTable`, `VirtualService` and `Upstream` from Gloo's generated CRDs).
 //!
 //! Server-side apply without `fieldManager` is a 422 (`PatchOptions.meta.k8s.io "" is
 //! invalid`), as the real server answers. Strategic merge patch follows the real patch

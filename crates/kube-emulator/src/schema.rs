@@ -226,7 +226,8 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 /// also used for v1beta1, whose schema is the same) and Flagger (Canary, MetricTemplate; the
 /// CRD of Flagger v1.44.0) and Istio (VirtualService, DestinationRule; rebuilt from the
 /// Istio 1.29.2 CRD's models, one schema for v1 and v1beta1, which Istio's CRD gives the same
-/// schema). Gloo types have none (`None`: the CRD keeps every field).
+/// schema) and Gloo (RouteTable, VirtualService, Upstream; the v1 schemas of Gloo's generated
+/// CRDs).
 pub(crate) fn known_crd_schema(group: &str, kind: &str) -> Option<Value> {
     // Kept as compact JSON text: a fraction of the memory of the parsed values, and parsed
     // in about a millisecond when an emulator starts.
@@ -255,6 +256,9 @@ const FLAGGER_SCHEMAS: &str = include_str!("../data/flagger-v1.44.0-crd-schemas.
 
 /// Istio's CRD schemas, as vendored in `data/` (see the crate's README).
 const ISTIO_SCHEMAS: &str = include_str!("../data/istio-1.29.2-crd-schemas.json");
+
+/// Gloo's CRD schemas, as vendored in `data/` (see the crate's README).
+const GLOO_SCHEMAS: &str = include_str!("../data/gloo-be7b6ae-crd-schemas.json");
 
 /// The `schema` of each of `kinds` in a vendored file of the shape
 /// `{"Kind": {"served": [...], "schema": {...}}}`.
@@ -307,6 +311,20 @@ fn build_crd_schemas() -> Vec<(&'static str, &'static str, Value)> {
         &["VirtualService", "DestinationRule"],
         ISTIO_SCHEMAS,
         "Istio",
+    );
+    vendored(
+        &mut out,
+        "gateway.solo.io",
+        &["RouteTable", "VirtualService"],
+        GLOO_SCHEMAS,
+        "Gloo",
+    );
+    vendored(
+        &mut out,
+        "gloo.solo.io",
+        &["Upstream"],
+        GLOO_SCHEMAS,
+        "Gloo",
     );
     out
 }

@@ -790,3 +790,137 @@ async fn istio_virtual_service_is_pruned_and_validated() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn gloo_route_table_and_upstream_are_pruned_and_validated() -> TestResult {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let (_emu, client) = setup().await?;
+    // The three Gloo CRDs carry their schema.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for (crd, field) in [
+        ("routetables.gateway.solo.io", "routes"),
+        ("virtualservices.gateway.solo.io", "virtualHost"),
+        ("upstreams.gloo.solo.io", "kube"),
+    ] {
+        let crd = crds.get(crd).await?;
+        let spec = crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .and_then(|s| s.properties.as_ref())
+            .and_then(|p| p.get("spec"))
+            .and_then(|s| s.properties.as_ref());
+        assert!(spec.is_some_and(|p| p.contains_key(field)), "{crd:?}");
+    }
+
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gateway.solo.io", "v1", "RouteTable"),
+        "routetables",
+    );
+    let rts: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let rt = |name: &str, weight: serde_json::Value| {
+        json!({
+            "apiVersion": "gateway.solo.io/v1",
+            "kind": "RouteTable",
+            "metadata": {"name": name},
+            "spec": {"routes": [{
+                "matchers": [{"prefix": "/"}],
+                "routeAction": {"multi": {"destinations": [
+                    {
+                        "destination": {"upstream": {"name": "web-primary", "namespace": "default"}, "colour": "blue"},
+                        "weight": weight,
+                    },
+                    {"destination": {"upstream": {"name": "web-canary", "namespace": "default"}}, "weight": 10},
+                ]}},
+                // Free-form, kept as written.
+                "options": {"envoyMetadata": {"x": {"any": ["thing"]}}},
+            }]},
+        })
+    };
+    let created = rts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(rt("web", json!(90)))?,
+        )
+        .await?;
+    let route = &created.data["spec"]["routes"][0];
+    let first = &route["routeAction"]["multi"]["destinations"][0];
+    assert!(first["destination"].get("colour").is_none(), "{first}");
+    assert_eq!(first["destination"]["upstream"]["name"], "web-primary");
+    assert_eq!(first["weight"], 90);
+    assert_eq!(route["options"]["envoyMetadata"]["x"]["any"][0], "thing");
+    let stored = rts.get("web").await?;
+    assert!(
+        stored.data["spec"]["routes"][0]["routeAction"]["multi"]["destinations"][0]["destination"]
+            .get("colour")
+            .is_none(),
+        "{:?}",
+        stored.data
+    );
+
+    let err = api_error(
+        rts.create(
+            &PostParams::default(),
+            &serde_json::from_value(rt("bad", json!("x")))?,
+        )
+        .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message.contains(
+            "spec.routes[0].routeAction.multi.destinations[0].weight: Invalid value: \"string\""
+        ),
+        "{}",
+        err.message
+    );
+
+    // An Upstream: an unknown field of `kube` is dropped, a port that is not a number refused.
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gloo.solo.io", "v1", "Upstream"),
+        "upstreams",
+    );
+    let ups: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let upstream = |name: &str, port: serde_json::Value| {
+        json!({
+            "apiVersion": "gloo.solo.io/v1",
+            "kind": "Upstream",
+            "metadata": {"name": name},
+            "spec": {"kube": {
+                "serviceName": "web-primary",
+                "serviceNamespace": "default",
+                "servicePort": port,
+                "servicePortName": "http",
+            }},
+        })
+    };
+    let created = ups
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(upstream("web-primary", json!(80)))?,
+        )
+        .await?;
+    assert!(
+        created.data["spec"]["kube"]
+            .get("servicePortName")
+            .is_none(),
+        "{:?}",
+        created.data
+    );
+    assert_eq!(created.data["spec"]["kube"]["servicePort"], 80);
+    let err = api_error(
+        ups.create(
+            &PostParams::default(),
+            &serde_json::from_value(upstream("bad", json!("http")))?,
+        )
+        .await,
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message
+            .contains("spec.kube.servicePort: Invalid value: \"string\""),
+        "{}",
+        err.message
+    );
+    Ok(())
+}
