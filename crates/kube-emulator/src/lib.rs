@@ -115,6 +115,7 @@
 //!   never-ready Deployment) and scales older ReplicaSets to zero. There are no surge or
 //!   partially available states, and no Events.
 
+mod admission;
 mod controllers;
 mod errors;
 mod events;

@@ -690,6 +690,7 @@ impl State {
         self.defaults(rt, &mut obj, None);
         self.check_fields(rt, &mut obj, ctx, &name)?;
         kinds::validate(rt, &obj, None)?;
+        crate::admission::admit(rt, &obj)?;
         let entries = match applied {
             Some(e) => e,
             None => {
@@ -852,6 +853,7 @@ impl State {
         self.defaults(rt, &mut new, Some(&old));
         self.check_fields(rt, &mut new, ctx, name)?;
         kinds::validate(rt, &new, Some(&old))?;
+        crate::admission::admit(rt, &new)?;
         if !same_spec(&new, &old) {
             let g = meta(&old)
                 .and_then(|m| m.get("generation"))

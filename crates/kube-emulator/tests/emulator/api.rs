@@ -924,3 +924,55 @@ async fn gloo_route_table_and_upstream_are_pruned_and_validated() -> TestResult 
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn ingress_nginx_admission_refuses_invalid_canary_annotations() -> TestResult {
+    use k8s_openapi::api::networking::v1::Ingress;
+
+    let (_emu, client) = setup().await?;
+    let ingresses: Api<Ingress> = Api::default_namespaced(client);
+    let ingress = |name: &str, weight: &str| {
+        serde_json::from_value::<Ingress>(json!({
+            "metadata": {"name": name, "annotations": {
+                "nginx.ingress.kubernetes.io/canary": "true",
+                "nginx.ingress.kubernetes.io/canary-weight": weight,
+            }},
+            "spec": {"ingressClassName": "nginx", "rules": [{"host": "app.example.com", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "podinfo-canary", "port": {"number": 80}}}}
+            ]}}]},
+        }))
+    };
+    ingresses
+        .create(&PostParams::default(), &ingress("podinfo-canary", "30")?)
+        .await?;
+    let status = api_error(
+        ingresses
+            .create(&PostParams::default(), &ingress("other-canary", "30%")?)
+            .await,
+    );
+    assert_eq!(status.code, 400);
+    assert_eq!(
+        status.message,
+        "admission webhook \"validate.nginx.ingress.kubernetes.io\" denied the request: annotation nginx.ingress.kubernetes.io/canary-weight contains invalid value 30%"
+    );
+    // An update is checked too, and leaves the stored Ingress as it was.
+    let patch =
+        json!({"metadata": {"annotations": {"nginx.ingress.kubernetes.io/canary-weight": "half"}}});
+    let status = api_error(
+        ingresses
+            .patch(
+                "podinfo-canary",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await,
+    );
+    assert_eq!(status.code, 400);
+    let stored = ingresses.get("podinfo-canary").await?;
+    assert_eq!(
+        stored.metadata.annotations.unwrap_or_default()
+            ["nginx.ingress.kubernetes.io/canary-weight"],
+        "30"
+    );
+    Ok(())
+}
