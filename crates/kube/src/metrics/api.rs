@@ -438,6 +438,24 @@ pub(crate) fn bucket_width(starts: impl Iterator<Item = f64>, fallback: f64) -> 
         .unwrap_or(fallback)
 }
 
+/// The window, in Unix milliseconds, that a provider answering in buckets is asked for in a
+/// judge's range query. `start` closes the judge's first interval, and a bucket's point is placed
+/// at the bucket's end, so the bucket that covers the first interval opens a `step` before
+/// `start` (at least a second); the window ends at `end`.
+pub(crate) fn range_window_ms(start: f64, end: f64, step: std::time::Duration) -> (u64, u64) {
+    let step_ms = u64::try_from(step.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1000);
+    let from = ((start * 1000.0).floor() as u64).saturating_sub(step_ms);
+    (from, (end * 1000.0).ceil() as u64)
+}
+
+/// [`range_window_ms`] in whole Unix seconds (the start rounded down, the end up).
+pub(crate) fn range_window(start: f64, end: f64, step: std::time::Duration) -> (u64, u64) {
+    let (from, until) = range_window_ms(start, end, step);
+    (from / 1000, until.div_ceil(1000))
+}
+
 /// The first `chars` characters of `body`, for messages about an answer that is not what the
 /// provider documents.
 pub(crate) fn excerpt(body: &[u8], chars: usize) -> String {
@@ -453,6 +471,23 @@ pub(crate) fn excerpt(body: &[u8], chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_judges_window_opens_a_step_before_its_first_close() {
+        let step = std::time::Duration::from_secs(60);
+        assert_eq!(
+            range_window_ms(1_700_000_060.4, 1_700_000_180.2, step),
+            (1_700_000_000_400, 1_700_000_180_200)
+        );
+        assert_eq!(
+            range_window(1_700_000_060.4, 1_700_000_180.2, step),
+            (1_700_000_000, 1_700_000_181)
+        );
+        // At least a second, and never before the epoch.
+        let tiny = std::time::Duration::from_millis(10);
+        assert_eq!(range_window_ms(5.0, 6.0, tiny), (4_000, 6_000));
+        assert_eq!(range_window_ms(0.5, 1.0, step), (0, 1_000));
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use wiremock::matchers::{header, method, path, query_param};

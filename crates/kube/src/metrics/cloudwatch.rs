@@ -26,7 +26,9 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::api::{bucket_width, excerpt, json_of, number, unix_now_ms, Api, Call, MAX_BODY};
+use super::api::{
+    bucket_width, excerpt, json_of, number, range_window, unix_now_ms, Api, Call, MAX_BODY,
+};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -422,9 +424,10 @@ impl MetricsProvider for CloudWatch {
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
+            let (from, until) = range_window(start, end, step);
             let body = json!({
-                "StartTime": start.floor() as u64,
-                "EndTime": end.ceil() as u64,
+                "StartTime": from,
+                "EndTime": until,
                 "MetricDataQueries": queries_of(query)?,
                 "ScanBy": "TimestampAscending",
             });

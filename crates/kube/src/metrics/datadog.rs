@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::api::{bucket_width, excerpt, json_of, number, unix_now_ms, Api, Call};
+use super::api::{bucket_width, excerpt, json_of, number, range_window, unix_now_ms, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -187,10 +187,11 @@ impl MetricsProvider for Datadog {
         step: Duration,
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
+            let (from, to) = range_window(start, end, step);
             let call = Call::get(QUERY_PATH)
                 .param("query", query.trim())
-                .param("from", (start.floor() as u64).to_string())
-                .param("to", (end.ceil() as u64).to_string());
+                .param("from", from.to_string())
+                .param("to", to.to_string());
             let body = self.api.call(&call).await?;
             series_of(&body, &self.endpoint, step.as_secs_f64())
         })
@@ -319,7 +320,8 @@ mod tests {
         Mock::given(method("GET"))
             .and(path("/api/v1/query"))
             .and(query_param("query", "sum:errors{env:prod} by {kube_deployment}.as_count().rollup(sum, 30)"))
-            .and(query_param("from", "1700000000"))
+            // The window opens a step before the first interval's close.
+            .and(query_param("from", "1699999970"))
             .and(query_param("to", "1700000090"))
             .respond_with(ResponseTemplate::new(200).set_body_string(
                 r#"{"status":"ok","series":[{"scope":"env:prod,kube_deployment:podinfo","tag_set":["kube_deployment:podinfo"],"pointlist":[[1700000030000,2.0],[1700000060000,null],[1700000090000,1.0]]},{"scope":"env:prod,kube_deployment:podinfo-primary","tag_set":["kube_deployment:podinfo-primary"],"pointlist":[[1700000030000,0.0]]}]}"#,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::api::{excerpt, json_of, number, unix_now_ms, Api, Call};
+use super::api::{excerpt, json_of, number, range_window_ms, unix_now_ms, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -178,11 +178,13 @@ impl MetricsProvider for Dynatrace {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
             let minutes = step.as_secs().div_ceil(60).max(1);
+            // Dynatrace's slots are the resolution's whole minutes.
+            let (from, to) = range_window_ms(start, end, Duration::from_secs(minutes * 60));
             let call = Call::get(QUERY_PATH)
                 .param("metricSelector", query.trim())
                 .param("resolution", format!("{minutes}m"))
-                .param("from", ((start * 1000.0).floor() as u64).to_string())
-                .param("to", ((end * 1000.0).ceil() as u64).to_string());
+                .param("from", from.to_string())
+                .param("to", to.to_string());
             let body = self.api.call(&call).await?;
             series_of(&body, &self.endpoint)
         })
@@ -241,7 +243,8 @@ mod tests {
             .and(path("/api/v2/metrics/query"))
             .and(query_param("metricSelector", "builtin:service.errors.total.count:splitBy(\"dt.entity.service\")"))
             .and(query_param("resolution", "1m"))
-            .and(query_param("from", "1700000000000"))
+            // The window opens a slot (the resolution's minute) before the first close.
+            .and(query_param("from", "1699999940000"))
             .and(query_param("to", "1700000180000"))
             .respond_with(ResponseTemplate::new(200).set_body_string(
                 r#"{"resolution":"1m","result":[{"metricId":"builtin:service.errors.total.count:splitBy(\"dt.entity.service\")","data":[{"dimensionMap":{"dt.entity.service":"SERVICE-CANARY"},"timestamps":[1700000060000,1700000120000,1700000180000],"values":[2,null,5]},{"dimensionMap":{"dt.entity.service":"SERVICE-PRIMARY"},"timestamps":[1700000060000],"values":[0]}]}]}"#,

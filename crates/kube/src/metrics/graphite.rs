@@ -22,7 +22,7 @@ use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::api::{bucket_width, excerpt, json_of, Api, Call};
+use super::api::{bucket_width, excerpt, json_of, range_window, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -201,10 +201,11 @@ impl MetricsProvider for Graphite {
         step: std::time::Duration,
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
+            let (from, until) = range_window(start, end, step);
             let call = self
                 .render(query, &["from", "until"])?
-                .param("from", (start.floor() as u64).to_string())
-                .param("until", (end.ceil() as u64).to_string());
+                .param("from", from.to_string())
+                .param("until", until.to_string());
             let body = self.api.call(&call).await?;
             series_of(&body, &self.endpoint, step.as_secs_f64())
         })

@@ -37,7 +37,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::api::{bucket_width, excerpt, json_of, number, Api, Call};
+use super::api::{bucket_width, excerpt, json_of, number, range_window, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -159,13 +159,11 @@ impl InfluxDb {
     ) -> Result<Vec<RangeSeries>, MetricError> {
         let query = query.trim();
         let step_s = step.as_secs().max(1);
-        // The first point closes the interval that opens a step before `start`.
-        let from = (start.floor() as i64).saturating_sub(step_s as i64);
-        let until = end.ceil() as i64;
+        let (from, until) = range_window(start, end, step);
         match language(query) {
             Language::Flux => {
-                let at = |s: i64| {
-                    Timestamp::from_second(s).map_err(|e| {
+                let at = |s: u64| {
+                    Timestamp::from_second(i64::try_from(s).unwrap_or(i64::MAX)).map_err(|e| {
                         MetricError::Failed(format!("influxdb: the range's time {s}: {e}"))
                     })
                 };

@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::api::{excerpt, json_of, number, Api, Call};
+use super::api::{excerpt, json_of, number, range_window, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -212,9 +212,8 @@ impl MetricsProvider for NewRelic {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
             let step_s = step.as_secs().max(1);
-            // The first point closes the interval that opens a step before `start`.
-            let mut from = (start.floor() as u64).saturating_sub(step_s);
-            let until = (end.ceil() as u64).max(from + step_s);
+            let (mut from, until) = range_window(start, end, step);
+            let until = until.max(from + step_s);
             let mut series: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
             while from < until {
                 let to = until.min(from + MAX_BUCKETS * step_s);

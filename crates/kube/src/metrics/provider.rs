@@ -66,7 +66,10 @@ pub trait MetricsProvider: Send + Sync + std::fmt::Debug {
 
     /// The series of `query` over `[start, end]` (Unix seconds) at `step`, with their labels and
     /// the timestamp of every point, for the statistical judge, which follows the canary and the
-    /// primary interval by interval rather than reading single numbers. Flagger's interface has
+    /// primary interval by interval rather than reading single numbers. `start` and `end` close
+    /// the judge's first and last intervals and a point belongs to the interval its timestamp
+    /// closes, so a provider that answers in buckets labels each point with its bucket's end and
+    /// asks from a step before `start` (`api::range_window`). Flagger's interface has
     /// no such method; it is an aviary addition.
     ///
     /// "No values" ([`MetricError::NoValues`]) means the query returned no series; the judge then

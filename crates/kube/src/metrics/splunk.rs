@@ -27,7 +27,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::api::{unix_now_ms, Api, Call};
+use super::api::{range_window_ms, unix_now_ms, Api, Call};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -294,9 +294,7 @@ impl MetricsProvider for Splunk {
     ) -> BoxFuture<'a, Result<Vec<RangeSeries>, MetricError>> {
         Box::pin(async move {
             let step_ms = step.as_millis().max(1000) as u64;
-            // The first point closes the interval that opens a step before `start`.
-            let from = ((start * 1000.0).floor() as u64).saturating_sub(step_ms);
-            let until = (end * 1000.0).ceil() as u64;
+            let (from, until) = range_window_ms(start, end, step);
             let call = Call::post(EXECUTE_PATH, "text/plain", query.trim().as_bytes().to_vec())
                 .param("start", from.to_string())
                 .param("stop", until.to_string())

@@ -32,7 +32,7 @@ use base64::Engine as _;
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
-use super::api::{generic_detail, json_of, Api, Call, MAX_BODY};
+use super::api::{generic_detail, json_of, range_window, Api, Call, MAX_BODY};
 use super::provider::{MetricsProvider, ProviderSpec, RangeSeries};
 use super::MetricError;
 
@@ -368,11 +368,9 @@ impl Stackdriver {
             )));
         }
         let step_s = step.as_secs().max(1);
-        // The first point closes the interval that opens a step before `start`.
-        let from = (start.floor() as i64).saturating_sub(step_s as i64);
-        let until = end.ceil() as i64;
-        let date = |s: i64| {
-            k8s_openapi::jiff::Timestamp::from_second(s)
+        let (from, until) = range_window(start, end, step);
+        let date = |s: u64| {
+            k8s_openapi::jiff::Timestamp::from_second(i64::try_from(s).unwrap_or(i64::MAX))
                 .map(|t| t.strftime("%Y/%m/%d %H:%M:%S").to_string())
                 .map_err(|e| MetricError::Failed(format!("stackdriver: the range's time {s}: {e}")))
         };
