@@ -79,17 +79,6 @@ impl Recorder {
         Recorder { inner }
     }
 
-    /// A recorder that records nothing (runs without a cluster to write to, tests).
-    pub fn disabled() -> Recorder {
-        Recorder {
-            inner: Arc::new(Inner {
-                queue: Mutex::new(None),
-                regarding: Mutex::new(None),
-                worker: Mutex::new(None),
-            }),
-        }
-    }
-
     /// The object the events are about: the canary's target Deployment (with its uid, which
     /// `kubectl describe` selects on).
     pub fn regarding(&self, deployment: &k8s_openapi::api::apps::v1::Deployment) {
